@@ -1,0 +1,374 @@
+//! The blacklist (PROTOCOL.md, "Validation order"): consecutive invalid messages per nodename,
+//! a ban at `BAN_THRESHOLD`, reset by a valid message, expiring after a TTL.
+//!
+//! Read-mostly and shared by every worker. The lookup on the hot path takes no lock while no
+//! nodename has a count (the usual case) and otherwise tests an atomic bitset first, so only
+//! names that may be listed reach their shard's read lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+pub const BAN_THRESHOLD: u32 = 5;
+const SHARDS: usize = 16;
+const FILTER_BITS: usize = 4096;
+/// Bounds the table so frames under random nodenames cannot grow it without limit.
+const DEFAULT_MAX_ENTRIES: usize = 100_000;
+const NOT_BANNED: u64 = 0;
+const BANNED_FOREVER: u64 = u64::MAX;
+
+struct Entry {
+    count: AtomicU32,
+    /// 0: not banned; otherwise the ban's expiry in ms (u64::MAX: until cleared).
+    banned_until: AtomicU64,
+}
+
+/// What the hot path learns about a nodename.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Banned,
+    /// The ban just expired: the frame goes on, and the caller logs the expiry once.
+    BanExpired,
+}
+
+/// What recording an invalid message did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strike {
+    Counted(u32),
+    /// This message made the count reach the threshold: the caller logs the ban once.
+    Banned,
+    /// The table is full and the name was not in it: not recorded.
+    Untracked,
+}
+
+pub struct Blacklist {
+    shards: Box<[RwLock<HashMap<Box<str>, Entry>>]>,
+    /// Bit set for every name that has, or had since the last clear, an entry.
+    filter: Box<[AtomicU64]>,
+    entries: AtomicUsize,
+    max_entries: usize,
+    ttl_ms: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Blacklist {
+    /// `ttl_ms` = 0 keeps bans until cleared.
+    pub fn new(ttl_ms: u64) -> Self {
+        Self::with_capacity(ttl_ms, DEFAULT_MAX_ENTRIES)
+    }
+
+    pub fn with_capacity(ttl_ms: u64, max_entries: usize) -> Self {
+        Blacklist {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            filter: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+            entries: AtomicUsize::new(0),
+            max_entries,
+            ttl_ms: AtomicU64::new(ttl_ms),
+            hasher: Default::default(),
+        }
+    }
+
+    pub fn set_ttl_ms(&self, ttl_ms: u64) {
+        self.ttl_ms.store(ttl_ms, Ordering::Relaxed);
+    }
+
+    fn hash(&self, name: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        name.hash(&mut h);
+        h.finish()
+    }
+
+    fn filter_slot(hash: u64) -> (usize, u64) {
+        let bit = (hash >> 32) as usize % FILTER_BITS;
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    fn may_contain(&self, hash: u64) -> bool {
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let (w, m) = Self::filter_slot(hash);
+        self.filter[w].load(Ordering::Acquire) & m != 0
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<HashMap<Box<str>, Entry>> {
+        &self.shards[hash as usize % SHARDS]
+    }
+
+    /// Step 3 of the receive path: is this nodename banned right now?
+    pub fn check(&self, name: &str, now_ms: u64) -> Verdict {
+        let h = self.hash(name);
+        if !self.may_contain(h) {
+            return Verdict::Allowed;
+        }
+        let shard = read(self.shard(h));
+        let Some(e) = shard.get(name) else {
+            return Verdict::Allowed;
+        };
+        let until = e.banned_until.load(Ordering::Acquire);
+        if until == NOT_BANNED {
+            return Verdict::Allowed;
+        }
+        if now_ms < until {
+            return Verdict::Banned;
+        }
+        // Expired: only the worker whose CAS wins reports it, so it is logged once.
+        if e.banned_until
+            .compare_exchange(until, NOT_BANNED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            e.count.store(0, Ordering::Release);
+            Verdict::BanExpired
+        } else {
+            Verdict::Allowed
+        }
+    }
+
+    /// One more invalid message from `name`.
+    pub fn record_invalid(&self, name: &str, now_ms: u64) -> Strike {
+        let h = self.hash(name);
+        {
+            let shard = read(self.shard(h));
+            if let Some(e) = shard.get(name) {
+                return self.strike(e, now_ms);
+            }
+        }
+        let mut shard = write(self.shard(h));
+        if !shard.contains_key(name) {
+            if self.entries.load(Ordering::Acquire) >= self.max_entries {
+                return Strike::Untracked;
+            }
+            let (w, m) = Self::filter_slot(h);
+            self.filter[w].fetch_or(m, Ordering::AcqRel);
+            self.entries.fetch_add(1, Ordering::AcqRel);
+            shard.insert(
+                name.into(),
+                Entry {
+                    count: AtomicU32::new(0),
+                    banned_until: AtomicU64::new(NOT_BANNED),
+                },
+            );
+        }
+        match shard.get(name) {
+            Some(e) => self.strike(e, now_ms),
+            None => Strike::Untracked,
+        }
+    }
+
+    fn strike(&self, e: &Entry, now_ms: u64) -> Strike {
+        if e.banned_until.load(Ordering::Acquire) != NOT_BANNED {
+            // Already banned (frames of a banned name are dropped before they can count; this
+            // is a race with the ban): nothing more to record.
+            return Strike::Counted(BAN_THRESHOLD);
+        }
+        let n = e.count.fetch_add(1, Ordering::AcqRel) + 1;
+        if n == BAN_THRESHOLD {
+            let ttl = self.ttl_ms.load(Ordering::Relaxed);
+            let until = if ttl == 0 {
+                BANNED_FOREVER
+            } else {
+                now_ms.saturating_add(ttl).max(1)
+            };
+            e.banned_until.store(until, Ordering::Release);
+            Strike::Banned
+        } else {
+            Strike::Counted(n.min(BAN_THRESHOLD))
+        }
+    }
+
+    /// A valid message from `name`: its consecutive count goes back to 0. Lock-free unless the
+    /// name may have an entry.
+    pub fn record_valid(&self, name: &str) {
+        let h = self.hash(name);
+        if !self.may_contain(h) {
+            return;
+        }
+        let shard = read(self.shard(h));
+        if let Some(e) = shard.get(name)
+            && e.banned_until.load(Ordering::Acquire) == NOT_BANNED
+            && e.count.load(Ordering::Relaxed) != 0
+        {
+            e.count.store(0, Ordering::Release);
+        }
+    }
+
+    /// `{"node1": 1, "node2": 5}`: every name with a non-zero count or a ban.
+    pub fn status(&self, now_ms: u64) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for s in self.shards.iter() {
+            for (name, e) in read(s).iter() {
+                let until = e.banned_until.load(Ordering::Acquire);
+                let banned = until != NOT_BANNED && now_ms < until;
+                let count = if banned {
+                    BAN_THRESHOLD
+                } else if until != NOT_BANNED {
+                    0 // expired, not yet seen by check()
+                } else {
+                    e.count.load(Ordering::Acquire)
+                };
+                if count > 0 {
+                    out.insert(name.to_string(), count);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn is_banned(&self, name: &str, now_ms: u64) -> bool {
+        let h = self.hash(name);
+        let shard = read(self.shard(h));
+        shard.get(name).is_some_and(|e| {
+            let until = e.banned_until.load(Ordering::Acquire);
+            until != NOT_BANNED && now_ms < until
+        })
+    }
+
+    /// Empties the blacklist.
+    pub fn clear(&self) {
+        for s in self.shards.iter() {
+            write(s).clear();
+        }
+        self.entries.store(0, Ordering::Release);
+        for w in self.filter.iter() {
+            w.store(0, Ordering::Release);
+        }
+    }
+
+    /// Drops entries that carry no information any more (count 0, not banned), so the filter
+    /// and the table do not keep growing with names that were forgiven.
+    pub fn compact(&self, now_ms: u64) {
+        let mut remaining = 0;
+        for s in self.shards.iter() {
+            let mut g = write(s);
+            g.retain(|_, e| {
+                let until = e.banned_until.load(Ordering::Acquire);
+                (until != NOT_BANNED && now_ms < until) || e.count.load(Ordering::Acquire) > 0
+            });
+            remaining += g.len();
+        }
+        self.entries.store(remaining, Ordering::Release);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn five_strikes_ban_and_a_valid_message_resets() {
+        let b = Blacklist::new(0);
+        for i in 1..5 {
+            assert_eq!(b.record_invalid("n1", 0), Strike::Counted(i));
+        }
+        b.record_valid("n1");
+        assert_eq!(b.status(0).get("n1"), None);
+        for _ in 1..5 {
+            b.record_invalid("n1", 0);
+        }
+        assert_eq!(b.check("n1", 0), Verdict::Allowed);
+        assert_eq!(b.record_invalid("n1", 0), Strike::Banned);
+        assert_eq!(b.check("n1", 10), Verdict::Banned);
+        b.record_invalid("n2", 0);
+        let status = b.status(0);
+        assert_eq!(status.get("n1"), Some(&5));
+        assert_eq!(status.get("n2"), Some(&1));
+        // A valid message does not lift a ban.
+        b.record_valid("n1");
+        assert_eq!(b.check("n1", 10), Verdict::Banned);
+        b.clear();
+        assert_eq!(b.check("n1", 10), Verdict::Allowed);
+        assert!(b.status(0).is_empty());
+    }
+
+    #[test]
+    fn ban_expires_once() {
+        let b = Blacklist::new(1000);
+        for _ in 0..5 {
+            b.record_invalid("n", 100);
+        }
+        assert_eq!(b.check("n", 1099), Verdict::Banned);
+        assert_eq!(b.check("n", 1100), Verdict::BanExpired);
+        assert_eq!(b.check("n", 1100), Verdict::Allowed);
+        assert_eq!(b.record_invalid("n", 1200), Strike::Counted(1));
+    }
+
+    #[test]
+    fn bounded() {
+        let b = Blacklist::with_capacity(0, 2);
+        b.record_invalid("a", 0);
+        b.record_invalid("b", 0);
+        assert_eq!(b.record_invalid("c", 0), Strike::Untracked);
+        assert_eq!(b.record_invalid("a", 0), Strike::Counted(2));
+        b.record_valid("a");
+        b.compact(0);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.record_invalid("c", 0), Strike::Counted(1));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Valid(u8),
+        Invalid(u8),
+        Clear,
+    }
+
+    proptest! {
+        /// The blacklist against a model: a map of consecutive counts, saturating at the ban.
+        #[test]
+        fn matches_model(ops in prop::collection::vec(prop_oneof![
+            (0u8..4).prop_map(Op::Valid),
+            (0u8..4).prop_map(Op::Invalid),
+            Just(Op::Clear),
+        ], 0..200)) {
+            let b = Blacklist::new(0);
+            let mut model: BTreeMap<String, u32> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Valid(n) => {
+                        let name = format!("n{n}");
+                        // The receive path drops a banned name's frames before they count.
+                        if b.check(&name, 0) == Verdict::Allowed {
+                            b.record_valid(&name);
+                            model.remove(&name);
+                        } else {
+                            prop_assert_eq!(model.get(&name), Some(&BAN_THRESHOLD));
+                        }
+                    }
+                    Op::Invalid(n) => {
+                        let name = format!("n{n}");
+                        if b.check(&name, 0) == Verdict::Allowed {
+                            let strike = b.record_invalid(&name, 0);
+                            let c = model.entry(name).or_insert(0);
+                            *c += 1;
+                            let expected = if *c == BAN_THRESHOLD { Strike::Banned } else { Strike::Counted(*c) };
+                            prop_assert_eq!(strike, expected);
+                        }
+                    }
+                    Op::Clear => {
+                        b.clear();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(b.status(0), model.clone());
+            }
+        }
+    }
+}

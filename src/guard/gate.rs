@@ -1,0 +1,353 @@
+//! The receive path as a pure function of (frame, clock): PROTOCOL.md's validation order,
+//! returning what the listener must do. No I/O; the listener owns sockets and logging.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::blacklist::{Blacklist, Strike, Verdict};
+use super::ratelimit::RateLimit;
+use crate::wire::crypto::SessionKey;
+use crate::wire::frame::{FrameView, HeaderError, Kind};
+use crate::wire::payload::{Heartbeat, PayloadError, Request, RequestParser};
+use crate::wire::replay::{Stale, within_skew};
+use crate::wire::session::{KeyCache, ReplayError, ReplayTable};
+
+/// What the receiver needs of the configuration, swapped as a whole on reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateConfig {
+    pub cluster_name: String,
+    pub secret: String,
+    pub members: HashSet<String>,
+    pub max_clock_skew_ms: u64,
+    pub accept_joins: bool,
+}
+
+/// State shared by every worker of one listener.
+pub struct SharedGuard {
+    pub blacklist: Blacklist,
+    pub join_limit: RateLimit,
+    pub replay: ReplayTable,
+}
+
+impl SharedGuard {
+    pub fn new(blacklist_ttl_ms: u64, join_rate: u32) -> Self {
+        SharedGuard {
+            blacklist: Blacklist::new(blacklist_ttl_ms),
+            join_limit: RateLimit::per_second(join_rate),
+            replay: ReplayTable::new(1 << 16),
+        }
+    }
+}
+
+/// Why a frame was not delivered. `Invalid` ones count toward the blacklist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Step 3: the nodename is banned. Not decrypted, not counted.
+    Blacklisted,
+    /// A non-member's frame beyond `listener.join_rate`. Not decrypted, not counted.
+    JoinRateLimited,
+    /// Too many live sessions to track a new one. Not counted.
+    SessionTableFull,
+    Invalid(Invalid),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Header(HeaderError),
+    #[error("unexpected frame kind {}", .0.as_str())]
+    UnexpectedKind(Kind),
+    #[error("not a cluster member")]
+    NotMember,
+    #[error("timestamp outside the allowed clock skew")]
+    ClockSkew,
+    #[error("{0}")]
+    Stale(Stale),
+    #[error("decryption failed")]
+    Decrypt,
+    #[error("{0}")]
+    Payload(PayloadError),
+}
+
+/// Classes of invalid frames, for counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InvalidClass {
+    Header,
+    Kind,
+    NotMember,
+    ClockSkew,
+    Replayed,
+    TooOld,
+    Decrypt,
+    Json,
+}
+
+impl InvalidClass {
+    pub const ALL: [InvalidClass; 8] = [
+        InvalidClass::Header,
+        InvalidClass::Kind,
+        InvalidClass::NotMember,
+        InvalidClass::ClockSkew,
+        InvalidClass::Replayed,
+        InvalidClass::TooOld,
+        InvalidClass::Decrypt,
+        InvalidClass::Json,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidClass::Header => "header",
+            InvalidClass::Kind => "kind",
+            InvalidClass::NotMember => "not_member",
+            InvalidClass::ClockSkew => "clock_skew",
+            InvalidClass::Replayed => "replayed",
+            InvalidClass::TooOld => "too_old",
+            InvalidClass::Decrypt => "decrypt",
+            InvalidClass::Json => "json",
+        }
+    }
+}
+
+impl Invalid {
+    pub fn class(&self) -> InvalidClass {
+        match self {
+            Invalid::Header(_) => InvalidClass::Header,
+            Invalid::UnexpectedKind(_) => InvalidClass::Kind,
+            Invalid::NotMember => InvalidClass::NotMember,
+            Invalid::ClockSkew => InvalidClass::ClockSkew,
+            Invalid::Stale(Stale::Replayed) => InvalidClass::Replayed,
+            Invalid::Stale(Stale::TooOld) => InvalidClass::TooOld,
+            Invalid::Decrypt => InvalidClass::Decrypt,
+            Invalid::Payload(_) => InvalidClass::Json,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Message {
+    Request(Request),
+    Heartbeat(Heartbeat),
+}
+
+/// What the listener does with a received frame.
+#[derive(Debug, PartialEq)]
+pub enum Outcome<'b> {
+    /// An empty packet: run the queued actions.
+    Dequeue,
+    Drop(DropReason),
+    Deliver {
+        nodename: &'b str,
+        message: Message,
+    },
+}
+
+/// Rare events the listener logs once each, with the sender's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Banned(String),
+    BanExpired(String),
+}
+
+/// Per-worker counters: plain integers, no sharing; the listener sums them when asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GateStats {
+    pub received: u64,
+    pub dequeues: u64,
+    pub dropped_blacklisted: u64,
+    pub dropped_join_rate: u64,
+    pub dropped_session_full: u64,
+    pub invalid: [u64; InvalidClass::ALL.len()],
+    pub decrypted: u64,
+    pub delivered: u64,
+}
+
+impl GateStats {
+    pub fn invalid_total(&self) -> u64 {
+        self.invalid.iter().sum()
+    }
+
+    pub fn add(&mut self, o: &GateStats) {
+        self.received += o.received;
+        self.dequeues += o.dequeues;
+        self.dropped_blacklisted += o.dropped_blacklisted;
+        self.dropped_join_rate += o.dropped_join_rate;
+        self.dropped_session_full += o.dropped_session_full;
+        for (a, b) in self.invalid.iter_mut().zip(o.invalid.iter()) {
+            *a += *b;
+        }
+        self.decrypted += o.decrypted;
+        self.delivered += o.delivered;
+    }
+}
+
+/// One worker's receiver: shared guard state plus its own key cache and parser buffers.
+pub struct Gate {
+    config: Arc<GateConfig>,
+    shared: Arc<SharedGuard>,
+    keys: KeyCache,
+    parser: RequestParser,
+    stats: GateStats,
+    notices: Vec<Notice>,
+}
+
+impl Gate {
+    pub fn new(config: Arc<GateConfig>, shared: Arc<SharedGuard>) -> Self {
+        Gate {
+            config,
+            shared,
+            keys: KeyCache::new(8192),
+            parser: RequestParser::new(),
+            stats: GateStats::default(),
+            notices: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Arc<GateConfig> {
+        &self.config
+    }
+
+    /// Takes effect for the next frame. Cached keys are dropped if they may no longer be valid.
+    pub fn set_config(&mut self, config: Arc<GateConfig>) {
+        if config.secret != self.config.secret || config.cluster_name != self.config.cluster_name
+        {
+            self.keys.clear();
+        }
+        self.config = config;
+    }
+
+    pub fn stats(&self) -> &GateStats {
+        &self.stats
+    }
+
+    /// Bans and expiries since the last call, for the listener to log.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
+    }
+
+    /// Runs one received frame through PROTOCOL.md's validation order. The buffer is
+    /// decrypted and parsed in place.
+    pub fn admit<'b>(&mut self, buf: &'b mut [u8], now_ms: u64) -> Outcome<'b> {
+        self.stats.received += 1;
+        // 1. Empty packet.
+        if buf.is_empty() {
+            self.stats.dequeues += 1;
+            return Outcome::Dequeue;
+        }
+        // 2. Header.
+        let (header_len, kind, counter, ts_ms, salt) = match FrameView::parse(buf) {
+            Ok(v) => (v.header_len(), v.kind(), v.counter(), v.ts_ms(), *v.salt()),
+            Err(failure) => {
+                let name = failure.nodename.map(str::to_owned);
+                return self.invalid(name.as_deref(), Invalid::Header(failure.error), now_ms);
+            }
+        };
+        let (header, body) = buf.split_at_mut(header_len);
+        let header: &'b [u8] = header;
+        let nodename = match FrameView::nodename_of(header) {
+            Some(n) => n,
+            None => return self.invalid(None, Invalid::Header(HeaderError::TooShort), now_ms),
+        };
+        // 3. Blacklist, before anything else is spent.
+        match self.shared.blacklist.check(nodename, now_ms) {
+            Verdict::Allowed => {}
+            Verdict::Banned => {
+                self.stats.dropped_blacklisted += 1;
+                return Outcome::Drop(DropReason::Blacklisted);
+            }
+            Verdict::BanExpired => self.notices.push(Notice::BanExpired(nodename.to_owned())),
+        }
+        if !matches!(kind, Kind::Request | Kind::Heartbeat) {
+            return self.invalid(Some(nodename), Invalid::UnexpectedKind(kind), now_ms);
+        }
+        // 4. Membership. A non-member may only send a join request, decrypted under the
+        //    global rate limit; beyond it the frame is dropped uncounted.
+        let member = self.config.members.contains(nodename);
+        if !member {
+            if !self.shared.join_limit.try_acquire(now_ms.saturating_mul(1000)) {
+                self.stats.dropped_join_rate += 1;
+                return Outcome::Drop(DropReason::JoinRateLimited);
+            }
+            if kind != Kind::Request || !self.config.accept_joins {
+                return self.invalid(Some(nodename), Invalid::NotMember, now_ms);
+            }
+        }
+        // 5. Freshness and replay (read-only until the frame authenticates).
+        let skew = self.config.max_clock_skew_ms;
+        if !within_skew(now_ms, ts_ms, skew) {
+            return self.invalid(Some(nodename), Invalid::ClockSkew, now_ms);
+        }
+        if let Err(stale) = self.shared.replay.check(nodename, &salt, counter) {
+            return self.invalid(Some(nodename), Invalid::Stale(stale), now_ms);
+        }
+        // 6. Decrypt in place, with the cached session key if this session authenticated
+        //    before.
+        let opened = match self.keys.get(nodename, &salt) {
+            Some(key) => key.open_with_header(header, body, counter).map(|n| (n, None)),
+            None => {
+                let key = SessionKey::derive(
+                    self.config.secret.as_bytes(),
+                    &self.config.cluster_name,
+                    nodename,
+                    &salt,
+                );
+                key.open_with_header(header, body, counter)
+                    .map(|n| (n, Some(key)))
+            }
+        };
+        let Ok((plain_len, new_key)) = opened else {
+            return self.invalid(Some(nodename), Invalid::Decrypt, now_ms);
+        };
+        self.stats.decrypted += 1;
+        match self
+            .shared
+            .replay
+            .commit(nodename, &salt, counter, ts_ms, now_ms, skew)
+        {
+            Ok(()) => {}
+            Err(ReplayError::Stale(stale)) => {
+                return self.invalid(Some(nodename), Invalid::Stale(stale), now_ms);
+            }
+            Err(ReplayError::Full) => {
+                self.stats.dropped_session_full += 1;
+                return Outcome::Drop(DropReason::SessionTableFull);
+            }
+        }
+        if let Some(key) = new_key {
+            self.keys.insert_authenticated(nodename, &salt, key);
+        }
+        // 7. Parse.
+        let payload = &mut body[..plain_len];
+        let message = match kind {
+            Kind::Request => self.parser.parse(payload).map(Message::Request),
+            _ => Heartbeat::parse(payload).map(Message::Heartbeat),
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => return self.invalid(Some(nodename), Invalid::Payload(e), now_ms),
+        };
+        if !member && message != Message::Request(Request::Join) {
+            return self.invalid(Some(nodename), Invalid::NotMember, now_ms);
+        }
+        self.shared.blacklist.record_valid(nodename);
+        self.stats.delivered += 1;
+        Outcome::Deliver { nodename, message }
+    }
+
+    fn invalid<'b>(
+        &mut self,
+        nodename: Option<&str>,
+        reason: Invalid,
+        now_ms: u64,
+    ) -> Outcome<'b> {
+        self.stats.invalid[reason.class() as usize] += 1;
+        if let Some(name) = nodename
+            && self.shared.blacklist.record_invalid(name, now_ms) == Strike::Banned
+        {
+            self.notices.push(Notice::Banned(name.to_owned()));
+        }
+        Outcome::Drop(DropReason::Invalid(reason))
+    }
+}

@@ -1,0 +1,13 @@
+//! Admission control, pure: the blacklist, the join rate limit, and the receive path that
+//! applies PROTOCOL.md's validation order (`Gate::admit` → `Outcome`).
+
+pub mod blacklist;
+pub mod gate;
+pub mod ratelimit;
+
+pub use blacklist::{BAN_THRESHOLD, Blacklist, Strike, Verdict};
+pub use gate::{
+    DropReason, Gate, GateConfig, GateStats, Invalid, InvalidClass, Message, Notice, Outcome,
+    SharedGuard,
+};
+pub use ratelimit::RateLimit;

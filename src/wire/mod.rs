@@ -1,0 +1,16 @@
+//! The wire core (PROTOCOL.md): frames, session keys, AEAD, replay windows, payloads.
+//! Pure: no I/O, no global state, the clock is passed in.
+
+pub mod crypto;
+pub mod frame;
+pub mod payload;
+pub mod replay;
+pub mod session;
+pub mod sender;
+
+pub use crypto::{OpenError, SessionKey, derive_key_bytes};
+pub use frame::{FrameView, Header, HeaderError, Kind};
+pub use payload::{Heartbeat, PayloadError, Request, RequestParser, Response};
+pub use replay::{ReplayWindow, Stale};
+pub use sender::Sender;
+pub use session::{KeyCache, ReplayTable};
