@@ -3,6 +3,12 @@
 //! Pure cores (`wire`, `guard`, `config` parsing) carry no I/O so they can be unit-tested,
 //! fuzzed and benched; the I/O lives at the edges.
 
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod dispatch;
 pub mod guard;
+pub mod handlers;
+pub mod listener;
 pub mod wire;

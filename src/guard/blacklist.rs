@@ -6,7 +6,7 @@
 //! names that may be listed reach their shard's read lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -43,8 +43,10 @@ pub enum Strike {
     Untracked,
 }
 
+type Shard = RwLock<HashMap<Box<str>, Entry>>;
+
 pub struct Blacklist {
-    shards: Box<[RwLock<HashMap<Box<str>, Entry>>]>,
+    shards: Box<[Shard]>,
     /// Bit set for every name that has, or had since the last clear, an entry.
     filter: Box<[AtomicU64]>,
     entries: AtomicUsize,
@@ -75,9 +77,7 @@ impl Blacklist {
     }
 
     fn hash(&self, name: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        name.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(name)
     }
 
     fn filter_slot(hash: u64) -> (usize, u64) {
@@ -93,7 +93,7 @@ impl Blacklist {
         self.filter[w].load(Ordering::Acquire) & m != 0
     }
 
-    fn shard(&self, hash: u64) -> &RwLock<HashMap<Box<str>, Entry>> {
+    fn shard(&self, hash: u64) -> &Shard {
         &self.shards[hash as usize % SHARDS]
     }
 

@@ -207,8 +207,7 @@ impl Gate {
 
     /// Takes effect for the next frame. Cached keys are dropped if they may no longer be valid.
     pub fn set_config(&mut self, config: Arc<GateConfig>) {
-        if config.secret != self.config.secret || config.cluster_name != self.config.cluster_name
-        {
+        if config.secret != self.config.secret || config.cluster_name != self.config.cluster_name {
             self.keys.clear();
         }
         self.config = config;
@@ -266,7 +265,11 @@ impl Gate {
         //    global rate limit; beyond it the frame is dropped uncounted.
         let member = self.config.members.contains(nodename);
         if !member {
-            if !self.shared.join_limit.try_acquire(now_ms.saturating_mul(1000)) {
+            if !self
+                .shared
+                .join_limit
+                .try_acquire(now_ms.saturating_mul(1000))
+            {
                 self.stats.dropped_join_rate += 1;
                 return Outcome::Drop(DropReason::JoinRateLimited);
             }
@@ -285,7 +288,9 @@ impl Gate {
         // 6. Decrypt in place, with the cached session key if this session authenticated
         //    before.
         let opened = match self.keys.get(nodename, &salt) {
-            Some(key) => key.open_with_header(header, body, counter).map(|n| (n, None)),
+            Some(key) => key
+                .open_with_header(header, body, counter)
+                .map(|n| (n, None)),
             None => {
                 let key = SessionKey::derive(
                     self.config.secret.as_bytes(),
@@ -336,12 +341,7 @@ impl Gate {
         Outcome::Deliver { nodename, message }
     }
 
-    fn invalid<'b>(
-        &mut self,
-        nodename: Option<&str>,
-        reason: Invalid,
-        now_ms: u64,
-    ) -> Outcome<'b> {
+    fn invalid<'b>(&mut self, nodename: Option<&str>, reason: Invalid, now_ms: u64) -> Outcome<'b> {
         self.stats.invalid[reason.class() as usize] += 1;
         if let Some(name) = nodename
             && self.shared.blacklist.record_invalid(name, now_ms) == Strike::Banned

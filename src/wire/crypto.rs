@@ -173,7 +173,10 @@ mod tests {
         };
         good.seal_frame(&header, b"{}", &mut frame).unwrap();
         assert_eq!(bad.open_in_place(&mut frame.clone()), Err(OpenError));
-        assert_eq!(other_cluster.open_in_place(&mut frame.clone()), Err(OpenError));
+        assert_eq!(
+            other_cluster.open_in_place(&mut frame.clone()),
+            Err(OpenError)
+        );
         assert!(good.open_in_place(&mut frame).is_ok());
     }
 }

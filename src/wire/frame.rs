@@ -314,7 +314,10 @@ mod tests {
             ts_ms: 0,
             counter: 0,
         };
-        assert_eq!(h("").write(&mut Vec::new()), Err(EncodeError::NameLength(0)));
+        assert_eq!(
+            h("").write(&mut Vec::new()),
+            Err(EncodeError::NameLength(0))
+        );
         let long = "x".repeat(256);
         assert_eq!(
             h(&long).write(&mut Vec::new()),

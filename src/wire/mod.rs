@@ -5,8 +5,8 @@ pub mod crypto;
 pub mod frame;
 pub mod payload;
 pub mod replay;
-pub mod session;
 pub mod sender;
+pub mod session;
 
 pub use crypto::{OpenError, SessionKey, derive_key_bytes};
 pub use frame::{FrameView, Header, HeaderError, Kind};

@@ -331,7 +331,8 @@ fn request_from_value(doc: &BorrowedValue<'_>) -> Result<Request, PayloadError> 
             opts.done(Request::GetServiceMonitor { svcname }, &["svcname"])?
         }
         "set_node_monitor" => {
-            let status = opts.opt_enum("status", NodeMonitorStatus::parse, NodeMonitorStatus::ALL)?;
+            let status =
+                opts.opt_enum("status", NodeMonitorStatus::parse, NodeMonitorStatus::ALL)?;
             let local_expect =
                 opts.opt_enum("local_expect", NodeLocalExpect::parse, NodeLocalExpect::ALL)?;
             opts.done(
@@ -349,8 +350,11 @@ fn request_from_value(doc: &BorrowedValue<'_>) -> Result<Request, PayloadError> 
                 ServiceMonitorStatus::parse,
                 ServiceMonitorStatus::ALL,
             )?;
-            let local_expect =
-                opts.opt_enum("local_expect", ServiceLocalExpect::parse, ServiceLocalExpect::ALL)?;
+            let local_expect = opts.opt_enum(
+                "local_expect",
+                ServiceLocalExpect::parse,
+                ServiceLocalExpect::ALL,
+            )?;
             let global_expect =
                 opts.opt_enum("global_expect", GlobalExpect::parse, GlobalExpect::ALL)?;
             let reset_retries = opts.opt_bool("reset_retries")?.unwrap_or(false);
@@ -671,7 +675,9 @@ mod tests {
         let opt_str = proptest::option::of("[a-z0-9.]{1,10}");
         prop_oneof![
             Just(Request::DaemonStatus),
-            opt_str.clone().prop_map(|thread_id| Request::DaemonStop { thread_id }),
+            opt_str
+                .clone()
+                .prop_map(|thread_id| Request::DaemonStop { thread_id }),
             opt_str.prop_map(|thread_id| Request::DaemonStart { thread_id }),
             Just(Request::BlacklistClear),
             Just(Request::Join),
@@ -686,13 +692,16 @@ mod tests {
                     command,
                     sync
                 }),
-            (arb_name(), proptest::option::of(0u64..100_000), any::<bool>()).prop_map(
-                |(svcname, backlog, follow)| Request::ServiceLogs {
+            (
+                arb_name(),
+                proptest::option::of(0u64..100_000),
+                any::<bool>()
+            )
+                .prop_map(|(svcname, backlog, follow)| Request::ServiceLogs {
                     svcname,
                     backlog,
                     follow
-                }
-            ),
+                }),
             (arb_name(), any::<bool>()).prop_map(|(svcname, reset_retries)| {
                 Request::SetServiceMonitor {
                     svcname,
@@ -729,7 +738,8 @@ mod tests {
             Response::parse(&mut r).unwrap().error.as_deref(),
             Some("unknown service svc1")
         );
-        let mut hb = br#"{"gen": 12, "monitor": {"status":"idle"}, "services": {"svc1": {}}}"#.to_vec();
+        let mut hb =
+            br#"{"gen": 12, "monitor": {"status":"idle"}, "services": {"svc1": {}}}"#.to_vec();
         let hb = Heartbeat::parse(&mut hb).unwrap();
         assert_eq!(hb.r#gen, 12);
         assert!(hb.services.contains_key("svc1"));

@@ -1,0 +1,383 @@
+//! `nodemgr`: run and steer the daemon, edit node.conf.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::output::{json_line, status_table};
+use crate::client::{self, ClientError, Identity};
+use crate::config::{self, Paths};
+use crate::daemon::{self, RunOptions};
+use crate::wire::{Request, Response};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nodemgr",
+    version,
+    about = "Run and steer the cluster agent daemon of this node",
+    long_about = "Run and steer the cluster agent daemon of this node.\n\n\
+        Requests go to the local daemon over its unix socket (<var>/lsnr.sock), or with --node \
+        to a peer's listener over TCP, encrypted with the cluster secret of this node's node.conf."
+)]
+pub struct Cli {
+    /// Agent root: etc is DIR/etc, var is DIR/var (default: /etc/opensvc and /var/lib/opensvc)
+    #[arg(long, global = true, env = "OSVC_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Send the request to this peer node instead of the local daemon
+    #[arg(long, global = true, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Seconds to wait for an answer
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
+    pub timeout: f64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The daemon: run, start, stop, status, blacklist
+    #[command(subcommand)]
+    Daemon(DaemonCmd),
+    /// Set a node.conf parameter, e.g. `nodemgr set --param listener.port --value 1215`
+    Set {
+        /// section.key
+        #[arg(long)]
+        param: String,
+        #[arg(long)]
+        value: String,
+    },
+    /// Print a node.conf parameter
+    Get {
+        /// section.key
+        #[arg(long)]
+        param: String,
+    },
+    /// Edit a configuration with $EDITOR, validated before it replaces the file
+    #[command(subcommand)]
+    Edit(EditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EditCmd {
+    /// node.conf
+    Config,
+}
+
+#[derive(Args, Debug)]
+pub struct ThreadArg {
+    /// One daemon thread (listener, dequeue) instead of the whole daemon
+    #[arg(long, value_name = "ID")]
+    pub thread_id: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonCmd {
+    /// Run the daemon in the foreground (creates a default node.conf on first run)
+    Run,
+    /// Start the daemon in the background, or one of its threads
+    Start(ThreadArg),
+    /// Stop the daemon (peers see it in maintenance), or one of its threads
+    Stop(ThreadArg),
+    /// Shut the daemon down
+    Shutdown,
+    /// The daemon's status: threads, listener counters, peers, blacklist
+    Status,
+    /// The listener's blacklist of nodenames
+    #[command(subcommand)]
+    Blacklist(BlacklistCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BlacklistCmd {
+    /// Consecutive invalid message counts (5 = banned)
+    Status,
+    /// Forget every count and ban
+    Clear,
+}
+
+/// Entry point for the binary: errors become one line on stderr and a non-zero exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nodemgr: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let paths = Paths::new(cli.root.as_deref());
+    match &cli.command {
+        Command::Daemon(DaemonCmd::Run) => daemon_run(&cli, &paths),
+        Command::Daemon(DaemonCmd::Start(t)) if t.thread_id.is_none() && cli.node.is_none() => {
+            daemon_start(&cli, &paths)
+        }
+        Command::Daemon(cmd) => {
+            let request = match cmd {
+                DaemonCmd::Start(t) => Request::DaemonStart {
+                    thread_id: t.thread_id.clone(),
+                },
+                DaemonCmd::Stop(t) => Request::DaemonStop {
+                    thread_id: t.thread_id.clone(),
+                },
+                DaemonCmd::Shutdown => Request::DaemonShutdown,
+                DaemonCmd::Status => Request::DaemonStatus,
+                DaemonCmd::Blacklist(BlacklistCmd::Status) => Request::BlacklistStatus,
+                DaemonCmd::Blacklist(BlacklistCmd::Clear) => Request::BlacklistClear,
+                DaemonCmd::Run => unreachable!("handled above"),
+            };
+            let response = call(&cli, &paths, &request)?;
+            let code = print_response(&cli, &request, &response);
+            let whole_daemon = matches!(
+                cmd,
+                DaemonCmd::Stop(ThreadArg { thread_id: None }) | DaemonCmd::Shutdown
+            );
+            if whole_daemon && response.status == 0 && cli.node.is_none() {
+                wait_until(Duration::from_secs_f64(cli.timeout), || {
+                    !paths.lsnr_sock().exists()
+                })
+                .context("the daemon did not exit in time")?;
+            }
+            Ok(code)
+        }
+        Command::Set { param, value } => {
+            refuse_remote(&cli, "set")?;
+            config::set_param(&paths.node_conf(), param, value)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { param } => {
+            refuse_remote(&cli, "get")?;
+            let (doc, _) = config::load(&paths.node_conf())?;
+            match config::get_param(&doc, param) {
+                Some(v) => {
+                    println!("{v}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => bail!("{param} is not set in {}", paths.node_conf().display()),
+            }
+        }
+        Command::Edit(EditCmd::Config) => {
+            refuse_remote(&cli, "edit config")?;
+            edit_config(&paths.node_conf())
+        }
+    }
+}
+
+fn refuse_remote(cli: &Cli, what: &str) -> Result<()> {
+    match &cli.node {
+        Some(n) => bail!("{what} works on this node's node.conf only (drop --node {n})"),
+        None => Ok(()),
+    }
+}
+
+fn call(cli: &Cli, paths: &Paths, request: &Request) -> Result<Response> {
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    match &cli.node {
+        None => Ok(client::call_local(&paths.lsnr_sock(), request, timeout)?),
+        Some(node) => {
+            let (_, conf) = config::load(&paths.node_conf())
+                .context("--node needs this node's node.conf for the cluster secret")?;
+            let addr = daemon::peer_addr(&conf, node).ok_or_else(|| {
+                anyhow!("cannot resolve node {node:?} (set [node.{node}] addr in node.conf)")
+            })?;
+            let identity = Identity {
+                secret: conf.cluster.secret.clone(),
+                cluster: conf.cluster.name.clone(),
+                nodename: conf.nodename.clone(),
+            };
+            Ok(client::call_peer(addr, &identity, request, timeout)?)
+        }
+    }
+}
+
+fn print_response(cli: &Cli, request: &Request, response: &Response) -> ExitCode {
+    match cli.format {
+        // Through a Value so keys come sorted: {"data": ..., "status": 0}.
+        Format::Json => println!(
+            "{}",
+            json_line(&serde_json::to_value(response).unwrap_or_default())
+        ),
+        Format::Table => {
+            if let Some(e) = &response.error {
+                eprintln!("nodemgr: {}: {e}", request.action());
+            } else if let Some(data) = &response.data {
+                match (request, data) {
+                    (Request::DaemonStatus, d) => print!("{}", status_table(d)),
+                    (Request::BlacklistStatus, serde_json::Value::Object(m)) if m.is_empty() => {
+                        println!("blacklist empty")
+                    }
+                    (Request::BlacklistStatus, serde_json::Value::Object(m)) => {
+                        for (name, n) in m {
+                            println!("{name:<20} {n}");
+                        }
+                    }
+                    (_, serde_json::Value::String(s)) => println!("{s}"),
+                    (_, other) => println!("{}", json_line(other)),
+                }
+            }
+        }
+    }
+    if response.status == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn daemon_run(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
+    refuse_remote(cli, "daemon run")?;
+    init_tracing();
+    let conf_path = paths.node_conf();
+    let (_, conf, created) = config::load_or_create(&conf_path)?;
+    if created {
+        eprintln!(
+            "nodemgr: created {} (cluster {:?}, generated secret, {} the only node, listening on {}:{})",
+            conf_path.display(),
+            conf.cluster.name,
+            conf.nodename,
+            conf.listener.addr,
+            conf.listener.port
+        );
+    }
+    daemon::run(RunOptions {
+        root: cli.root.clone(),
+        bin_dir: bin_dir()?,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the nodemgr binary")?;
+    Ok(exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".")))
+}
+
+fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out after {:.1}s", limit.as_secs_f64())
+}
+
+/// Starts `nodemgr daemon run` in the background, its output in <var>/osvcd.log.
+fn daemon_start(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    match client::call_local(&paths.lsnr_sock(), &Request::DaemonStatus, timeout) {
+        Ok(_) => {
+            println!("daemon already running");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(ClientError::NotRunning(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    std::fs::create_dir_all(&paths.var)
+        .with_context(|| format!("cannot create {}", paths.var.display()))?;
+    let log_path = paths.var.join("osvcd.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot locate the nodemgr binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(root) = &cli.root {
+        cmd.arg("--root").arg(root);
+    }
+    use std::os::unix::process::CommandExt;
+    let child = cmd
+        .args(["daemon", "run"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start the daemon")?;
+    let pid = child.id();
+    wait_until(timeout, || {
+        client::call_local(&paths.lsnr_sock(), &Request::DaemonStatus, timeout).is_ok()
+    })
+    .with_context(|| {
+        format!(
+            "the daemon did not answer in time; see {}",
+            log_path.display()
+        )
+    })?;
+    println!("daemon started (pid {pid}, log {})", log_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Edits a copy, validates it, and only then replaces node.conf atomically.
+fn edit_config(path: &Path) -> Result<ExitCode> {
+    let original =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let copy = dir.join(format!(".node.conf.edit.{}", std::process::id()));
+    std::fs::write(&copy, &original).with_context(|| format!("cannot write {}", copy.display()))?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&copy)
+        .status()
+        .with_context(|| format!("cannot run the editor {editor:?}"))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&copy);
+        bail!("the editor exited with {status}; node.conf left unchanged");
+    }
+    let edited = std::fs::read_to_string(&copy)?;
+    if edited == original {
+        let _ = std::fs::remove_file(&copy);
+        println!("no change");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let doc = config::IniDocument::parse(&edited, path)
+        .and_then(|doc| config::NodeConfig::from_document(&doc, path).map(|_| doc));
+    match doc {
+        Ok(doc) => {
+            config::write_atomic(path, &doc)?;
+            let _ = std::fs::remove_file(&copy);
+            println!("{} updated", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => bail!(
+            "{e}\nnode.conf left unchanged; your edit is in {}",
+            copy.display()
+        ),
+    }
+}

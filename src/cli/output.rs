@@ -1,0 +1,137 @@
+//! Output formatting: JSON as the wire shows it to scripts (`{"data": {...}, "status": 0}`,
+//! with ", " and ": " separators), and tables for people.
+
+use std::io;
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::ser::Formatter;
+
+/// serde_json's compact output with a space after ',' and ':'.
+struct Spaced;
+
+impl Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+pub fn json_line<T: Serialize>(value: &T) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Spaced);
+    if value.serialize(&mut ser).is_err() {
+        return "null".into();
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `daemon status` for a terminal.
+pub fn status_table(d: &Value) -> String {
+    let mut s = String::new();
+    let str_of = |v: &Value| match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let nodes: Vec<String> = d["cluster"]["nodes"]
+        .as_array()
+        .map(|a| a.iter().map(str_of).collect())
+        .unwrap_or_default();
+    s += &format!(
+        "node      {}   cluster {} (nodes: {})   pid {}   up {}s\n",
+        str_of(&d["nodename"]),
+        str_of(&d["cluster"]["name"]),
+        nodes.join(" "),
+        str_of(&d["pid"]),
+        str_of(&d["uptime_s"]),
+    );
+    let l = &d["listener"];
+    let c = &l["counters"];
+    s += &format!(
+        "listener  {} on {} ({} workers, {} shards)\n",
+        str_of(&l["backend"]),
+        str_of(&l["addr"]),
+        str_of(&l["threads"]),
+        str_of(&d["shards"]),
+    );
+    s += &format!(
+        "          received {}  delivered {}  decrypted {}  blacklisted-dropped {}  join-rate-dropped {}  invalid {}  dequeues {}\n",
+        str_of(&c["received"]),
+        str_of(&c["delivered"]),
+        str_of(&c["decrypted"]),
+        str_of(&c["dropped_blacklisted"]),
+        str_of(&c["dropped_join_rate"]),
+        str_of(&c["invalid_total"]),
+        str_of(&c["dequeues"]),
+    );
+    s += "threads\n";
+    if let Some(t) = d["threads"].as_object() {
+        for (name, v) in t {
+            s += &format!(
+                "  {:<10} {:<10} restarts {}{}\n",
+                name,
+                str_of(&v["state"]),
+                str_of(&v["restarts"]),
+                v["last_error"]
+                    .as_str()
+                    .map(|e| format!("  last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if let Some(p) = d["peers"].as_object().filter(|p| !p.is_empty()) {
+        s += "peers\n";
+        for (name, v) in p {
+            let age = v["age_ms"].as_u64().unwrap_or(0);
+            s += &format!(
+                "  {:<16} {:<12} last heartbeat {:.1}s ago from {}\n",
+                name,
+                str_of(&v["status"]),
+                age as f64 / 1000.0,
+                str_of(&v["addr"]),
+            );
+        }
+    }
+    if let Some(b) = d["blacklist"].as_object().filter(|b| !b.is_empty()) {
+        s += "blacklist\n";
+        for (name, n) in b {
+            let banned = n.as_u64() >= Some(u64::from(crate::guard::BAN_THRESHOLD));
+            s += &format!(
+                "  {:<16} {}{}\n",
+                name,
+                n,
+                if banned { " (banned)" } else { "" }
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spaced_json_like_the_documentation() {
+        let v = serde_json::json!({"status": 0, "data": {"node1": 1, "node2": 5}});
+        assert_eq!(
+            json_line(&v),
+            r#"{"data": {"node1": 1, "node2": 5}, "status": 0}"#
+        );
+        assert_eq!(json_line(&serde_json::json!([1, 2])), "[1, 2]");
+    }
+}

@@ -1,0 +1,167 @@
+//! The client used by the CLIs (and by peers): requests over the local unix socket in clear,
+//! or to a peer over TCP, encrypted under the cluster secret.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::listener::now_ms;
+use crate::wire::{FrameView, Kind, Request, Response, Sender, SessionKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the daemon is not running (no socket at {0})")]
+    NotRunning(PathBuf),
+    #[error("permission denied on {0} (run as root or as the daemon's user)")]
+    PermissionDenied(PathBuf),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("no answer from {0} in time")]
+    Timeout(String),
+    #[error(
+        "{0} closed the connection without answering (request refused: wrong secret, not a member, or blacklisted?)"
+    )]
+    Refused(String),
+    #[error("invalid response from {peer}: {message}")]
+    Protocol { peer: String, message: String },
+    #[error("{peer}: {source}")]
+    Io { peer: String, source: io::Error },
+}
+
+/// Who we are when talking to a peer: the cluster's secret and name, and our nodename.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub secret: String,
+    pub cluster: String,
+    pub nodename: String,
+}
+
+fn io_class(peer: &str, e: io::Error) -> ClientError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout(peer.into()),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+            ClientError::Refused(peer.into())
+        }
+        _ => ClientError::Io {
+            peer: peer.into(),
+            source: e,
+        },
+    }
+}
+
+fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    w.write_all(&out)
+}
+
+fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(body)
+}
+
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// One request over the local socket.
+pub fn call_local(
+    sock: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
+    let mut conn = UnixStream::connect(sock).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(sock.to_path_buf())
+        }
+        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(sock.to_path_buf()),
+        _ => ClientError::Connect {
+            addr: sock.display().to_string(),
+            source: e,
+        },
+    })?;
+    let peer = sock.display().to_string();
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| conn.set_write_timeout(Some(timeout)))
+        .map_err(|e| io_class(&peer, e))?;
+    write_frame(&mut conn, &request.to_vec()).map_err(|e| io_class(&peer, e))?;
+    let mut body = read_frame(&mut conn, MAX_RESPONSE).map_err(|e| io_class(&peer, e))?;
+    Response::parse(&mut body).map_err(|e| ClientError::Protocol {
+        peer,
+        message: e.to_string(),
+    })
+}
+
+/// Opens a response frame sealed by a cluster member.
+pub fn open_response(identity: &Identity, frame: &mut [u8]) -> Result<Response, String> {
+    let view = FrameView::parse(frame).map_err(|f| f.error.to_string())?;
+    if !matches!(view.kind(), Kind::Response | Kind::StreamChunk) {
+        return Err(format!("unexpected frame kind {}", view.kind().as_str()));
+    }
+    let key = SessionKey::derive(
+        identity.secret.as_bytes(),
+        &identity.cluster,
+        view.nodename(),
+        view.salt(),
+    );
+    let range = key
+        .open_in_place(frame)
+        .map_err(|_| "response does not authenticate under our secret".to_string())?;
+    Response::parse(&mut frame[range]).map_err(|e| e.to_string())
+}
+
+/// One request to a peer over TCP, encrypted; waits for its response.
+pub fn call_peer(
+    addr: SocketAddr,
+    identity: &Identity,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
+    let peer = addr.to_string();
+    let mut conn =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| ClientError::Connect {
+            addr: peer.clone(),
+            source: e,
+        })?;
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| conn.set_write_timeout(Some(timeout)))
+        .map_err(|e| io_class(&peer, e))?;
+    let _ = conn.set_nodelay(true);
+    let mut sender = Sender::new(
+        identity.secret.as_bytes(),
+        &identity.cluster,
+        &identity.nodename,
+        now_ms(),
+    );
+    let mut frame = Vec::new();
+    sender
+        .seal(Kind::Request, &request.to_vec(), now_ms(), &mut frame)
+        .map_err(|e| ClientError::Protocol {
+            peer: peer.clone(),
+            message: e.to_string(),
+        })?;
+    write_frame(&mut conn, &frame).map_err(|e| io_class(&peer, e))?;
+    let mut body = read_frame(&mut conn, MAX_RESPONSE).map_err(|e| io_class(&peer, e))?;
+    open_response(identity, &mut body).map_err(|message| ClientError::Protocol { peer, message })
+}
+
+/// Sends one sealed frame over UDP (heartbeats, fire-and-forget requests).
+pub fn send_udp(addr: SocketAddr, frame: &[u8]) -> io::Result<()> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    UdpSocket::bind(bind)?.send_to(frame, addr).map(|_| ())
+}

@@ -1,0 +1,661 @@
+//! Typed, validated view of `node.conf`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use super::{ConfigError, IniDocument};
+
+pub const DEFAULT_CLUSTER_NAME: &str = "default";
+pub const DEFAULT_PORT: u16 = 1214;
+pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;
+pub const MIN_MAX_FRAME: u32 = 64;
+
+/// I/O backend of the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Backend {
+    #[default]
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Backend> {
+        [Backend::Auto, Backend::IoUring, Backend::Epoll]
+            .into_iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub secret: String,
+    /// Deduplicated, in configuration order.
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub addr: IpAddr,
+    /// 0 asks the OS for an ephemeral port (tests).
+    pub port: u16,
+    pub max_frame: u32,
+    pub max_clock_skew_ms: u64,
+    /// 0 = blacklisted forever.
+    pub blacklist_ttl_ms: u64,
+    /// Joins accepted per second; 0 refuses all joins.
+    pub join_rate: u32,
+    pub accept_joins: bool,
+    /// 0 = number of cores.
+    pub threads: usize,
+    /// 0 = automatic.
+    pub shards: usize,
+    pub backend: Backend,
+    pub max_connections: u32,
+    pub idle_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: DEFAULT_PORT,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_clock_skew_ms: 60_000,
+            blacklist_ttl_ms: 600_000,
+            join_rate: 20,
+            accept_joins: true,
+            threads: 0,
+            shards: 0,
+            backend: Backend::Auto,
+            max_connections: 4096,
+            idle_timeout_ms: 60_000,
+            read_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbConfig {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for HbConfig {
+    fn default() -> Self {
+        HbConfig {
+            interval_ms: 5_000,
+            timeout_ms: 15_000,
+        }
+    }
+}
+
+/// `[node.NAME]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerConfig {
+    pub addr: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub nodename: String,
+    pub cluster: ClusterConfig,
+    pub listener: ListenerConfig,
+    pub hb: HbConfig,
+    /// Keyed by peer node name.
+    pub peers: BTreeMap<String, PeerConfig>,
+}
+
+/// `true/false/yes/no/on/off/1/0`, case-insensitive.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Milliseconds from a plain integer (seconds) or an integer with a
+/// `ms`, `s`, `m` or `h` suffix. `None` on garbage or overflow.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    // "ms" must be tried before "m" and "s".
+    let (num, unit_ms) = [("ms", 1u64), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)]
+        .into_iter()
+        .find_map(|(suffix, ms)| s.strip_suffix(suffix).map(|n| (n, ms)))
+        .unwrap_or((s.as_str(), 1_000));
+    let num = num.trim_end();
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse::<u64>().ok()?.checked_mul(unit_ms)
+}
+
+fn valid_nodename(s: &str) -> bool {
+    (1..=255).contains(&s.len()) && !s.chars().any(char::is_whitespace)
+}
+
+/// Short host name (up to the first '.'), read without libc; falls back to
+/// "localhost" so a default node name is always valid.
+pub fn short_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .and_then(|h| {
+            let short = h.trim().split('.').next().unwrap_or("").to_string();
+            valid_nodename(&short).then_some(short)
+        })
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+const NODENAME_MSG: &str = "expected a node name of 1 to 255 bytes without whitespace";
+const BOOL_MSG: &str = "expected a boolean: true, false, yes, no, on, off, 1 or 0";
+const DURATION_MSG: &str =
+    "expected a duration: an integer number of seconds, or an integer with a ms, s, m or h suffix";
+const POSITIVE_DURATION_MSG: &str = "expected a positive duration: an integer number of seconds, \
+     or an integer with a ms, s, m or h suffix";
+
+/// Integer parser accepting `min..=max`, with a message stating the range.
+fn int_in<T: TryFrom<u64>>(min: u64, max: u64) -> impl Fn(&str) -> Result<T, String> {
+    move |s| {
+        let msg = || format!("expected an integer from {min} to {max}");
+        let n: u64 = s.parse().map_err(|_| msg())?;
+        if !(min..=max).contains(&n) {
+            return Err(msg());
+        }
+        T::try_from(n).map_err(|_| msg())
+    }
+}
+
+fn duration(s: &str) -> Result<u64, String> {
+    parse_duration_ms(s).ok_or_else(|| DURATION_MSG.to_string())
+}
+
+fn positive_duration(s: &str) -> Result<u64, String> {
+    match parse_duration_ms(s) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(POSITIVE_DURATION_MSG.to_string()),
+    }
+}
+
+fn boolean(s: &str) -> Result<bool, String> {
+    parse_bool(s).ok_or_else(|| BOOL_MSG.to_string())
+}
+
+/// Reads typed values from a document, turning failures into located errors.
+struct Reader<'a> {
+    doc: &'a IniDocument,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn invalid(&self, line: usize, key: String, value: &str, message: String) -> ConfigError {
+        ConfigError::Value {
+            path: self.path.to_path_buf(),
+            line,
+            key,
+            value: value.to_string(),
+            message,
+        }
+    }
+
+    fn value<T>(
+        &self,
+        section: &str,
+        key: &str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.doc.lookup(section, key) {
+            None => Ok(default),
+            Some((line, raw)) => parse(raw)
+                .map_err(|message| self.invalid(line, format!("{section}.{key}"), raw, message)),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Builds and validates the typed configuration. `path` is only used in
+    /// error messages.
+    pub fn from_document(doc: &IniDocument, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let r = Reader { doc, path };
+
+        let nodename = match doc.get("node", "nodename") {
+            Some(_) => r.value("node", "nodename", String::new(), |s| {
+                valid_nodename(s)
+                    .then(|| s.to_string())
+                    .ok_or_else(|| NODENAME_MSG.to_string())
+            })?,
+            None => short_hostname(),
+        };
+
+        let name = r.value("cluster", "name", DEFAULT_CLUSTER_NAME.to_string(), |s| {
+            if s.is_empty() || s.chars().any(char::is_whitespace) {
+                Err("expected a non-empty cluster name without whitespace".to_string())
+            } else {
+                Ok(s.to_string())
+            }
+        })?;
+        if doc.get("cluster", "secret").is_none() {
+            return Err(ConfigError::Missing {
+                path: path.to_path_buf(),
+                key: "cluster.secret".to_string(),
+            });
+        }
+        let secret = r.value("cluster", "secret", String::new(), |s| {
+            if s.is_empty() {
+                Err("expected a non-empty secret".to_string())
+            } else {
+                Ok(s.to_string())
+            }
+        })?;
+        let mut nodes = r.value("cluster", "nodes", Vec::new(), |s| {
+            let mut out: Vec<String> = Vec::new();
+            for n in s.split_whitespace() {
+                if !valid_nodename(n) {
+                    return Err(format!("{NODENAME_MSG}: {n:?}"));
+                }
+                if !out.iter().any(|x| x == n) {
+                    out.push(n.to_string());
+                }
+            }
+            Ok(out)
+        })?;
+        if nodes.is_empty() {
+            nodes.push(nodename.clone());
+        }
+
+        let d = ListenerConfig::default();
+        let l = "listener";
+        let listener = ListenerConfig {
+            addr: r.value(l, "addr", d.addr, |s| {
+                s.parse::<IpAddr>()
+                    .map_err(|_| "expected an IP address".to_string())
+            })?,
+            port: r.value(l, "port", d.port, int_in(0, u16::MAX.into()))?,
+            max_frame: r.value(
+                l,
+                "max_frame",
+                d.max_frame,
+                int_in(MIN_MAX_FRAME.into(), u32::MAX.into()),
+            )?,
+            max_clock_skew_ms: r.value(l, "max_clock_skew", d.max_clock_skew_ms, duration)?,
+            blacklist_ttl_ms: r.value(l, "blacklist_ttl", d.blacklist_ttl_ms, duration)?,
+            join_rate: r.value(l, "join_rate", d.join_rate, int_in(0, u32::MAX.into()))?,
+            accept_joins: r.value(l, "accept_joins", d.accept_joins, boolean)?,
+            threads: r.value(l, "threads", d.threads, int_in(0, usize_max()))?,
+            shards: r.value(l, "shards", d.shards, int_in(0, usize_max()))?,
+            backend: r.value(l, "backend", d.backend, |s| {
+                Backend::parse(s).ok_or_else(|| "expected one of auto, io_uring, epoll".to_string())
+            })?,
+            // Zero would make the listener refuse every connection.
+            max_connections: r.value(
+                l,
+                "max_connections",
+                d.max_connections,
+                int_in(1, u32::MAX.into()),
+            )?,
+            idle_timeout_ms: r.value(l, "idle_timeout", d.idle_timeout_ms, positive_duration)?,
+            read_timeout_ms: r.value(l, "read_timeout", d.read_timeout_ms, positive_duration)?,
+        };
+
+        let d = HbConfig::default();
+        let hb = HbConfig {
+            interval_ms: r.value("hb", "interval", d.interval_ms, positive_duration)?,
+            timeout_ms: r.value("hb", "timeout", d.timeout_ms, positive_duration)?,
+        };
+        // A timeout not above the interval would declare peers dead between
+        // two healthy beats. Blame the key the operator actually wrote
+        // (defaults satisfy the rule, so at least one of them is present).
+        if hb.timeout_ms <= hb.interval_ms {
+            let key = if doc.get("hb", "timeout").is_some() {
+                "timeout"
+            } else {
+                "interval"
+            };
+            if let Some((line, raw)) = doc.lookup("hb", key) {
+                return Err(r.invalid(
+                    line,
+                    format!("hb.{key}"),
+                    raw,
+                    format!(
+                        "hb.timeout ({} ms) must be greater than hb.interval ({} ms)",
+                        hb.timeout_ms, hb.interval_ms
+                    ),
+                ));
+            }
+        }
+
+        let mut peers = BTreeMap::new();
+        for section in doc.sections() {
+            let Some(peer) = section.strip_prefix("node.") else {
+                continue;
+            };
+            if !valid_nodename(peer) {
+                return Err(r.invalid(
+                    doc.section_line(section).unwrap_or(0),
+                    section.to_string(),
+                    peer,
+                    format!("section [node.NAME]: {NODENAME_MSG}"),
+                ));
+            }
+            let addr = doc
+                .get(section, "addr")
+                .filter(|a| !a.is_empty())
+                .map(str::to_string);
+            peers.insert(peer.to_string(), PeerConfig { addr });
+        }
+
+        Ok(NodeConfig {
+            nodename,
+            cluster: ClusterConfig {
+                name,
+                secret,
+                nodes,
+            },
+            listener,
+            hb,
+            peers,
+        })
+    }
+}
+
+fn usize_max() -> u64 {
+    u64::try_from(usize::MAX).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/etc/opensvc/node.conf";
+
+    fn doc(text: &str) -> IniDocument {
+        IniDocument::parse(text, Path::new(PATH)).unwrap()
+    }
+
+    fn build(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::from_document(&doc(text), Path::new(PATH))
+    }
+
+    #[test]
+    fn defaults_when_sections_are_missing() {
+        let cfg = build("[cluster]\nsecret = s3cr3t\n").unwrap();
+        let host = short_hostname();
+        assert_eq!(cfg.nodename, host);
+        assert_eq!(cfg.cluster.name, "default");
+        assert_eq!(cfg.cluster.secret, "s3cr3t");
+        assert_eq!(cfg.cluster.nodes, vec![host]);
+        assert_eq!(cfg.listener, ListenerConfig::default());
+        assert_eq!(cfg.listener.addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(cfg.listener.port, 1214);
+        assert_eq!(cfg.listener.max_frame, 16_777_216);
+        assert_eq!(cfg.listener.max_clock_skew_ms, 60_000);
+        assert_eq!(cfg.listener.blacklist_ttl_ms, 600_000);
+        assert_eq!(cfg.listener.join_rate, 20);
+        assert!(cfg.listener.accept_joins);
+        assert_eq!((cfg.listener.threads, cfg.listener.shards), (0, 0));
+        assert_eq!(cfg.listener.backend, Backend::Auto);
+        assert_eq!(cfg.listener.max_connections, 4096);
+        assert_eq!(cfg.listener.idle_timeout_ms, 60_000);
+        assert_eq!(cfg.listener.read_timeout_ms, 10_000);
+        assert_eq!(
+            cfg.hb,
+            HbConfig {
+                interval_ms: 5_000,
+                timeout_ms: 15_000
+            }
+        );
+        assert!(cfg.peers.is_empty());
+    }
+
+    #[test]
+    fn full_document() {
+        let cfg = build(
+            "# c\n[node]\nnodename = node1\n\n[cluster]\nname = prod1\nsecret = 3f9c\n\
+             nodes = node1 node2 node1 node3 node2\n\n[listener]\naddr = ::1\nport = 0\n\
+             max_frame = 64\nmax_clock_skew = 500ms\nblacklist_ttl = 0\njoin_rate = 0\n\
+             accept_joins = Off\nthreads = 4\nshards = 2\nbackend = io_uring\n\
+             max_connections = 10\nidle_timeout = 2m\nread_timeout = 1h\n\
+             [hb]\ninterval = 1\ntimeout = 3s\n\
+             [node.node2]\naddr = 127.0.0.2\n[node.node3]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.nodename, "node1");
+        assert_eq!(cfg.cluster.name, "prod1");
+        assert_eq!(cfg.cluster.nodes, ["node1", "node2", "node3"]);
+        let l = &cfg.listener;
+        assert_eq!(l.addr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(l.port, 0);
+        assert_eq!(l.max_frame, 64);
+        assert_eq!(l.max_clock_skew_ms, 500);
+        assert_eq!(l.blacklist_ttl_ms, 0);
+        assert_eq!(l.join_rate, 0);
+        assert!(!l.accept_joins);
+        assert_eq!((l.threads, l.shards), (4, 2));
+        assert_eq!(l.backend, Backend::IoUring);
+        assert_eq!(l.max_connections, 10);
+        assert_eq!(l.idle_timeout_ms, 120_000);
+        assert_eq!(l.read_timeout_ms, 3_600_000);
+        assert_eq!(
+            cfg.hb,
+            HbConfig {
+                interval_ms: 1_000,
+                timeout_ms: 3_000
+            }
+        );
+        assert_eq!(cfg.peers.len(), 2);
+        assert_eq!(cfg.peers["node2"].addr.as_deref(), Some("127.0.0.2"));
+        assert_eq!(cfg.peers["node3"].addr, None);
+    }
+
+    #[test]
+    fn invalid_values_name_file_line_and_key() {
+        let head = "[cluster]\nsecret = x\n";
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("node", "nodename", "", NODENAME_MSG),
+            ("node", "nodename", "a b", NODENAME_MSG),
+            (
+                "cluster",
+                "name",
+                "a b",
+                "expected a non-empty cluster name",
+            ),
+            ("cluster", "nodes", &"x".repeat(256), NODENAME_MSG),
+            ("listener", "addr", "1.2.3", "expected an IP address"),
+            (
+                "listener",
+                "port",
+                "abc",
+                "expected an integer from 0 to 65535",
+            ),
+            (
+                "listener",
+                "port",
+                "65536",
+                "expected an integer from 0 to 65535",
+            ),
+            (
+                "listener",
+                "port",
+                "-1",
+                "expected an integer from 0 to 65535",
+            ),
+            (
+                "listener",
+                "max_frame",
+                "63",
+                "expected an integer from 64 to 4294967295",
+            ),
+            ("listener", "max_clock_skew", "1d", "expected a duration"),
+            ("listener", "blacklist_ttl", "-5", "expected a duration"),
+            (
+                "listener",
+                "join_rate",
+                "4294967296",
+                "expected an integer from 0 to 4294967295",
+            ),
+            ("listener", "accept_joins", "maybe", "expected a boolean"),
+            ("listener", "threads", "x", "expected an integer from 0 to"),
+            ("listener", "shards", "1.5", "expected an integer from 0 to"),
+            (
+                "listener",
+                "backend",
+                "kqueue",
+                "expected one of auto, io_uring, epoll",
+            ),
+            (
+                "listener",
+                "max_connections",
+                "0",
+                "expected an integer from 1 to 4294967295",
+            ),
+            (
+                "listener",
+                "idle_timeout",
+                "0",
+                "expected a positive duration",
+            ),
+            (
+                "listener",
+                "read_timeout",
+                "soon",
+                "expected a positive duration",
+            ),
+            ("hb", "interval", "0s", "expected a positive duration"),
+            (
+                "hb",
+                "timeout",
+                "99999999999999999999",
+                "expected a positive duration",
+            ),
+        ];
+        for (section, key, value, msg) in cases {
+            // Line 5: the two head lines, a comment, the header, then the key.
+            let text = format!("{head}# filler\n[{section}]\n{key} = {value}\n");
+            let err = build(&text).unwrap_err();
+            let shown = err.to_string();
+            let expected = format!(
+                "{PATH}:5: {section}.{key}: invalid value {:?}: {msg}",
+                value.trim()
+            );
+            assert!(shown.starts_with(&expected), "got {shown}\nwant {expected}");
+            match err {
+                ConfigError::Value { line, key: k, .. } => {
+                    assert_eq!(line, 5);
+                    assert_eq!(k, format!("{section}.{key}"));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn port_error_display_matches_documented_format() {
+        let err = build("[cluster]\nsecret = x\n[listener]\nport = abc\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/etc/opensvc/node.conf:4: listener.port: invalid value \"abc\": \
+             expected an integer from 0 to 65535"
+        );
+    }
+
+    #[test]
+    fn hb_timeout_must_exceed_interval() {
+        let err = build("[cluster]\nsecret = x\n[hb]\ntimeout = 5\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{PATH}:4: hb.timeout: ")),
+            "{err}"
+        );
+        let err = build("[cluster]\nsecret = x\n[hb]\ninterval = 20\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{PATH}:4: hb.interval: ")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_peer_section_name() {
+        let err = build("[cluster]\nsecret = x\n[node.a b]\naddr = x\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{PATH}:3: node.a b: ")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_secret() {
+        for text in ["", "[cluster]\nname = x\n", "[node]\nnodename = n1\n"] {
+            let err = build(text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Missing { key, .. } if key == "cluster.secret"),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("{PATH}: cluster.secret: required value is missing")
+            );
+        }
+        let err = build("[cluster]\nsecret =\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Value { line: 2, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn durations_and_booleans() {
+        assert_eq!(parse_duration_ms("60"), Some(60_000));
+        assert_eq!(parse_duration_ms("60s"), Some(60_000));
+        assert_eq!(parse_duration_ms("2m"), Some(120_000));
+        assert_eq!(parse_duration_ms("500ms"), Some(500));
+        assert_eq!(parse_duration_ms("1H"), Some(3_600_000));
+        assert_eq!(parse_duration_ms(" 3 s "), Some(3_000));
+        for bad in [
+            "",
+            "s",
+            "ms",
+            "-1",
+            "+1",
+            "1.5s",
+            "1d",
+            "1 0",
+            "18446744073709551615s",
+        ] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
+        }
+        for t in ["true", "YES", "on", "1"] {
+            assert_eq!(parse_bool(t), Some(true));
+        }
+        for f in ["false", "No", "OFF", "0"] {
+            assert_eq!(parse_bool(f), Some(false));
+        }
+        assert_eq!(parse_bool("2"), None);
+        assert_eq!(Backend::parse("EPOLL"), Some(Backend::Epoll));
+        assert_eq!(Backend::IoUring.to_string(), "io_uring");
+    }
+
+    #[test]
+    fn short_hostname_is_a_valid_nodename() {
+        let h = short_hostname();
+        assert!(valid_nodename(&h), "{h:?}");
+        assert!(!h.contains('.'));
+    }
+}

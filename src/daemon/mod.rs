@@ -1,0 +1,206 @@
+//! The daemon: state, supervisor, threads, reload, local control socket.
+
+pub mod control;
+pub mod dequeue;
+pub mod state;
+pub mod supervisor;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, mpsc};
+use std::time::Duration;
+
+use crate::config::{self, ConfigError, NodeConfig, Paths};
+use crate::dispatch::Dispatcher;
+use crate::guard::{GateConfig, SharedGuard};
+use crate::handlers::Handlers;
+use crate::listener::{self, ListenerConfig, ListenerShared, now_ms};
+use crate::wire::{Kind, Sender};
+use dequeue::{Dequeue, Runner};
+use state::DaemonState;
+use supervisor::{Exit, Supervisor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("a daemon is already running on {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// The listener's view of a node configuration.
+pub fn listener_config(c: &NodeConfig) -> ListenerConfig {
+    ListenerConfig {
+        gate: Arc::new(GateConfig {
+            cluster_name: c.cluster.name.clone(),
+            secret: c.cluster.secret.clone(),
+            members: c.cluster.nodes.iter().cloned().collect::<HashSet<_>>(),
+            max_clock_skew_ms: c.listener.max_clock_skew_ms,
+            accept_joins: c.listener.accept_joins,
+        }),
+        nodename: c.nodename.clone(),
+        addr: SocketAddr::new(c.listener.addr, c.listener.port),
+        threads: c.listener.threads,
+        backend: c.listener.backend,
+        max_frame: c.listener.max_frame,
+        max_connections: c.listener.max_connections,
+        idle_timeout: Duration::from_millis(c.listener.idle_timeout_ms),
+        read_timeout: Duration::from_millis(c.listener.read_timeout_ms),
+    }
+}
+
+/// Where a peer listens: `[node.NAME] addr`, else its name resolved, on our listener port.
+pub fn peer_addr(c: &NodeConfig, name: &str) -> Option<SocketAddr> {
+    let host = c
+        .peers
+        .get(name)
+        .and_then(|p| p.addr.clone())
+        .unwrap_or_else(|| name.to_string());
+    (host.as_str(), c.listener.port)
+        .to_socket_addrs()
+        .ok()?
+        .next()
+}
+
+/// Tells every peer this node goes into maintenance: a heartbeat whose monitor says so.
+pub fn advertise_maintenance(state: &DaemonState) {
+    let c = state.config();
+    let payload = serde_json::json!({
+        "gen": 0,
+        "monitor": {"status": "maintenance"},
+        "services": {},
+    })
+    .to_string();
+    let mut sender = Sender::new(
+        c.cluster.secret.as_bytes(),
+        &c.cluster.name,
+        &c.nodename,
+        now_ms(),
+    );
+    for peer in c.cluster.nodes.iter().filter(|n| **n != c.nodename) {
+        let Some(addr) = peer_addr(&c, peer) else {
+            tracing::warn!(peer, "cannot resolve peer to advertise maintenance");
+            continue;
+        };
+        let mut frame = Vec::new();
+        if sender
+            .seal(Kind::Heartbeat, payload.as_bytes(), now_ms(), &mut frame)
+            .is_err()
+        {
+            continue;
+        }
+        match crate::client::send_udp(addr, &frame) {
+            Ok(_) => tracing::info!(peer, %addr, "maintenance advertised"),
+            Err(e) => tracing::warn!(peer, %addr, "cannot advertise maintenance: {e}"),
+        }
+    }
+}
+
+pub struct RunOptions {
+    pub root: Option<PathBuf>,
+    /// Where the nodemgr/svcmgr binaries are, for queued actions.
+    pub bin_dir: PathBuf,
+}
+
+/// Runs the daemon in the foreground until it is stopped or shut down.
+pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let paths = Paths::new(opts.root.as_deref());
+    let (_, config) = config::load(&paths.node_conf())?;
+    for dir in [&paths.var, &paths.actions()] {
+        std::fs::create_dir_all(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+    }
+    let sock = paths.lsnr_sock();
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        return Err(DaemonError::AlreadyRunning(sock));
+    }
+
+    let guard = Arc::new(SharedGuard::new(
+        config.listener.blacklist_ttl_ms,
+        config.listener.join_rate,
+    ));
+    let dequeue = Arc::new(Dequeue::default());
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let state = Arc::new(DaemonState {
+        paths: paths.clone(),
+        root: opts.root.clone(),
+        config: RwLock::new(Arc::new(config.clone())),
+        guard: guard.clone(),
+        dequeue: dequeue.clone(),
+        listener: OnceLock::new(),
+        threads: Mutex::new(Default::default()),
+        commands: Mutex::new(cmd_tx),
+        peers: Mutex::new(Default::default()),
+        started_ms: now_ms(),
+        shards: OnceLock::new(),
+    });
+    let shards = match config.listener.shards {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let _ = state.shards.set(shards);
+    let (dispatcher, _shard_threads) = Dispatcher::start(shards, |shard| Handlers {
+        shard,
+        state: state.clone(),
+    })
+    .map_err(io_err("cannot start the shard threads"))?;
+    let shared = Arc::new(ListenerShared::new(
+        listener_config(&config),
+        guard,
+        dispatcher.clone(),
+        dequeue,
+    ));
+    if let Some(n) = std::env::var("OSVC_TEST_LISTENER_PANIC_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        shared.panic_after_frames.store(n, Ordering::Relaxed);
+    }
+    let _ = state.listener.set(shared);
+
+    let control =
+        control::bind(&sock).map_err(io_err(format!("cannot bind {}", sock.display())))?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            if let Err(e) = control::serve(control, dispatcher) {
+                tracing::error!("control socket failed: {e}");
+            }
+        })
+        .map_err(io_err("cannot start the control thread"))?;
+    let pid_file = paths.pid_file();
+    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+    tracing::info!(
+        nodename = %config.nodename,
+        cluster = %config.cluster.name,
+        root = %paths.etc.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+        "daemon starting"
+    );
+
+    let runner = Runner {
+        actions_dir: paths.actions(),
+        bin_dir: opts.bin_dir,
+        root: opts.root,
+    };
+    let exit = Supervisor::new(state, runner).run(cmd_rx);
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&pid_file);
+    match exit {
+        Exit::Stop => tracing::info!("daemon stopped"),
+        Exit::Shutdown => tracing::info!("daemon shut down"),
+    }
+    Ok(())
+}
+
+pub use listener::ListenerError;

@@ -1,0 +1,80 @@
+//! What the daemon's threads share: configuration, guard state, thread table, peers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use serde::Serialize;
+
+use super::dequeue::Dequeue;
+use crate::config::{NodeConfig, Paths};
+use crate::guard::SharedGuard;
+use crate::listener::ListenerShared;
+
+/// A command for the supervisor, with where to send its outcome.
+pub enum SupervisorCmd {
+    StopThread(String, mpsc::Sender<Result<String, String>>),
+    StartThread(String, mpsc::Sender<Result<String, String>>),
+    /// Stop the daemon: advertise maintenance to peers, then exit.
+    Stop,
+    /// Shut the daemon down.
+    Shutdown,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ThreadStatus {
+    pub state: &'static str,
+    pub restarts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerStatus {
+    pub addr: SocketAddr,
+    pub last_seen_ms: u64,
+    pub r#gen: u64,
+    pub monitor: serde_json::Value,
+    pub services: serde_json::Map<String, serde_json::Value>,
+}
+
+pub struct DaemonState {
+    pub paths: Paths,
+    pub root: Option<PathBuf>,
+    pub config: RwLock<Arc<NodeConfig>>,
+    pub guard: Arc<SharedGuard>,
+    pub dequeue: Arc<Dequeue>,
+    pub listener: OnceLock<Arc<ListenerShared>>,
+    pub threads: Mutex<BTreeMap<&'static str, ThreadStatus>>,
+    pub commands: Mutex<mpsc::Sender<SupervisorCmd>>,
+    /// Written by the node shard only (heartbeats go there); read by status.
+    pub peers: Mutex<BTreeMap<String, PeerStatus>>,
+    pub started_ms: u64,
+    pub shards: OnceLock<usize>,
+}
+
+impl DaemonState {
+    pub fn config(&self) -> Arc<NodeConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn send(&self, cmd: SupervisorCmd) -> bool {
+        self.commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(cmd)
+            .is_ok()
+    }
+
+    pub fn threads(&self) -> BTreeMap<&'static str, ThreadStatus> {
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

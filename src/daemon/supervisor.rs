@@ -1,0 +1,337 @@
+//! The supervisor: starts the named threads, restarts one that exits uncleanly (a panic
+//! included) with back-off, stops and starts one on request, and reloads `node.conf` when
+//! its modification time changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use super::dequeue::Runner;
+use super::state::{DaemonState, SupervisorCmd, ThreadStatus};
+use super::{advertise_maintenance, listener_config};
+use crate::config;
+use crate::listener;
+
+pub const THREADS: [&str; 2] = ["listener", "dequeue"];
+const TICK: Duration = Duration::from_millis(100);
+const CONFIG_POLL: Duration = Duration::from_millis(500);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A thread that ran this long since its last start gets its back-off reset.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+type ThreadHandle = JoinHandle<Result<(), String>>;
+
+struct Managed {
+    want_running: bool,
+    handle: Option<ThreadHandle>,
+    stop: Option<watch::Sender<bool>>,
+    restarts: u32,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    started_at: Instant,
+    last_error: Option<String>,
+}
+
+pub enum Exit {
+    Stop,
+    Shutdown,
+}
+
+pub struct Supervisor {
+    state: Arc<DaemonState>,
+    runner: Arc<Runner>,
+    threads: BTreeMap<&'static str, Managed>,
+    conf_stamp: Option<(SystemTime, u64)>,
+    last_conf_poll: Instant,
+}
+
+fn conf_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl Supervisor {
+    pub fn new(state: Arc<DaemonState>, runner: Runner) -> Self {
+        let conf_stamp = conf_stamp(&state.paths.node_conf());
+        Supervisor {
+            state,
+            runner: Arc::new(runner),
+            threads: BTreeMap::new(),
+            conf_stamp,
+            last_conf_poll: Instant::now(),
+        }
+    }
+
+    fn spawn(&self, id: &'static str) -> Result<(ThreadHandle, watch::Sender<bool>), String> {
+        let (tx, rx) = watch::channel(false);
+        let builder = std::thread::Builder::new().name(id.to_string());
+        let handle = match id {
+            "listener" => {
+                let shared = self
+                    .state
+                    .listener
+                    .get()
+                    .cloned()
+                    .ok_or("the listener is not set up")?;
+                builder.spawn(move || listener::run(shared, rx).map_err(|e| e.to_string()))
+            }
+            "dequeue" => {
+                let dq = self.state.dequeue.clone();
+                let runner = self.runner.clone();
+                builder.spawn(move || dq.run(&runner, rx))
+            }
+            other => return Err(format!("unknown thread {other:?}")),
+        }
+        .map_err(|e| format!("cannot start thread {id}: {e}"))?;
+        Ok((handle, tx))
+    }
+
+    fn start(&mut self, id: &'static str) -> Result<(), String> {
+        let (handle, stop) = self.spawn(id)?;
+        let m = self.threads.entry(id).or_insert_with(|| Managed {
+            want_running: true,
+            handle: None,
+            stop: None,
+            restarts: 0,
+            backoff: BACKOFF_MIN,
+            restart_at: None,
+            started_at: Instant::now(),
+            last_error: None,
+        });
+        m.want_running = true;
+        m.handle = Some(handle);
+        m.stop = Some(stop);
+        m.restart_at = None;
+        m.started_at = Instant::now();
+        Ok(())
+    }
+
+    /// Signals the thread and waits for it to finish (its sockets are closed by then).
+    fn stop(&mut self, id: &str) {
+        if let Some(m) = self.threads.get_mut(id) {
+            m.want_running = false;
+            m.restart_at = None;
+            if let Some(s) = m.stop.take() {
+                let _ = s.send(true);
+            }
+            if let Some(h) = m.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let mut t = self.state.threads.lock().unwrap_or_else(|p| p.into_inner());
+        t.clear();
+        for (id, m) in &self.threads {
+            let state = if m.handle.is_some() {
+                "running"
+            } else if m.restart_at.is_some() {
+                "restarting"
+            } else {
+                "stopped"
+            };
+            t.insert(
+                id,
+                ThreadStatus {
+                    state,
+                    restarts: m.restarts,
+                    last_error: m.last_error.clone(),
+                },
+            );
+        }
+        t.insert(
+            "control",
+            ThreadStatus {
+                state: "running",
+                restarts: 0,
+                last_error: None,
+            },
+        );
+    }
+
+    /// Runs until asked to stop or shut down.
+    pub fn run(mut self, commands: Receiver<SupervisorCmd>) -> Exit {
+        for id in THREADS {
+            if let Err(e) = self.start(id) {
+                tracing::error!(thread = id, "{e}");
+            }
+        }
+        self.publish();
+        loop {
+            match commands.recv_timeout(TICK) {
+                Ok(cmd) => {
+                    if let Some(exit) = self.command(cmd) {
+                        for id in THREADS {
+                            self.stop(id);
+                        }
+                        self.publish();
+                        return exit;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Exit::Shutdown,
+            }
+            self.reap();
+            if self.last_conf_poll.elapsed() >= CONFIG_POLL {
+                self.last_conf_poll = Instant::now();
+                self.watch_config();
+            }
+            self.publish();
+        }
+    }
+
+    fn known(id: &str) -> Option<&'static str> {
+        THREADS.iter().copied().find(|t| *t == id)
+    }
+
+    fn command(&mut self, cmd: SupervisorCmd) -> Option<Exit> {
+        match cmd {
+            SupervisorCmd::StopThread(id, reply) => {
+                let r = match Self::known(&id) {
+                    None => Err(unknown_thread(&id)),
+                    Some(id) if self.threads.get(id).is_some_and(|m| m.handle.is_some()) => {
+                        self.stop(id);
+                        tracing::info!(thread = id, "thread stopped on request");
+                        Ok(format!("thread {id} stopped"))
+                    }
+                    Some(id) => {
+                        self.stop(id);
+                        Ok(format!("thread {id} already stopped"))
+                    }
+                };
+                self.publish();
+                let _ = reply.send(r);
+                None
+            }
+            SupervisorCmd::StartThread(id, reply) => {
+                let r = match Self::known(&id) {
+                    None => Err(unknown_thread(&id)),
+                    Some(id) if self.threads.get(id).is_some_and(|m| m.handle.is_some()) => {
+                        Ok(format!("thread {id} already running"))
+                    }
+                    Some(id) => self.start(id).map(|()| {
+                        tracing::info!(thread = id, "thread started on request");
+                        format!("thread {id} started")
+                    }),
+                };
+                self.publish();
+                let _ = reply.send(r);
+                None
+            }
+            SupervisorCmd::Stop => {
+                advertise_maintenance(&self.state);
+                Some(Exit::Stop)
+            }
+            SupervisorCmd::Shutdown => Some(Exit::Shutdown),
+        }
+    }
+
+    /// Restarts what exited uncleanly, after its back-off.
+    fn reap(&mut self) {
+        let mut due = Vec::new();
+        for (id, m) in self.threads.iter_mut() {
+            if m.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                let outcome = match m.handle.take().map(JoinHandle::join) {
+                    Some(Ok(Ok(()))) if !m.want_running => None,
+                    Some(Ok(Ok(()))) => Some("exited unexpectedly".to_string()),
+                    Some(Ok(Err(e))) => Some(e),
+                    Some(Err(panic)) => Some(listener::panic_message(&panic)),
+                    None => None,
+                };
+                m.stop = None;
+                if let Some(err) = outcome
+                    && m.want_running
+                {
+                    if m.started_at.elapsed() >= HEALTHY_AFTER {
+                        m.backoff = BACKOFF_MIN;
+                    }
+                    tracing::error!(thread = id, error = %err, backoff_ms = m.backoff.as_millis() as u64, "thread exited uncleanly; restarting");
+                    m.last_error = Some(err);
+                    m.restart_at = Some(Instant::now() + m.backoff);
+                    m.backoff = (m.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            if m.handle.is_none()
+                && m.want_running
+                && m.restart_at.is_some_and(|t| Instant::now() >= t)
+            {
+                due.push(*id);
+            }
+        }
+        for id in due {
+            match self.start(id) {
+                Ok(()) => {
+                    if let Some(m) = self.threads.get_mut(id) {
+                        m.restarts += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(thread = id, "restart failed: {e}");
+                    if let Some(m) = self.threads.get_mut(id) {
+                        m.restart_at = Some(Instant::now() + m.backoff);
+                        m.backoff = (m.backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reloads node.conf when it changed; an invalid file is refused and the running
+    /// configuration kept.
+    fn watch_config(&mut self) {
+        let path = self.state.paths.node_conf();
+        let stamp = conf_stamp(&path);
+        if stamp == self.conf_stamp {
+            return;
+        }
+        self.conf_stamp = stamp;
+        let new = match config::load(&path) {
+            Ok((_, c)) => c,
+            Err(e) => {
+                tracing::error!(
+                    "refusing the new node.conf, keeping the running configuration: {e}"
+                );
+                return;
+            }
+        };
+        let old = self.state.config();
+        if *old == new {
+            return;
+        }
+        tracing::info!(path = %path.display(), "node.conf changed; reconfiguring");
+        let Some(shared) = self.state.listener.get().cloned() else {
+            return;
+        };
+        *self.state.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
+        let guard = &self.state.guard;
+        guard.blacklist.set_ttl_ms(new.listener.blacklist_ttl_ms);
+        guard.join_limit.set_rate(new.listener.join_rate);
+        if old.cluster.secret != new.cluster.secret || old.cluster.name != new.cluster.name {
+            guard.replay.clear();
+        }
+        let old_l = shared.config.get();
+        let new_l = listener_config(&new);
+        let rebind = old_l.addr != new_l.addr
+            || old_l.threads != new_l.threads
+            || old_l.backend != new_l.backend;
+        shared.config.set(new_l);
+        let listener_wanted = self.threads.get("listener").is_some_and(|m| m.want_running);
+        if rebind && listener_wanted {
+            tracing::info!(addr = %shared.config.get().addr, "listener address changed; rebinding");
+            self.stop("listener");
+            if let Err(e) = self.start("listener") {
+                tracing::error!("listener restart failed: {e}");
+            }
+        }
+    }
+}
+
+fn unknown_thread(id: &str) -> String {
+    format!("unknown thread id {id:?} (known: {})", THREADS.join(", "))
+}

@@ -1,0 +1,18 @@
+//! `blacklist_status`, `blacklist_clear`.
+
+use crate::daemon::state::DaemonState;
+use crate::dispatch::Origin;
+use crate::listener::now_ms;
+use crate::wire::Response;
+
+pub fn status(state: &DaemonState) -> Response {
+    let s = state.guard.blacklist.status(now_ms());
+    Response::ok(serde_json::to_value(s).unwrap_or_default())
+}
+
+pub fn clear(state: &DaemonState, origin: &Origin) -> Response {
+    let before = state.guard.blacklist.status(now_ms()).len();
+    state.guard.blacklist.clear();
+    tracing::info!(?origin, entries = before, "blacklist cleared");
+    Response::ok(serde_json::json!({ "cleared": before }))
+}

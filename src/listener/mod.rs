@@ -1,0 +1,333 @@
+//! The listener: one worker per core, each with its own UDP socket and TCP listener on
+//! `listener.addr:listener.port` (SO_REUSEPORT) and its own single-threaded runtime —
+//! io_uring (tokio-uring) where the kernel allows it, tokio's epoll otherwise. Workers run
+//! every frame through `guard::Gate` and act on its `Outcome`.
+
+pub mod io;
+pub mod sockets;
+mod worker;
+
+pub use worker::now_ms;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Backend as BackendChoice;
+use crate::dispatch::Dispatcher;
+use crate::guard::{GateConfig, GateStats, InvalidClass, SharedGuard};
+use io::Backend as _;
+
+/// What the listener needs of the configuration (swapped whole on reload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub gate: Arc<GateConfig>,
+    pub nodename: String,
+    pub addr: SocketAddr,
+    pub threads: usize,
+    pub backend: BackendChoice,
+    pub max_frame: u32,
+    pub max_connections: u32,
+    pub idle_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// The current config and a generation number workers compare against on each wakeup.
+pub struct ConfigCell {
+    current: RwLock<Arc<ListenerConfig>>,
+    generation: AtomicU64,
+}
+
+impl ConfigCell {
+    pub fn new(c: ListenerConfig) -> Self {
+        ConfigCell {
+            current: RwLock::new(Arc::new(c)),
+            generation: AtomicU64::new(1),
+        }
+    }
+    pub fn get(&self) -> Arc<ListenerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    pub fn set(&self, c: ListenerConfig) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// Counters one worker publishes; only that worker writes them (no contention).
+#[derive(Default)]
+pub struct WorkerSlot {
+    pub received: AtomicU64,
+    pub dequeues: AtomicU64,
+    pub dropped_blacklisted: AtomicU64,
+    pub dropped_join_rate: AtomicU64,
+    pub dropped_session_full: AtomicU64,
+    pub invalid: [AtomicU64; InvalidClass::ALL.len()],
+    pub decrypted: AtomicU64,
+    pub delivered: AtomicU64,
+    pub tcp_accepted: AtomicU64,
+    pub tcp_refused: AtomicU64,
+}
+
+impl WorkerSlot {
+    fn snapshot(&self) -> GateStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut s = GateStats {
+            received: l(&self.received),
+            dequeues: l(&self.dequeues),
+            dropped_blacklisted: l(&self.dropped_blacklisted),
+            dropped_join_rate: l(&self.dropped_join_rate),
+            dropped_session_full: l(&self.dropped_session_full),
+            decrypted: l(&self.decrypted),
+            delivered: l(&self.delivered),
+            ..Default::default()
+        };
+        for (d, a) in s.invalid.iter_mut().zip(self.invalid.iter()) {
+            *d = l(a);
+        }
+        s
+    }
+
+    /// Publishes `base + stats` (base: what this slot held when the worker started, so
+    /// totals survive listener restarts).
+    fn publish(&self, base: &GateStats, stats: &GateStats) {
+        let st = |a: &AtomicU64, b: u64, v: u64| a.store(b + v, Ordering::Relaxed);
+        st(&self.received, base.received, stats.received);
+        st(&self.dequeues, base.dequeues, stats.dequeues);
+        st(
+            &self.dropped_blacklisted,
+            base.dropped_blacklisted,
+            stats.dropped_blacklisted,
+        );
+        st(
+            &self.dropped_join_rate,
+            base.dropped_join_rate,
+            stats.dropped_join_rate,
+        );
+        st(
+            &self.dropped_session_full,
+            base.dropped_session_full,
+            stats.dropped_session_full,
+        );
+        st(&self.decrypted, base.decrypted, stats.decrypted);
+        st(&self.delivered, base.delivered, stats.delivered);
+        for i in 0..self.invalid.len() {
+            st(&self.invalid[i], base.invalid[i], stats.invalid[i]);
+        }
+    }
+}
+
+/// Where a worker reports an empty packet; the daemon coalesces them.
+pub trait DequeueTrigger: Send + Sync + 'static {
+    fn trigger(&self);
+}
+
+/// Everything the workers share, owned by the daemon and kept across listener restarts.
+pub struct ListenerShared {
+    pub config: ConfigCell,
+    pub guard: Arc<SharedGuard>,
+    pub dispatcher: Dispatcher,
+    pub dequeue: Arc<dyn DequeueTrigger>,
+    pub slots: RwLock<Vec<Arc<WorkerSlot>>>,
+    pub open_connections: AtomicUsize,
+    /// "io_uring" or "epoll" once running; the bound address.
+    pub running: RwLock<Option<(&'static str, SocketAddr)>>,
+    /// Test hook: the listener panics once after this many frames (0 = never).
+    pub panic_after_frames: AtomicU64,
+}
+
+impl ListenerShared {
+    pub fn new(
+        config: ListenerConfig,
+        guard: Arc<SharedGuard>,
+        dispatcher: Dispatcher,
+        dequeue: Arc<dyn DequeueTrigger>,
+    ) -> Self {
+        ListenerShared {
+            config: ConfigCell::new(config),
+            guard,
+            dispatcher,
+            dequeue,
+            slots: RwLock::new(Vec::new()),
+            open_connections: AtomicUsize::new(0),
+            running: RwLock::new(None),
+            panic_after_frames: AtomicU64::new(0),
+        }
+    }
+
+    /// Sum of every worker's counters.
+    pub fn stats(&self) -> GateStats {
+        let mut total = GateStats::default();
+        for s in self.slots.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            total.add(&s.snapshot());
+        }
+        total
+    }
+
+    pub fn tcp_counts(&self) -> (u64, u64) {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots.iter().fold((0, 0), |(a, r), s| {
+            (
+                a + s.tcp_accepted.load(Ordering::Relaxed),
+                r + s.tcp_refused.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    pub fn slots_len(&self) -> usize {
+        self.slots.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn running(&self) -> Option<(&'static str, SocketAddr)> {
+        *self.running.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, i: usize) -> Arc<WorkerSlot> {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        while slots.len() <= i {
+            slots.push(Arc::new(WorkerSlot::default()));
+        }
+        slots[i].clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("io_uring backend forced by listener.backend but unavailable: {0}")]
+    UringUnavailable(std::io::Error),
+    #[error("listener worker {0} failed: {1}")]
+    Worker(usize, String),
+    #[error("cannot start a worker thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Which backend to run, and the warning to log when `auto` falls back.
+pub fn choose_backend(
+    choice: BackendChoice,
+) -> Result<(&'static str, Option<String>), ListenerError> {
+    match choice {
+        BackendChoice::Epoll => Ok((io::Epoll::NAME, None)),
+        BackendChoice::IoUring => match io::uring_available() {
+            Ok(()) => Ok((io::Uring::NAME, None)),
+            Err(e) => Err(ListenerError::UringUnavailable(e)),
+        },
+        BackendChoice::Auto => match io::uring_available() {
+            Ok(()) => Ok((io::Uring::NAME, None)),
+            Err(e) => Ok((
+                io::Epoll::NAME,
+                Some(format!(
+                    "io_uring unavailable ({e}); using the epoll backend"
+                )),
+            )),
+        },
+    }
+}
+
+/// Runs the listener until `stop` turns true. Returns an error when a worker fails (a panic
+/// included) so the supervisor restarts the whole unit.
+pub fn run(shared: Arc<ListenerShared>, stop: watch::Receiver<bool>) -> Result<(), ListenerError> {
+    let config = shared.config.get();
+    let (backend, warning) = choose_backend(config.backend)?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        config.threads
+    };
+    let socks = sockets::bind_all(config.addr, threads).map_err(|source| ListenerError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    let bound = socks
+        .first()
+        .and_then(|(_, t)| t.local_addr().ok())
+        .unwrap_or(config.addr);
+    *shared.running.write().unwrap_or_else(|p| p.into_inner()) = Some((backend, bound));
+    tracing::info!(%bound, backend, threads, "listener running");
+
+    // Workers tell each other to stop when one fails.
+    let (fail_tx, fail_rx) = watch::channel(false);
+    let mut joins = Vec::with_capacity(threads);
+    for (i, (udp, tcp)) in socks.into_iter().enumerate() {
+        let shared = shared.clone();
+        let slot = shared.slot(i);
+        let stop = stop.clone();
+        let failed = fail_rx.clone();
+        let spawn = std::thread::Builder::new()
+            .name(format!("lsnr.{i}"))
+            .spawn(move || {
+                let ctx = worker::Worker::new(i, shared, slot);
+                if backend == io::Uring::NAME {
+                    worker::run_worker::<io::Uring>(ctx, udp, tcp, stop, failed)
+                } else {
+                    worker::run_worker::<io::Epoll>(ctx, udp, tcp, stop, failed)
+                }
+            });
+        match spawn {
+            Ok(j) => joins.push(j),
+            Err(e) => {
+                let _ = fail_tx.send(true);
+                for j in joins {
+                    let _ = j.join();
+                }
+                return Err(ListenerError::Spawn(e));
+            }
+        }
+    }
+    let mut first_error = None;
+    // Join in order; a failing worker flags the others so no join waits forever.
+    let mut pending: Vec<_> = joins.into_iter().enumerate().collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for (i, j) in pending {
+            if j.is_finished() {
+                let outcome = match j.join() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(panic) => Some(panic_message(&panic)),
+                };
+                if let Some(msg) = outcome {
+                    let _ = fail_tx.send(true);
+                    first_error.get_or_insert(ListenerError::Worker(i, msg));
+                }
+            } else {
+                still.push((i, j));
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    *shared.running.write().unwrap_or_else(|p| p.into_inner()) = None;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_string()
+    }
+}

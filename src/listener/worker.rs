@@ -1,0 +1,351 @@
+//! One listener worker: its UDP loop, its TCP accept loop and connections, on one runtime.
+//! The pipeline is `Gate::admit` → `Outcome`; this file only moves bytes and acts on it.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::io::{Acceptor, Backend, Datagram, Stream};
+use super::{ListenerConfig, ListenerShared, WorkerSlot};
+use crate::dispatch::{Job, Origin};
+use crate::guard::{Gate, GateStats, Message, Notice, Outcome};
+use crate::wire::frame::MAX_UDP_FRAME;
+use crate::wire::{Kind, Response, Sender};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct Worker {
+    id: usize,
+    shared: Arc<ListenerShared>,
+    slot: Arc<WorkerSlot>,
+    base: GateStats,
+    config: RefCell<Arc<ListenerConfig>>,
+    generation: Cell<u64>,
+    gate: RefCell<Gate>,
+    /// This worker's own session for the responses it seals.
+    sender: RefCell<Sender>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<ListenerShared>, slot: Arc<WorkerSlot>) -> Self {
+        let generation = shared.config.generation();
+        let config = shared.config.get();
+        let gate = Gate::new(config.gate.clone(), shared.guard.clone());
+        let sender = new_sender(&config);
+        let base = slot.snapshot();
+        Worker {
+            id,
+            shared,
+            slot,
+            base,
+            config: RefCell::new(config),
+            generation: Cell::new(generation),
+            gate: RefCell::new(gate),
+            sender: RefCell::new(sender),
+        }
+    }
+
+    /// Picks up a new configuration: cheap when nothing changed (one atomic load).
+    fn refresh(&self) {
+        let generation = self.shared.config.generation();
+        if generation == self.generation.get() {
+            return;
+        }
+        self.generation.set(generation);
+        let config = self.shared.config.get();
+        let old = self.config.replace(config.clone());
+        self.gate.borrow_mut().set_config(config.gate.clone());
+        if old.nodename != config.nodename
+            || old.gate.secret != config.gate.secret
+            || old.gate.cluster_name != config.gate.cluster_name
+        {
+            *self.sender.borrow_mut() = new_sender(&config);
+        }
+    }
+
+    fn publish(&self) {
+        self.slot.publish(&self.base, self.gate.borrow().stats());
+    }
+
+    /// Seals a response under this worker's session, length-prefixed for TCP when asked.
+    fn seal_response(&self, response: &Response, kind: Kind, length_prefix: bool) -> Vec<u8> {
+        let payload = response.to_vec();
+        let mut out = Vec::with_capacity(payload.len() + 128);
+        if length_prefix {
+            out.extend_from_slice(&[0; 4]);
+        }
+        if let Err(e) = self
+            .sender
+            .borrow_mut()
+            .seal(kind, &payload, now_ms(), &mut out)
+        {
+            tracing::error!(worker = self.id, "cannot seal a response: {e}");
+            return Vec::new();
+        }
+        if length_prefix {
+            let len = (out.len() - 4) as u32;
+            out[..4].copy_from_slice(&len.to_be_bytes());
+        }
+        out
+    }
+
+    fn log_notices(&self, from: SocketAddr) {
+        if !self.gate.borrow().has_notices() {
+            return;
+        }
+        for n in self.gate.borrow_mut().take_notices() {
+            match n {
+                Notice::Banned(name) => {
+                    tracing::warn!(nodename = %name, %from, "blacklisted after 5 consecutive invalid messages")
+                }
+                Notice::BanExpired(name) => {
+                    tracing::info!(nodename = %name, %from, "blacklist ban expired")
+                }
+            }
+        }
+    }
+
+    /// The test hook behind `ListenerShared::panic_after_frames`.
+    fn maybe_panic(&self) {
+        let after = self.shared.panic_after_frames.load(Ordering::Relaxed);
+        if after > 0
+            && self.gate.borrow().stats().received >= after
+            && self
+                .shared
+                .panic_after_frames
+                .compare_exchange(after, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            panic!("listener worker {}: injected fault", self.id);
+        }
+    }
+}
+
+fn new_sender(config: &ListenerConfig) -> Sender {
+    Sender::new(
+        config.gate.secret.as_bytes(),
+        &config.gate.cluster_name,
+        &config.nodename,
+        now_ms(),
+    )
+}
+
+/// What a worker does with one frame once the gate has looked at it.
+enum Action {
+    Nothing,
+    Close,
+    Request(String, crate::wire::Request),
+}
+
+fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr) -> Action {
+    match outcome {
+        Outcome::Dequeue => {
+            w.shared.dequeue.trigger();
+            Action::Nothing
+        }
+        Outcome::Drop(_) => Action::Close,
+        Outcome::Deliver {
+            nodename,
+            message: Message::Request(request),
+        } => Action::Request(nodename.to_owned(), request),
+        Outcome::Deliver {
+            nodename,
+            message: Message::Heartbeat(heartbeat),
+        } => {
+            let _ = w.shared.dispatcher.submit(Job::Heartbeat {
+                nodename: nodename.to_owned(),
+                heartbeat,
+                addr: from,
+                at_ms: now_ms(),
+            });
+            Action::Nothing
+        }
+    }
+}
+
+pub fn run_worker<B: Backend>(
+    worker: Worker,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+    mut failed: watch::Receiver<bool>,
+) -> io::Result<()> {
+    B::run(async move {
+        let w = Rc::new(worker);
+        let udp = Rc::new(B::udp(udp)?);
+        let tcp = B::tcp(tcp)?;
+        let stopped = async {
+            loop {
+                if *stop.borrow() || *failed.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    r = stop.changed() => if r.is_err() { return },
+                    r = failed.changed() => if r.is_err() { return },
+                }
+            }
+        };
+        tokio::select! {
+            r = udp_loop::<B>(w.clone(), udp) => r,
+            r = accept_loop::<B>(w.clone(), tcp) => r,
+            _ = stopped => Ok(()),
+        }
+    })?
+}
+
+async fn udp_loop<B: Backend>(w: Rc<Worker>, sock: Rc<B::Udp>) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(MAX_UDP_FRAME + 1);
+    loop {
+        let (res, b) = sock.recv_from(buf).await;
+        buf = b;
+        let (n, from) = match res {
+            Ok(r) => r,
+            // ICMP errors and the like surface here; they say nothing about the next datagram.
+            Err(_) => continue,
+        };
+        w.refresh();
+        let outcome = w.gate.borrow_mut().admit(&mut buf[..n], now_ms());
+        let action = act(&w, outcome, from);
+        w.publish();
+        w.log_notices(from);
+        w.maybe_panic();
+        if let Action::Request(nodename, request) = action {
+            // Requests over UDP are answered over UDP; a slow handler must not stall the loop.
+            let w = w.clone();
+            let sock = sock.clone();
+            B::spawn_local(async move {
+                let response = w
+                    .shared
+                    .dispatcher
+                    .call(Origin::Peer(nodename), request)
+                    .await;
+                let out = w.seal_response(&response, Kind::Response, false);
+                if !out.is_empty() && out.len() <= MAX_UDP_FRAME {
+                    let _ = sock.send_to(out, from).await;
+                }
+            });
+        }
+    }
+}
+
+async fn accept_loop<B: Backend>(w: Rc<Worker>, listener: B::Listener) -> io::Result<()> {
+    loop {
+        let (conn, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = w.id, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let max = w.config.borrow().max_connections as usize;
+        if w.shared.open_connections.fetch_add(1, Ordering::AcqRel) >= max {
+            w.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+            w.slot.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            drop(conn);
+            continue;
+        }
+        w.slot.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+        let w = w.clone();
+        B::spawn_local(async move {
+            let _ = connection::<B>(&w, conn, from).await;
+            w.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// Reads until `buf` holds `want` bytes or the deadline passes. Ok(false): the peer closed.
+async fn fill<S: Stream>(
+    conn: &S,
+    buf: &mut Vec<u8>,
+    want: usize,
+    deadline: Instant,
+) -> io::Result<bool> {
+    while buf.len() < want {
+        let taken = std::mem::take(buf);
+        let (res, back) = match tokio::time::timeout_at(deadline, conn.read(taken)).await {
+            Ok(r) => r,
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        };
+        *buf = back;
+        if res? == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn connection<B: Backend>(
+    w: &Rc<Worker>,
+    conn: <B::Listener as Acceptor>::Conn,
+    from: SocketAddr,
+) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut any_byte = false;
+    loop {
+        let (idle, read_timeout, max_frame) = {
+            let c = w.config.borrow();
+            (c.idle_timeout, c.read_timeout, c.max_frame as usize)
+        };
+        // Waiting for the next frame: the idle timeout; once it has begun: the read deadline.
+        let deadline = Instant::now() + if buf.is_empty() { idle } else { read_timeout };
+        if !fill(&conn, &mut buf, 1, deadline).await? {
+            if !any_byte {
+                // Closed before its first byte: an empty packet.
+                w.refresh();
+                let outcome = w.gate.borrow_mut().admit(&mut [], now_ms());
+                act(w, outcome, from);
+                w.publish();
+            }
+            return Ok(());
+        }
+        any_byte = true;
+        let frame_deadline = Instant::now() + read_timeout;
+        if !fill(&conn, &mut buf, 4, frame_deadline).await? {
+            return Ok(());
+        }
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len == 0 || len > max_frame {
+            return Ok(());
+        }
+        if !fill(&conn, &mut buf, 4 + len, frame_deadline).await? {
+            return Ok(());
+        }
+        w.refresh();
+        let outcome = w.gate.borrow_mut().admit(&mut buf[4..4 + len], now_ms());
+        let action = act(w, outcome, from);
+        w.publish();
+        w.log_notices(from);
+        buf.drain(..4 + len);
+        match action {
+            Action::Nothing => {}
+            // PROTOCOL.md: a frame invalid at steps 4 to 7 over TCP closes the connection.
+            Action::Close => return Ok(()),
+            Action::Request(nodename, request) => {
+                let response = w
+                    .shared
+                    .dispatcher
+                    .call(Origin::Peer(nodename), request)
+                    .await;
+                let out = w.seal_response(&response, Kind::Response, true);
+                if out.is_empty() {
+                    return Ok(());
+                }
+                let (res, _) = conn.write_all(out).await;
+                res?;
+            }
+        }
+    }
+}
