@@ -11,4 +11,5 @@ pub mod dispatch;
 pub mod guard;
 pub mod handlers;
 pub mod listener;
+pub mod monitor;
 pub mod wire;

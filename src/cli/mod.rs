@@ -1,4 +1,6 @@
-//! Command-line front ends. `nodemgr` lives here so the binaries stay thin.
+//! Command-line front ends. `nodemgr` and `svcmgr` live here so the binaries stay thin.
 
+pub mod common;
 pub mod nodemgr;
 pub mod output;
+pub mod svcmgr;

@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::output::{json_line, status_table};
-use crate::client::{self, ClientError, Identity};
+use crate::client::{self, ClientError};
 use crate::config::{self, Paths};
 use crate::daemon::{self, RunOptions};
+use crate::wire::payload::NodeLocalExpect;
 use crate::wire::{Request, Response};
 
 #[derive(Parser, Debug)]
@@ -71,6 +72,10 @@ pub enum Command {
     /// Edit a configuration with $EDITOR, validated before it replaces the file
     #[command(subcommand)]
     Edit(EditCmd),
+    /// Freeze the node: the monitor runs no automatic service action
+    Freeze,
+    /// Thaw the node: automatic service actions resume
+    Thaw,
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,6 +163,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(code)
         }
+        Command::Freeze | Command::Thaw => {
+            let frozen = matches!(cli.command, Command::Freeze);
+            let request = Request::SetNodeMonitor {
+                status: None,
+                local_expect: Some(if frozen {
+                    NodeLocalExpect::Frozen
+                } else {
+                    NodeLocalExpect::Thawed
+                }),
+            };
+            let response = call(&cli, &paths, &request)?;
+            Ok(print_response(&cli, &request, &response))
+        }
         Command::Set { param, value } => {
             refuse_remote(&cli, "set")?;
             config::set_param(&paths.node_conf(), param, value)?;
@@ -190,22 +208,8 @@ fn refuse_remote(cli: &Cli, what: &str) -> Result<()> {
 
 fn call(cli: &Cli, paths: &Paths, request: &Request) -> Result<Response> {
     let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
-    match &cli.node {
-        None => Ok(client::call_local(&paths.lsnr_sock(), request, timeout)?),
-        Some(node) => {
-            let (_, conf) = config::load(&paths.node_conf())
-                .context("--node needs this node's node.conf for the cluster secret")?;
-            let addr = daemon::peer_addr(&conf, node).ok_or_else(|| {
-                anyhow!("cannot resolve node {node:?} (set [node.{node}] addr in node.conf)")
-            })?;
-            let identity = Identity {
-                secret: conf.cluster.secret.clone(),
-                cluster: conf.cluster.name.clone(),
-                nodename: conf.nodename.clone(),
-            };
-            Ok(client::call_peer(addr, &identity, request, timeout)?)
-        }
-    }
+    let target = super::common::target(paths, cli.node.as_deref())?;
+    Ok(client::call(&target, request, timeout)?)
 }
 
 fn print_response(cli: &Cli, request: &Request, response: &Response) -> ExitCode {

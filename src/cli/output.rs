@@ -93,6 +93,39 @@ pub fn status_table(d: &Value) -> String {
             );
         }
     }
+    s += &format!(
+        "node monitor  {} ({})\n",
+        str_of(&d["monitor"]["local_expect"]),
+        str_of(&d["monitor"]["status"]),
+    );
+    if let Some(svcs) = d["services"].as_object().filter(|m| !m.is_empty()) {
+        s += "services\n";
+        for (name, v) in svcs {
+            let m = &v["monitor"];
+            let restarts: u64 = m["restarts"]
+                .as_object()
+                .map(|r| r.values().filter_map(Value::as_u64).sum())
+                .unwrap_or(0);
+            s += &format!(
+                "  {:<16} {:<6} monitor {:<14} expect {:<8} restarts {}\n",
+                name,
+                str_of(&v["avail"]),
+                str_of(&m["status"]),
+                str_of(&m["local_expect"]),
+                restarts,
+            );
+        }
+    }
+    if let Some(a) = d["actions"].as_object().filter(|a| !a.is_empty()) {
+        s += "actions running\n";
+        for (id, v) in a {
+            s += &format!(
+                "  {id}  {} {}\n",
+                str_of(&v["service"]),
+                str_of(&v["action"])
+            );
+        }
+    }
     if let Some(p) = d["peers"].as_object().filter(|p| !p.is_empty()) {
         s += "peers\n";
         for (name, v) in p {

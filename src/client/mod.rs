@@ -75,32 +75,156 @@ fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Vec<u8>> {
 
 const MAX_RESPONSE: usize = 64 << 20;
 
+/// Where a request goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The local daemon's socket: clear JSON.
+    Local(PathBuf),
+    /// A peer's listener over TCP, encrypted under `identity`.
+    Peer {
+        addr: SocketAddr,
+        identity: Identity,
+    },
+}
+
+enum Wire {
+    Unix(UnixStream),
+    Tcp(TcpStream, Identity),
+}
+
+/// An open connection that carries requests in turn.
+pub struct Connection {
+    wire: Wire,
+    peer: String,
+}
+
+impl Connection {
+    pub fn open(target: &Target, timeout: Duration) -> Result<Connection, ClientError> {
+        let (wire, peer) = match target {
+            Target::Local(sock) => {
+                let conn = UnixStream::connect(sock).map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                        ClientError::NotRunning(sock.to_path_buf())
+                    }
+                    io::ErrorKind::PermissionDenied => {
+                        ClientError::PermissionDenied(sock.to_path_buf())
+                    }
+                    _ => ClientError::Connect {
+                        addr: sock.display().to_string(),
+                        source: e,
+                    },
+                })?;
+                (Wire::Unix(conn), sock.display().to_string())
+            }
+            Target::Peer { addr, identity } => {
+                let conn = TcpStream::connect_timeout(addr, timeout).map_err(|e| {
+                    ClientError::Connect {
+                        addr: addr.to_string(),
+                        source: e,
+                    }
+                })?;
+                let _ = conn.set_nodelay(true);
+                (Wire::Tcp(conn, identity.clone()), addr.to_string())
+            }
+        };
+        let c = Connection { wire, peer };
+        c.set_timeout(timeout)?;
+        Ok(c)
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
+        let r = match &self.wire {
+            Wire::Unix(s) => s
+                .set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout))),
+            Wire::Tcp(s, _) => s
+                .set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout))),
+        };
+        r.map_err(|e| io_class(&self.peer, e))
+    }
+
+    pub fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        let body = request.to_vec();
+        let r = match &mut self.wire {
+            Wire::Unix(s) => write_frame(s, &body),
+            Wire::Tcp(s, identity) => {
+                let mut sender = Sender::new(
+                    identity.secret.as_bytes(),
+                    &identity.cluster,
+                    &identity.nodename,
+                    now_ms(),
+                );
+                let mut frame = Vec::new();
+                sender
+                    .seal(Kind::Request, &body, now_ms(), &mut frame)
+                    .map_err(|e| ClientError::Protocol {
+                        peer: self.peer.clone(),
+                        message: e.to_string(),
+                    })?;
+                write_frame(s, &frame)
+            }
+        };
+        r.map_err(|e| io_class(&self.peer, e))
+    }
+
+    /// The next response or stream chunk.
+    pub fn recv(&mut self) -> Result<Response, ClientError> {
+        let peer = self.peer.clone();
+        match &mut self.wire {
+            Wire::Unix(s) => {
+                let mut body = read_frame(s, MAX_RESPONSE).map_err(|e| io_class(&peer, e))?;
+                Response::parse(&mut body).map_err(|e| ClientError::Protocol {
+                    peer,
+                    message: e.to_string(),
+                })
+            }
+            Wire::Tcp(s, identity) => {
+                let mut body = read_frame(s, MAX_RESPONSE).map_err(|e| io_class(&peer, e))?;
+                open_response(identity, &mut body)
+                    .map_err(|message| ClientError::Protocol { peer, message })
+            }
+        }
+    }
+}
+
+/// One request, one response.
+pub fn call(
+    target: &Target,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
+    let mut c = Connection::open(target, timeout)?;
+    c.send(request)?;
+    c.recv()
+}
+
+/// A streaming request (service logs): `on_chunk` sees every chunk until the end of the
+/// stream, an error answer, or `on_chunk` returning false.
+pub fn stream(
+    target: &Target,
+    request: &Request,
+    timeout: Duration,
+    mut on_chunk: impl FnMut(Response) -> bool,
+) -> Result<(), ClientError> {
+    let mut c = Connection::open(target, timeout)?;
+    c.send(request)?;
+    loop {
+        let chunk = c.recv()?;
+        let last = chunk.eos || chunk.status != 0;
+        if !on_chunk(chunk) || last {
+            return Ok(());
+        }
+    }
+}
+
 /// One request over the local socket.
 pub fn call_local(
     sock: &Path,
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    let mut conn = UnixStream::connect(sock).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            ClientError::NotRunning(sock.to_path_buf())
-        }
-        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(sock.to_path_buf()),
-        _ => ClientError::Connect {
-            addr: sock.display().to_string(),
-            source: e,
-        },
-    })?;
-    let peer = sock.display().to_string();
-    conn.set_read_timeout(Some(timeout))
-        .and_then(|()| conn.set_write_timeout(Some(timeout)))
-        .map_err(|e| io_class(&peer, e))?;
-    write_frame(&mut conn, &request.to_vec()).map_err(|e| io_class(&peer, e))?;
-    let mut body = read_frame(&mut conn, MAX_RESPONSE).map_err(|e| io_class(&peer, e))?;
-    Response::parse(&mut body).map_err(|e| ClientError::Protocol {
-        peer,
-        message: e.to_string(),
-    })
+    call(&Target::Local(sock.to_path_buf()), request, timeout)
 }
 
 /// Opens a response frame sealed by a cluster member.
@@ -128,32 +252,14 @@ pub fn call_peer(
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    let peer = addr.to_string();
-    let mut conn =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| ClientError::Connect {
-            addr: peer.clone(),
-            source: e,
-        })?;
-    conn.set_read_timeout(Some(timeout))
-        .and_then(|()| conn.set_write_timeout(Some(timeout)))
-        .map_err(|e| io_class(&peer, e))?;
-    let _ = conn.set_nodelay(true);
-    let mut sender = Sender::new(
-        identity.secret.as_bytes(),
-        &identity.cluster,
-        &identity.nodename,
-        now_ms(),
-    );
-    let mut frame = Vec::new();
-    sender
-        .seal(Kind::Request, &request.to_vec(), now_ms(), &mut frame)
-        .map_err(|e| ClientError::Protocol {
-            peer: peer.clone(),
-            message: e.to_string(),
-        })?;
-    write_frame(&mut conn, &frame).map_err(|e| io_class(&peer, e))?;
-    let mut body = read_frame(&mut conn, MAX_RESPONSE).map_err(|e| io_class(&peer, e))?;
-    open_response(identity, &mut body).map_err(|message| ClientError::Protocol { peer, message })
+    call(
+        &Target::Peer {
+            addr,
+            identity: identity.clone(),
+        },
+        request,
+        timeout,
+    )
 }
 
 /// Sends one sealed frame over UDP (heartbeats, fire-and-forget requests).

@@ -120,9 +120,13 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     pub listener: ListenerConfig,
     pub hb: HbConfig,
+    /// `[monitor] interval`: how often the monitor looks at every service (default 2 s).
+    pub monitor_interval_ms: u64,
     /// Keyed by peer node name.
     pub peers: BTreeMap<String, PeerConfig>,
 }
+
+pub const DEFAULT_MONITOR_INTERVAL_MS: u64 = 2_000;
 
 /// `true/false/yes/no/on/off/1/0`, case-insensitive.
 pub fn parse_bool(s: &str) -> Option<bool> {
@@ -343,6 +347,13 @@ impl NodeConfig {
             }
         }
 
+        let monitor_interval_ms = r.value(
+            "monitor",
+            "interval",
+            DEFAULT_MONITOR_INTERVAL_MS,
+            positive_duration,
+        )?;
+
         let mut peers = BTreeMap::new();
         for section in doc.sections() {
             let Some(peer) = section.strip_prefix("node.") else {
@@ -372,6 +383,7 @@ impl NodeConfig {
             },
             listener,
             hb,
+            monitor_interval_ms,
             peers,
         })
     }

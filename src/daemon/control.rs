@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::dispatch::{Dispatcher, Origin};
+use crate::dispatch::stream::send_stream;
+use crate::dispatch::{Dispatcher, Origin, Reply};
 use crate::wire::{RequestParser, Response};
 
 const MAX_LOCAL_FRAME: usize = 16 << 20;
@@ -85,14 +86,46 @@ async fn connection(mut conn: UnixStream, d: Dispatcher) -> std::io::Result<()> 
         }
         let mut payload = vec![0u8; len];
         conn.read_exact(&mut payload).await?;
-        let response = match parser.parse(&mut payload) {
+        let reply = match parser.parse(&mut payload) {
             Ok(request) => d.call(Origin::Local, request).await,
-            Err(e) => Response::error(e.to_string()),
+            Err(e) => Response::error(e.to_string()).into(),
         };
-        let body = response.to_vec();
-        let mut out = Vec::with_capacity(body.len() + 4);
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        out.extend_from_slice(&body);
-        conn.write_all(&out).await?;
+        match reply {
+            Reply::Response(response) => write_json(&mut conn, &response).await?,
+            Reply::Stream(stream) => {
+                let conn = &conn;
+                send_stream(stream, |chunk| async move {
+                    write_json_shared(conn, &chunk).await
+                })
+                .await?;
+            }
+        }
     }
+}
+
+async fn write_json(conn: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let body = response.to_vec();
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    conn.write_all(&out).await
+}
+
+/// The same through a shared reference (the stream sender's closure cannot lend `&mut`).
+async fn write_json_shared(conn: &UnixStream, response: &Response) -> std::io::Result<()> {
+    let body = response.to_vec();
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    let mut off = 0;
+    while off < out.len() {
+        conn.writable().await?;
+        match conn.try_write(&out[off..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

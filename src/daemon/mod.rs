@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod dequeue;
+pub mod monitor_thread;
 pub mod state;
 pub mod supervisor;
 
@@ -15,11 +16,13 @@ use std::time::Duration;
 use crate::config::{self, ConfigError, NodeConfig, Paths};
 use crate::dispatch::Dispatcher;
 use crate::guard::{GateConfig, SharedGuard};
-use crate::handlers::Handlers;
+use crate::handlers::{self, Handlers};
 use crate::listener::{self, ListenerConfig, ListenerShared, now_ms};
+use crate::wire::payload::NodeLocalExpect;
 use crate::wire::{Kind, Sender};
 use dequeue::{Dequeue, Runner};
 use state::DaemonState;
+use std::sync::atomic::AtomicBool;
 use supervisor::{Exit, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +135,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     ));
     let dequeue = Arc::new(Dequeue::default());
     let (cmd_tx, cmd_rx) = mpsc::channel();
+    let node_monitor = handlers::node::load_node_monitor(&paths);
     let state = Arc::new(DaemonState {
         paths: paths.clone(),
         root: opts.root.clone(),
@@ -144,17 +148,23 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         peers: Mutex::new(Default::default()),
         started_ms: now_ms(),
         shards: OnceLock::new(),
+        dispatcher: OnceLock::new(),
+        bin_dir: opts.bin_dir.clone(),
+        node_monitor: Mutex::new(node_monitor.clone()),
+        node_frozen: AtomicBool::new(node_monitor.local_expect == NodeLocalExpect::Frozen),
+        services: Mutex::new(Default::default()),
+        actions: Mutex::new(Default::default()),
+        ticks_in_flight: Mutex::new(Default::default()),
     });
     let shards = match config.listener.shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
     let _ = state.shards.set(shards);
-    let (dispatcher, _shard_threads) = Dispatcher::start(shards, |shard| Handlers {
-        shard,
-        state: state.clone(),
-    })
-    .map_err(io_err("cannot start the shard threads"))?;
+    let (dispatcher, _shard_threads) =
+        Dispatcher::start(shards, |shard| Handlers::new(shard, state.clone()))
+            .map_err(io_err("cannot start the shard threads"))?;
+    let _ = state.dispatcher.set(dispatcher.clone());
     let shared = Arc::new(ListenerShared::new(
         listener_config(&config),
         guard,

@@ -1,8 +1,9 @@
 //! What the daemon's threads share: configuration, guard state, thread table, peers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -53,6 +54,39 @@ pub struct DaemonState {
     pub peers: Mutex<BTreeMap<String, PeerStatus>>,
     pub started_ms: u64,
     pub shards: OnceLock<usize>,
+    pub dispatcher: OnceLock<crate::dispatch::Dispatcher>,
+    /// Where nodemgr and svcmgr are, to run service actions and queued actions.
+    pub bin_dir: PathBuf,
+    /// The node monitor; written by the node shard, `frozen` read by every shard.
+    pub node_monitor: Mutex<NodeMonitor>,
+    pub node_frozen: AtomicBool,
+    /// Each service's latest status and monitor, published by its shard for `daemon status`
+    /// and heartbeats.
+    pub services: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Async service actions running, by id, until they end.
+    pub actions: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Services whose monitor tick is queued or running: the monitor thread skips them.
+    pub ticks_in_flight: Mutex<HashSet<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NodeMonitor {
+    pub status: crate::wire::payload::NodeMonitorStatus,
+    pub local_expect: crate::wire::payload::NodeLocalExpect,
+}
+
+impl Default for NodeMonitor {
+    fn default() -> Self {
+        NodeMonitor {
+            status: crate::wire::payload::NodeMonitorStatus::Idle,
+            local_expect: crate::wire::payload::NodeLocalExpect::Thawed,
+        }
+    }
+}
+
+/// `lock()` that carries on past a poisoned mutex: the data are plain values.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DaemonState {

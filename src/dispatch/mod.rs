@@ -1,5 +1,7 @@
-//! The sharded handler layer. Decoded requests go to one of N shard threads, chosen by the
-//! hash of the request's service (node-level requests go to the node shard, 0). Each shard
+//! The sharded handler layer. Decoded requests go to one of N service shard threads, chosen
+//! by the hash of the request's service; node-level requests (status, blacklist, node
+//! monitor, heartbeats) go to a node shard of their own, so a long service action never
+//! delays them. Each shard
 //! owns its slice of the state, so requests for one service are serialized and no lock is
 //! shared by all requests. Replies travel back on a oneshot to the worker owning the
 //! connection.
@@ -20,12 +22,32 @@ pub enum Origin {
     Peer(String),
 }
 
+/// A handler's answer: one response, or a stream of chunks (kind 4 on the wire) that may
+/// go on following a log until the client goes away.
+pub enum Reply {
+    Response(Response),
+    Stream(StreamReply),
+}
+
+pub struct StreamReply {
+    pub chunks: Vec<Response>,
+    pub follow: Option<crate::monitor::log::Follower>,
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Self {
+        Reply::Response(r)
+    }
+}
+
 pub enum Job {
     Request {
         origin: Origin,
         request: Request,
-        reply: Option<oneshot::Sender<Response>>,
+        reply: Option<oneshot::Sender<Reply>>,
     },
+    /// The monitor's periodic look at one service, run on the service's shard.
+    Tick { svcname: String },
     Heartbeat {
         nodename: String,
         heartbeat: Heartbeat,
@@ -36,8 +58,11 @@ pub enum Job {
 
 /// A shard's handler: owns its state, called on its own thread, one job at a time.
 pub trait ShardHandler: Send + 'static {
-    fn handle(&mut self, origin: &Origin, request: Request) -> Response;
+    fn handle(&mut self, origin: &Origin, request: Request) -> Reply;
     fn heartbeat(&mut self, nodename: String, heartbeat: Heartbeat, addr: SocketAddr, at_ms: u64);
+    fn tick(&mut self, _svcname: &str) {}
+    /// Work the last `handle` deferred until its reply was sent (async service actions).
+    fn after_reply(&mut self) {}
 }
 
 /// Cloneable handle used by listener workers and the local socket to submit jobs.
@@ -49,17 +74,20 @@ pub struct Dispatcher {
 
 pub const NODE_SHARD: usize = 0;
 
+pub mod stream;
+
 #[derive(Debug, thiserror::Error)]
 #[error("the handler layer is not running")]
 pub struct Closed;
 
 impl Dispatcher {
-    /// Starts `n` shard threads, each with the handler `make(i)` builds.
+    /// Starts the node shard (0) and `service_shards` service shards (1..), each with the
+    /// handler `make(i)` builds.
     pub fn start<H: ShardHandler>(
-        n: usize,
+        service_shards: usize,
         mut make: impl FnMut(usize) -> H,
     ) -> std::io::Result<(Dispatcher, Vec<JoinHandle<()>>)> {
-        let n = n.max(1);
+        let n = service_shards.max(1) + 1;
         let mut shards = Vec::with_capacity(n);
         let mut joins = Vec::with_capacity(n);
         for i in 0..n {
@@ -84,32 +112,36 @@ impl Dispatcher {
         ))
     }
 
-    pub fn shard_count(&self) -> usize {
-        self.shards.len()
+    /// Service shards, the node shard not included.
+    pub fn service_shards(&self) -> usize {
+        self.shards.len() - 1
     }
 
     /// The shard a request runs on.
     pub fn shard_for(&self, request: &Request) -> usize {
         match request.svcname() {
-            Some(svc) => {
-                let mut h = self.hasher.build_hasher();
-                h.write(svc.as_bytes());
-                (h.finish() % self.shards.len() as u64) as usize
-            }
+            Some(svc) => self.shard_of_service(svc),
             None => NODE_SHARD,
         }
+    }
+
+    pub fn shard_of_service(&self, svcname: &str) -> usize {
+        let mut h = self.hasher.build_hasher();
+        h.write(svcname.as_bytes());
+        1 + (h.finish() % self.service_shards() as u64) as usize
     }
 
     pub fn submit(&self, job: Job) -> Result<(), Closed> {
         let shard = match &job {
             Job::Request { request, .. } => self.shard_for(request),
+            Job::Tick { svcname } => self.shard_of_service(svcname),
             Job::Heartbeat { .. } => NODE_SHARD,
         };
         self.shards[shard].send(job).map_err(|_| Closed)
     }
 
-    /// Submits a request and waits for its response.
-    pub async fn call(&self, origin: Origin, request: Request) -> Response {
+    /// Submits a request and waits for its reply.
+    pub async fn call(&self, origin: Origin, request: Request) -> Reply {
         let (tx, rx) = oneshot::channel();
         let job = Job::Request {
             origin,
@@ -117,10 +149,21 @@ impl Dispatcher {
             reply: Some(tx),
         };
         if self.submit(job).is_err() {
-            return Response::error("the handler layer is not running");
+            return Response::error("the handler layer is not running").into();
         }
         rx.await
-            .unwrap_or_else(|_| Response::error("the handler dropped the request"))
+            .unwrap_or_else(|_| Response::error("the handler dropped the request").into())
+    }
+
+    /// For paths that carry one response only (UDP): a stream is refused with an error.
+    pub async fn call_single(&self, origin: Origin, request: Request) -> Response {
+        let action = request.action();
+        match self.call(origin, request).await {
+            Reply::Response(r) => r,
+            Reply::Stream(_) => Response::error(format!(
+                "{action}: streams need TCP or the local socket, not UDP"
+            )),
+        }
     }
 }
 
@@ -138,10 +181,22 @@ fn run_job<H: ShardHandler>(handler: &mut H, job: Job) {
             }))
             .unwrap_or_else(|_| {
                 tracing::error!(action, "handler panicked");
-                Response::error(format!("{action}: internal error"))
+                Response::error(format!("{action}: internal error")).into()
             });
             if let Some(reply) = reply {
                 let _ = reply.send(response);
+            }
+            let deferred =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.after_reply()));
+            if deferred.is_err() {
+                tracing::error!(action, "deferred work panicked");
+            }
+        }
+        Job::Tick { svcname } => {
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.tick(&svcname)));
+            if r.is_err() {
+                tracing::error!(svcname, "monitor tick panicked");
             }
         }
         Job::Heartbeat {
@@ -159,8 +214,8 @@ mod tests {
 
     struct Echo(usize);
     impl ShardHandler for Echo {
-        fn handle(&mut self, _: &Origin, request: Request) -> Response {
-            Response::ok(serde_json::json!({"shard": self.0, "action": request.action()}))
+        fn handle(&mut self, _: &Origin, request: Request) -> Reply {
+            Response::ok(serde_json::json!({"shard": self.0, "action": request.action()})).into()
         }
         fn heartbeat(&mut self, _: String, _: Heartbeat, _: SocketAddr, _: u64) {}
     }
@@ -174,7 +229,11 @@ mod tests {
         let shards: std::collections::BTreeSet<_> =
             (0..64).map(|i| d.shard_for(&r(&format!("s{i}")))).collect();
         assert!(shards.len() > 1, "services spread over shards");
-        let resp = futures_lite_block_on(d.call(Origin::Local, Request::DaemonStatus));
+        assert!(
+            !shards.contains(&NODE_SHARD),
+            "the node shard serves no service"
+        );
+        let resp = futures_lite_block_on(d.call_single(Origin::Local, Request::DaemonStatus));
         assert_eq!(resp.data.unwrap()["shard"], 0);
     }
 

@@ -88,6 +88,9 @@ pub fn status(state: &DaemonState) -> Response {
             "actions_failed": dq.actions_failed.load(Relaxed),
         },
         "blacklist": state.guard.blacklist.status(now),
+        "monitor": *crate::daemon::state::lock(&state.node_monitor),
+        "services": *crate::daemon::state::lock(&state.services),
+        "actions": *crate::daemon::state::lock(&state.actions),
         "peers": peers,
     }))
 }

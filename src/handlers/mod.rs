@@ -3,48 +3,86 @@
 
 mod blacklist;
 mod daemon;
+pub mod node;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::daemon::state::{DaemonState, PeerStatus};
-use crate::dispatch::{Origin, ShardHandler};
+use crate::daemon::state::{DaemonState, PeerStatus, lock};
+use crate::dispatch::{Origin, Reply, ShardHandler};
 use crate::wire::{Heartbeat, Request, Response};
 
 pub struct Handlers {
     pub shard: usize,
     pub state: Arc<DaemonState>,
+    services: service::ServiceShard,
+}
+
+impl Handlers {
+    pub fn new(shard: usize, state: Arc<DaemonState>) -> Self {
+        Handlers {
+            shard,
+            state,
+            services: Default::default(),
+        }
+    }
 }
 
 impl ShardHandler for Handlers {
-    fn handle(&mut self, origin: &Origin, request: Request) -> Response {
+    fn handle(&mut self, origin: &Origin, request: Request) -> Reply {
         let action = request.action();
+        let st = &self.state;
+        let svc = &mut self.services;
         let response = match request {
-            Request::DaemonStatus => daemon::status(&self.state),
-            Request::DaemonStop { thread_id } => daemon::stop(&self.state, thread_id),
-            Request::DaemonStart { thread_id } => daemon::start(&self.state, thread_id),
-            Request::DaemonShutdown => daemon::shutdown(&self.state),
-            Request::BlacklistStatus => blacklist::status(&self.state),
-            Request::BlacklistClear => blacklist::clear(&self.state, origin),
-            Request::GetServiceConfig { .. }
-            | Request::Clear { .. }
-            | Request::SetNodeMonitor { .. }
-            | Request::SetServiceMonitor { .. }
-            | Request::GetServiceMonitor { .. }
-            | Request::Join
-            | Request::Leave
-            | Request::ServiceAction { .. }
-            | Request::ServiceLogs { .. } => Response::error(format!("{action}: not implemented")),
+            Request::DaemonStatus => daemon::status(st),
+            Request::DaemonStop { thread_id } => daemon::stop(st, thread_id),
+            Request::DaemonStart { thread_id } => daemon::start(st, thread_id),
+            Request::DaemonShutdown => daemon::shutdown(st),
+            Request::BlacklistStatus => blacklist::status(st),
+            Request::BlacklistClear => blacklist::clear(st, origin),
+            Request::GetServiceConfig { svcname } => service::get_config(st, &svcname),
+            Request::Clear { svcname } => service::clear(svc, st, &svcname),
+            Request::SetNodeMonitor {
+                status,
+                local_expect,
+            } => node::set(st, status, local_expect),
+            Request::SetServiceMonitor {
+                svcname,
+                status,
+                local_expect,
+                global_expect,
+                reset_retries,
+            } => service::set_monitor(
+                svc,
+                st,
+                &svcname,
+                status,
+                local_expect,
+                global_expect,
+                reset_retries,
+            ),
+            Request::GetServiceMonitor { svcname } => service::get_monitor(svc, st, &svcname),
+            Request::ServiceAction {
+                svcname,
+                command,
+                sync,
+            } => service::action(svc, st, &svcname, &command, sync),
+            Request::ServiceLogs {
+                svcname,
+                backlog,
+                follow,
+            } => return service::logs(st, &svcname, backlog, follow),
+            Request::Join | Request::Leave => Response::error(format!("{action}: not implemented")),
         };
         if response.status != 0 {
             tracing::debug!(action, ?origin, error = ?response.error, "request failed");
         }
-        response
+        response.into()
     }
 
     fn heartbeat(&mut self, nodename: String, hb: Heartbeat, addr: SocketAddr, at_ms: u64) {
-        let mut peers = self.state.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers.insert(
+        lock(&self.state.peers).insert(
             nodename,
             PeerStatus {
                 addr,
@@ -54,5 +92,16 @@ impl ShardHandler for Handlers {
                 services: hb.services,
             },
         );
+    }
+
+    fn tick(&mut self, svcname: &str) {
+        service::tick(&mut self.services, &self.state, svcname);
+        lock(&self.state.ticks_in_flight).remove(svcname);
+    }
+
+    fn after_reply(&mut self) {
+        if !self.services.deferred.is_empty() {
+            service::run_deferred(&mut self.services, &self.state);
+        }
     }
 }

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::io::{Acceptor, Backend, Datagram, Stream};
 use super::{ListenerConfig, ListenerShared, WorkerSlot};
-use crate::dispatch::{Job, Origin};
+use crate::dispatch::stream::send_stream;
+use crate::dispatch::{Job, Origin, Reply};
 use crate::guard::{Gate, GateStats, Message, Notice, Outcome};
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Response, Sender};
@@ -228,7 +229,7 @@ async fn udp_loop<B: Backend>(w: Rc<Worker>, sock: Rc<B::Udp>) -> io::Result<()>
                 let response = w
                     .shared
                     .dispatcher
-                    .call(Origin::Peer(nodename), request)
+                    .call_single(Origin::Peer(nodename), request)
                     .await;
                 let out = w.seal_response(&response, Kind::Response, false);
                 if !out.is_empty() && out.len() <= MAX_UDP_FRAME {
@@ -334,17 +335,29 @@ async fn connection<B: Backend>(
             // PROTOCOL.md: a frame invalid at steps 4 to 7 over TCP closes the connection.
             Action::Close => return Ok(()),
             Action::Request(nodename, request) => {
-                let response = w
+                match w
                     .shared
                     .dispatcher
                     .call(Origin::Peer(nodename), request)
-                    .await;
-                let out = w.seal_response(&response, Kind::Response, true);
-                if out.is_empty() {
-                    return Ok(());
+                    .await
+                {
+                    Reply::Response(response) => {
+                        let out = w.seal_response(&response, Kind::Response, true);
+                        if out.is_empty() {
+                            return Ok(());
+                        }
+                        let (res, _) = conn.write_all(out).await;
+                        res?;
+                    }
+                    Reply::Stream(stream) => {
+                        let conn = &conn;
+                        send_stream(stream, |chunk| {
+                            let out = w.seal_response(&chunk, Kind::StreamChunk, true);
+                            async move { conn.write_all(out).await.0 }
+                        })
+                        .await?;
+                    }
                 }
-                let (res, _) = conn.write_all(out).await;
-                res?;
             }
         }
     }

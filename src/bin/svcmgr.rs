@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    osvc_agent::cli::svcmgr::main()
+}

@@ -1,0 +1,69 @@
+//! What both CLIs share: where a request goes, and time formatting.
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::client::{Identity, Target};
+use crate::config::{self, Paths};
+use crate::daemon;
+
+/// The local daemon, or with `--node NAME` that peer over encrypted TCP (address from
+/// `[node.NAME] addr` or name resolution, the cluster secret from this node's node.conf).
+pub fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
+    let Some(node) = node else {
+        return Ok(Target::Local(paths.lsnr_sock()));
+    };
+    let (_, conf) = config::load(&paths.node_conf())
+        .context("--node needs this node's node.conf for the cluster secret")?;
+    let addr = daemon::peer_addr(&conf, node).ok_or_else(|| {
+        anyhow!("cannot resolve node {node:?} (set [node.{node}] addr in node.conf)")
+    })?;
+    Ok(Target::Peer {
+        addr,
+        identity: Identity {
+            secret: conf.cluster.secret.clone(),
+            cluster: conf.cluster.name.clone(),
+            nodename: conf.nodename.clone(),
+        },
+    })
+}
+
+/// `2026-11-25 14:03:07.123` (UTC) from milliseconds since the epoch.
+pub fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+pub fn stdout_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(format_ms(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_ms(1_764_000_000_123), "2025-11-24 16:00:00.123");
+    }
+}

@@ -1,0 +1,470 @@
+//! `svcmgr -s NAME ...`: create, inspect and act on a service. Actions go through the daemon
+//! (which serializes them on the service's shard and runs `svcmgr` back as its executor);
+//! without a daemon they run here.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use super::common::{format_ms, stdout_is_terminal, target};
+use super::nodemgr::Format;
+use super::output::json_line;
+use crate::client::{self, ClientError, Target};
+use crate::config::{self, Paths};
+use crate::monitor::log::Record;
+use crate::monitor::svcconf::config_path;
+use crate::monitor::{Instance, ServiceConfig};
+use crate::wire::Request;
+use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus, valid_svcname};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "svcmgr",
+    version,
+    about = "Create, inspect and act on a service of the cluster agent",
+    long_about = "Create, inspect and act on a service of the cluster agent.\n\n\
+        A service is <etc>/NAME.conf: [DEFAULT] nodes, orchestrate (no|ha), and [app#N] resources \
+        with start, stop, check (shell command lines), restart (how many times the monitor may \
+        restart it) and timeout. Actions and monitor requests go through the daemon; with --node, \
+        to a peer's daemon."
+)]
+pub struct Cli {
+    /// The service
+    #[arg(short = 's', long = "service", value_name = "NAME")]
+    pub service: String,
+
+    /// Agent root: etc is DIR/etc, var is DIR/var
+    #[arg(long, global = true, env = "OSVC_ROOT", value_name = "DIR")]
+    pub root: Option<std::path::PathBuf>,
+
+    /// Send the request to this peer node instead of the local daemon
+    #[arg(long, global = true, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Seconds to wait for an answer (actions: for the action to end)
+    #[arg(long, global = true, default_value_t = 300.0, value_name = "SECS")]
+    pub timeout: f64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the service: from --config FILE, or an empty configuration to edit
+    Create {
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Delete the service's configuration and runtime files
+    Delete,
+    /// Print the configuration or the monitor
+    #[command(subcommand)]
+    Print(PrintCmd),
+    /// Edit the configuration with $EDITOR, validated before it replaces the file
+    #[command(subcommand)]
+    Edit(EditCmd),
+    /// Start the resources in order
+    Start(ActionArgs),
+    /// Stop the resources in reverse order
+    Stop(ActionArgs),
+    /// Stop then start
+    Restart(ActionArgs),
+    /// Run the checks and show the instance status
+    Status,
+    /// Clear the start failed / stop failed state and the restart counts
+    Clear,
+    /// The service's log records
+    Logs {
+        /// Keep printing new records as they are written
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many past records to show first
+        #[arg(long, default_value_t = 50)]
+        backlog: u64,
+    },
+    /// Set monitor attributes
+    #[command(subcommand)]
+    Set(SetCmd),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ActionArgs {
+    /// Answer at once with an action id (shown in `nodemgr daemon status` until it ends)
+    #[arg(long = "async")]
+    pub r#async: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PrintCmd {
+    Config,
+    Monitor,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EditCmd {
+    Config,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SetCmd {
+    /// e.g. `svcmgr -s web set monitor --local-expect started`
+    Monitor {
+        #[arg(long, value_parser = ServiceMonitorStatus::ALL.to_vec())]
+        status: Option<String>,
+        #[arg(long, value_parser = ServiceLocalExpect::ALL.to_vec())]
+        local_expect: Option<String>,
+        #[arg(long, value_parser = GlobalExpect::ALL.to_vec())]
+        global_expect: Option<String>,
+        #[arg(long)]
+        reset_retries: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("svcmgr: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const EMPTY_CONFIG: &str = "[DEFAULT]\n# nodes = node1 node2\n# orchestrate = no\n\n# [app#1]\n# start = /path/to/start\n# stop = /path/to/stop\n# check = /path/to/check\n# restart = 0\n# timeout = 60\n";
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let paths = Paths::new(cli.root.as_deref());
+    let name = cli.service.as_str();
+    if let Err(e) = valid_svcname(name) {
+        bail!("{e}");
+    }
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    let target = target(&paths, cli.node.as_deref())?;
+    // The daemon runs us back to carry its actions out: then act here, never call it.
+    let executor = std::env::var_os("OSVC_DAEMON_ACTION").is_some();
+    match &cli.command {
+        Command::Create { config } => {
+            local_only(&cli, "create")?;
+            create(&paths, name, config.as_deref())
+        }
+        Command::Delete => {
+            local_only(&cli, "delete")?;
+            let path = config_path(&paths.etc, name);
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            let _ = std::fs::remove_dir_all(paths.services().join(name));
+            println!("{name} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Edit(EditCmd::Config) => {
+            local_only(&cli, "edit config")?;
+            edit(&paths, name)
+        }
+        Command::Print(PrintCmd::Config) => {
+            let r = client::call(
+                &target,
+                &Request::GetServiceConfig {
+                    svcname: name.into(),
+                },
+                timeout,
+            )?;
+            if let (Format::Table, Some(Value::String(text))) = (cli.format, &r.data) {
+                print!("{text}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(print(&cli, &r))
+        }
+        Command::Print(PrintCmd::Monitor) => {
+            let r = client::call(
+                &target,
+                &Request::GetServiceMonitor {
+                    svcname: name.into(),
+                },
+                timeout,
+            )?;
+            Ok(print(&cli, &r))
+        }
+        Command::Start(a) | Command::Stop(a) | Command::Restart(a) => {
+            let verb = match &cli.command {
+                Command::Start(_) => "start",
+                Command::Stop(_) => "stop",
+                _ => "restart",
+            };
+            if executor {
+                return execute_here(&paths, name, verb);
+            }
+            let request = Request::ServiceAction {
+                svcname: name.into(),
+                command: vec![verb.into()],
+                sync: !a.r#async,
+            };
+            match client::call(&target, &request, timeout) {
+                Ok(r) => {
+                    let code = r.data.as_ref().and_then(|d| d["code"].as_i64());
+                    if let (Format::Table, Some(d)) = (cli.format, &r.data) {
+                        if let Some(out) = d["output"].as_str().filter(|o| !o.is_empty()) {
+                            println!("{out}");
+                        }
+                        if let Some(id) = d["id"].as_str() {
+                            println!("{verb} queued as {id}");
+                        }
+                    } else {
+                        print(&cli, &r);
+                    }
+                    if r.status != 0 {
+                        if cli.format == Format::Table {
+                            eprintln!("svcmgr: {}", r.error.unwrap_or_default());
+                        }
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Ok(if code.unwrap_or(0) == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                Err(ClientError::NotRunning(_)) if cli.node.is_none() => {
+                    eprintln!("svcmgr: the daemon is not running: running {verb} here");
+                    execute_here(&paths, name, verb)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Status => {
+            local_only(&cli, "status")?;
+            status_here(&cli, &paths, name)
+        }
+        Command::Clear => {
+            let r = client::call(
+                &target,
+                &Request::Clear {
+                    svcname: name.into(),
+                },
+                timeout,
+            )?;
+            Ok(print(&cli, &r))
+        }
+        Command::Set(SetCmd::Monitor {
+            status,
+            local_expect,
+            global_expect,
+            reset_retries,
+        }) => {
+            let request = Request::SetServiceMonitor {
+                svcname: name.into(),
+                status: status.as_deref().and_then(ServiceMonitorStatus::parse),
+                local_expect: local_expect.as_deref().and_then(ServiceLocalExpect::parse),
+                global_expect: global_expect.as_deref().and_then(GlobalExpect::parse),
+                reset_retries: *reset_retries,
+            };
+            let r = client::call(&target, &request, timeout)?;
+            Ok(print(&cli, &r))
+        }
+        Command::Logs { follow, backlog } => logs(&cli, &target, name, *backlog, *follow),
+    }
+}
+
+fn local_only(cli: &Cli, what: &str) -> Result<()> {
+    match &cli.node {
+        Some(n) => bail!("{what} works on this node only (drop --node {n})"),
+        None => Ok(()),
+    }
+}
+
+fn print(cli: &Cli, r: &crate::wire::Response) -> ExitCode {
+    match cli.format {
+        Format::Json => println!(
+            "{}",
+            json_line(&serde_json::to_value(r).unwrap_or_default())
+        ),
+        Format::Table => match (&r.error, &r.data) {
+            (Some(e), _) => eprintln!("svcmgr: {e}"),
+            (None, Some(Value::String(s))) => println!("{s}"),
+            (None, Some(v)) => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+            (None, None) => {}
+        },
+    }
+    if r.status == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn node_name(paths: &Paths) -> String {
+    config::load(&paths.node_conf())
+        .map(|(_, c)| c.nodename)
+        .unwrap_or_else(|_| config::short_hostname())
+}
+
+fn load(paths: &Paths, name: &str) -> Result<ServiceConfig> {
+    let path = config_path(&paths.etc, name);
+    if !path.exists() {
+        bail!("unknown service {name} (no {})", path.display());
+    }
+    Ok(ServiceConfig::load(&paths.etc, name, &node_name(paths))?)
+}
+
+fn execute_here(paths: &Paths, name: &str, verb: &str) -> Result<ExitCode> {
+    let cfg = load(paths, name)?;
+    let node = node_name(paths);
+    let inst = Instance::new(&cfg, &node, &paths.services());
+    let r = match verb {
+        "start" => inst.start(),
+        "stop" => inst.stop(),
+        _ => inst.stop().and_then(|()| inst.start()),
+    };
+    inst.refresh_status();
+    match r {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => bail!("{verb} failed: {e}"),
+    }
+}
+
+fn status_here(cli: &Cli, paths: &Paths, name: &str) -> Result<ExitCode> {
+    let cfg = load(paths, name)?;
+    let node = node_name(paths);
+    let (_, status) = Instance::new(&cfg, &node, &paths.services()).refresh_status();
+    match cli.format {
+        Format::Json => println!("{}", json_line(&status)),
+        Format::Table => {
+            println!(
+                "{name}  {}  (node {node})",
+                status["avail"].as_str().unwrap_or("n/a")
+            );
+            if let Some(res) = status["resources"].as_object() {
+                for (rid, v) in res {
+                    println!("  {rid:<10} {}", v["status"].as_str().unwrap_or("n/a"));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create(paths: &Paths, name: &str, from: Option<&Path>) -> Result<ExitCode> {
+    let path = config_path(&paths.etc, name);
+    if path.exists() {
+        bail!("service {name} already exists ({})", path.display());
+    }
+    let text = match from {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        None => EMPTY_CONFIG.to_string(),
+    };
+    ServiceConfig::parse(name, &text, &path, &node_name(paths))?;
+    std::fs::create_dir_all(&paths.etc)?;
+    let tmp = paths
+        .etc
+        .join(format!(".{name}.conf.tmp.{}", std::process::id()));
+    std::fs::write(&tmp, &text)?;
+    std::fs::rename(&tmp, &path)?;
+    println!("{name} created ({})", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn edit(paths: &Paths, name: &str) -> Result<ExitCode> {
+    let path = config_path(&paths.etc, name);
+    let original =
+        std::fs::read_to_string(&path).with_context(|| format!("unknown service {name}"))?;
+    let copy = paths
+        .etc
+        .join(format!(".{name}.conf.edit.{}", std::process::id()));
+    std::fs::write(&copy, &original)?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&copy)
+        .status()
+        .with_context(|| format!("cannot run the editor {editor:?}"))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&copy);
+        bail!("the editor exited with {status}; {name} left unchanged");
+    }
+    let edited = std::fs::read_to_string(&copy)?;
+    if let Err(e) = ServiceConfig::parse(name, &edited, &path, &node_name(paths)) {
+        bail!(
+            "{e}\n{name} left unchanged; your edit is in {}",
+            copy.display()
+        );
+    }
+    std::fs::rename(&copy, &path)?;
+    println!("{name} updated");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_record(r: &Record, format: Format, colour: bool) {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    let level_colour = match r.level.as_str() {
+        "error" => "\x1b[31m",
+        "warn" => "\x1b[33m",
+        "debug" => "\x1b[2m",
+        _ => "\x1b[32m",
+    };
+    let (on, off, dim) = if colour {
+        (level_colour, "\x1b[0m", "\x1b[2m")
+    } else {
+        ("", "", "")
+    };
+    println!(
+        "{dim}{}{off} {on}{:<5}{off} {} {}{}",
+        format_ms(r.time),
+        r.level,
+        r.node,
+        r.resource
+            .as_deref()
+            .map(|x| format!("{x}: "))
+            .unwrap_or_default(),
+        r.message
+    );
+}
+
+fn logs(cli: &Cli, target: &Target, name: &str, backlog: u64, follow: bool) -> Result<ExitCode> {
+    let request = Request::ServiceLogs {
+        svcname: name.into(),
+        backlog: Some(backlog),
+        follow,
+    };
+    let colour = cli.format == Format::Table && stdout_is_terminal();
+    let mut error = None;
+    // Following: keepalives arrive every 2 s, so a long read timeout only trips on a dead peer.
+    let timeout = Duration::from_secs_f64(cli.timeout.max(10.0));
+    client::stream(target, &request, timeout, |chunk| {
+        if chunk.status != 0 {
+            error = chunk.error.clone();
+            return false;
+        }
+        if let Some(records) = chunk.data.as_ref().and_then(Value::as_array) {
+            for v in records {
+                if let Ok(r) = serde_json::from_value::<Record>(v.clone()) {
+                    print_record(&r, cli.format, colour);
+                }
+            }
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        true
+    })?;
+    match error {
+        Some(e) => bail!("{e}"),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

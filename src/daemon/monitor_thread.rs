@@ -1,0 +1,45 @@
+//! The `monitor` thread: every `[monitor] interval` it asks the shard owning each service to
+//! look at it (a tick). It never acts itself, so actions on a service stay serialized by its
+//! shard; a service whose previous tick has not finished is skipped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::state::{DaemonState, lock};
+use crate::dispatch::Job;
+use crate::monitor::list_services;
+
+pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
+    let dispatcher = state
+        .dispatcher
+        .get()
+        .cloned()
+        .ok_or("the handler layer is not set up")?;
+    while !*stop.borrow() {
+        let started = Instant::now();
+        let mut names = list_services(&state.paths.etc);
+        // Services deleted since the last tick: their shard forgets them on this one.
+        names.extend(lock(&state.services).keys().cloned());
+        names.sort();
+        names.dedup();
+        for svcname in names {
+            if lock(&state.ticks_in_flight).insert(svcname.clone())
+                && dispatcher
+                    .submit(Job::Tick {
+                        svcname: svcname.clone(),
+                    })
+                    .is_err()
+            {
+                lock(&state.ticks_in_flight).remove(&svcname);
+                return Err("the handler layer stopped".into());
+            }
+        }
+        let interval = Duration::from_millis(state.config().monitor_interval_ms);
+        while started.elapsed() < interval && !*stop.borrow() {
+            std::thread::sleep(Duration::from_millis(50).min(interval));
+        }
+    }
+    Ok(())
+}

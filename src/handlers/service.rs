@@ -1,0 +1,432 @@
+//! Service requests, on the shard owning the service: get_service_config, clear,
+//! set/get_service_monitor, service_action, service_logs; and the monitor's tick.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::daemon::state::{DaemonState, lock};
+use crate::dispatch::{Reply, StreamReply};
+use crate::monitor::exec::run_shell;
+use crate::monitor::instance::write_json_atomic;
+use crate::monitor::log::{self as svclog, Follower};
+use crate::monitor::svcconf::{Orchestrate, config_path};
+use crate::monitor::{Instance, Plan, ServiceConfig, ServiceMonitor};
+use crate::wire::Response;
+use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus};
+
+/// The verbs `service_action` may run: svcmgr actions on that service, nothing else.
+pub const ACTION_VERBS: &[&str] = &["start", "stop", "restart", "status"];
+const DEFAULT_BACKLOG: u64 = 50;
+const MAX_BACKLOG: u64 = 100_000;
+const RECORDS_PER_CHUNK: usize = 500;
+
+static ACTION_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// An async action accepted and answered, to run once the reply is sent.
+pub struct Deferred {
+    pub id: String,
+    pub svcname: String,
+    pub verb: String,
+}
+
+/// The slice of service state one shard owns.
+#[derive(Default)]
+pub struct ServiceShard {
+    monitors: HashMap<String, ServiceMonitor>,
+    pub deferred: Vec<Deferred>,
+}
+
+fn monitor_path(state: &DaemonState, svcname: &str) -> std::path::PathBuf {
+    state.paths.services().join(svcname).join("monitor.json")
+}
+
+impl ServiceShard {
+    fn monitor<'a>(&'a mut self, state: &DaemonState, svcname: &str) -> &'a mut ServiceMonitor {
+        self.monitors.entry(svcname.to_string()).or_insert_with(|| {
+            std::fs::read(monitor_path(state, svcname))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        })
+    }
+
+    fn persist(&mut self, state: &DaemonState, svcname: &str) {
+        let m = self.monitor(state, svcname).clone();
+        let path = monitor_path(state, svcname);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        write_json_atomic(&path, &serde_json::to_value(&m).unwrap_or_default());
+        let mut services = lock(&state.services);
+        let entry = services
+            .entry(svcname.to_string())
+            .or_insert_with(|| json!({}));
+        entry["monitor"] = serde_json::to_value(&m).unwrap_or_default();
+    }
+
+    fn forget(&mut self, state: &DaemonState, svcname: &str) {
+        self.monitors.remove(svcname);
+        lock(&state.services).remove(svcname);
+    }
+}
+
+/// The service's configuration, or the error answer naming what is wrong.
+pub fn load(state: &DaemonState, svcname: &str) -> Result<ServiceConfig, Response> {
+    let path = config_path(&state.paths.etc, svcname);
+    if !path.is_file() {
+        return Err(Response::error(format!("unknown service {svcname}")));
+    }
+    ServiceConfig::load(&state.paths.etc, svcname, &state.config().nodename)
+        .map_err(|e| Response::error(format!("service {svcname}: {e}")))
+}
+
+pub fn get_config(state: &DaemonState, svcname: &str) -> Response {
+    if let Err(e) = load(state, svcname) {
+        // An invalid file can still be shown: only a missing one is an error here.
+        if e.error
+            .as_deref()
+            .is_some_and(|m| m.starts_with("unknown service"))
+        {
+            return e;
+        }
+    }
+    match std::fs::read_to_string(config_path(&state.paths.etc, svcname)) {
+        Ok(text) => Response::ok(json!(text)),
+        Err(e) => Response::error(format!(
+            "service {svcname}: cannot read its configuration: {e}"
+        )),
+    }
+}
+
+pub fn clear(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) -> Response {
+    let cfg = match load(state, svcname) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let m = shard.monitor(state, svcname);
+    let was = m.status;
+    m.clear();
+    let now = m.clone();
+    shard.persist(state, svcname);
+    Instance::new(&cfg, &state.config().nodename, &state.paths.services()).log(
+        "info",
+        None,
+        format!(
+            "clear: monitor {was} -> {}, restart counts reset",
+            now.status
+        ),
+    );
+    Response::ok(serde_json::to_value(now).unwrap_or_default())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn set_monitor(
+    shard: &mut ServiceShard,
+    state: &DaemonState,
+    svcname: &str,
+    status: Option<ServiceMonitorStatus>,
+    local_expect: Option<ServiceLocalExpect>,
+    global_expect: Option<GlobalExpect>,
+    reset_retries: bool,
+) -> Response {
+    if let Err(e) = load(state, svcname) {
+        return e;
+    }
+    if status.is_none() && local_expect.is_none() && global_expect.is_none() && !reset_retries {
+        return Response::error(
+            "set_service_monitor: give at least one of status, local_expect, global_expect, reset_retries",
+        );
+    }
+    let m = shard.monitor(state, svcname);
+    if let Some(s) = status {
+        m.status = s;
+    }
+    if let Some(le) = local_expect {
+        m.local_expect = le;
+    }
+    if let Some(ge) = global_expect {
+        m.global_expect = ge;
+    }
+    if reset_retries {
+        m.restarts.clear();
+    }
+    let now = m.clone();
+    shard.persist(state, svcname);
+    Response::ok(serde_json::to_value(now).unwrap_or_default())
+}
+
+pub fn get_monitor(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) -> Response {
+    if let Err(e) = load(state, svcname) {
+        return e;
+    }
+    let m = shard.monitor(state, svcname).clone();
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    if let Some(s) = lock(&state.services).get(svcname) {
+        v["avail"] = s["avail"].clone();
+    }
+    Response::ok(v)
+}
+
+/// Runs `svcmgr -s NAME VERB` as the daemon's action executor.
+fn run_svcmgr(
+    state: &DaemonState,
+    cfg: &ServiceConfig,
+    verb: &str,
+) -> crate::monitor::exec::Outcome {
+    let exe = state.bin_dir.join("svcmgr");
+    let timeout = cfg
+        .resources
+        .iter()
+        .map(|r| r.timeout)
+        .sum::<Duration>()
+        .saturating_mul(2)
+        + Duration::from_secs(30);
+    let root = state
+        .root
+        .as_ref()
+        .map(|r| r.display().to_string())
+        .unwrap_or_default();
+    let cmd = format!("exec \"$OSVC_SVCMGR\" -s {} {verb}", cfg.name);
+    let env = [
+        ("OSVC_SVCMGR", exe.to_str().unwrap_or("svcmgr")),
+        ("OSVC_ROOT", root.as_str()),
+        ("OSVC_DAEMON_ACTION", "1"),
+    ];
+    let env: Vec<(&str, &str)> = env
+        .into_iter()
+        .filter(|(k, v)| *k != "OSVC_ROOT" || !v.is_empty())
+        .collect();
+    run_shell(&cmd, timeout, &env).unwrap_or_else(|e| crate::monitor::exec::Outcome {
+        code: Some(127),
+        timed_out: false,
+        output: format!("cannot run svcmgr: {e}"),
+        duration: Duration::ZERO,
+    })
+}
+
+/// Carries out a service action and moves the monitor as it goes.
+pub fn execute(
+    shard: &mut ServiceShard,
+    state: &DaemonState,
+    cfg: &ServiceConfig,
+    verb: &str,
+) -> Value {
+    let name = cfg.name.as_str();
+    let (during, ok_expect) = match verb {
+        "start" | "restart" => (
+            Some(ServiceMonitorStatus::Starting),
+            Some(ServiceLocalExpect::Started),
+        ),
+        "stop" => (
+            Some(ServiceMonitorStatus::Stopping),
+            Some(ServiceLocalExpect::Unset),
+        ),
+        _ => (None, None),
+    };
+    if let Some(s) = during {
+        shard.monitor(state, name).status = s;
+        shard.persist(state, name);
+    }
+    let out = run_svcmgr(state, cfg, verb);
+    if let Some(expect) = ok_expect {
+        let m = shard.monitor(state, name);
+        if out.success() {
+            m.status = ServiceMonitorStatus::Idle;
+            m.local_expect = expect;
+        } else {
+            m.status = if verb == "stop" {
+                ServiceMonitorStatus::StopFailed
+            } else {
+                ServiceMonitorStatus::StartFailed
+            };
+        }
+        shard.persist(state, name);
+    }
+    refresh(shard, state, cfg);
+    json!({ "code": out.code, "output": out.output, "timed_out": out.timed_out })
+}
+
+pub fn action(
+    shard: &mut ServiceShard,
+    state: &DaemonState,
+    svcname: &str,
+    command: &[String],
+    sync: bool,
+) -> Response {
+    let cfg = match load(state, svcname) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let verb = match command {
+        [v] if ACTION_VERBS.contains(&v.as_str()) => v.clone(),
+        [v, ..] if !ACTION_VERBS.contains(&v.as_str()) => {
+            return Response::error(format!(
+                "service_action: unknown action {v:?} (allowed: {})",
+                ACTION_VERBS.join(", ")
+            ));
+        }
+        [_, extra, ..] | [extra] => {
+            return Response::error(format!(
+                "service_action: unexpected argument {extra:?}: actions take no options"
+            ));
+        }
+        [] => return Response::error("service_action: empty command"),
+    };
+    if sync {
+        return Response::ok(execute(shard, state, &cfg, &verb));
+    }
+    let id = format!(
+        "{svcname}.{verb}.{}",
+        ACTION_SEQ.fetch_add(1, Ordering::Relaxed) + 1
+    );
+    lock(&state.actions).insert(
+        id.clone(),
+        json!({"service": svcname, "action": verb, "started_ms": crate::listener::now_ms()}),
+    );
+    shard.deferred.push(Deferred {
+        id: id.clone(),
+        svcname: svcname.to_string(),
+        verb,
+    });
+    Response::ok(json!({ "id": id }))
+}
+
+/// Runs the async actions accepted by the last request, now that it was answered.
+pub fn run_deferred(shard: &mut ServiceShard, state: &Arc<DaemonState>) {
+    for d in std::mem::take(&mut shard.deferred) {
+        let outcome = match load(state, &d.svcname) {
+            Ok(cfg) => execute(shard, state, &cfg, &d.verb),
+            Err(e) => json!({ "error": e.error }),
+        };
+        tracing::info!(id = %d.id, service = %d.svcname, action = %d.verb, outcome = %outcome, "async service action ended");
+        lock(&state.actions).remove(&d.id);
+    }
+}
+
+pub fn logs(state: &DaemonState, svcname: &str, backlog: Option<u64>, follow: bool) -> Reply {
+    if let Err(e) = load(state, svcname) {
+        return e.into();
+    }
+    let n = backlog.unwrap_or(DEFAULT_BACKLOG);
+    if n > MAX_BACKLOG {
+        return Response::error(format!(
+            "service_logs: backlog {n} is above the maximum {MAX_BACKLOG}"
+        ))
+        .into();
+    }
+    let path = svclog::log_path(&state.paths.services(), svcname);
+    let (records, position) = svclog::backlog(&path, n as usize);
+    let mut chunks: Vec<Response> = records
+        .chunks(RECORDS_PER_CHUNK)
+        .map(|c| Response::ok(serde_json::to_value(c).unwrap_or_default()))
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(Response::ok(json!([])));
+    }
+    Reply::Stream(StreamReply {
+        chunks,
+        follow: follow.then(|| Follower::from(path, position)),
+    })
+}
+
+/// Checks the resources, publishes the status, and lets the monitor act.
+fn refresh(
+    shard: &mut ServiceShard,
+    state: &DaemonState,
+    cfg: &ServiceConfig,
+) -> Vec<crate::monitor::ResourceView> {
+    let node = state.config().nodename.clone();
+    let inst = Instance::new(cfg, &node, &state.paths.services());
+    let (views, status) = inst.refresh_status();
+    let monitor = serde_json::to_value(shard.monitor(state, &cfg.name).clone()).unwrap_or_default();
+    let mut snapshot = status;
+    snapshot["monitor"] = monitor;
+    snapshot["orchestrate"] = json!(cfg.orchestrate.as_str());
+    snapshot["nodes"] = json!(cfg.nodes);
+    lock(&state.services).insert(cfg.name.clone(), snapshot);
+    views
+}
+
+/// The monitor's periodic look at one service.
+pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
+    let cfg = match load(state, svcname) {
+        Ok(c) => c,
+        Err(_) if !config_path(&state.paths.etc, svcname).exists() => {
+            shard.forget(state, svcname);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(service = svcname, error = ?e.error, "monitor skips a service it cannot load");
+            return;
+        }
+    };
+    let views = refresh(shard, state, &cfg);
+    let node_frozen = state.node_frozen.load(Ordering::Acquire);
+    let node = state.config().nodename.clone();
+    let inst = Instance::new(&cfg, &node, &state.paths.services());
+    // Local orchestration of global_expect for services not orchestrated across nodes.
+    let m = shard.monitor(state, svcname).clone();
+    if cfg.orchestrate == Orchestrate::No && !node_frozen && !m.failed() {
+        let avail = crate::monitor::state::instance_status(&views);
+        let verb = match m.global_expect {
+            GlobalExpect::Started if avail != "up" => Some("start"),
+            GlobalExpect::Stopped if avail == "up" || avail == "warn" => Some("stop"),
+            _ => None,
+        };
+        if let Some(verb) = verb {
+            inst.log(
+                "info",
+                None,
+                format!("global_expect {}: {verb}", m.global_expect),
+            );
+            execute(shard, state, &cfg, verb);
+            return;
+        }
+        if matches!(
+            m.global_expect,
+            GlobalExpect::Started | GlobalExpect::Stopped
+        ) {
+            shard.monitor(state, svcname).global_expect = GlobalExpect::Unset;
+            shard.persist(state, svcname);
+        }
+    }
+    let plan = shard.monitor(state, svcname).plan(node_frozen, &views);
+    match &plan {
+        Plan::Nothing => {}
+        Plan::Restart(rid) => {
+            let m = shard.monitor(state, svcname);
+            m.begin(&plan);
+            let n = m.restarts.get(rid).copied().unwrap_or(0);
+            shard.persist(state, svcname);
+            if let Some(r) = cfg.resource(rid) {
+                inst.log(
+                    "warn",
+                    Some(rid),
+                    format!(
+                        "found down while expected started: restart {n}/{}",
+                        r.restart
+                    ),
+                );
+                let _ = inst.resource_action(r, "start");
+            }
+            shard.monitor(state, svcname).end_restart();
+            shard.persist(state, svcname);
+            refresh(shard, state, &cfg);
+        }
+        Plan::GiveUp(rid) => {
+            shard.monitor(state, svcname).begin(&plan);
+            shard.persist(state, svcname);
+            let limit = cfg.resource(rid).map_or(0, |r| r.restart);
+            inst.log(
+                "error",
+                Some(rid),
+                format!("found down while expected started, {limit} restarts used: start failed, the monitor stops trying"),
+            );
+            refresh(shard, state, &cfg);
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! A service instance on this node: its resources' actions and checks, its logged outcomes,
+//! its runtime files under `<var>/services/NAME/`. Used by `svcmgr` (which carries actions
+//! out) and by the shard owning the service (checks, monitor restarts).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::exec::{Outcome, run_shell};
+use super::log::{self, Record};
+use super::state::{ResourceView, instance_status};
+use super::svcconf::{Resource, ServiceConfig};
+
+pub const CHECK_TIMEOUT_CAP: Duration = Duration::from_secs(30);
+
+pub struct Instance<'a> {
+    pub config: &'a ServiceConfig,
+    pub node: &'a str,
+    /// `<var>/services/NAME`
+    pub dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionReport {
+    pub ok: bool,
+    pub lines: Vec<String>,
+}
+
+pub fn now_ms() -> u64 {
+    crate::listener::now_ms()
+}
+
+impl<'a> Instance<'a> {
+    pub fn new(config: &'a ServiceConfig, node: &'a str, services_dir: &Path) -> Self {
+        Instance {
+            config,
+            node,
+            dir: services_dir.join(&config.name),
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    pub fn log(&self, level: &str, resource: Option<&str>, message: impl Into<String>) {
+        let record = Record {
+            time: now_ms(),
+            level: level.into(),
+            node: self.node.into(),
+            service: self.config.name.clone(),
+            resource: resource.map(str::to_string),
+            message: message.into(),
+        };
+        if let Err(e) = log::append(&self.log_path(), &record) {
+            tracing::error!(service = %self.config.name, "cannot write the service log: {e}");
+        }
+    }
+
+    fn env(&self) -> [(&'static str, &str); 2] {
+        [
+            ("OSVC_SVCNAME", &self.config.name),
+            ("OSVC_NODENAME", self.node),
+        ]
+    }
+
+    fn run(&self, what: &str, cmd: &str, timeout: Duration) -> Result<Outcome, String> {
+        let env = self.env();
+        run_shell(cmd, timeout, &env).map_err(|e| format!("{what}: cannot run {cmd:?}: {e}"))
+    }
+
+    /// One resource's action (`start` or `stop`), logged.
+    pub fn resource_action(&self, r: &Resource, action: &str) -> Result<(), String> {
+        let cmd = match action {
+            "start" => r.start.as_deref(),
+            "stop" => r.stop.as_deref(),
+            _ => return Err(format!("unknown resource action {action}")),
+        };
+        let Some(cmd) = cmd else {
+            self.log(
+                "info",
+                Some(&r.rid),
+                format!("{action}: no {action} command, skipped"),
+            );
+            return Ok(());
+        };
+        self.log("info", Some(&r.rid), format!("{action}: {cmd}"));
+        let out = self.run(action, cmd, r.timeout).inspect_err(|e| {
+            self.log("error", Some(&r.rid), e.clone());
+        })?;
+        if !out.output.is_empty() {
+            self.log("info", Some(&r.rid), out.output.clone());
+        }
+        if out.success() {
+            self.log(
+                "info",
+                Some(&r.rid),
+                format!("{action} done in {:.2}s", out.duration.as_secs_f64()),
+            );
+            Ok(())
+        } else {
+            let why = if out.timed_out {
+                format!("{action} timed out after {:.0}s", r.timeout.as_secs_f64())
+            } else {
+                format!("{action} failed with exit code {}", out.code.unwrap_or(-1))
+            };
+            self.log("error", Some(&r.rid), why.clone());
+            Err(format!("{}: {why}", r.rid))
+        }
+    }
+
+    /// Starts every resource in order, stopping at the first failure.
+    pub fn start(&self) -> Result<(), String> {
+        self.log("info", None, "start");
+        for r in &self.config.resources {
+            if let Err(e) = self.resource_action(r, "start") {
+                self.log("error", None, format!("start failed: {e}"));
+                return Err(e);
+            }
+        }
+        self.log("info", None, "start done");
+        Ok(())
+    }
+
+    /// Stops every resource in reverse order; goes on past failures, reports the first.
+    pub fn stop(&self) -> Result<(), String> {
+        self.log("info", None, "stop");
+        let mut first_err = None;
+        for r in self.config.resources.iter().rev() {
+            if let Err(e) = self.resource_action(r, "stop") {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            None => {
+                self.log("info", None, "stop done");
+                Ok(())
+            }
+            Some(e) => {
+                self.log("error", None, format!("stop failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs every resource's check (not logged: checks run on every monitor tick).
+    pub fn check(&self) -> Vec<ResourceView> {
+        self.config
+            .resources
+            .iter()
+            .map(|r| ResourceView {
+                rid: r.rid.clone(),
+                up: r.check.as_deref().map(|cmd| {
+                    self.run("check", cmd, r.timeout.min(CHECK_TIMEOUT_CAP))
+                        .is_ok_and(|o| o.success())
+                }),
+                restart_limit: r.restart,
+            })
+            .collect()
+    }
+
+    /// The instance status from fresh checks, written to `status.json`.
+    pub fn refresh_status(&self) -> (Vec<ResourceView>, Value) {
+        let views = self.check();
+        let status = status_json(&views);
+        let _ = std::fs::create_dir_all(&self.dir);
+        write_json_atomic(&self.dir.join("status.json"), &status);
+        (views, status)
+    }
+}
+
+pub fn status_json(views: &[ResourceView]) -> Value {
+    let resources: serde_json::Map<String, Value> = views
+        .iter()
+        .map(|v| {
+            let s = match v.up {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "n/a",
+            };
+            (v.rid.clone(), json!({ "status": s }))
+        })
+        .collect();
+    json!({
+        "avail": instance_status(views),
+        "resources": resources,
+        "updated_ms": now_ms(),
+    })
+}
+
+/// Temp file + rename: a reader never sees half a file, a crash never leaves one.
+pub fn write_json_atomic(path: &Path, value: &Value) {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let ok = std::fs::write(&tmp, value.to_string()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = ok {
+        tracing::error!(path = %path.display(), "cannot write: {e}");
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_stop_check_and_logs() {
+        let dir = std::env::temp_dir().join(format!("osvc-inst-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let flag = dir.join("flag");
+        let text = format!(
+            "[app#1]\nstart = touch {f}\nstop = rm -f {f}\ncheck = test -f {f}\n",
+            f = flag.display()
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = ServiceConfig::parse("s1", &text, Path::new("s1.conf"), "n1").unwrap();
+        let i = Instance::new(&c, "n1", &dir);
+        assert_eq!(i.refresh_status().1["avail"], "down");
+        i.start().unwrap();
+        assert_eq!(i.refresh_status().1["avail"], "up");
+        i.stop().unwrap();
+        assert_eq!(i.check()[0].up, Some(false));
+        let (records, _) = log::backlog(&i.log_path(), 100);
+        assert!(records.iter().any(|r| r.message == "start done"));
+        assert!(
+            records
+                .iter()
+                .any(|r| r.resource.as_deref() == Some("app#1"))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

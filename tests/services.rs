@@ -1,0 +1,272 @@
+//! Services with a real daemon: resources are small shell scripts acting on flag files.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A daemon whose monitor looks every 300 ms.
+fn daemon() -> Node {
+    Node::start(Opts {
+        extra: "[monitor]\ninterval = 300ms\n",
+        ..Default::default()
+    })
+}
+
+/// A service with one resource up while `<root>/NAME.flag` exists.
+fn service(n: &Node, name: &str, restart: u32, start_delay: &str) -> std::path::PathBuf {
+    let flag = n.root.join(format!("{name}.flag"));
+    let conf = n.root.join(format!("{name}.src.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "[DEFAULT]\nnodes = n1\n\n[app#1]\nstart = {start_delay}touch {f}\nstop = rm -f {f}\ncheck = test -f {f}\nrestart = {restart}\ntimeout = 10\n",
+            f = flag.display()
+        ),
+    )
+    .unwrap();
+    n.svcmgr(name, &["create", "--config", conf.to_str().unwrap()]);
+    flag
+}
+
+fn monitor(n: &Node, svc: &str) -> Value {
+    n.json(&["daemon", "status"]); // keeps the daemon's log in the failure output
+    let out = n.svcmgr(svc, &["print", "monitor", "--format", "json"]);
+    serde_json::from_str::<Value>(&out).unwrap()["data"].clone()
+}
+
+fn restarts(n: &Node, svc: &str) -> u64 {
+    monitor(n, svc)["restarts"]["app#1"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn killed_resource_is_restarted_exactly_restart_times_then_start_failed_and_clear_retries() {
+    let n = daemon();
+    let flag = service(&n, "web", 2, "");
+    n.svcmgr("web", &["start"]);
+    assert!(flag.exists());
+    assert_eq!(monitor(&n, "web")["local_expect"], "started");
+    for i in 1..=2 {
+        std::fs::remove_file(&flag).unwrap();
+        wait_for("a restart", Duration::from_secs(10), || {
+            (flag.exists() && restarts(&n, "web") == i).then_some(())
+        });
+    }
+    std::fs::remove_file(&flag).unwrap();
+    wait_for("start failed", Duration::from_secs(10), || {
+        (monitor(&n, "web")["status"] == "start failed").then_some(())
+    });
+    // It stops trying.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!flag.exists());
+    assert_eq!(restarts(&n, "web"), 2);
+    let logs = n.svcmgr("web", &["logs", "--backlog", "100"]);
+    assert!(logs.contains("restart 2/2"), "{logs}");
+    assert!(logs.contains("start failed"), "{logs}");
+    // clear resets it and the monitor tries again.
+    n.svcmgr("web", &["clear"]);
+    wait_for("restarted after clear", Duration::from_secs(10), || {
+        (flag.exists() && restarts(&n, "web") == 1).then_some(())
+    });
+    assert_eq!(monitor(&n, "web")["status"], "idle");
+}
+
+#[test]
+fn frozen_node_runs_no_restart() {
+    let n = daemon();
+    let flag = service(&n, "db", 3, "");
+    n.svcmgr("db", &["start"]);
+    n.nodemgr(&["freeze"]);
+    assert_eq!(n.status()["monitor"]["local_expect"], "frozen");
+    std::fs::remove_file(&flag).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!flag.exists(), "no restart while frozen");
+    assert_eq!(restarts(&n, "db"), 0);
+    assert_eq!(n.status()["services"]["db"]["avail"], "down");
+    n.nodemgr(&["thaw"]);
+    wait_for("restart after thaw", Duration::from_secs(10), || {
+        flag.exists().then_some(())
+    });
+}
+
+#[test]
+fn sync_and_async_service_actions() {
+    let n = daemon();
+    let flag = service(&n, "app", 0, "sleep 1; ");
+    // Sync: answers with the exit code and output when the action ends.
+    let r = n.raw(r#"{"action": "service_action", "options": {"svcname": "app", "command": ["start"], "sync": true}}"#);
+    assert_eq!(r["status"], 0, "{r}");
+    assert_eq!(r["data"]["code"], 0);
+    assert!(flag.exists());
+    let r = n.raw(r#"{"action": "service_action", "options": {"svcname": "app", "command": ["stop"], "sync": true}}"#);
+    assert_eq!(r["data"]["code"], 0);
+    assert!(!flag.exists());
+    // Async: answers at once with an id that daemon status shows until the action ends.
+    let t = Instant::now();
+    let r = n.raw(r#"{"action": "service_action", "options": {"svcname": "app", "command": ["start"], "sync": false}}"#);
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "answered before the 1 s start ended"
+    );
+    let id = r["data"]["id"].as_str().unwrap().to_string();
+    assert!(n.status()["actions"].get(&id).is_some(), "in flight: {id}");
+    wait_for("the async action to end", Duration::from_secs(10), || {
+        n.status()["actions"].get(&id).is_none().then_some(())
+    });
+    assert!(flag.exists());
+    assert_eq!(monitor(&n, "app")["local_expect"], "started");
+    // Through the CLI too, and a failing action reports its exit code.
+    n.svcmgr("app", &["stop"]);
+    assert!(!flag.exists());
+}
+
+#[test]
+fn logs_backlog_and_follow() {
+    let n = daemon();
+    service(&n, "lg", 0, "");
+    n.svcmgr("lg", &["start"]);
+    n.svcmgr("lg", &["stop"]);
+    let all = n.svcmgr("lg", &["logs", "--backlog", "1000", "--format", "json"]);
+    let total = all.lines().count();
+    assert!(total >= 6, "{all}");
+    let last2 = n.svcmgr("lg", &["logs", "--backlog", "2", "--format", "json"]);
+    let lines: Vec<&str> = last2.lines().collect();
+    assert_eq!(lines, all.lines().skip(total - 2).collect::<Vec<_>>());
+    let rec: Value = serde_json::from_str(lines[1]).unwrap();
+    for field in ["time", "level", "node", "service", "message"] {
+        assert!(rec.get(field).is_some(), "{field} in {rec}");
+    }
+    // A follower sees a record written after it started following, within a second.
+    let mut child = Command::new(SVCMGR)
+        .arg("--root")
+        .arg(&n.root)
+        .args([
+            "-s",
+            "lg",
+            "logs",
+            "--follow",
+            "--backlog",
+            "0",
+            "--format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let written = Instant::now();
+    n.svcmgr("lg", &["clear"]);
+    let line = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a followed record");
+    let latency = written.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("clear"), "{line}");
+    assert!(
+        latency < Duration::from_secs(1),
+        "followed record after {latency:?}"
+    );
+}
+
+#[test]
+fn get_service_config_is_the_file() {
+    let n = daemon();
+    service(&n, "cfg", 1, "");
+    let file = std::fs::read_to_string(n.root.join("etc/cfg.conf")).unwrap();
+    let r = n.raw(r#"{"action": "get_service_config", "options": {"svcname": "cfg"}}"#);
+    assert_eq!(r["data"].as_str().unwrap(), file);
+    assert_eq!(n.svcmgr("cfg", &["print", "config"]), file);
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let n = daemon();
+    service(&n, "ok", 0, "");
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"action": "get_service_config", "options": {"svcname": "nope"}}"#,
+            "unknown service nope",
+        ),
+        (
+            r#"{"action": "clear", "options": {"svcname": "nope"}}"#,
+            "unknown service nope",
+        ),
+        (
+            r#"{"action": "get_service_monitor", "options": {"svcname": "nope"}}"#,
+            "unknown service nope",
+        ),
+        (
+            r#"{"action": "set_service_monitor", "options": {"svcname": "nope", "status": "idle"}}"#,
+            "unknown service nope",
+        ),
+        (
+            r#"{"action": "service_logs", "options": {"svcname": "nope"}}"#,
+            "unknown service nope",
+        ),
+        (
+            r#"{"action": "service_action", "options": {"svcname": "nope", "command": ["start"]}}"#,
+            "unknown service nope",
+        ),
+        (
+            r#"{"action": "set_service_monitor", "options": {"svcname": "ok", "status": "sleepy"}}"#,
+            "\"status\": invalid value \"sleepy\"",
+        ),
+        (
+            r#"{"action": "set_service_monitor", "options": {"svcname": "ok", "colour": "red"}}"#,
+            "unknown option \"colour\"",
+        ),
+        (
+            r#"{"action": "set_service_monitor", "options": {"svcname": "ok"}}"#,
+            "give at least one of",
+        ),
+        (
+            r#"{"action": "set_node_monitor", "options": {"local_expect": "melted"}}"#,
+            "\"local_expect\": invalid value \"melted\"",
+        ),
+        (
+            r#"{"action": "service_action", "options": {"svcname": "ok", "command": ["sh", "-c", "rm -rf /"]}}"#,
+            "unknown action \"sh\"",
+        ),
+        (
+            r#"{"action": "service_action", "options": {"svcname": "ok", "command": ["start", "--force"]}}"#,
+            "unexpected argument \"--force\"",
+        ),
+        (
+            r#"{"action": "service_action", "options": {"svcname": "ok", "command": "start"}}"#,
+            "command",
+        ),
+        (
+            r#"{"action": "service_logs", "options": {"svcname": "ok", "backlog": -1}}"#,
+            "backlog",
+        ),
+        (
+            r#"{"action": "clear", "options": {"svcname": "../node"}}"#,
+            "invalid service name",
+        ),
+        (r#"{"action": "fly"}"#, "unknown action \"fly\""),
+    ];
+    for (request, expected) in cases {
+        let r = n.raw(request);
+        assert_eq!(r["status"], 1, "{request} -> {r}");
+        let e = r["error"].as_str().unwrap_or_default();
+        assert!(e.contains(expected), "{request}: {e:?} lacks {expected:?}");
+    }
+    let out = n.try_svcmgr("nope", &["clear"]);
+    assert!(!out.status.success());
+    let _ = Path::new("");
+}
