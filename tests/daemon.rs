@@ -148,6 +148,7 @@ fn non_member_without_join_is_refused(backend: &str) {
         secret: SECRET.into(),
         cluster: CLUSTER.into(),
         nodename: "peer1".into(),
+        source: None,
     };
     let r = osvc_agent::client::open_response(&identity, &mut resp).unwrap();
     assert_eq!(r.status, 0);

@@ -19,11 +19,7 @@ pub fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
     })?;
     Ok(Target::Peer {
         addr,
-        identity: Identity {
-            secret: conf.cluster.secret.clone(),
-            cluster: conf.cluster.name.clone(),
-            nodename: conf.nodename.clone(),
-        },
+        identity: Identity::of(&conf),
     })
 }
 

@@ -106,6 +106,17 @@ pub enum DaemonCmd {
     /// The listener's blacklist of nodenames
     #[command(subcommand)]
     Blacklist(BlacklistCmd),
+    /// Join a cluster through one of its members: `nodemgr daemon join --secret S --node PEER`
+    Join {
+        /// The cluster's secret
+        #[arg(long)]
+        secret: String,
+        /// The cluster's name (default: this node's cluster.name)
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Leave the cluster: every member removes this node from cluster.nodes
+    Leave,
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,6 +146,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Daemon(DaemonCmd::Start(t)) if t.thread_id.is_none() && cli.node.is_none() => {
             daemon_start(&cli, &paths)
         }
+        Command::Daemon(DaemonCmd::Join { secret, cluster }) => {
+            daemon_join(&cli, &paths, secret, cluster.as_deref())
+        }
+        Command::Daemon(DaemonCmd::Leave) => daemon_leave(&cli, &paths),
         Command::Daemon(cmd) => {
             let request = match cmd {
                 DaemonCmd::Start(t) => Request::DaemonStart {
@@ -147,7 +162,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 DaemonCmd::Status => Request::DaemonStatus,
                 DaemonCmd::Blacklist(BlacklistCmd::Status) => Request::BlacklistStatus,
                 DaemonCmd::Blacklist(BlacklistCmd::Clear) => Request::BlacklistClear,
-                DaemonCmd::Run => unreachable!("handled above"),
+                DaemonCmd::Run | DaemonCmd::Join { .. } | DaemonCmd::Leave => {
+                    unreachable!("handled above")
+                }
             };
             let response = call(&cli, &paths, &request)?;
             let code = print_response(&cli, &request, &response);
@@ -383,5 +400,117 @@ fn edit_config(path: &Path) -> Result<ExitCode> {
             "{e}\nnode.conf left unchanged; your edit is in {}",
             copy.display()
         ),
+    }
+}
+
+/// Sends `join` to the peer under the given secret, then merges its answer into node.conf
+/// (the local daemon reloads it).
+fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) -> Result<ExitCode> {
+    let Some(peer) = cli.node.as_deref() else {
+        bail!("daemon join needs --node PEER: a member of the cluster to join through");
+    };
+    let conf_path = paths.node_conf();
+    let (_, conf) = config::load(&conf_path)?;
+    let addr = daemon::peer_addr(&conf, peer).ok_or_else(|| {
+        anyhow::anyhow!("cannot resolve node {peer:?} (set [node.{peer}] addr in node.conf)")
+    })?;
+    let cluster = cluster.unwrap_or(&conf.cluster.name).to_string();
+    let identity = client::Identity {
+        secret: secret.to_string(),
+        cluster: cluster.clone(),
+        ..client::Identity::of(&conf)
+    };
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    let r = client::call_peer(addr, &identity, &Request::Join, timeout).map_err(|e| match e {
+        ClientError::Refused(_) => anyhow::anyhow!(
+            "{peer} refused the join: wrong secret or cluster name ({cluster:?}), or joins not accepted"
+        ),
+        e => e.into(),
+    })?;
+    if r.status != 0 {
+        bail!("{peer} refused the join: {}", r.error.unwrap_or_default());
+    }
+    let data = r.data.unwrap_or_default();
+    let name = data["cluster"]["name"]
+        .as_str()
+        .unwrap_or(&cluster)
+        .to_string();
+    let nodes: Vec<String> = data["cluster"]["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !nodes.contains(&conf.nodename) {
+        bail!("{peer} answered without this node in cluster.nodes: not joined");
+    }
+    let peers = data["peers"].as_object().cloned().unwrap_or_default();
+    let new = config::update(&conf_path, |doc, _| {
+        doc.set("cluster", "name", &name)?;
+        doc.set("cluster", "secret", secret)?;
+        doc.set("cluster", "nodes", &nodes.join(" "))?;
+        for (n, a) in &peers {
+            if *n == conf.nodename {
+                continue;
+            }
+            let a = match a.as_str() {
+                Some(a) => a.to_string(),
+                None if n == peer => addr.ip().to_string(),
+                None => continue,
+            };
+            doc.set(&format!("node.{n}"), "addr", &a)?;
+        }
+        Ok(())
+    })?;
+    println!(
+        "joined cluster {} through {peer}: nodes {}",
+        new.cluster.name,
+        new.cluster.nodes.join(" ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tells every other member this node leaves, then keeps only itself in cluster.nodes.
+fn daemon_leave(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
+    let conf_path = paths.node_conf();
+    let (_, conf) = config::load(&conf_path)?;
+    let identity = client::Identity::of(&conf);
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    let mut failed = Vec::new();
+    for member in conf.cluster.nodes.iter().filter(|n| **n != conf.nodename) {
+        let told = daemon::peer_addr(&conf, member)
+            .ok_or_else(|| "cannot resolve its address".to_string())
+            .and_then(|addr| {
+                client::call_peer(addr, &identity, &Request::Leave, timeout)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| {
+                        if r.status == 0 {
+                            Ok(())
+                        } else {
+                            Err(r.error.unwrap_or_default())
+                        }
+                    })
+            });
+        match told {
+            Ok(()) => println!("{member}: removed this node"),
+            Err(e) => {
+                eprintln!("nodemgr: {member}: {e}");
+                failed.push(member.clone());
+            }
+        }
+    }
+    config::update(&conf_path, |doc, _| {
+        doc.set("cluster", "nodes", &conf.nodename)
+    })?;
+    if failed.is_empty() {
+        println!("left the cluster");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        bail!(
+            "left the cluster, but these members were not told and still list this node: {}",
+            failed.join(" ")
+        )
     }
 }

@@ -30,12 +30,25 @@ pub enum ClientError {
     Io { peer: String, source: io::Error },
 }
 
-/// Who we are when talking to a peer: the cluster's secret and name, and our nodename.
+/// Who we are when talking to a peer: the cluster's secret and name, and our nodename; and
+/// the address we speak from (this node's `listener.addr` when it is a specific one).
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub secret: String,
     pub cluster: String,
     pub nodename: String,
+    pub source: Option<std::net::IpAddr>,
+}
+
+impl Identity {
+    pub fn of(c: &crate::config::NodeConfig) -> Identity {
+        Identity {
+            secret: c.cluster.secret.clone(),
+            cluster: c.cluster.name.clone(),
+            nodename: c.nodename.clone(),
+            source: Some(c.listener.addr).filter(|a| !a.is_unspecified()),
+        }
+    }
 }
 
 fn io_class(peer: &str, e: io::Error) -> ClientError {
@@ -117,11 +130,15 @@ impl Connection {
                 (Wire::Unix(conn), sock.display().to_string())
             }
             Target::Peer { addr, identity } => {
-                let conn = TcpStream::connect_timeout(addr, timeout).map_err(|e| {
-                    ClientError::Connect {
-                        addr: addr.to_string(),
-                        source: e,
+                let conn = match identity.source {
+                    Some(ip) if ip.is_ipv4() == addr.is_ipv4() => {
+                        crate::listener::sockets::connect_from(ip, addr, timeout)
                     }
+                    _ => TcpStream::connect_timeout(addr, timeout),
+                }
+                .map_err(|e| ClientError::Connect {
+                    addr: addr.to_string(),
+                    source: e,
                 })?;
                 let _ = conn.set_nodelay(true);
                 (Wire::Tcp(conn, identity.clone()), addr.to_string())

@@ -127,6 +127,20 @@ pub fn set_param(path: &Path, param: &str, value: &str) -> Result<NodeConfig, Co
     Ok(cfg)
 }
 
+/// Applies several edits at once: loads, edits, validates the result, writes it atomically.
+/// Nothing is written if an edit or the validation fails.
+pub fn update(
+    path: &Path,
+    edit: impl FnOnce(&mut IniDocument, &NodeConfig) -> Result<(), ConfigError>,
+) -> Result<NodeConfig, ConfigError> {
+    let _guard = write_lock();
+    let (mut doc, old) = load(path)?;
+    edit(&mut doc, &old)?;
+    let cfg = NodeConfig::from_document(&doc, path)?;
+    write_atomic_locked(path, &doc)?;
+    Ok(cfg)
+}
+
 /// Value of `param` (`section.key`); `None` if unset or malformed.
 pub fn get_param(doc: &IniDocument, param: &str) -> Option<String> {
     let param = Param::parse(param).ok()?;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 pub use file::{
     create_default, generate_secret, get_param, load, load_or_create, set_param,
-    try_generate_secret, write_atomic,
+    try_generate_secret, update, write_atomic,
 };
 pub use ini::IniDocument;
 pub use model::{

@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod dequeue;
+pub mod hb;
 pub mod monitor_thread;
 pub mod state;
 pub mod supervisor;

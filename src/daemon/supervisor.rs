@@ -16,7 +16,7 @@ use super::{advertise_maintenance, listener_config};
 use crate::config;
 use crate::listener;
 
-pub const THREADS: [&str; 3] = ["listener", "monitor", "dequeue"];
+pub const THREADS: [&str; 4] = ["listener", "hb.tx", "monitor", "dequeue"];
 const TICK: Duration = Duration::from_millis(100);
 const CONFIG_POLL: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -79,6 +79,10 @@ impl Supervisor {
                     .cloned()
                     .ok_or("the listener is not set up")?;
                 builder.spawn(move || listener::run(shared, rx).map_err(|e| e.to_string()))
+            }
+            "hb.tx" => {
+                let state = self.state.clone();
+                builder.spawn(move || super::hb::run(state, rx))
             }
             "monitor" => {
                 let state = self.state.clone();

@@ -19,7 +19,7 @@ use crate::wire::{Heartbeat, Request, Response};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     Local,
-    Peer(String),
+    Peer { nodename: String, addr: SocketAddr },
 }
 
 /// A handler's answer: one response, or a stream of chunks (kind 4 on the wire) that may
@@ -31,7 +31,7 @@ pub enum Reply {
 
 pub struct StreamReply {
     pub chunks: Vec<Response>,
-    pub follow: Option<crate::monitor::log::Follower>,
+    pub follow: Option<crate::monitor::log::MergedFollower>,
 }
 
 impl From<Response> for Reply {

@@ -2,6 +2,7 @@
 //! on that shard's thread and owns that shard's slice of the state.
 
 mod blacklist;
+mod cluster;
 mod daemon;
 pub mod node;
 pub mod service;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use crate::daemon::state::{DaemonState, PeerStatus, lock};
 use crate::dispatch::{Origin, Reply, ShardHandler};
-use crate::wire::{Heartbeat, Request, Response};
+use crate::wire::{Heartbeat, Request};
 
 pub struct Handlers {
     pub shard: usize,
@@ -72,8 +73,12 @@ impl ShardHandler for Handlers {
                 svcname,
                 backlog,
                 follow,
-            } => return service::logs(st, &svcname, backlog, follow),
-            Request::Join | Request::Leave => Response::error(format!("{action}: not implemented")),
+            } => return service::logs(st, origin, &svcname, backlog, follow),
+            Request::Join => cluster::join(st, origin, None),
+            Request::JoinRelay { nodename, addr } => {
+                cluster::join_relay(st, origin, &nodename, addr.as_deref())
+            }
+            Request::Leave => cluster::leave(st, origin),
         };
         if response.status != 0 {
             tracing::debug!(action, ?origin, error = ?response.error, "request failed");

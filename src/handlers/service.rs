@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::daemon::state::{DaemonState, lock};
-use crate::dispatch::{Reply, StreamReply};
+use crate::dispatch::{Origin, Reply, StreamReply};
 use crate::monitor::exec::run_shell;
 use crate::monitor::instance::write_json_atomic;
 use crate::monitor::log::{self as svclog, Follower};
@@ -150,6 +150,7 @@ pub fn set_monitor(
     }
     if let Some(ge) = global_expect {
         m.global_expect = ge;
+        m.global_expect_updated_ms = crate::listener::now_ms();
     }
     if reset_retries {
         m.restarts.clear();
@@ -307,10 +308,19 @@ pub fn run_deferred(shard: &mut ServiceShard, state: &Arc<DaemonState>) {
     }
 }
 
-pub fn logs(state: &DaemonState, svcname: &str, backlog: Option<u64>, follow: bool) -> Reply {
-    if let Err(e) = load(state, svcname) {
-        return e.into();
-    }
+/// `service_logs`: this node's records; asked locally, every node of the service's too,
+/// merged by time (a node that does not answer is named in a warning record).
+pub fn logs(
+    state: &DaemonState,
+    origin: &Origin,
+    svcname: &str,
+    backlog: Option<u64>,
+    follow: bool,
+) -> Reply {
+    let cfg = match load(state, svcname) {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
     let n = backlog.unwrap_or(DEFAULT_BACKLOG);
     if n > MAX_BACKLOG {
         return Response::error(format!(
@@ -319,7 +329,19 @@ pub fn logs(state: &DaemonState, svcname: &str, backlog: Option<u64>, follow: bo
         .into();
     }
     let path = svclog::log_path(&state.paths.services(), svcname);
-    let (records, position) = svclog::backlog(&path, n as usize);
+    let (mut records, position) = svclog::backlog(&path, n as usize);
+    let mut remote = None;
+    if *origin == Origin::Local {
+        let (peer_records, warnings, rx) = aggregate(state, &cfg, n, follow);
+        records.extend(peer_records);
+        records.sort_by_key(|r| r.time);
+        let skip = records.len().saturating_sub(n as usize);
+        records.drain(..skip);
+        let mut with_warnings = warnings;
+        with_warnings.extend(records);
+        records = with_warnings;
+        remote = rx;
+    }
     let mut chunks: Vec<Response> = records
         .chunks(RECORDS_PER_CHUNK)
         .map(|c| Response::ok(serde_json::to_value(c).unwrap_or_default()))
@@ -329,8 +351,126 @@ pub fn logs(state: &DaemonState, svcname: &str, backlog: Option<u64>, follow: bo
     }
     Reply::Stream(StreamReply {
         chunks,
-        follow: follow.then(|| Follower::from(path, position)),
+        follow: follow.then(|| svclog::MergedFollower {
+            local: Follower::from(path, position),
+            remote,
+        }),
     })
+}
+
+const PEER_LOGS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks every other node of the service for its records, in parallel. Returns their backlog,
+/// a warning record per node that did not answer, and (following) a channel their new
+/// records keep arriving on.
+#[allow(clippy::type_complexity)]
+fn aggregate(
+    state: &DaemonState,
+    cfg: &ServiceConfig,
+    n: u64,
+    follow: bool,
+) -> (
+    Vec<svclog::Record>,
+    Vec<svclog::Record>,
+    Option<std::sync::mpsc::Receiver<Vec<svclog::Record>>>,
+) {
+    let c = state.config();
+    let others: Vec<String> = cfg
+        .nodes
+        .iter()
+        .filter(|x| **x != c.nodename)
+        .cloned()
+        .collect();
+    if others.is_empty() {
+        return (Vec::new(), Vec::new(), None);
+    }
+    let identity = crate::client::Identity::of(&c);
+    let request = crate::wire::Request::ServiceLogs {
+        svcname: cfg.name.clone(),
+        backlog: Some(n),
+        follow,
+    };
+    let (backlog_tx, backlog_rx) = std::sync::mpsc::channel();
+    let (follow_tx, follow_rx) = std::sync::mpsc::channel::<Vec<svclog::Record>>();
+    for node in &others {
+        let Some(addr) = crate::daemon::peer_addr(&c, node) else {
+            let _ = backlog_tx.send((node.clone(), Err("cannot resolve its address".to_string())));
+            continue;
+        };
+        let target = crate::client::Target::Peer {
+            addr,
+            identity: identity.clone(),
+        };
+        let (node, request, backlog_tx, follow_tx) = (
+            node.clone(),
+            request.clone(),
+            backlog_tx.clone(),
+            follow_tx.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut first: Option<Vec<svclog::Record>> = Some(Vec::new());
+            let r = crate::client::stream(
+                &target,
+                &request,
+                PEER_LOGS_TIMEOUT.max(Duration::from_secs(10)),
+                |chunk| {
+                    if chunk.status != 0 {
+                        return false;
+                    }
+                    let recs: Vec<svclog::Record> = chunk
+                        .data
+                        .and_then(|d| serde_json::from_value(d).ok())
+                        .unwrap_or_default();
+                    match first.as_mut() {
+                        // The backlog comes first; with follow, the first chunk ends it.
+                        Some(acc) => {
+                            acc.extend(recs);
+                            if follow || chunk.eos {
+                                let _ = backlog_tx
+                                    .send((node.clone(), Ok(first.take().unwrap_or_default())));
+                            }
+                            true
+                        }
+                        None => follow_tx.send(recs).is_ok(),
+                    }
+                },
+            );
+            if let (Some(_), Err(e)) = (first.as_ref(), r) {
+                let _ = backlog_tx.send((node.clone(), Err(e.to_string())));
+            }
+        });
+    }
+    drop(backlog_tx);
+    let deadline = std::time::Instant::now() + PEER_LOGS_TIMEOUT;
+    let mut records = Vec::new();
+    let mut answered = std::collections::BTreeSet::new();
+    let mut warnings = Vec::new();
+    let warn = |node: &str, why: &str| svclog::Record {
+        time: crate::listener::now_ms(),
+        level: "warn".into(),
+        node: c.nodename.clone(),
+        service: cfg.name.clone(),
+        resource: None,
+        message: format!("node {node} did not answer: {why}"),
+    };
+    while answered.len() < others.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match backlog_rx.recv_timeout(left) {
+            Ok((node, Ok(recs))) => {
+                answered.insert(node);
+                records.extend(recs);
+            }
+            Ok((node, Err(e))) => {
+                warnings.push(warn(&node, &e));
+                answered.insert(node);
+            }
+            Err(_) => break,
+        }
+    }
+    for node in others.iter().filter(|n| !answered.contains(*n)) {
+        warnings.push(warn(node, "timed out"));
+    }
+    (records, warnings, follow.then_some(follow_rx))
 }
 
 /// Checks the resources, publishes the status, and lets the monitor act.
@@ -368,31 +508,17 @@ pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
     let node_frozen = state.node_frozen.load(Ordering::Acquire);
     let node = state.config().nodename.clone();
     let inst = Instance::new(&cfg, &node, &state.paths.services());
-    // Local orchestration of global_expect for services not orchestrated across nodes.
-    let m = shard.monitor(state, svcname).clone();
-    if cfg.orchestrate == Orchestrate::No && !node_frozen && !m.failed() {
-        let avail = crate::monitor::state::instance_status(&views);
-        let verb = match m.global_expect {
-            GlobalExpect::Started if avail != "up" => Some("start"),
-            GlobalExpect::Stopped if avail == "up" || avail == "warn" => Some("stop"),
-            _ => None,
-        };
-        if let Some(verb) = verb {
-            inst.log(
-                "info",
-                None,
-                format!("global_expect {}: {verb}", m.global_expect),
-            );
-            execute(shard, state, &cfg, verb);
-            return;
-        }
-        if matches!(
-            m.global_expect,
-            GlobalExpect::Started | GlobalExpect::Stopped
-        ) {
-            shard.monitor(state, svcname).global_expect = GlobalExpect::Unset;
-            shard.persist(state, svcname);
-        }
+    let avail = crate::monitor::state::instance_status(&views);
+    let verb = if cfg.orchestrate == Orchestrate::Ha {
+        ha_verb(shard, state, &cfg, avail, node_frozen)
+    } else {
+        local_verb(shard, state, svcname, avail, node_frozen)
+    };
+    if let Some(verb) = verb {
+        let ge = shard.monitor(state, svcname).global_expect;
+        inst.log("info", None, format!("global_expect {ge}: {verb}"));
+        execute(shard, state, &cfg, verb);
+        return;
     }
     let plan = shard.monitor(state, svcname).plan(node_frozen, &views);
     match &plan {
@@ -428,5 +554,111 @@ pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
             );
             refresh(shard, state, &cfg);
         }
+    }
+}
+
+/// `global_expect` for a service run on this node only: act, then forget the goal.
+fn local_verb(
+    shard: &mut ServiceShard,
+    state: &DaemonState,
+    svcname: &str,
+    avail: &str,
+    node_frozen: bool,
+) -> Option<&'static str> {
+    let m = shard.monitor(state, svcname).clone();
+    if node_frozen || m.failed() {
+        return None;
+    }
+    let verb = match m.global_expect {
+        GlobalExpect::Started if avail != "up" => Some("start"),
+        GlobalExpect::Stopped if avail == "up" || avail == "warn" => Some("stop"),
+        _ => None,
+    };
+    if verb.is_none()
+        && matches!(
+            m.global_expect,
+            GlobalExpect::Started | GlobalExpect::Stopped
+        )
+    {
+        shard.monitor(state, svcname).global_expect = GlobalExpect::Unset;
+        shard.persist(state, svcname);
+    }
+    verb
+}
+
+/// `global_expect` for an `ha` service, from the cluster data: adopt the newest goal set on
+/// any node, then start or stop here as the placement rule says.
+fn ha_verb(
+    shard: &mut ServiceShard,
+    state: &DaemonState,
+    cfg: &ServiceConfig,
+    avail: &str,
+    node_frozen: bool,
+) -> Option<&'static str> {
+    use crate::monitor::orchestrate::{HaAction, NodeView, decide, newest_global};
+    let c = state.config();
+    let now = crate::listener::now_ms();
+    let mut views = Vec::with_capacity(cfg.nodes.len());
+    let mut goals = Vec::new();
+    {
+        let peers = lock(&state.peers);
+        for n in &cfg.nodes {
+            if *n == c.nodename {
+                views.push(NodeView {
+                    name: n.clone(),
+                    alive: true,
+                    frozen: node_frozen,
+                    avail: Some(avail.to_string()),
+                });
+                continue;
+            }
+            let Some(p) = peers.get(n) else {
+                views.push(NodeView {
+                    name: n.clone(),
+                    alive: false,
+                    frozen: false,
+                    avail: None,
+                });
+                continue;
+            };
+            let maintenance = p.monitor["status"] == "maintenance";
+            let fresh = now.saturating_sub(p.last_seen_ms) <= c.hb.timeout_ms;
+            let svc = p.services.get(&cfg.name).cloned().unwrap_or_default();
+            if let Some(ge) = svc["monitor"]["global_expect"]
+                .as_str()
+                .and_then(GlobalExpect::parse)
+            {
+                goals.push((
+                    ge,
+                    svc["monitor"]["global_expect_updated_ms"]
+                        .as_u64()
+                        .unwrap_or(0),
+                ));
+            }
+            views.push(NodeView {
+                name: n.clone(),
+                alive: fresh && !maintenance,
+                frozen: p.monitor["local_expect"] == "frozen",
+                avail: svc["avail"].as_str().map(str::to_string),
+            });
+        }
+    }
+    let m = shard.monitor(state, &cfg.name);
+    goals.push((m.global_expect, m.global_expect_updated_ms));
+    if let Some((ge, at)) = newest_global(goals)
+        && at > m.global_expect_updated_ms
+    {
+        m.global_expect = ge;
+        m.global_expect_updated_ms = at;
+        shard.persist(state, &cfg.name);
+    }
+    let m = shard.monitor(state, &cfg.name);
+    if m.failed() {
+        return None;
+    }
+    match decide(&c.nodename, &views, m.global_expect) {
+        HaAction::Start => Some("start"),
+        HaAction::Stop => Some("stop"),
+        HaAction::Nothing => None,
     }
 }

@@ -2,7 +2,7 @@
 //! SO_REUSEPORT so the kernel spreads datagrams and connections over the workers.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 /// Receive buffer asked of the kernel for each UDP socket: bursts of heartbeats from large
@@ -37,7 +37,7 @@ fn set_int(
     .map(|_| ())
 }
 
-fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
@@ -72,7 +72,7 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
-fn bound_socket(addr: &SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
+pub(crate) fn bound_socket(addr: &SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -111,6 +111,70 @@ pub fn tcp_reuseport(addr: &SocketAddr, backlog: i32) -> io::Result<TcpListener>
     // SAFETY: a bound stream socket.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(TcpListener::from(fd))
+}
+
+/// A TCP connection from `local` (a specific address of this node, port chosen by the
+/// kernel) to `to`, within `timeout`: a multi-homed node speaks to its peers from its cluster
+/// address, which is the address they record for it.
+pub fn connect_from(
+    local: IpAddr,
+    to: &SocketAddr,
+    timeout: std::time::Duration,
+) -> io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let fd = bound_socket(&SocketAddr::new(local, 0), libc::SOCK_STREAM)?;
+    let (storage, len) = sockaddr(to);
+    // SAFETY: storage holds a sockaddr of `len` bytes; the socket is non-blocking.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd.
+        let n = cvt(unsafe { libc::poll(&mut pfd, 1, ms) })?;
+        if n == 0 {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let mut err: libc::c_int = 0;
+        let mut elen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: reading SO_ERROR into a c_int of the given size.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut elen,
+            )
+        })?;
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err));
+        }
+    }
+    let stream = TcpStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// A UDP socket bound to `local` (port chosen by the kernel), for heartbeats.
+pub fn udp_from(local: IpAddr) -> io::Result<UdpSocket> {
+    let fd = bound_socket(&SocketAddr::new(local, 0), libc::SOCK_DGRAM)?;
+    let s = UdpSocket::from(fd);
+    s.set_nonblocking(false)?;
+    Ok(s)
 }
 
 /// Binds the first worker's pair, then the others on the port it got (the configured port

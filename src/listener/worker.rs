@@ -229,7 +229,13 @@ async fn udp_loop<B: Backend>(w: Rc<Worker>, sock: Rc<B::Udp>) -> io::Result<()>
                 let response = w
                     .shared
                     .dispatcher
-                    .call_single(Origin::Peer(nodename), request)
+                    .call_single(
+                        Origin::Peer {
+                            nodename,
+                            addr: from,
+                        },
+                        request,
+                    )
                     .await;
                 let out = w.seal_response(&response, Kind::Response, false);
                 if !out.is_empty() && out.len() <= MAX_UDP_FRAME {
@@ -338,7 +344,13 @@ async fn connection<B: Backend>(
                 match w
                     .shared
                     .dispatcher
-                    .call(Origin::Peer(nodename), request)
+                    .call(
+                        Origin::Peer {
+                            nodename,
+                            addr: from,
+                        },
+                        request,
+                    )
                     .await
                 {
                     Reply::Response(response) => {

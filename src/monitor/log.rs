@@ -149,6 +149,26 @@ impl Follower {
     }
 }
 
+/// A follower of this node's log merged with records other nodes stream in (aggregated
+/// logs): each poll returns what arrived, in time order.
+pub struct MergedFollower {
+    pub local: Follower,
+    pub remote: Option<std::sync::mpsc::Receiver<Vec<Record>>>,
+}
+
+impl MergedFollower {
+    pub fn poll(&mut self) -> Vec<Record> {
+        let mut out = self.local.poll();
+        if let Some(rx) = &self.remote {
+            while let Ok(batch) = rx.try_recv() {
+                out.extend(batch);
+            }
+        }
+        out.sort_by_key(|r| r.time);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

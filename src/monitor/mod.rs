@@ -5,6 +5,7 @@
 pub mod exec;
 pub mod instance;
 pub mod log;
+pub mod orchestrate;
 pub mod state;
 pub mod svcconf;
 

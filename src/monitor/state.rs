@@ -15,6 +15,9 @@ pub struct ServiceMonitor {
     /// Restarts done by the monitor, per resource, since the last `clear`.
     #[serde(default)]
     pub restarts: BTreeMap<String, u32>,
+    /// When `global_expect` was last set (ms): across nodes, the latest setting wins.
+    #[serde(default)]
+    pub global_expect_updated_ms: u64,
 }
 
 impl Default for ServiceMonitor {
@@ -24,6 +27,7 @@ impl Default for ServiceMonitor {
             local_expect: ServiceLocalExpect::Unset,
             global_expect: GlobalExpect::Unset,
             restarts: BTreeMap::new(),
+            global_expect_updated_ms: 0,
         }
     }
 }

@@ -25,6 +25,10 @@ pub enum PayloadError {
     },
     #[error("{action}: unknown option {field:?}")]
     UnknownField { action: &'static str, field: String },
+    #[error("{action}: duplicate key {field:?}")]
+    DuplicateKey { action: &'static str, field: String },
+    #[error("{action}: too many keys")]
+    TooManyKeys { action: &'static str },
     #[error("{action}: option {field:?}: {message}")]
     BadField {
         action: &'static str,
@@ -104,7 +108,14 @@ pub enum Request {
     GetServiceMonitor {
         svcname: String,
     },
+    /// The sender asks to join the cluster (the one request a non-member may send).
     Join,
+    /// A member tells another member that `nodename`, reachable at `addr`, has joined.
+    JoinRelay {
+        nodename: String,
+        addr: Option<String>,
+    },
+    /// The sender leaves the cluster.
     Leave,
     ServiceAction {
         svcname: String,
@@ -151,7 +162,7 @@ impl Request {
             Request::SetNodeMonitor { .. } => "set_node_monitor",
             Request::SetServiceMonitor { .. } => "set_service_monitor",
             Request::GetServiceMonitor { .. } => "get_service_monitor",
-            Request::Join => "join",
+            Request::Join | Request::JoinRelay { .. } => "join",
             Request::Leave => "leave",
             Request::ServiceAction { .. } => "service_action",
             Request::ServiceLogs { .. } => "service_logs",
@@ -245,6 +256,12 @@ impl Request {
             | Request::BlacklistClear
             | Request::Join
             | Request::Leave => {}
+            Request::JoinRelay { nodename, addr } => {
+                put("nodename", json!(nodename));
+                if let Some(a) = addr {
+                    put("addr", json!(a));
+                }
+            }
         }
         if o.is_empty() {
             json!({ "action": self.action() })
@@ -288,6 +305,7 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, PayloadError> {
 
 fn request_from_value(doc: &BorrowedValue<'_>) -> Result<Request, PayloadError> {
     let obj = doc.as_object().ok_or(PayloadError::NotAnObject)?;
+    reject_duplicate_keys(obj, "request")?;
     for key in obj.keys() {
         if key != "action" && key != "options" {
             return Err(PayloadError::UnknownField {
@@ -308,7 +326,19 @@ fn request_from_value(doc: &BorrowedValue<'_>) -> Result<Request, PayloadError> 
         "daemon_shutdown" => opts.done(Request::DaemonShutdown, &[])?,
         "blacklist_status" => opts.done(Request::BlacklistStatus, &[])?,
         "blacklist_clear" => opts.done(Request::BlacklistClear, &[])?,
-        "join" => opts.done(Request::Join, &[])?,
+        "join" => match opts.opt_string("nodename")? {
+            None => opts.done(Request::Join, &[])?,
+            Some(nodename) => {
+                if nodename.is_empty()
+                    || nodename.len() > 255
+                    || nodename.chars().any(char::is_whitespace)
+                {
+                    return Err(opts.bad("nodename", "must be 1 to 255 bytes, no whitespace"));
+                }
+                let addr = opts.opt_string("addr")?;
+                opts.done(Request::JoinRelay { nodename, addr }, &["nodename", "addr"])?
+            }
+        },
         "leave" => opts.done(Request::Leave, &[])?,
         "daemon_stop" => {
             let thread_id = opts.opt_string("thread_id")?;
@@ -407,6 +437,33 @@ fn request_from_value(doc: &BorrowedValue<'_>) -> Result<Request, PayloadError> 
     Ok(request)
 }
 
+/// JSON leaves repeated names undefined (RFC 8259, section 4) and parsers disagree on them:
+/// most keep the last, simd-json keeps the first in an object of up to 32 names and the last
+/// in a larger one. A request that repeats a name is refused rather than read differently by
+/// different peers.
+fn reject_duplicate_keys(
+    obj: &simd_json::borrowed::Object<'_>,
+    action: &'static str,
+) -> Result<(), PayloadError> {
+    if obj.is_map() {
+        // Past 32 names simd-json builds a hash map, which has already merged repeated names
+        // (and iterates in random order). No request object has more than five legal names.
+        return Err(PayloadError::TooManyKeys { action });
+    }
+    if obj.len() < 2 {
+        return Ok(());
+    }
+    let mut keys: Vec<&str> = obj.keys().map(|k| k.as_ref()).collect();
+    keys.sort_unstable();
+    match keys.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(PayloadError::DuplicateKey {
+            action,
+            field: w[0].to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A service name is used as a file name: letters, digits, '-', '_', '.', starting with a
 /// letter or digit, at most 64 bytes.
 pub fn valid_svcname(name: &str) -> Result<(), String> {
@@ -447,6 +504,9 @@ impl<'v, 'a> Options<'v, 'a> {
                     .ok_or(PayloadError::OptionsNotObject { action })?,
             ),
         };
+        if let Some(map) = map {
+            reject_duplicate_keys(map, action)?;
+        }
         Ok(Options { action, map })
     }
 

@@ -36,6 +36,22 @@ pub fn free_port(ip: IpAddr) -> u16 {
     panic!("no free port on {ip}");
 }
 
+/// One port free for TCP and UDP on every address given.
+pub fn free_port_on(ips: &[&str]) -> u16 {
+    for _ in 0..100 {
+        let first: IpAddr = ips[0].parse().unwrap();
+        let port = free_port(first);
+        let ok = ips.iter().all(|ip| {
+            let ip: IpAddr = ip.parse().unwrap();
+            TcpListener::bind((ip, port)).is_ok() && UdpSocket::bind((ip, port)).is_ok()
+        });
+        if ok {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
 pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
@@ -66,6 +82,9 @@ pub struct Opts<'a> {
     pub nodes: &'a str,
     pub extra: &'a str,
     pub env: Vec<(&'a str, String)>,
+    /// A fixed port (cluster tests: every node on its own 127.0.0.x, one port).
+    pub port: Option<u16>,
+    pub secret: &'a str,
 }
 
 impl Default for Opts<'_> {
@@ -77,6 +96,8 @@ impl Default for Opts<'_> {
             nodes: "n1 peer1 peer2",
             extra: "",
             env: vec![],
+            port: None,
+            secret: SECRET,
         }
     }
 }
@@ -84,7 +105,7 @@ impl Default for Opts<'_> {
 impl Node {
     pub fn start(o: Opts<'_>) -> Node {
         let ip: IpAddr = o.ip.parse().unwrap();
-        let port = free_port(ip);
+        let port = o.port.unwrap_or_else(|| free_port(ip));
         let root = std::env::temp_dir().join(format!(
             "osvc-itest-{}-{}-{}",
             std::process::id(),
@@ -93,17 +114,20 @@ impl Node {
         ));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        let peers: String = ["n1", "n2", "n3"]
+        // Every name gets an address, so nothing is ever looked up in the DNS; the peers that
+        // are only frames made by the tests point at an address where nothing listens.
+        let mut peers: String = ["n1", "n2", "n3"]
             .iter()
             .enumerate()
             .map(|(i, n)| format!("[node.{n}]\naddr = 127.0.0.{}\n", i + 1))
             .collect();
+        peers.push_str("[node.peer1]\naddr = 127.0.0.254\n[node.peer2]\naddr = 127.0.0.254\n");
         std::fs::write(
             root.join("etc/node.conf"),
             format!(
-                "[node]\nnodename = {}\n\n[cluster]\nname = {CLUSTER}\nsecret = {SECRET}\nnodes = {}\n\n\
+                "[node]\nnodename = {}\n\n[cluster]\nname = {CLUSTER}\nsecret = {}\nnodes = {}\n\n\
                  [listener]\naddr = {ip}\nport = {port}\nbackend = {}\nthreads = 2\nshards = 2\n{}\n{peers}",
-                o.name, o.nodes, o.backend, o.extra
+                o.name, o.secret, o.nodes, o.backend, o.extra
             ),
         )
         .unwrap();
@@ -140,6 +164,14 @@ impl Node {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.port)
+    }
+
+    /// Kills the daemon (no maintenance notice: peers must find it stale).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     pub fn try_nodemgr(&self, args: &[&str]) -> Output {
