@@ -2,7 +2,7 @@
 //! or to a peer over TCP, encrypted under the cluster secret.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -277,14 +277,4 @@ pub fn call_peer(
         request,
         timeout,
     )
-}
-
-/// Sends one sealed frame over UDP (heartbeats, fire-and-forget requests).
-pub fn send_udp(addr: SocketAddr, frame: &[u8]) -> io::Result<()> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    UdpSocket::bind(bind)?.send_to(frame, addr).map(|_| ())
 }

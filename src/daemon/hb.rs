@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::peer_addr;
 use super::state::{DaemonState, lock};
+use crate::config::NodeConfig;
 use crate::listener::now_ms;
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Sender};
@@ -33,15 +34,76 @@ fn services_summary(state: &DaemonState) -> Map<String, Value> {
         .collect()
 }
 
-pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
-    // From the cluster address when the listener has a specific one: peers see it as ours.
-    let local = state.config().listener.addr;
-    let sock = if local.is_unspecified() {
+/// A UDP socket on the cluster address when the listener has a specific one, so peers see
+/// our datagrams come from the address they know us by.
+fn heartbeat_socket(c: &NodeConfig) -> Result<UdpSocket, String> {
+    let local = c.listener.addr;
+    if local.is_unspecified() {
         UdpSocket::bind((local, 0))
     } else {
         crate::listener::sockets::udp_from(local)
     }
-    .map_err(|e| format!("cannot bind a UDP socket on {local}: {e}"))?;
+    .map_err(|e| format!("cannot bind a UDP socket on {local}: {e}"))
+}
+
+/// Seals `payload` as a heartbeat for every other member and sends it. Loss is the
+/// protocol's business: the next beat carries the same news. Err(size) when the sealed frame
+/// does not fit one datagram.
+fn send_to_peers(
+    c: &NodeConfig,
+    sender: &mut Sender,
+    sock: &UdpSocket,
+    payload: &[u8],
+) -> Result<(), usize> {
+    for peer in c.cluster.nodes.iter().filter(|n| **n != c.nodename) {
+        let Some(addr) = peer_addr(c, peer) else {
+            tracing::debug!(peer, "cannot resolve peer");
+            continue;
+        };
+        let mut frame = Vec::with_capacity(payload.len() + 128);
+        if sender
+            .seal(Kind::Heartbeat, payload, now_ms(), &mut frame)
+            .is_err()
+        {
+            continue;
+        }
+        if frame.len() > MAX_UDP_FRAME {
+            return Err(frame.len());
+        }
+        let _ = sock.send_to(&frame, addr);
+    }
+    Ok(())
+}
+
+/// Tells every peer this node goes into maintenance: a heartbeat whose monitor says so.
+pub fn advertise_maintenance(state: &DaemonState) {
+    let c = state.config();
+    let payload = json!({
+        "gen": 0,
+        "monitor": {"status": "maintenance"},
+        "services": {},
+    })
+    .to_string();
+    let mut sender = Sender::new(
+        c.cluster.secret.as_bytes(),
+        &c.cluster.name,
+        &c.nodename,
+        now_ms(),
+    );
+    match heartbeat_socket(&c) {
+        Ok(sock) => {
+            let _ = send_to_peers(&c, &mut sender, &sock, payload.as_bytes());
+            tracing::info!(
+                peers = c.cluster.nodes.len().saturating_sub(1),
+                "maintenance advertised"
+            );
+        }
+        Err(e) => tracing::warn!("cannot advertise maintenance: {e}"),
+    }
+}
+
+pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
+    let sock = heartbeat_socket(&state.config())?;
     let mut sender: Option<(String, String, String, Sender)> = None;
     let mut generation: u64 = 0;
     let mut last_content = Value::Null;
@@ -76,30 +138,15 @@ pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), S
             let s = Sender::new(identity.0.as_bytes(), &identity.1, &identity.2, now_ms());
             sender = Some((identity.0, identity.1, identity.2, s));
         }
-        if let Some((_, _, _, s)) = sender.as_mut() {
-            for peer in c.cluster.nodes.iter().filter(|n| **n != c.nodename) {
-                let Some(addr) = peer_addr(&c, peer) else {
-                    continue;
-                };
-                let mut frame = Vec::with_capacity(payload.len() + 128);
-                if s.seal(Kind::Heartbeat, payload.as_bytes(), now_ms(), &mut frame)
-                    .is_err()
-                {
-                    continue;
-                }
-                if frame.len() > MAX_UDP_FRAME {
-                    if !oversize_logged {
-                        tracing::error!(
-                            bytes = frame.len(),
-                            "heartbeat too large for one datagram; not sent"
-                        );
-                        oversize_logged = true;
-                    }
-                    break;
-                }
-                // Loss is the protocol's business: the next beat carries the same news.
-                let _ = sock.send_to(&frame, addr);
-            }
+        if let Some((_, _, _, s)) = sender.as_mut()
+            && let Err(too_big) = send_to_peers(&c, s, &sock, payload.as_bytes())
+            && !oversize_logged
+        {
+            tracing::error!(
+                bytes = too_big,
+                "heartbeat too large for one datagram; not sent"
+            );
+            oversize_logged = true;
         }
         let interval = Duration::from_millis(c.hb.interval_ms);
         while started.elapsed() < interval && !*stop.borrow() {

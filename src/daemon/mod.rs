@@ -20,7 +20,6 @@ use crate::guard::{GateConfig, SharedGuard};
 use crate::handlers::{self, Handlers};
 use crate::listener::{self, ListenerConfig, ListenerShared, now_ms};
 use crate::wire::payload::NodeLocalExpect;
-use crate::wire::{Kind, Sender};
 use dequeue::{Dequeue, Runner};
 use state::DaemonState;
 use std::sync::atomic::AtomicBool;
@@ -76,40 +75,6 @@ pub fn peer_addr(c: &NodeConfig, name: &str) -> Option<SocketAddr> {
         .to_socket_addrs()
         .ok()?
         .next()
-}
-
-/// Tells every peer this node goes into maintenance: a heartbeat whose monitor says so.
-pub fn advertise_maintenance(state: &DaemonState) {
-    let c = state.config();
-    let payload = serde_json::json!({
-        "gen": 0,
-        "monitor": {"status": "maintenance"},
-        "services": {},
-    })
-    .to_string();
-    let mut sender = Sender::new(
-        c.cluster.secret.as_bytes(),
-        &c.cluster.name,
-        &c.nodename,
-        now_ms(),
-    );
-    for peer in c.cluster.nodes.iter().filter(|n| **n != c.nodename) {
-        let Some(addr) = peer_addr(&c, peer) else {
-            tracing::warn!(peer, "cannot resolve peer to advertise maintenance");
-            continue;
-        };
-        let mut frame = Vec::new();
-        if sender
-            .seal(Kind::Heartbeat, payload.as_bytes(), now_ms(), &mut frame)
-            .is_err()
-        {
-            continue;
-        }
-        match crate::client::send_udp(addr, &frame) {
-            Ok(_) => tracing::info!(peer, %addr, "maintenance advertised"),
-            Err(e) => tracing::warn!(peer, %addr, "cannot advertise maintenance: {e}"),
-        }
-    }
 }
 
 pub struct RunOptions {

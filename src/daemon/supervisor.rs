@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use super::dequeue::Runner;
+use super::hb::advertise_maintenance;
+use super::listener_config;
 use super::state::{DaemonState, SupervisorCmd, ThreadStatus};
-use super::{advertise_maintenance, listener_config};
 use crate::config;
 use crate::listener;
 
