@@ -386,3 +386,43 @@ fn cli_errors_are_one_line_and_non_zero() {
     assert!(err.contains("not running"), "{err}");
     let _ = Path::new(&root);
 }
+
+#[test]
+fn edit_config_keeps_the_file_unless_the_edit_is_valid() {
+    let n = Node::start(Opts::default());
+    let conf = n.root.join("etc/node.conf");
+    let before = std::fs::read_to_string(&conf).unwrap();
+    let edit = |script: &str| {
+        Command::new(BIN)
+            .arg("--root")
+            .arg(&n.root)
+            .args(["edit", "config"])
+            .env("EDITOR", format!("sed -i '{script}'"))
+            .env_remove("VISUAL")
+            .output()
+            .unwrap()
+    };
+    let out = edit("s/^max_connections.*//; s/^threads = 2/threads = many/");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listener.threads") && err.contains("left unchanged"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), before);
+    let out = edit("s/^threads = 2/threads = 1/");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&conf)
+            .unwrap()
+            .contains("threads = 1")
+    );
+    assert!(
+        n.root.join("etc/node.conf.bak").exists(),
+        "the previous version is kept"
+    );
+}

@@ -1,6 +1,8 @@
 //! What both CLIs share: where a request goes, and time formatting.
 
-use anyhow::{Context, Result, anyhow};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
 
 use crate::client::{Identity, Target};
 use crate::config::{self, Paths};
@@ -46,6 +48,53 @@ pub fn format_ms(ms: u64) -> String {
         rem % 60,
         ms % 1000
     )
+}
+
+/// Edits a copy of `path` with $VISUAL/$EDITOR (default vi), then hands the edited text to
+/// `apply`, which validates it and writes it in place (atomically). An edit `apply` refuses
+/// is left in the copy, whose path the error gives.
+pub fn edit_file(path: &Path, apply: impl FnOnce(&str) -> Result<()>) -> Result<()> {
+    let original =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("config");
+    let copy = path.with_file_name(format!(".{name}.edit.{}", std::process::id()));
+    std::fs::write(&copy, &original).with_context(|| format!("cannot write {}", copy.display()))?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&copy)
+        .status()
+        .with_context(|| format!("cannot run the editor {editor:?}"))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&copy);
+        bail!(
+            "the editor exited with {status}; {} left unchanged",
+            path.display()
+        );
+    }
+    let edited = std::fs::read_to_string(&copy)?;
+    if edited == original {
+        let _ = std::fs::remove_file(&copy);
+        println!("no change");
+        return Ok(());
+    }
+    if let Err(e) = apply(&edited) {
+        bail!(
+            "{e:#}\n{} left unchanged; your edit is in {}",
+            path.display(),
+            copy.display()
+        );
+    }
+    let _ = std::fs::remove_file(&copy);
+    println!("{} updated", path.display());
+    Ok(())
 }
 
 pub fn stdout_is_terminal() -> bool {

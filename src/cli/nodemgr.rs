@@ -360,47 +360,15 @@ fn daemon_start(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Edits a copy, validates it, and only then replaces node.conf atomically.
+/// Edits a copy, validates it, and only then replaces node.conf (atomically, with a backup).
 fn edit_config(path: &Path) -> Result<ExitCode> {
-    let original =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let copy = dir.join(format!(".node.conf.edit.{}", std::process::id()));
-    std::fs::write(&copy, &original).with_context(|| format!("cannot write {}", copy.display()))?;
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .unwrap_or_else(|_| "vi".into());
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(&copy)
-        .status()
-        .with_context(|| format!("cannot run the editor {editor:?}"))?;
-    if !status.success() {
-        let _ = std::fs::remove_file(&copy);
-        bail!("the editor exited with {status}; node.conf left unchanged");
-    }
-    let edited = std::fs::read_to_string(&copy)?;
-    if edited == original {
-        let _ = std::fs::remove_file(&copy);
-        println!("no change");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let doc = config::IniDocument::parse(&edited, path)
-        .and_then(|doc| config::NodeConfig::from_document(&doc, path).map(|_| doc));
-    match doc {
-        Ok(doc) => {
-            config::write_atomic(path, &doc)?;
-            let _ = std::fs::remove_file(&copy);
-            println!("{} updated", path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => bail!(
-            "{e}\nnode.conf left unchanged; your edit is in {}",
-            copy.display()
-        ),
-    }
+    super::common::edit_file(path, |text| {
+        let doc = config::IniDocument::parse(text, path)?;
+        config::NodeConfig::from_document(&doc, path)?;
+        config::write_atomic(path, &doc)?;
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sends `join` to the peer under the given secret, then merges its answer into node.conf

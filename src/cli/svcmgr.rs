@@ -365,46 +365,33 @@ fn create(paths: &Paths, name: &str, from: Option<&Path>) -> Result<ExitCode> {
     };
     ServiceConfig::parse(name, &text, &path, &node_name(paths))?;
     std::fs::create_dir_all(&paths.etc)?;
-    let tmp = paths
-        .etc
-        .join(format!(".{name}.conf.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, &text)?;
-    std::fs::rename(&tmp, &path)?;
+    write_replacing(&path, &text)?;
     println!("{name} created ({})", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
+/// Temp file in the same folder, then rename: a reader never sees half a file.
+fn write_replacing(path: &Path, text: &str) -> Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("service");
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
 fn edit(paths: &Paths, name: &str) -> Result<ExitCode> {
     let path = config_path(&paths.etc, name);
-    let original =
-        std::fs::read_to_string(&path).with_context(|| format!("unknown service {name}"))?;
-    let copy = paths
-        .etc
-        .join(format!(".{name}.conf.edit.{}", std::process::id()));
-    std::fs::write(&copy, &original)?;
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .unwrap_or_else(|_| "vi".into());
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(&copy)
-        .status()
-        .with_context(|| format!("cannot run the editor {editor:?}"))?;
-    if !status.success() {
-        let _ = std::fs::remove_file(&copy);
-        bail!("the editor exited with {status}; {name} left unchanged");
+    if !path.exists() {
+        bail!("unknown service {name} (no {})", path.display());
     }
-    let edited = std::fs::read_to_string(&copy)?;
-    if let Err(e) = ServiceConfig::parse(name, &edited, &path, &node_name(paths)) {
-        bail!(
-            "{e}\n{name} left unchanged; your edit is in {}",
-            copy.display()
-        );
-    }
-    std::fs::rename(&copy, &path)?;
-    println!("{name} updated");
+    let node = node_name(paths);
+    super::common::edit_file(&path, |text| {
+        ServiceConfig::parse(name, text, &path, &node)?;
+        write_replacing(&path, text)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -85,10 +85,8 @@ impl Blacklist {
         (bit / 64, 1 << (bit % 64))
     }
 
+    /// The filter test; callers first skip the hash altogether when the table is empty.
     fn may_contain(&self, hash: u64) -> bool {
-        if self.entries.load(Ordering::Acquire) == 0 {
-            return false;
-        }
         let (w, m) = Self::filter_slot(hash);
         self.filter[w].load(Ordering::Acquire) & m != 0
     }
@@ -99,6 +97,10 @@ impl Blacklist {
 
     /// Step 3 of the receive path: is this nodename banned right now?
     pub fn check(&self, name: &str, now_ms: u64) -> Verdict {
+        // An empty table (the usual case) answers before the name is even hashed.
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return Verdict::Allowed;
+        }
         let h = self.hash(name);
         if !self.may_contain(h) {
             return Verdict::Allowed;
@@ -181,6 +183,9 @@ impl Blacklist {
     /// A valid message from `name`: its consecutive count goes back to 0. Lock-free unless the
     /// name may have an entry.
     pub fn record_valid(&self, name: &str) {
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let h = self.hash(name);
         if !self.may_contain(h) {
             return;
