@@ -426,3 +426,46 @@ fn edit_config_keeps_the_file_unless_the_edit_is_valid() {
         "the previous version is kept"
     );
 }
+
+#[test]
+fn daemon_start_runs_in_the_background_and_stop_ends_it() {
+    let root = std::env::temp_dir().join(format!("osvc-itest-{}-bg", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let port = free_port("127.0.0.1".parse().unwrap());
+    std::fs::write(
+        root.join("etc/node.conf"),
+        format!("[node]\nnodename = bg\n[cluster]\nsecret = s\n[listener]\naddr = 127.0.0.1\nport = {port}\nthreads = 1\n"),
+    )
+    .unwrap();
+    let nodemgr = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = nodemgr(&["daemon", "start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("daemon started"));
+    assert!(
+        String::from_utf8_lossy(&nodemgr(&["daemon", "start"]).stdout).contains("already running")
+    );
+    assert!(nodemgr(&["daemon", "status"]).status.success());
+    let out = nodemgr(&["daemon", "stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!root.join("var/lsnr.sock").exists());
+    let out = nodemgr(&["daemon", "status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+    let _ = std::fs::remove_dir_all(&root);
+}
