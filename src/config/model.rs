@@ -670,4 +670,14 @@ mod tests {
         assert!(valid_nodename(&h), "{h:?}");
         assert!(!h.contains('.'));
     }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../deploy/node.conf.example");
+        let path = Path::new("deploy/node.conf.example");
+        let doc = IniDocument::parse(text, path).unwrap();
+        let cfg = NodeConfig::from_document(&doc, path).unwrap();
+        assert_eq!(cfg.cluster.nodes, vec!["node1", "node2", "node3"]);
+        assert_eq!(cfg.peers["node2"].addr.as_deref(), Some("10.0.0.2"));
+    }
 }
