@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod guard;
 pub mod handlers;
+pub mod hb;
 pub mod listener;
 pub mod monitor;
 pub mod wire;

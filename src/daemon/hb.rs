@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::peer_addr;
 use super::state::{DaemonState, lock};
 use crate::config::NodeConfig;
+use crate::hb::HbSender;
 use crate::listener::now_ms;
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Sender};
@@ -78,8 +79,12 @@ fn send_to_peers(
 /// Tells every peer this node goes into maintenance: a heartbeat whose monitor says so.
 pub fn advertise_maintenance(state: &DaemonState) {
     let c = state.config();
+    // A new incarnation (boot) with nothing but the maintenance monitor: peers drop what they
+    // knew of our services and show the node in maintenance until our next start.
     let payload = json!({
-        "gen": 0,
+        "gen": 1,
+        "since": 0,
+        "boot": now_ms(),
         "monitor": {"status": "maintenance"},
         "services": {},
     })
@@ -104,49 +109,43 @@ pub fn advertise_maintenance(state: &DaemonState) {
 
 pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
     let sock = heartbeat_socket(&state.config())?;
-    let mut sender: Option<(String, String, String, Sender)> = None;
-    let mut generation: u64 = 0;
-    let mut last_content = Value::Null;
+    // The boot stamp tells peers a restarted node's generations start over.
+    let mut content = HbSender::default().with_boot(state.started_ms);
+    let mut sender: Option<((String, String, String), Sender)> = None;
     let mut oversize_logged = false;
     while !*stop.borrow() {
         let started = Instant::now();
         let c = state.config();
-        let content = json!({
-            "monitor": *lock(&state.node_monitor),
-            "services": services_summary(&state),
-        });
-        if content != last_content {
-            generation += 1;
-            last_content = content.clone();
+        content.update(
+            serde_json::to_value(&*lock(&state.node_monitor)).unwrap_or_default(),
+            services_summary(&state),
+        );
+        for svc in content.take_new_oversize() {
+            tracing::error!(service = %svc, "service status too large for a heartbeat; peers do not see it");
         }
-        let payload = json!({
-            "gen": generation,
-            "monitor": content["monitor"],
-            "services": content["services"],
-        })
-        .to_string();
         // A new session when the identity changed (secret, cluster or nodename).
         let identity = (
             c.cluster.secret.clone(),
             c.cluster.name.clone(),
             c.nodename.clone(),
         );
-        if sender
-            .as_ref()
-            .is_none_or(|(s, cl, n, _)| (s, cl, n) != (&identity.0, &identity.1, &identity.2))
-        {
+        if sender.as_ref().is_none_or(|(id, _)| *id != identity) {
             let s = Sender::new(identity.0.as_bytes(), &identity.1, &identity.2, now_ms());
-            sender = Some((identity.0, identity.1, identity.2, s));
+            sender = Some((identity, s));
         }
-        if let Some((_, _, _, s)) = sender.as_mut()
-            && let Err(too_big) = send_to_peers(&c, s, &sock, payload.as_bytes())
-            && !oversize_logged
-        {
-            tracing::error!(
-                bytes = too_big,
-                "heartbeat too large for one datagram; not sent"
-            );
-            oversize_logged = true;
+        if let Some((_, s)) = sender.as_mut() {
+            for payload in content.next_payloads() {
+                let bytes = payload.to_string();
+                if let Err(too_big) = send_to_peers(&c, s, &sock, bytes.as_bytes())
+                    && !oversize_logged
+                {
+                    tracing::error!(
+                        bytes = too_big,
+                        "heartbeat too large for one datagram; not sent"
+                    );
+                    oversize_logged = true;
+                }
+            }
         }
         let interval = Duration::from_millis(c.hb.interval_ms);
         while started.elapsed() < interval && !*stop.borrow() {

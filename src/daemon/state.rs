@@ -32,13 +32,26 @@ pub struct ThreadStatus {
     pub last_error: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// What this node knows of a peer: its heartbeat content, rebuilt from its datagrams.
+#[derive(Clone, Debug)]
 pub struct PeerStatus {
     pub addr: SocketAddr,
     pub last_seen_ms: u64,
-    pub r#gen: u64,
-    pub monitor: serde_json::Value,
-    pub services: serde_json::Map<String, serde_json::Value>,
+    pub view: crate::hb::HbView,
+}
+
+impl PeerStatus {
+    pub fn monitor(&self) -> &serde_json::Value {
+        self.view.monitor()
+    }
+
+    pub fn services(&self) -> &serde_json::Map<String, serde_json::Value> {
+        self.view.services()
+    }
+
+    pub fn in_maintenance(&self) -> bool {
+        self.monitor()["status"] == "maintenance"
+    }
 }
 
 pub struct DaemonState {

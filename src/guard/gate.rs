@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::blacklist::{Blacklist, Strike, Verdict};
 use super::ratelimit::RateLimit;
 use crate::wire::crypto::SessionKey;
+use crate::wire::fasthash::FastState;
 use crate::wire::frame::{FrameView, HeaderError, Kind};
 use crate::wire::payload::{Heartbeat, PayloadError, Request, RequestParser};
 use crate::wire::replay::{Stale, within_skew};
@@ -179,9 +180,18 @@ impl GateStats {
     }
 }
 
+fn member_set(config: &GateConfig) -> HashSet<Box<str>, FastState> {
+    let mut set = HashSet::with_capacity_and_hasher(config.members.len(), FastState::new());
+    set.extend(config.members.iter().map(|m| Box::from(m.as_str())));
+    set
+}
+
 /// One worker's receiver: shared guard state plus its own key cache and parser buffers.
 pub struct Gate {
     config: Arc<GateConfig>,
+    /// `config.members` under a cheaper hasher than SipHash (the set comes from the
+    /// configuration, not from the wire), rebuilt with the configuration.
+    members: HashSet<Box<str>, FastState>,
     shared: Arc<SharedGuard>,
     keys: KeyCache,
     parser: RequestParser,
@@ -192,6 +202,7 @@ pub struct Gate {
 impl Gate {
     pub fn new(config: Arc<GateConfig>, shared: Arc<SharedGuard>) -> Self {
         Gate {
+            members: member_set(&config),
             config,
             shared,
             keys: KeyCache::new(8192),
@@ -209,6 +220,9 @@ impl Gate {
     pub fn set_config(&mut self, config: Arc<GateConfig>) {
         if config.secret != self.config.secret || config.cluster_name != self.config.cluster_name {
             self.keys.clear();
+        }
+        if config.members != self.config.members {
+            self.members = member_set(&config);
         }
         self.config = config;
     }
@@ -263,7 +277,7 @@ impl Gate {
         }
         // 4. Membership. A non-member may only send a join request, decrypted under the
         //    global rate limit; beyond it the frame is dropped uncounted.
-        let member = self.config.members.contains(nodename);
+        let member = self.members.contains(nodename);
         if !member {
             if !self
                 .shared
@@ -341,6 +355,7 @@ impl Gate {
         Outcome::Deliver { nodename, message }
     }
 
+    #[cold]
     fn invalid<'b>(&mut self, nodename: Option<&str>, reason: Invalid, now_ms: u64) -> Outcome<'b> {
         self.stats.invalid[reason.class() as usize] += 1;
         if let Some(name) = nodename
@@ -349,5 +364,50 @@ impl Gate {
             self.notices.push(Notice::Banned(name.to_owned()));
         }
         Outcome::Drop(DropReason::Invalid(reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Sender;
+
+    const NOW: u64 = 1_764_000_000_000;
+
+    fn config(members: &[&str]) -> Arc<GateConfig> {
+        Arc::new(GateConfig {
+            cluster_name: "c".into(),
+            secret: "s".into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            max_clock_skew_ms: 60_000,
+            accept_joins: false,
+        })
+    }
+
+    fn frame(s: &mut Sender) -> Vec<u8> {
+        let mut f = Vec::new();
+        s.seal(Kind::Request, &Request::DaemonStatus.to_vec(), NOW, &mut f)
+            .unwrap();
+        f
+    }
+
+    /// The gate's own member set is rebuilt with the configuration.
+    #[test]
+    fn membership_follows_set_config() {
+        // A join rate of 0 drops every non-member's frame before decryption.
+        let mut gate = Gate::new(config(&["node1"]), Arc::new(SharedGuard::new(0, 0)));
+        let mut s = Sender::with_salt(b"s", "c", "node2", [1; 16], NOW);
+        let not_member = Outcome::Drop(DropReason::JoinRateLimited);
+        assert_eq!(gate.admit(&mut frame(&mut s), NOW), not_member);
+        gate.set_config(config(&["node1", "node2"]));
+        assert!(matches!(
+            gate.admit(&mut frame(&mut s), NOW),
+            Outcome::Deliver {
+                nodename: "node2",
+                ..
+            }
+        ));
+        gate.set_config(config(&["node1"]));
+        assert_eq!(gate.admit(&mut frame(&mut s), NOW), not_member);
     }
 }

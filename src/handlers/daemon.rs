@@ -50,7 +50,7 @@ pub fn status(state: &DaemonState) -> Response {
         .iter()
         .map(|(name, p)| {
             let age = now.saturating_sub(p.last_seen_ms);
-            let status = if p.monitor.get("status").and_then(Value::as_str) == Some("maintenance") {
+            let status = if p.in_maintenance() {
                 "maintenance"
             } else if age > timeout {
                 "stale"
@@ -63,9 +63,10 @@ pub fn status(state: &DaemonState) -> Response {
                     "status": status,
                     "age_ms": age,
                     "addr": p.addr.to_string(),
-                    "gen": p.r#gen,
-                    "monitor": p.monitor,
-                    "services": p.services,
+                    "gen": p.view.r#gen(),
+                    "synced": p.view.is_synced(),
+                    "monitor": p.monitor(),
+                    "services": p.services(),
                 }),
             )
         })

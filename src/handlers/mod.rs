@@ -87,16 +87,20 @@ impl ShardHandler for Handlers {
     }
 
     fn heartbeat(&mut self, nodename: String, hb: Heartbeat, addr: SocketAddr, at_ms: u64) {
-        lock(&self.state.peers).insert(
-            nodename,
-            PeerStatus {
-                addr,
-                last_seen_ms: at_ms,
-                r#gen: hb.r#gen,
-                monitor: hb.monitor,
-                services: hb.services,
-            },
-        );
+        let mut peers = lock(&self.state.peers);
+        let peer = peers.entry(nodename).or_insert_with(|| PeerStatus {
+            addr,
+            last_seen_ms: at_ms,
+            view: Default::default(),
+        });
+        match peer.view.apply(&hb.to_value()) {
+            Ok(_) => {
+                peer.addr = addr;
+                peer.last_seen_ms = at_ms;
+            }
+            // Authenticated but malformed: the sender has a bug; its last good view stays.
+            Err(e) => tracing::debug!(%addr, "heartbeat refused: {e}"),
+        }
     }
 
     fn tick(&mut self, svcname: &str) {

@@ -621,9 +621,9 @@ fn ha_verb(
                 });
                 continue;
             };
-            let maintenance = p.monitor["status"] == "maintenance";
+            let maintenance = p.in_maintenance();
             let fresh = now.saturating_sub(p.last_seen_ms) <= c.hb.timeout_ms;
-            let svc = p.services.get(&cfg.name).cloned().unwrap_or_default();
+            let svc = p.services().get(&cfg.name).cloned().unwrap_or_default();
             if let Some(ge) = svc["monitor"]["global_expect"]
                 .as_str()
                 .and_then(GlobalExpect::parse)
@@ -638,7 +638,7 @@ fn ha_verb(
             views.push(NodeView {
                 name: n.clone(),
                 alive: fresh && !maintenance,
-                frozen: p.monitor["local_expect"] == "frozen",
+                frozen: p.monitor()["local_expect"] == "frozen",
                 avail: svc["avail"].as_str().map(str::to_string),
             });
         }

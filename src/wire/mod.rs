@@ -2,6 +2,7 @@
 //! Pure: no I/O, no global state, the clock is passed in.
 
 pub mod crypto;
+pub mod fasthash;
 pub mod frame;
 pub mod payload;
 pub mod replay;

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use simd_json::prelude::*;
-use simd_json::{BorrowedValue, Buffers};
+use simd_json::tape::{Object, Value};
+use simd_json::{Buffers, Tape};
 
 /// Why a payload is not a valid request. Every message names the action or field at fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -275,12 +276,18 @@ impl Request {
     }
 }
 
-/// Reusable parser state: keeps simd-json's scratch buffers between frames so a worker does
-/// not allocate them per request.
+/// Reusable parser state: keeps simd-json's scratch buffers and its tape between frames so a
+/// worker does not allocate them per request. The request is read straight off the tape: no
+/// document tree is built (and dropped) per request.
 #[derive(Default)]
 pub struct RequestParser {
     buffers: Option<Buffers>,
+    /// Empty between calls; only its allocation is kept.
+    tape: Option<Tape<'static>>,
 }
+
+/// A tape grown past this many nodes by an unusually large request is not kept.
+const MAX_KEPT_TAPE: usize = 1 << 14;
 
 impl RequestParser {
     pub fn new() -> Self {
@@ -292,9 +299,16 @@ impl RequestParser {
         let buffers = self
             .buffers
             .get_or_insert_with(|| Buffers::new(payload.len().max(512)));
-        let doc = simd_json::to_borrowed_value_with_buffers(payload, buffers)
-            .map_err(|e| PayloadError::Json(e.to_string()))?;
-        request_from_value(&doc)
+        // `reset` empties the kept tape and gives it this payload's lifetime.
+        let mut tape = self.tape.take().map_or_else(Tape::null, Tape::reset);
+        let request = match simd_json::fill_tape(payload, buffers, &mut tape) {
+            Ok(()) => request_from_value(tape.as_value()),
+            Err(e) => Err(PayloadError::Json(e.to_string())),
+        };
+        if tape.0.capacity() <= MAX_KEPT_TAPE {
+            self.tape = Some(tape.reset());
+        }
+        request
     }
 }
 
@@ -303,9 +317,9 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, PayloadError> {
     RequestParser::new().parse(payload)
 }
 
-fn request_from_value(doc: &BorrowedValue<'_>) -> Result<Request, PayloadError> {
+fn request_from_value(doc: Value<'_, '_>) -> Result<Request, PayloadError> {
     let obj = doc.as_object().ok_or(PayloadError::NotAnObject)?;
-    reject_duplicate_keys(obj, "request")?;
+    reject_duplicate_keys(&obj, "request")?;
     for key in obj.keys() {
         if key != "action" && key != "options" {
             return Err(PayloadError::UnknownField {
@@ -438,27 +452,36 @@ fn request_from_value(doc: &BorrowedValue<'_>) -> Result<Request, PayloadError> 
 }
 
 /// JSON leaves repeated names undefined (RFC 8259, section 4) and parsers disagree on them:
-/// most keep the last, simd-json keeps the first in an object of up to 32 names and the last
-/// in a larger one. A request that repeats a name is refused rather than read differently by
-/// different peers.
-fn reject_duplicate_keys(
-    obj: &simd_json::borrowed::Object<'_>,
-    action: &'static str,
-) -> Result<(), PayloadError> {
-    if obj.is_map() {
-        // Past 32 names simd-json builds a hash map, which has already merged repeated names
-        // (and iterates in random order). No request object has more than five legal names.
+/// most keep the last, simd-json's document tree keeps the first in an object of up to 32
+/// names and the last in a larger one. A request that repeats a name is refused rather than
+/// read differently by different peers.
+const MAX_KEYS: usize = 32;
+
+fn reject_duplicate_keys(obj: &Object<'_, '_>, action: &'static str) -> Result<(), PayloadError> {
+    if obj.len() > MAX_KEYS {
+        // No request object has more than five legal names (and past 32 simd-json's document
+        // tree would have merged repeated ones already).
         return Err(PayloadError::TooManyKeys { action });
     }
-    if obj.len() < 2 {
-        return Ok(());
+    // At most 32 names: gather them on the stack and compare pairs rather than allocate to
+    // sort. Report the smallest repeated name, so the error does not depend on key order.
+    let mut names = [""; MAX_KEYS];
+    let mut n = 0;
+    for (slot, key) in names.iter_mut().zip(obj.keys()) {
+        *slot = key;
+        n += 1;
     }
-    let mut keys: Vec<&str> = obj.keys().map(|k| k.as_ref()).collect();
-    keys.sort_unstable();
-    match keys.windows(2).find(|w| w[0] == w[1]) {
-        Some(w) => Err(PayloadError::DuplicateKey {
+    let names = &names[..n];
+    let mut repeated: Option<&str> = None;
+    for (i, a) in names.iter().enumerate() {
+        if repeated.is_none_or(|r| *a < r) && names[i + 1..].contains(a) {
+            repeated = Some(a);
+        }
+    }
+    match repeated {
+        Some(field) => Err(PayloadError::DuplicateKey {
             action,
-            field: w[0].to_string(),
+            field: field.to_string(),
         }),
         None => Ok(()),
     }
@@ -488,14 +511,11 @@ pub fn valid_svcname(name: &str) -> Result<(), String> {
 
 struct Options<'v, 'a> {
     action: &'static str,
-    map: Option<&'v simd_json::borrowed::Object<'a>>,
+    map: Option<Object<'v, 'a>>,
 }
 
 impl<'v, 'a> Options<'v, 'a> {
-    fn new(
-        action: &'static str,
-        value: Option<&'v BorrowedValue<'a>>,
-    ) -> Result<Self, PayloadError> {
+    fn new(action: &'static str, value: Option<Value<'v, 'a>>) -> Result<Self, PayloadError> {
         let map = match value {
             None => None,
             Some(v) if v.is_null() => None,
@@ -504,14 +524,17 @@ impl<'v, 'a> Options<'v, 'a> {
                     .ok_or(PayloadError::OptionsNotObject { action })?,
             ),
         };
-        if let Some(map) = map {
+        if let Some(map) = &map {
             reject_duplicate_keys(map, action)?;
         }
         Ok(Options { action, map })
     }
 
-    fn get(&self, field: &str) -> Option<&'v BorrowedValue<'a>> {
-        self.map.and_then(|m| m.get(field)).filter(|v| !v.is_null())
+    fn get(&self, field: &str) -> Option<Value<'v, 'a>> {
+        self.map
+            .as_ref()
+            .and_then(|m| m.get(field))
+            .filter(|v| !v.is_null())
     }
 
     fn bad(&self, field: &'static str, message: impl Into<String>) -> PayloadError {
@@ -591,19 +614,20 @@ impl<'v, 'a> Options<'v, 'a> {
         if arr.is_empty() {
             return Err(self.bad(field, "must not be empty"));
         }
-        arr.iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| self.bad(field, "expected an array of strings"))
-            })
-            .collect()
+        let mut list = Vec::with_capacity(arr.len());
+        for x in arr.iter() {
+            let s = x
+                .as_str()
+                .ok_or_else(|| self.bad(field, "expected an array of strings"))?;
+            list.push(s.to_string());
+        }
+        Ok(list)
     }
 
     /// Refuses any option not in `known`, then returns the request.
     fn done(&self, request: Request, known: &[&str]) -> Result<Request, PayloadError> {
-        if let Some(map) = self.map
-            && let Some(field) = map.keys().find(|k| !known.contains(&k.as_ref()))
+        if let Some(map) = &self.map
+            && let Some(field) = map.keys().find(|k| !known.contains(k))
         {
             return Err(PayloadError::UnknownField {
                 action: self.action,
@@ -655,19 +679,41 @@ impl Response {
     }
 }
 
-/// A heartbeat (kind 3): the sender's generation, node monitor and service instances.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A heartbeat (kind 3): the sender's generation, node monitor and service instances, whole
+/// or as the changed part (see `crate::hb` for the delta fields).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub r#gen: u64,
     #[serde(default)]
     pub monitor: serde_json::Value,
     #[serde(default)]
     pub services: serde_json::Map<String, serde_json::Value>,
+    /// 0: the whole content (or one part of it); F: the changes since the full content of F.
+    #[serde(default)]
+    pub since: u64,
+    /// `[i, n]`: part i of a full content split over n datagrams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<[u64; 2]>,
+    /// Services removed since `since` (deltas only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<String>>,
+    /// The sender's start time: a restarted sender's generations start again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub boot: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Heartbeat {
     pub fn parse(payload: &mut [u8]) -> Result<Self, PayloadError> {
         simd_json::serde::from_slice(payload).map_err(|e| PayloadError::Heartbeat(e.to_string()))
+    }
+
+    /// Back to the JSON document, for `hb::HbView::apply`.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
@@ -781,6 +827,24 @@ mod tests {
             prop_assert_eq!(parse_request(&mut bytes).unwrap(), r);
         }
 
+        /// One parser reused across requests, garbage and oversized documents (its tape is
+        /// kept between calls) reads each exactly as a fresh parser does.
+        #[test]
+        fn reused_parser_matches_fresh(docs in prop::collection::vec(prop_oneof![
+            arb_request().prop_map(|r| r.to_vec()),
+            prop::collection::vec(any::<u8>(), 0..64),
+            (1usize..3000).prop_map(|n| {
+                let command: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+                Request::ServiceAction { svcname: "s".into(), command, sync: false }.to_vec()
+            }),
+        ], 1..8)) {
+            let mut parser = RequestParser::new();
+            for doc in docs {
+                let reused = parser.parse(&mut doc.clone());
+                prop_assert_eq!(reused, parse_request(&mut doc.clone()));
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_request(&mut bytes);
@@ -803,5 +867,21 @@ mod tests {
         let hb = Heartbeat::parse(&mut hb).unwrap();
         assert_eq!(hb.r#gen, 12);
         assert!(hb.services.contains_key("svc1"));
+    }
+
+    /// What the listener parses is handed to `hb::HbView` whole: nothing may be lost.
+    #[test]
+    fn heartbeat_fields_survive_for_the_view() {
+        for text in [
+            r#"{"gen":3,"since":0,"monitor":{"status":"idle"},"services":{"a":{"avail":"up"}}}"#,
+            r#"{"gen":4,"since":0,"part":[1,2],"boot":17,"monitor":{},"services":{}}"#,
+            r#"{"gen":5,"since":4,"monitor":{},"services":{"b":1},"removed":["a"]}"#,
+        ] {
+            let mut bytes = text.as_bytes().to_vec();
+            let hb = Heartbeat::parse(&mut bytes).unwrap();
+            let expected: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(hb.to_value(), expected);
+            assert!(crate::hb::HbView::new().apply(&hb.to_value()).is_ok(), "{text}");
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::crypto::SessionKey;
+use super::fasthash::FastState;
 use super::frame::SALT_LEN;
 use super::replay::{ReplayWindow, Stale};
 
@@ -13,7 +14,8 @@ type Salt = [u8; SALT_LEN];
 /// Bounded cache of session keys by (nodename, salt). Only keys of frames that authenticated
 /// are inserted (PROTOCOL.md, "Keys"); a salt seen under another nodename is a miss.
 pub struct KeyCache {
-    map: HashMap<Salt, (Box<str>, SessionKey)>,
+    /// Inserted only once a frame authenticated, so a fast hasher is safe here.
+    map: HashMap<Salt, (Box<str>, SessionKey), FastState>,
     capacity: usize,
     hits: u64,
     misses: u64,
@@ -22,7 +24,7 @@ pub struct KeyCache {
 impl KeyCache {
     pub fn new(capacity: usize) -> Self {
         KeyCache {
-            map: HashMap::with_capacity(capacity.min(4096)),
+            map: HashMap::with_capacity_and_hasher(capacity.min(4096), FastState::new()),
             capacity: capacity.max(1),
             hits: 0,
             misses: 0,
@@ -83,7 +85,8 @@ struct SessionState {
 #[derive(Default)]
 struct Shard {
     /// Sessions by salt; more than one entry only if two nodenames used the same salt.
-    sessions: HashMap<Salt, Vec<SessionState>>,
+    /// Inserted only once a frame authenticated, so a fast hasher is safe here.
+    sessions: HashMap<Salt, Vec<SessionState>, FastState>,
     len: usize,
 }
 
