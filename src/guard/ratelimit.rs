@@ -25,10 +25,12 @@ impl RateLimit {
     }
 
     pub fn set_rate(&self, per_second: u32) {
+        // At least 1 µs: above a million per second the limit is a microsecond's worth, and 0
+        // would read as "refuse everything".
         let interval = if per_second == 0 {
             0
         } else {
-            1_000_000 / u64::from(per_second)
+            (1_000_000 / u64::from(per_second)).max(1)
         };
         self.interval_us.store(interval, Ordering::Relaxed);
         self.burst_us
@@ -81,6 +83,12 @@ mod tests {
             }
         }
         assert!((200..=221).contains(&granted), "{granted}");
+    }
+
+    #[test]
+    fn huge_rates_do_not_turn_into_refusal() {
+        let r = RateLimit::per_second(2_000_000);
+        assert!(r.try_acquire(5_000_000));
     }
 
     #[test]

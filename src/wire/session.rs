@@ -24,7 +24,8 @@ pub struct KeyCache {
 impl KeyCache {
     pub fn new(capacity: usize) -> Self {
         KeyCache {
-            map: HashMap::with_capacity_and_hasher(capacity.min(4096), FastState::new()),
+            // Grown as sessions come: most workers see far fewer than the bound.
+            map: HashMap::with_capacity_and_hasher(capacity.min(64), FastState::new()),
             capacity: capacity.max(1),
             hits: 0,
             misses: 0,

@@ -1,0 +1,378 @@
+//! The fuzz targets' bodies, one function per target, shared with the main crate's
+//! `tests/wire.rs` (it includes this file with `#[path]`, and its `fuzz_regressions` test runs
+//! every file of `fuzz/regressions/` through all of them). Each function panics if and only if
+//! it finds a bug: every `assert!` here is an invariant of the library, not of the input.
+//!
+//! Also the source of the committed seed corpus (`seeds()`, written by the ignored test
+//! `write_fuzz_seeds` in tests/wire.rs).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use osvc_agent::guard::{DropReason, Gate, GateConfig, Invalid, Message, Outcome, SharedGuard};
+use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
+use osvc_agent::wire::payload::{ACTIONS, parse_request, valid_svcname};
+use osvc_agent::wire::{
+    FrameView, Header, Heartbeat, Kind, Request, RequestParser, Response, Sender, SessionKey, Stale,
+};
+
+/// The receiver every target runs: fixed secret, cluster, members and clock, so that a crasher
+/// replays the same way anywhere.
+pub const SECRET: &str = "fuzz secret";
+pub const CLUSTER: &str = "fuzzc";
+pub const MEMBERS: [&str; 2] = ["node1", "node2"];
+/// A nodename that is not a member: only its join requests may be delivered.
+pub const STRANGER: &str = "node9";
+pub const NOW_MS: u64 = 1_764_000_000_000;
+pub const MAX_SKEW_MS: u64 = 60_000;
+pub const SALT: [u8; 16] = *b"fuzz-salt-16byte";
+
+pub fn gate_config() -> GateConfig {
+    GateConfig {
+        cluster_name: CLUSTER.to_owned(),
+        secret: SECRET.to_owned(),
+        members: MEMBERS
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<HashSet<_>>(),
+        max_clock_skew_ms: MAX_SKEW_MS,
+        accept_joins: true,
+    }
+}
+
+/// A fresh receiver. `join_rate` is 1 per second so that the second non-member frame of one
+/// input reaches the rate limit.
+pub fn new_gate() -> (Gate, Arc<SharedGuard>) {
+    let shared = Arc::new(SharedGuard::new(600_000, 1));
+    (Gate::new(Arc::new(gate_config()), shared.clone()), shared)
+}
+
+/// The first frame of a session, sealed as a peer of the fuzzed receiver would seal it.
+pub fn seal(nodename: &str, kind: Kind, payload: &[u8]) -> Result<Vec<u8>, EncodeError> {
+    let mut sender = Sender::with_salt(SECRET.as_bytes(), CLUSTER, nodename, SALT, NOW_MS);
+    let mut out = Vec::new();
+    sender.seal(kind, payload, NOW_MS, &mut out)?;
+    Ok(out)
+}
+
+/// A frame of the session `seal` starts, with any counter.
+pub fn seal_at(
+    nodename: &str,
+    kind: Kind,
+    payload: &[u8],
+    counter: u64,
+) -> Result<Vec<u8>, EncodeError> {
+    let header = Header {
+        kind,
+        nodename,
+        salt: &SALT,
+        ts_ms: NOW_MS,
+        counter,
+    };
+    let mut out = Vec::new();
+    SessionKey::derive(SECRET.as_bytes(), CLUSTER, nodename, &SALT)
+        .seal_frame(&header, payload, &mut out)?;
+    Ok(out)
+}
+
+/// Target `frame_view`: the header parser on arbitrary bytes, and every accessor when it
+/// parses.
+pub fn frame_view(data: &[u8]) {
+    match FrameView::parse(data) {
+        Ok(v) => {
+            let name = v.nodename();
+            assert!((1..=255).contains(&name.len()));
+            assert_eq!(data[2] as usize, name.len());
+            assert_eq!(&data[3..3 + name.len()], name.as_bytes());
+            assert_eq!(v.kind() as u8, data[1]);
+            let hl = v.header_len();
+            assert_eq!(hl, header_len(name.len()));
+            assert!(v.payload_len() >= 1);
+            assert_eq!(hl + v.payload_len() + TAG_LEN, data.len());
+            assert_eq!(v.aad(), &data[..hl]);
+            assert_eq!(v.sealed(), &data[hl..]);
+            assert_eq!(v.as_bytes(), data);
+            assert_eq!(FrameView::nodename_of(v.aad()), Some(name));
+            // Encoding the fields read gives back the header byte for byte.
+            let mut header = Vec::new();
+            let written = Header {
+                kind: v.kind(),
+                nodename: name,
+                salt: v.salt(),
+                ts_ms: v.ts_ms(),
+                counter: v.counter(),
+            }
+            .write(&mut header)
+            .expect("a parsed header must encode");
+            assert_eq!(written, hl);
+            assert_eq!(header, v.aad());
+            let _ = format!("{v:?}");
+        }
+        Err(failure) => {
+            if let Some(name) = failure.nodename {
+                assert_eq!(data[2] as usize, name.len());
+                assert_eq!(&data[3..3 + name.len()], name.as_bytes());
+            }
+            let _ = failure.error.to_string();
+        }
+    }
+}
+
+/// Target `receive_path`: the input as a whole frame, then as the payload of frames sealed
+/// correctly, so that the fuzzer reaches the JSON parsers through decryption.
+pub fn receive_path(data: &[u8]) {
+    receive_raw(data);
+    receive_sealed(data);
+}
+
+/// The nodename a receiver can read from `data`, if any (PROTOCOL.md step 2).
+fn readable_nodename(data: &[u8]) -> Option<&str> {
+    match FrameView::parse(data) {
+        Ok(v) => Some(v.nodename()),
+        Err(f) => f.nodename,
+    }
+}
+
+/// Arbitrary bytes through `Gate::admit`, twice (the second time is a replay: it reaches the
+/// replay window, the key cache and the join rate limit with state left by the first).
+pub fn receive_raw(data: &[u8]) {
+    let (mut gate, shared) = new_gate();
+    let mut buf = data.to_vec();
+    let first = gate.admit(&mut buf, NOW_MS);
+    check_outcome(data, &first);
+    let first_invalid = matches!(first, Outcome::Drop(DropReason::Invalid(_)));
+    let decrypted = gate.stats().decrypted;
+    drop(first);
+
+    // Invalid frames count for the nodename they carry, and only for it.
+    let name = readable_nodename(data);
+    let status = shared.blacklist.status(NOW_MS);
+    match name {
+        Some(n) if first_invalid => {
+            assert_eq!(status.len(), 1);
+            assert_eq!(status.get(n), Some(&1));
+        }
+        _ => assert!(status.is_empty(), "{status:?}"),
+    }
+
+    let mut again = data.to_vec();
+    let second = gate.admit(&mut again, NOW_MS);
+    check_outcome(data, &second);
+    if decrypted == 1 {
+        // The first copy authenticated: its counter is spent, and a non-member's second frame
+        // within the second is beyond the join rate (1 per second here).
+        let expected = if name.is_some_and(|n| MEMBERS.contains(&n)) {
+            DropReason::Invalid(Invalid::Stale(Stale::Replayed))
+        } else {
+            DropReason::JoinRateLimited
+        };
+        assert_eq!(second, Outcome::Drop(expected));
+    }
+    assert!(!matches!(second, Outcome::Deliver { .. }));
+    drop(second);
+
+    let s = gate.stats();
+    assert_eq!(s.received, 2);
+    assert_eq!(
+        s.received,
+        s.dequeues
+            + s.dropped_blacklisted
+            + s.dropped_join_rate
+            + s.dropped_session_full
+            + s.invalid_total()
+            + s.delivered
+    );
+    assert!(s.delivered <= s.decrypted);
+    assert_eq!(s.dropped_blacklisted, 0, "two invalid frames cannot ban");
+}
+
+/// What any outcome of `admit(data)` must satisfy.
+fn check_outcome(data: &[u8], outcome: &Outcome<'_>) {
+    match outcome {
+        Outcome::Dequeue => assert!(data.is_empty()),
+        Outcome::Drop(_) => assert!(!data.is_empty()),
+        Outcome::Deliver { nodename, message } => {
+            // Delivered: the frame authenticates under the cluster's key for that nodename,
+            // from a member or as a join, and its payload parses to the same message.
+            let view = FrameView::parse(data).expect("a delivered frame has a header");
+            assert_eq!(view.nodename(), *nodename);
+            assert!(
+                MEMBERS.contains(nodename) || *message == Message::Request(Request::Join),
+                "{nodename} is not a member"
+            );
+            let key = SessionKey::derive(SECRET.as_bytes(), CLUSTER, nodename, view.salt());
+            let mut copy = data.to_vec();
+            let range = key
+                .open_in_place(&mut copy)
+                .expect("a delivered frame must authenticate");
+            let payload = &mut copy[range];
+            let reparsed = match view.kind() {
+                Kind::Request => parse_request(payload).map(Message::Request),
+                Kind::Heartbeat => Heartbeat::parse(payload).map(Message::Heartbeat),
+                other => panic!("delivered a frame of kind {other:?}"),
+            };
+            assert_eq!(reparsed.as_ref(), Ok(message));
+            assert!(view.ts_ms().abs_diff(NOW_MS) <= MAX_SKEW_MS);
+        }
+    }
+}
+
+/// The input as a payload, sealed as a request from a member, a heartbeat from a member and a
+/// request from a non-member: the outcome must be exactly what the payload parsers say.
+pub fn receive_sealed(data: &[u8]) {
+    let (mut gate, shared) = new_gate();
+    // A small request first, so that the parser's reused buffers must grow for a larger
+    // payload.
+    let mut warm = seal(MEMBERS[0], Kind::Request, br#"{"action":"daemon_status"}"#)
+        .expect("seal a small request");
+    assert_eq!(
+        gate.admit(&mut warm, NOW_MS + 1),
+        Outcome::Deliver {
+            nodename: MEMBERS[0],
+            message: Message::Request(Request::DaemonStatus)
+        }
+    );
+    let cases = [
+        (MEMBERS[1], Kind::Request, 0),
+        (MEMBERS[1], Kind::Heartbeat, 1),
+        (STRANGER, Kind::Request, 0),
+    ];
+    for (nodename, kind, counter) in cases {
+        let mut frame = match seal_at(nodename, kind, data, counter) {
+            Ok(f) => f,
+            Err(e) => {
+                assert!(data.is_empty(), "seal failed: {e}");
+                assert_eq!(e, EncodeError::EmptyPayload);
+                return;
+            }
+        };
+        let mut copy = data.to_vec();
+        let parsed = match kind {
+            Kind::Request => parse_request(&mut copy).map(Message::Request),
+            _ => Heartbeat::parse(&mut copy).map(Message::Heartbeat),
+        };
+        let member = MEMBERS.contains(&nodename);
+        let expected = match parsed {
+            Ok(m) if member || m == Message::Request(Request::Join) => Outcome::Deliver {
+                nodename,
+                message: m,
+            },
+            Ok(_) => Outcome::Drop(DropReason::Invalid(Invalid::NotMember)),
+            Err(e) => Outcome::Drop(DropReason::Invalid(Invalid::Payload(e))),
+        };
+        let delivered = matches!(expected, Outcome::Deliver { .. });
+        assert_eq!(gate.admit(&mut frame, NOW_MS), expected);
+        let status = shared.blacklist.status(NOW_MS);
+        assert_eq!(
+            status.contains_key(nodename),
+            !delivered,
+            "{nodename}: {status:?}"
+        );
+    }
+}
+
+/// Target `request_parser`: `parse_request` on arbitrary bytes. A request that parses must
+/// encode and parse back to itself, and a reused parser must agree with a fresh one. The
+/// response and heartbeat parsers get the same bytes (no panic is all they promise).
+pub fn request_parser(data: &[u8]) {
+    let parsed = parse_request(&mut data.to_vec());
+    let mut parser = RequestParser::new();
+    let _ = parser.parse(&mut br#"{"action":"leave"}"#.to_vec());
+    assert_eq!(parser.parse(&mut data.to_vec()), parsed);
+    match parsed {
+        Ok(request) => {
+            assert!(ACTIONS.contains(&request.action()));
+            if let Some(svc) = request.svcname() {
+                assert_eq!(valid_svcname(svc), Ok(()));
+            }
+            let mut encoded = request.to_vec();
+            assert_eq!(parse_request(&mut encoded), Ok(request));
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+    let _ = Response::parse(&mut data.to_vec());
+    let _ = Heartbeat::parse(&mut data.to_vec());
+}
+
+/// The committed seed corpus: (target, file name, bytes). Frames are sealed for the fixed
+/// receiver above, so they decrypt there.
+pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let sealed = |name: &str, kind, payload: &[u8]| seal(name, kind, payload).expect("seal seed");
+    let requests: [(&str, Request); 6] = [
+        ("daemon_status.json", Request::DaemonStatus),
+        ("join.json", Request::Join),
+        (
+            "set_service_monitor.json",
+            Request::SetServiceMonitor {
+                svcname: "svc1".into(),
+                status: Some(osvc_agent::wire::payload::ServiceMonitorStatus::Idle),
+                local_expect: Some(osvc_agent::wire::payload::ServiceLocalExpect::Started),
+                global_expect: Some(osvc_agent::wire::payload::GlobalExpect::Frozen),
+                reset_retries: true,
+            },
+        ),
+        (
+            "set_node_monitor.json",
+            Request::SetNodeMonitor {
+                status: Some(osvc_agent::wire::payload::NodeMonitorStatus::Freezing),
+                local_expect: None,
+            },
+        ),
+        (
+            "service_action.json",
+            Request::ServiceAction {
+                svcname: "svc1".into(),
+                command: vec!["start".into(), "--rid".into(), "fs#1".into()],
+                sync: false,
+            },
+        ),
+        (
+            "service_logs.json",
+            Request::ServiceLogs {
+                svcname: "svc-2.db".into(),
+                backlog: Some(1000),
+                follow: true,
+            },
+        ),
+    ];
+    let heartbeat =
+        br#"{"gen":12,"monitor":{"status":"idle"},"services":{"svc1":{"avail":"up","n":[1,2.5,null,true]}}}"#;
+    let mut out = Vec::new();
+    for (file, r) in &requests {
+        out.push(("request_parser", *file, r.to_vec()));
+    }
+    out.push((
+        "receive_path",
+        "frame_request.bin",
+        sealed(MEMBERS[0], Kind::Request, &requests[2].1.to_vec()),
+    ));
+    out.push((
+        "receive_path",
+        "frame_heartbeat.bin",
+        sealed(MEMBERS[1], Kind::Heartbeat, heartbeat),
+    ));
+    out.push((
+        "receive_path",
+        "frame_join.bin",
+        sealed(STRANGER, Kind::Request, &Request::Join.to_vec()),
+    ));
+    out.push((
+        "receive_path",
+        "payload_request.json",
+        requests[4].1.to_vec(),
+    ));
+    out.push(("receive_path", "payload_heartbeat.json", heartbeat.to_vec()));
+    out.push((
+        "frame_view",
+        "frame_request.bin",
+        sealed(MEMBERS[0], Kind::Request, &Request::DaemonStatus.to_vec()),
+    ));
+    out.push((
+        "frame_view",
+        "frame_long_name.bin",
+        sealed(&"é".repeat(127), Kind::Heartbeat, b"{}"),
+    ));
+    out
+}
