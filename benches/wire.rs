@@ -1,0 +1,326 @@
+//! The receive path against its parts: `cargo bench --bench wire` (results: benches/README.md).
+//!
+//! Every frame bench copies a pre-sealed frame into one reused buffer per iteration (decryption
+//! and simd-json work in place), so each includes the same copy; `copy_only` measures that copy
+//! alone, to subtract. Frames come from a batch of `FRAMES` sealed by a `Sender` with increasing
+//! counters, and every frame bench cycles through the same batch, so all see the same cache
+//! state. The payload of every frame is a valid `service_action` request of exactly the
+//! benched size, so the whole path parses a real request into the typed `Request`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use divan::counter::BytesCount;
+use divan::{Bencher, black_box};
+use osvc_agent::guard::{DropReason, Gate, GateConfig, Message, Outcome, SharedGuard};
+use osvc_agent::wire::frame::{TAG_LEN, header_len};
+use osvc_agent::wire::{Kind, Request, RequestParser, Sender, SessionKey, derive_key_bytes};
+
+fn main() {
+    divan::main();
+}
+
+/// Payload sizes, in bytes of plaintext JSON.
+const SIZES: [usize; 3] = [256, 1024, 4096];
+/// Frames sealed per size; the benches cycle through them.
+const FRAMES: usize = 4096;
+const SECRET: &str = "correct horse battery staple";
+const CLUSTER: &str = "prod1";
+const NODE: &str = "node2";
+const SALT: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+/// The frames' timestamp and the gate's clock: always within the skew.
+const T0: u64 = 1_764_000_000_000;
+
+/// A `service_action` whose command arguments pad its JSON to exactly `size` bytes.
+fn request_of_size(size: usize) -> Request {
+    let mut command: Vec<String> = ["start", "--rid", "app#1", "--local"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let make = |command: &Vec<String>| Request::ServiceAction {
+        svcname: "svc1".into(),
+        command: command.clone(),
+        sync: true,
+    };
+    // Arguments of 40 characters, as an `--env KEY=value` list would have, then one more
+    // shortened to land on the size.
+    let arg = |n: usize, len: usize| {
+        let mut s = format!("--env=VAR_{n:03}=");
+        while s.len() < len {
+            s.push('x');
+        }
+        s
+    };
+    // A new argument costs its length plus 3 bytes (`,"` and `"`): fill with 40-character
+    // ones while at least two fit, then one of the exact remaining length (37 to 79).
+    let room = |command: &Vec<String>| size.checked_sub(make(command).to_vec().len());
+    while room(&command).is_some_and(|r| r >= 2 * (40 + 3)) {
+        command.push(arg(command.len(), 40));
+    }
+    let last = room(&command).and_then(|r| r.checked_sub(3)).unwrap_or(0);
+    assert!(last >= 20, "size {size} too small for the padding scheme");
+    command.push(arg(command.len(), last));
+    let request = make(&command);
+    assert_eq!(request.to_vec().len(), size);
+    request
+}
+
+struct Fixture {
+    request: Request,
+    plain: Vec<u8>,
+    /// Frame `i` carries counter `i`.
+    frames: Vec<Vec<u8>>,
+    header_len: usize,
+}
+
+impl Fixture {
+    fn new(size: usize) -> Self {
+        let request = request_of_size(size);
+        let plain = request.to_vec();
+        let mut sender = Sender::with_salt(SECRET.as_bytes(), CLUSTER, NODE, SALT, T0);
+        let frames = (0..FRAMES)
+            .map(|_| {
+                let mut f = Vec::new();
+                sender.seal(Kind::Request, &plain, T0, &mut f).unwrap();
+                f
+            })
+            .collect();
+        Fixture {
+            request,
+            plain,
+            frames,
+            header_len: header_len(NODE.len()),
+        }
+    }
+
+    fn frame_len(&self) -> usize {
+        self.frames[0].len()
+    }
+}
+
+/// Cycles through the batch: the index of the next frame.
+fn next(i: &mut usize) -> usize {
+    let cur = *i;
+    *i = if cur + 1 == FRAMES { 0 } else { cur + 1 };
+    cur
+}
+
+fn gate_config() -> Arc<GateConfig> {
+    Arc::new(GateConfig {
+        cluster_name: CLUSTER.into(),
+        secret: SECRET.into(),
+        members: ["node1", "node2", "node3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<HashSet<_>>(),
+        max_clock_skew_ms: 60_000,
+        accept_joins: false,
+    })
+}
+
+/// The copy every frame bench does: one frame into the reused buffer.
+#[divan::bench(args = SIZES)]
+fn copy_only(bencher: Bencher, size: usize) {
+    let fx = Fixture::new(size);
+    let mut buf = vec![0u8; fx.frame_len()];
+    let mut i = 0;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        buf.copy_from_slice(&fx.frames[next(&mut i)]);
+        black_box(&mut buf);
+    });
+}
+
+/// `ring` AES-256-GCM open in place, as the gate calls it (`SessionKey::open_with_header`).
+#[divan::bench(args = SIZES)]
+fn raw_open_ring(bencher: Bencher, size: usize) {
+    let fx = Fixture::new(size);
+    let key = SessionKey::derive(SECRET.as_bytes(), CLUSTER, NODE, &SALT);
+    let mut buf = vec![0u8; fx.frame_len()];
+    let hl = fx.header_len;
+    // Outside the timed loop: a sample decrypts to the payload.
+    buf.copy_from_slice(&fx.frames[0]);
+    let (h, body) = buf.split_at_mut(hl);
+    let n = key.open_with_header(h, body, 0).unwrap();
+    assert_eq!(&body[..n], &fx.plain[..]);
+
+    let mut i = 0;
+    let mut failures = 0usize;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        let c = next(&mut i);
+        buf.copy_from_slice(&fx.frames[c]);
+        let (h, body) = buf.split_at_mut(hl);
+        let r = key.open_with_header(h, body, c as u64);
+        failures += usize::from(r.is_err());
+        black_box(r)
+    });
+    assert_eq!(failures, 0);
+}
+
+/// The same with the `aes-gcm` crate, in place and detached.
+#[divan::bench(args = SIZES)]
+fn raw_open_aes_gcm(bencher: Bencher, size: usize) {
+    let fx = Fixture::new(size);
+    let key = derive_key_bytes(SECRET.as_bytes(), CLUSTER, NODE, &SALT);
+    let cipher = Aes256Gcm::new_from_slice(&key).unwrap();
+    let mut buf = vec![0u8; fx.frame_len()];
+    let hl = fx.header_len;
+    let open = |buf: &mut [u8], counter: u64| {
+        let (h, body) = buf.split_at_mut(hl);
+        let (ct, tag) = body.split_at_mut(body.len() - TAG_LEN);
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&counter.to_be_bytes());
+        let tag = aes_gcm::Tag::try_from(&*tag).unwrap();
+        // `decrypt_in_place_detached` is deprecated in aead 0.6 and forwards to this.
+        cipher.decrypt_inout_detached(&n.into(), h, ct.into(), &tag)
+    };
+    buf.copy_from_slice(&fx.frames[0]);
+    open(&mut buf, 0).unwrap();
+    assert_eq!(&buf[hl..buf.len() - TAG_LEN], &fx.plain[..]);
+
+    let mut i = 0;
+    let mut failures = 0usize;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        let c = next(&mut i);
+        buf.copy_from_slice(&fx.frames[c]);
+        let r = open(&mut buf, c as u64);
+        failures += usize::from(r.is_err());
+        black_box(r)
+    });
+    assert_eq!(failures, 0);
+}
+
+/// simd-json parse of the plaintext into the typed `Request`, alone (with the gate's reused
+/// `RequestParser`). Copies the plaintext each iteration: simd-json parses in place. The
+/// `Request` is dropped inside the timed loop, as in `whole_path`.
+#[divan::bench(args = SIZES)]
+fn json_parse_only(bencher: Bencher, size: usize) {
+    let fx = Fixture::new(size);
+    let mut parser = RequestParser::new();
+    let mut buf = fx.plain.clone();
+    assert_eq!(parser.parse(&mut buf).unwrap(), fx.request);
+    let mut failures = 0usize;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        buf.copy_from_slice(&fx.plain);
+        let r = parser.parse(&mut buf);
+        failures += usize::from(r.is_err());
+        divan::black_box_drop(r);
+    });
+    assert_eq!(failures, 0);
+}
+
+/// simd-json alone: the same plaintext onto a reused tape (what `RequestParser` does before it
+/// reads the typed `Request` off the tape), to split `json_parse_only` into simd-json's own
+/// work and the typed conversion with its allocations.
+#[divan::bench(args = SIZES)]
+fn json_tape_only(bencher: Bencher, size: usize) {
+    let fx = Fixture::new(size);
+    let mut buffers = simd_json::Buffers::new(size);
+    let mut kept = Some(simd_json::Tape::null());
+    let mut buf = fx.plain.clone();
+    let mut failures = 0usize;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        buf.copy_from_slice(&fx.plain);
+        let mut tape = kept
+            .take()
+            .map_or_else(simd_json::Tape::null, simd_json::Tape::reset);
+        let r = simd_json::fill_tape(&mut buf, &mut buffers, &mut tape);
+        failures += usize::from(r.is_err());
+        black_box(&tape);
+        kept = Some(tape.reset());
+    });
+    assert_eq!(failures, 0);
+}
+
+/// `Gate::admit` of valid frames, every iteration a delivery. Each frame carries a fresh
+/// counter; when the cycle wraps to counter 0 the replay table is cleared (inside the timed
+/// loop, once per `FRAMES` iterations) so the batch is valid again. The key cache hits.
+fn bench_admit(bencher: Bencher, size: usize, shared: Arc<SharedGuard>) {
+    let fx = Fixture::new(size);
+    let mut gate = Gate::new(gate_config(), shared.clone());
+    let mut buf = vec![0u8; fx.frame_len()];
+    // Outside the timed loop: a sample is delivered, typed, and fills the key cache.
+    buf.copy_from_slice(&fx.frames[0]);
+    match gate.admit(&mut buf, T0) {
+        Outcome::Deliver { nodename, message } => {
+            assert_eq!(nodename, NODE);
+            assert_eq!(message, Message::Request(fx.request.clone()));
+        }
+        other => panic!("not delivered: {other:?}"),
+    }
+    let mut i = 0;
+    let mut undelivered = 0usize;
+    let before = gate.stats().delivered;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        let c = next(&mut i);
+        if c == 0 {
+            shared.replay.clear();
+        }
+        buf.copy_from_slice(&fx.frames[c]);
+        let out = gate.admit(&mut buf, T0);
+        undelivered += usize::from(!matches!(out, Outcome::Deliver { .. }));
+        // Dropped here, inside the timed loop: the `Request`'s strings are part of the cost.
+        divan::black_box_drop(out);
+    });
+    assert_eq!(undelivered, 0);
+    assert_eq!(gate.stats().invalid_total(), 0);
+    assert!(gate.stats().delivered > before);
+}
+
+/// The whole receive path: view, blacklist, membership, skew, replay check, key cache hit,
+/// open, replay commit, simd-json parse into `Request`.
+#[divan::bench(args = SIZES)]
+fn whole_path(bencher: Bencher, size: usize) {
+    bench_admit(bencher, size, Arc::new(SharedGuard::new(600_000, 20)));
+}
+
+/// The whole path while another nodename is banned: the blacklist is not empty, so its
+/// lookup cannot take the empty-table shortcut.
+#[divan::bench(args = SIZES)]
+fn unbanned_nonempty_blacklist(bencher: Bencher, size: usize) {
+    let shared = Arc::new(SharedGuard::new(600_000, 20));
+    for _ in 0..5 {
+        shared.blacklist.record_invalid("node3", T0);
+    }
+    assert!(shared.blacklist.is_banned("node3", T0));
+    bench_admit(bencher, size, shared);
+}
+
+/// A banned member's valid frame: dropped at step 3, before any crypto.
+#[divan::bench(args = SIZES)]
+fn blacklisted_drop(bencher: Bencher, size: usize) {
+    let fx = Fixture::new(size);
+    let shared = Arc::new(SharedGuard::new(0, 20));
+    for _ in 0..5 {
+        shared.blacklist.record_invalid(NODE, T0);
+    }
+    let mut gate = Gate::new(gate_config(), shared);
+    let mut buf = vec![0u8; fx.frame_len()];
+    buf.copy_from_slice(&fx.frames[0]);
+    assert_eq!(
+        gate.admit(&mut buf, T0),
+        Outcome::Drop(DropReason::Blacklisted)
+    );
+    let mut i = 0;
+    let mut other = 0usize;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        buf.copy_from_slice(&fx.frames[next(&mut i)]);
+        let out = gate.admit(&mut buf, T0);
+        other += usize::from(out != Outcome::Drop(DropReason::Blacklisted));
+        black_box(out);
+    });
+    assert_eq!(other, 0);
+    assert_eq!(gate.stats().decrypted, 0);
+}
+
+/// HKDF-SHA256 and the AES key schedule: the cost of a key cache miss.
+#[divan::bench]
+fn hkdf_derive() -> SessionKey {
+    SessionKey::derive(
+        black_box(SECRET.as_bytes()),
+        black_box(CLUSTER),
+        black_box(NODE),
+        black_box(&SALT),
+    )
+}
