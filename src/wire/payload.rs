@@ -881,7 +881,10 @@ mod tests {
             let hb = Heartbeat::parse(&mut bytes).unwrap();
             let expected: serde_json::Value = serde_json::from_str(text).unwrap();
             assert_eq!(hb.to_value(), expected);
-            assert!(crate::hb::HbView::new().apply(&hb.to_value()).is_ok(), "{text}");
+            assert!(
+                crate::hb::HbView::new().apply(&hb.to_value()).is_ok(),
+                "{text}"
+            );
         }
     }
 }
