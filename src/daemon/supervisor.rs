@@ -20,6 +20,8 @@ use crate::listener;
 pub const THREADS: [&str; 4] = ["listener", "hb.tx", "monitor", "dequeue"];
 const TICK: Duration = Duration::from_millis(100);
 const CONFIG_POLL: Duration = Duration::from_millis(500);
+/// How often forgotten sessions and forgiven blacklist entries are swept.
+const SWEEP: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A thread that ran this long since its last start gets its back-off reset.
@@ -49,6 +51,7 @@ pub struct Supervisor {
     threads: BTreeMap<&'static str, Managed>,
     conf_stamp: Option<(SystemTime, u64)>,
     last_conf_poll: Instant,
+    last_sweep: Instant,
 }
 
 fn conf_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
@@ -65,6 +68,7 @@ impl Supervisor {
             threads: BTreeMap::new(),
             conf_stamp,
             last_conf_poll: Instant::now(),
+            last_sweep: Instant::now(),
         }
     }
 
@@ -191,6 +195,10 @@ impl Supervisor {
                 self.last_conf_poll = Instant::now();
                 self.watch_config();
             }
+            if self.last_sweep.elapsed() >= SWEEP {
+                self.last_sweep = Instant::now();
+                self.sweep();
+            }
             self.publish();
         }
     }
@@ -288,6 +296,18 @@ impl Supervisor {
                     }
                 }
             }
+        }
+    }
+
+    /// Keeps the guard's tables to what still matters: sessions whose frames could still pass
+    /// the freshness check, blacklist entries with a count or a ban.
+    fn sweep(&self) {
+        let now = crate::listener::now_ms();
+        let skew = self.state.config().listener.max_clock_skew_ms;
+        let sessions = self.state.guard.replay.expire(now, skew);
+        self.state.guard.blacklist.compact();
+        if sessions > 0 {
+            tracing::debug!(sessions, "expired sessions forgotten");
         }
     }
 

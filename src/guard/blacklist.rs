@@ -243,13 +243,15 @@ impl Blacklist {
 
     /// Drops entries that carry no information any more (count 0, not banned), so the filter
     /// and the table do not keep growing with names that were forgiven.
-    pub fn compact(&self, now_ms: u64) {
+    /// A ban, even expired, stays until `check` sees the name again: that is where its expiry
+    /// is reported, once.
+    pub fn compact(&self) {
         let mut remaining = 0;
         for s in self.shards.iter() {
             let mut g = write(s);
             g.retain(|_, e| {
-                let until = e.banned_until.load(Ordering::Acquire);
-                (until != NOT_BANNED && now_ms < until) || e.count.load(Ordering::Acquire) > 0
+                e.banned_until.load(Ordering::Acquire) != NOT_BANNED
+                    || e.count.load(Ordering::Acquire) > 0
             });
             remaining += g.len();
         }
@@ -323,7 +325,7 @@ mod tests {
         assert_eq!(b.record_invalid("c", 0), Strike::Untracked);
         assert_eq!(b.record_invalid("a", 0), Strike::Counted(2));
         b.record_valid("a");
-        b.compact(0);
+        b.compact();
         assert_eq!(b.len(), 1);
         assert_eq!(b.record_invalid("c", 0), Strike::Counted(1));
     }
