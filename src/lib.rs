@@ -12,5 +12,6 @@ pub mod guard;
 pub mod handlers;
 pub mod hb;
 pub mod listener;
+pub mod loadgen;
 pub mod monitor;
 pub mod wire;

@@ -30,6 +30,7 @@ both_backends!(
     thread_stop_and_start,
     listener_panic_is_restarted,
     port_change_rebinds_live,
+    tcp_limits_slowloris_max_connections_and_max_frame,
 );
 
 fn status_over_tcp_with_the_real_client(backend: &str) {
@@ -468,4 +469,56 @@ fn daemon_start_runs_in_the_background_and_stop_ends_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
     let _ = std::fs::remove_dir_all(&root);
+}
+
+fn tcp_limits_slowloris_max_connections_and_max_frame(backend: &str) {
+    use std::io::{Read, Write};
+    let n = Node::start(Opts {
+        backend,
+        extra: "read_timeout = 500ms\nmax_connections = 2\nmax_frame = 1000\n",
+        ..Default::default()
+    });
+    let closed_within = |c: &mut TcpStream, limit: Duration| {
+        c.set_read_timeout(Some(limit)).unwrap();
+        let mut b = [0u8; 1];
+        matches!(c.read(&mut b), Ok(0) | Err(_)) && {
+            // Err from the timeout would mean "still open": tell the two apart.
+            c.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+            !matches!(c.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    };
+    // A frame that trickles in is cut at the read deadline.
+    let mut slow = TcpStream::connect(n.addr()).unwrap();
+    slow.write_all(&[0, 0]).unwrap();
+    let t = std::time::Instant::now();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)),
+        "slowloris closed"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "within the 500 ms deadline"
+    );
+    // A length above max_frame closes the connection at once.
+    let mut big = TcpStream::connect(n.addr()).unwrap();
+    big.write_all(&5000u32.to_be_bytes()).unwrap();
+    assert!(
+        closed_within(&mut big, Duration::from_secs(2)),
+        "oversize frame closed"
+    );
+    // Beyond max_connections, new connections are closed and counted.
+    let _a = TcpStream::connect(n.addr()).unwrap();
+    let _b = TcpStream::connect(n.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = TcpStream::connect(n.addr()).unwrap();
+    assert!(
+        closed_within(&mut c, Duration::from_secs(2)),
+        "third connection refused"
+    );
+    assert!(
+        n.status()["listener"]["counters"]["tcp_refused"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
 }

@@ -1,17 +1,21 @@
 //! The only part the two backends do not share: how a worker's sockets are driven.
 //! Both present the owned-buffer style of tokio-uring (the buffer goes in, comes back with
-//! the result), so the pipeline in `worker` is written once.
+//! the result), so the pipeline in `worker` is written once. UDP receives are the exception:
+//! they come in batches, handed over in place (`UdpRx`), so the io_uring backend can take
+//! them from a multishot receive over provided buffers (`uring_udp`).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use super::uring_udp::RecvRing;
+
+/// The sending side of a worker's UDP socket (replies to requests that came over UDP).
 pub trait Datagram: 'static {
-    /// Receives into the spare capacity of `buf` (cleared first).
-    fn recv_from(
-        &self,
-        buf: Vec<u8>,
-    ) -> impl Future<Output = (io::Result<(usize, SocketAddr)>, Vec<u8>)>;
     fn send_to(
         &self,
         buf: Vec<u8>,
@@ -19,10 +23,23 @@ pub trait Datagram: 'static {
     ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
 }
 
+/// The receiving side of a worker's UDP socket.
+pub trait UdpRx: 'static {
+    /// Waits for datagrams, then hands at most `max` of them to `f`, in place, in arrival
+    /// order, without waiting again. Returns how many (0 only after socket errors).
+    fn recv_batch<F: FnMut(&mut [u8], SocketAddr)>(
+        &mut self,
+        max: usize,
+        f: F,
+    ) -> impl Future<Output = io::Result<usize>>;
+}
+
 pub trait Stream: 'static {
     /// Appends what arrives to `buf`; Ok(0) is end of stream.
     fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
     fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+    /// Shuts both directions down (also completes any read still in flight).
+    fn shutdown(&self);
 }
 
 pub trait Acceptor: 'static {
@@ -34,8 +51,10 @@ pub trait Acceptor: 'static {
 pub trait Backend: 'static {
     const NAME: &'static str;
     type Udp: Datagram;
+    type UdpRx: UdpRx;
     type Listener: Acceptor;
-    fn udp(sock: std::net::UdpSocket) -> io::Result<Self::Udp>;
+    /// The receiving side of the worker's UDP socket and a handle on it for sending.
+    fn udp(sock: std::net::UdpSocket) -> io::Result<(Self::UdpRx, Self::Udp)>;
     fn tcp(sock: std::net::TcpListener) -> io::Result<Self::Listener>;
     fn spawn_local<F: Future<Output = ()> + 'static>(f: F);
     /// Runs `f` to completion on a fresh single-threaded runtime of this backend.
@@ -45,16 +64,15 @@ pub trait Backend: 'static {
 pub struct Uring;
 
 impl Datagram for tokio_uring::net::UdpSocket {
-    async fn recv_from(&self, mut buf: Vec<u8>) -> (io::Result<(usize, SocketAddr)>, Vec<u8>) {
-        buf.clear();
-        tokio_uring::net::UdpSocket::recv_from(self, buf).await
-    }
     async fn send_to(&self, buf: Vec<u8>, to: SocketAddr) -> (io::Result<usize>, Vec<u8>) {
         tokio_uring::net::UdpSocket::send_to(self, buf, to).await
     }
 }
 
 impl Stream for tokio_uring::net::TcpStream {
+    fn shutdown(&self) {
+        let _ = tokio_uring::net::TcpStream::shutdown(self, std::net::Shutdown::Both);
+    }
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         // tokio-uring reads into [len, capacity): make sure there is room past len.
         if buf.capacity() - buf.len() < 4096 {
@@ -77,14 +95,71 @@ impl Acceptor for tokio_uring::net::TcpListener {
     }
 }
 
+/// The ring's fd, registered with the runtime's reactor: readable when completions wait.
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// io_uring receive side: one multishot recvmsg over provided buffers (`uring_udp`), its
+/// ring waited on through the reactor of the worker's runtime (tokio-uring runs on tokio's,
+/// so this works beside tokio-uring's own ring).
+pub struct UringUdpRx {
+    // Dropped before the ring: deregisters the fd while it is still open.
+    ready: AsyncFd<RingFd>,
+    ring: RecvRing,
+}
+
+impl UdpRx for UringUdpRx {
+    async fn recv_batch<F: FnMut(&mut [u8], SocketAddr)>(
+        &mut self,
+        max: usize,
+        mut f: F,
+    ) -> io::Result<usize> {
+        loop {
+            // Re-arms the receive if it ended (all buffers were in use, or an error).
+            self.ring.arm()?;
+            let d = self.ring.drain(max, &mut f);
+            if d.datagrams > 0 {
+                return Ok(d.datagrams);
+            }
+            if d.completions > 0 {
+                continue;
+            }
+            if self.ring.work_pending() {
+                // Datagrams are there but their receive work waits for us: run it (one
+                // syscall for the whole burst) and drain again.
+                self.ring.run_work()?;
+                continue;
+            }
+            let mut guard = self.ready.readable().await?;
+            // Edge-triggered: clear only once nothing is left, or a wakeup could be lost.
+            if !self.ring.has_completions() && !self.ring.work_pending() {
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
 impl Backend for Uring {
     const NAME: &'static str = "io_uring";
     type Udp = tokio_uring::net::UdpSocket;
+    type UdpRx = UringUdpRx;
     type Listener = tokio_uring::net::TcpListener;
     // io_uring waits on blocking fds itself; with O_NONBLOCK it may hand EAGAIN back instead.
-    fn udp(sock: std::net::UdpSocket) -> io::Result<Self::Udp> {
+    fn udp(sock: std::net::UdpSocket) -> io::Result<(Self::UdpRx, Self::Udp)> {
         sock.set_nonblocking(false)?;
-        Ok(tokio_uring::net::UdpSocket::from_std(sock))
+        let send = tokio_uring::net::UdpSocket::from_std(sock.try_clone()?);
+        let ring = RecvRing::new(sock)?;
+        // SAFETY: the ring's fd stays open and the same as long as `ready` lives: the ring is
+        // dropped after it (field order of `UringUdpRx`).
+        let ready =
+            unsafe { AsyncFd::register_with_interest(RingFd(ring.ring_fd()), Interest::READABLE) }
+                .map_err(io::Error::from)?;
+        Ok((UringUdpRx { ready, ring }, send))
     }
     fn tcp(sock: std::net::TcpListener) -> io::Result<Self::Listener> {
         sock.set_nonblocking(false)?;
@@ -99,19 +174,16 @@ impl Backend for Uring {
     }
 }
 
-/// Whether this kernel and sandbox let us set up a ring; the error says why not.
+/// Whether this kernel and sandbox let us set up a ring, and run the UDP receive the io_uring
+/// backend uses (`uring_udp::probe`); the error says why not.
 pub fn uring_available() -> io::Result<()> {
-    io_uring::IoUring::new(2).map(|_| ())
+    io_uring::IoUring::new(2).map(|_| ())?;
+    super::uring_udp::probe()
 }
 
 pub struct Epoll;
 
 impl Datagram for tokio::net::UdpSocket {
-    async fn recv_from(&self, mut buf: Vec<u8>) -> (io::Result<(usize, SocketAddr)>, Vec<u8>) {
-        buf.clear();
-        let r = self.recv_buf_from(&mut buf).await;
-        (r, buf)
-    }
     async fn send_to(&self, buf: Vec<u8>, to: SocketAddr) -> (io::Result<usize>, Vec<u8>) {
         let r = tokio::net::UdpSocket::send_to(self, &buf, to).await;
         (r, buf)
@@ -119,6 +191,11 @@ impl Datagram for tokio::net::UdpSocket {
 }
 
 impl Stream for tokio::net::TcpStream {
+    fn shutdown(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown(2) on a socket this value owns; no memory is involved.
+        unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_RDWR) };
+    }
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
@@ -157,13 +234,56 @@ impl Acceptor for tokio::net::TcpListener {
     }
 }
 
+/// epoll receive side: readiness, then one `recvfrom` per datagram until the socket is
+/// empty or the batch full, into one reused buffer.
+pub struct EpollUdpRx {
+    sock: tokio::net::UdpSocket,
+    buf: Vec<u8>,
+}
+
+impl UdpRx for EpollUdpRx {
+    async fn recv_batch<F: FnMut(&mut [u8], SocketAddr)>(
+        &mut self,
+        max: usize,
+        mut f: F,
+    ) -> io::Result<usize> {
+        let mut n = 0;
+        let mut errors = 0;
+        while n < max && errors < max {
+            self.buf.clear();
+            match self.sock.try_recv_buf_from(&mut self.buf) {
+                Ok((len, from)) => {
+                    n += 1;
+                    f(&mut self.buf[..len], from);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if n > 0 {
+                        break;
+                    }
+                    self.sock.readable().await?;
+                }
+                // ICMP errors and the like surface here; they say nothing about the next
+                // datagram.
+                Err(_) => errors += 1,
+            }
+        }
+        Ok(n)
+    }
+}
+
 impl Backend for Epoll {
     const NAME: &'static str = "epoll";
     type Udp = tokio::net::UdpSocket;
+    type UdpRx = EpollUdpRx;
     type Listener = tokio::net::TcpListener;
-    fn udp(sock: std::net::UdpSocket) -> io::Result<Self::Udp> {
+    fn udp(sock: std::net::UdpSocket) -> io::Result<(Self::UdpRx, Self::Udp)> {
         sock.set_nonblocking(true)?;
-        tokio::net::UdpSocket::from_std(sock)
+        let send = tokio::net::UdpSocket::from_std(sock.try_clone()?)?;
+        let rx = EpollUdpRx {
+            sock: tokio::net::UdpSocket::from_std(sock)?,
+            buf: Vec::with_capacity(super::uring_udp::PAYLOAD_MAX),
+        };
+        Ok((rx, send))
     }
     fn tcp(sock: std::net::TcpListener) -> io::Result<Self::Listener> {
         sock.set_nonblocking(true)?;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::io::{Acceptor, Backend, Datagram, Stream};
+use super::io::{Acceptor, Backend, Datagram, Stream, UdpRx};
 use super::{ListenerConfig, ListenerShared, WorkerSlot};
 use crate::dispatch::stream::send_stream;
 use crate::dispatch::{Job, Origin, Reply};
@@ -149,7 +149,7 @@ enum Action {
     Request(String, crate::wire::Request),
 }
 
-fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr) -> Action {
+fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
     match outcome {
         Outcome::Dequeue => {
             w.shared.dequeue.trigger();
@@ -168,7 +168,7 @@ fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr) -> Action {
                 nodename: nodename.to_owned(),
                 heartbeat,
                 addr: from,
-                at_ms: now_ms(),
+                at_ms: now,
             });
             Action::Nothing
         }
@@ -184,7 +184,8 @@ pub fn run_worker<B: Backend>(
 ) -> io::Result<()> {
     B::run(async move {
         let w = Rc::new(worker);
-        let udp = Rc::new(B::udp(udp)?);
+        let (udp_rx, udp) = B::udp(udp)?;
+        let udp = Rc::new(udp);
         let tcp = B::tcp(tcp)?;
         let stopped = async {
             loop {
@@ -198,51 +199,61 @@ pub fn run_worker<B: Backend>(
             }
         };
         tokio::select! {
-            r = udp_loop::<B>(w.clone(), udp) => r,
+            r = udp_loop::<B>(w.clone(), udp_rx, udp) => r,
             r = accept_loop::<B>(w.clone(), tcp) => r,
             _ = stopped => Ok(()),
         }
     })?
 }
 
-async fn udp_loop<B: Backend>(w: Rc<Worker>, sock: Rc<B::Udp>) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(MAX_UDP_FRAME + 1);
+/// Datagrams taken per batch: bounds how long this worker's TCP connections wait behind a
+/// flood (the loop yields after each batch).
+const UDP_BATCH: usize = 64;
+
+async fn udp_loop<B: Backend>(w: Rc<Worker>, mut rx: B::UdpRx, sock: Rc<B::Udp>) -> io::Result<()> {
     loop {
-        let (res, b) = sock.recv_from(buf).await;
-        buf = b;
-        let (n, from) = match res {
-            Ok(r) => r,
-            // ICMP errors and the like surface here; they say nothing about the next datagram.
-            Err(_) => continue,
-        };
-        w.refresh();
-        let outcome = w.gate.borrow_mut().admit(&mut buf[..n], now_ms());
-        let action = act(&w, outcome, from);
-        w.publish();
-        w.log_notices(from);
-        w.maybe_panic();
-        if let Action::Request(nodename, request) = action {
-            // Requests over UDP are answered over UDP; a slow handler must not stall the loop.
-            let w = w.clone();
-            let sock = sock.clone();
-            B::spawn_local(async move {
-                let response = w
-                    .shared
-                    .dispatcher
-                    .call_single(
-                        Origin::Peer {
-                            nodename,
-                            addr: from,
-                        },
-                        request,
-                    )
-                    .await;
-                let out = w.seal_response(&response, Kind::Response, false);
-                if !out.is_empty() && out.len() <= MAX_UDP_FRAME {
-                    let _ = sock.send_to(out, from).await;
+        // The clock and the configuration are read once per batch, when its first frame is
+        // there (not before the wait).
+        let mut now = None;
+        let n = rx
+            .recv_batch(UDP_BATCH, |frame, from| {
+                let now = *now.get_or_insert_with(|| {
+                    w.refresh();
+                    now_ms()
+                });
+                let outcome = w.gate.borrow_mut().admit(frame, now);
+                let action = act(&w, outcome, from, now);
+                w.log_notices(from);
+                w.maybe_panic();
+                if let Action::Request(nodename, request) = action {
+                    // Requests over UDP are answered over UDP; a slow handler must not stall the loop.
+                    let w = w.clone();
+                    let sock = sock.clone();
+                    B::spawn_local(async move {
+                        let response = w
+                            .shared
+                            .dispatcher
+                            .call_single(
+                                Origin::Peer {
+                                    nodename,
+                                    addr: from,
+                                },
+                                request,
+                            )
+                            .await;
+                        let out = w.seal_response(&response, Kind::Response, false);
+                        if !out.is_empty() && out.len() <= MAX_UDP_FRAME {
+                            let _ = sock.send_to(out, from).await;
+                        }
+                    });
                 }
-            });
+            })
+            .await?;
+        if n > 0 {
+            w.publish();
         }
+        // Let this worker's TCP connections and UDP replies run between batches.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -299,6 +310,18 @@ async fn connection<B: Backend>(
     conn: <B::Listener as Acceptor>::Conn,
     from: SocketAddr,
 ) -> io::Result<()> {
+    let r = serve_connection::<B>(w, &conn, from).await;
+    // A read abandoned at a deadline may still be in flight (io_uring does not cancel it on
+    // drop) and would keep the socket open: shut it down so the peer sees the close now.
+    conn.shutdown();
+    r
+}
+
+async fn serve_connection<B: Backend>(
+    w: &Rc<Worker>,
+    conn: &<B::Listener as Acceptor>::Conn,
+    from: SocketAddr,
+) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut any_byte = false;
     loop {
@@ -308,31 +331,33 @@ async fn connection<B: Backend>(
         };
         // Waiting for the next frame: the idle timeout; once it has begun: the read deadline.
         let deadline = Instant::now() + if buf.is_empty() { idle } else { read_timeout };
-        if !fill(&conn, &mut buf, 1, deadline).await? {
+        if !fill(conn, &mut buf, 1, deadline).await? {
             if !any_byte {
                 // Closed before its first byte: an empty packet.
                 w.refresh();
-                let outcome = w.gate.borrow_mut().admit(&mut [], now_ms());
-                act(w, outcome, from);
+                let now = now_ms();
+                let outcome = w.gate.borrow_mut().admit(&mut [], now);
+                act(w, outcome, from, now);
                 w.publish();
             }
             return Ok(());
         }
         any_byte = true;
         let frame_deadline = Instant::now() + read_timeout;
-        if !fill(&conn, &mut buf, 4, frame_deadline).await? {
+        if !fill(conn, &mut buf, 4, frame_deadline).await? {
             return Ok(());
         }
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len == 0 || len > max_frame {
             return Ok(());
         }
-        if !fill(&conn, &mut buf, 4 + len, frame_deadline).await? {
+        if !fill(conn, &mut buf, 4 + len, frame_deadline).await? {
             return Ok(());
         }
         w.refresh();
-        let outcome = w.gate.borrow_mut().admit(&mut buf[4..4 + len], now_ms());
-        let action = act(w, outcome, from);
+        let now = now_ms();
+        let outcome = w.gate.borrow_mut().admit(&mut buf[4..4 + len], now);
+        let action = act(w, outcome, from, now);
         w.publish();
         w.log_notices(from);
         buf.drain(..4 + len);

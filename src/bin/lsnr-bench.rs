@@ -1,0 +1,245 @@
+//! `lsnr-bench`: the listener's load generator. See `--help` and benches/LOADGEN.md.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use osvc_agent::loadgen::{self, BACKENDS, Options, Scenario};
+
+const ABOUT: &str = "Load generator for the daemon's listener: named scenarios against a real \
+daemon (`nodemgr daemon run` started as a child process with a temporary root), each run on the \
+io_uring and the epoll backend in the same invocation, with the kernel's limit for the same \
+sender (null-sink) as the reference.";
+
+const LONG_ABOUT: &str = "Load generator for the daemon's listener: named scenarios against a \
+real daemon (`nodemgr daemon run` started as a child process with a temporary root and a \
+generated node.conf listing the simulated nodes), each run on the io_uring and the epoll \
+backend in the same invocation, with the kernel's limit for the same sender (null-sink) as the \
+reference. Traffic goes to 127.0.0.0/8 only. Every scenario is bounded: a warm-up, then a \
+measured window (--duration), and the senders stop at a deadline.
+
+Scenarios:
+
+  null-sink           A receiver that only counts datagrams: as many threads and sockets as the
+                      listener (SO_REUSEPORT, the same receive buffer, the same CPU pinning), the
+                      same io_uring receive ring (multishot recvmsg, provided buffers). What the
+                      kernel delivers for this sender: the reference of every ratio. Measured
+                      at each size the other scenarios use (and 0 B for empty-packets).
+
+  hb-udp              N simulated member nodes (--nodes, 1000) sending heartbeats (kind 3) as
+                      fast as sendmmsg goes from --sockets source sockets, frames sealed before
+                      the clock starts (fresh counters, nothing replayed), at each --size
+                      (256 and 1024 B). Reports delivered/s from the daemon's counters and
+                      pipeline / null-sink.
+
+  blacklisted-flood   Legitimate nodes at --legit-rate heartbeats/s alone, then the same with one
+                      banned member name (banned first with 5 frames that fail authentication)
+                      flooding from every socket. Reports the drop rate (dropped_blacklisted/s)
+                      / null-sink and legit throughput under flood / alone.
+
+  random-names-flood  The same with a flood of frames under 4096 random non-member names (the
+                      join path, rate-limited before any decryption).
+
+  tcp-req             --connections TCP connections sending encrypted, length-prefixed
+                      daemon_status requests at --tcp-rate requests/s in total, open loop:
+                      latency from each request's due time to its response (p50, p99, p999).
+
+  empty-packets       A flood of empty datagrams: listener triggers (dequeues/s) against the
+                      dequeue runs they coalesce into.
+
+  rss-flood           A long flood (banned name + random names + empty datagrams, with
+                      legitimate nodes) with the daemon's RSS sampled every second: the
+                      deviation from its warmed-up baseline. 300 s by default (--long-duration),
+                      4 s with --quick.
+
+Every daemon run reports its RSS when ready, at the end, and its peak (VmHWM), and the CPU time
+of each of its threads over the window. The summary prints the ratios (pipeline / null-sink,
+io_uring / epoll, legit under flood / alone) and issue 6's targets; --json writes every figure.";
+
+#[derive(Parser, Debug)]
+#[command(name = "lsnr-bench", about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    /// Short runs (1 s windows, 4 s rss-flood): the whole suite in under a minute
+    #[arg(long)]
+    quick: bool,
+    /// Run only these scenarios (repeat or comma-separate); default: all
+    #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
+    scenario: Vec<Scenario>,
+    /// Run only this backend: io_uring or epoll; default: both
+    #[arg(long, value_parser = ["io_uring", "epoll"])]
+    backend: Option<String>,
+    /// Measured window of each scenario, seconds (default 5, --quick 1)
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up before each window, seconds (default 1, --quick 0.3)
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Window of rss-flood, seconds (default 300, --quick 4)
+    #[arg(long)]
+    long_duration: Option<f64>,
+    /// Simulated member nodes
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Frame size in bytes (UDP payload); repeat or comma-separate; default 256,1024. The
+    /// floods use the first
+    #[arg(long, value_delimiter = ',')]
+    size: Vec<usize>,
+    /// Sender threads pushing the floods and heartbeats
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Source sockets of the blaster (SO_REUSEPORT spreads them over the listener's sockets)
+    #[arg(long, default_value_t = 16)]
+    sockets: usize,
+    /// listener.threads of the daemon, and null-sink threads (0: one per CPU)
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Legitimate heartbeats per second alongside the floods
+    #[arg(long, default_value_t = 20_000)]
+    legit_rate: u64,
+    /// tcp-req: requests per second, in total
+    #[arg(long, default_value_t = 10_000.0)]
+    tcp_rate: f64,
+    /// tcp-req: connections
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Address of the daemon and the senders (127.0.0.0/8 only)
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: IpAddr,
+    /// Memory for pre-sealed frames, MiB (default 2048, --quick 1024)
+    #[arg(long)]
+    max_pool_mib: Option<usize>,
+    /// Also measure the null sink with its threads left unpinned (for information; the
+    /// ratios use the pinned one). On by default without --quick
+    #[arg(long)]
+    unpinned_sink: bool,
+    /// Run the daemons with OSVC_LISTENER_PIN=0 (workers left to the scheduler) and the null
+    /// sink unpinned too
+    #[arg(long)]
+    no_pin: bool,
+    /// The nodemgr binary (default: next to this one)
+    #[arg(long)]
+    nodemgr: Option<PathBuf>,
+    /// Write the summary, every figure, as JSON to this file
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_scenario(s: &str) -> Result<Scenario, String> {
+    Scenario::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown scenario {s:?} (one of: {})", names.join(", "))
+    })
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, String> {
+    if v.is_finite() && (0.0..=3600.0).contains(&v) {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{what} must be between 0 and 3600 s"))
+    }
+}
+
+fn options(cli: Cli) -> Result<(Options, Option<PathBuf>), String> {
+    let nodemgr = match cli.nodemgr {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot locate this binary: {e}"))?
+            .with_file_name("nodemgr"),
+    };
+    if !nodemgr.exists() {
+        return Err(format!(
+            "{} not found (build it: cargo build --release --bin nodemgr, or pass --nodemgr)",
+            nodemgr.display()
+        ));
+    }
+    let mut o = if cli.quick {
+        Options::quick(nodemgr)
+    } else {
+        Options::full(nodemgr)
+    };
+    if !cli.scenario.is_empty() {
+        o.scenarios = cli.scenario;
+        o.scenarios.sort();
+        o.scenarios.dedup();
+    }
+    if let Some(b) = cli.backend {
+        o.backends = BACKENDS.into_iter().filter(|x| *x == b).collect();
+    }
+    if let Some(v) = cli.duration {
+        o.duration = secs(v, "--duration")?;
+        if o.duration.is_zero() {
+            return Err("--duration must be above 0".into());
+        }
+    }
+    if let Some(v) = cli.warmup {
+        o.warmup = secs(v, "--warmup")?;
+    }
+    if let Some(v) = cli.long_duration {
+        o.long_duration = secs(v, "--long-duration")?;
+    }
+    if cli.nodes == 0 || cli.nodes > 100_000 {
+        return Err("--nodes must be between 1 and 100000".into());
+    }
+    o.nodes = cli.nodes;
+    if !cli.size.is_empty() {
+        // The random names of random-names-flood are the longest (16 bytes).
+        let min = osvc_agent::loadgen::frames::min_size(16);
+        if let Some(bad) = cli.size.iter().find(|s| **s < min || **s > 65_507) {
+            return Err(format!("--size {bad}: must be between {min} and 65507"));
+        }
+        o.sizes = cli.size;
+    }
+    o.senders = cli.senders.clamp(1, 64);
+    o.sockets = cli.sockets.clamp(1, 1024);
+    o.threads = cli.threads;
+    o.legit_rate = cli.legit_rate.clamp(1, 10_000_000);
+    if !(cli.tcp_rate > 0.0 && cli.tcp_rate <= 1e6) {
+        return Err("--tcp-rate must be above 0 and at most 1e6".into());
+    }
+    o.tcp_rate = cli.tcp_rate;
+    o.connections = cli.connections.clamp(1, 4096);
+    let loopback = match cli.ip {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(_) => false,
+    };
+    if !loopback {
+        return Err("--ip must be in 127.0.0.0/8".into());
+    }
+    o.ip = cli.ip;
+    o.unpinned_sink |= cli.unpinned_sink;
+    o.pin = !cli.no_pin;
+    if let Some(m) = cli.max_pool_mib {
+        o.max_pool_mib = m.clamp(16, 16 * 1024);
+    }
+    Ok((o, cli.json))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (opts, json) = match options(cli) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("lsnr-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut log = |s: &str| eprintln!("{s}");
+    let summary = match loadgen::scenarios::run_all(&opts, &mut log) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lsnr-bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", summary.render());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&summary.to_json()).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("lsnr-bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,200 @@
+//! The frames the scenarios send: heartbeats of an exact size sealed ahead of time, frames
+//! under a banned name or random names, requests.
+
+use crate::wire::frame::{MAX_UDP_FRAME, TAG_LEN, header_len};
+use crate::wire::{Kind, Sender};
+
+/// Frames of one size laid out back to back, in the order they are to be sent.
+#[derive(Clone, Debug, Default)]
+pub struct Pool {
+    pub data: Vec<u8>,
+    /// Bytes per frame (every frame of a pool has the same size).
+    pub size: usize,
+    pub count: usize,
+}
+
+impl Pool {
+    pub fn new(size: usize, capacity: usize) -> Self {
+        Pool {
+            data: Vec::with_capacity(size * capacity),
+            size,
+            count: 0,
+        }
+    }
+
+    pub fn frame(&self, i: usize) -> &[u8] {
+        &self.data[i * self.size..(i + 1) * self.size]
+    }
+
+    pub fn push(&mut self, frame: &[u8]) {
+        assert_eq!(frame.len(), self.size, "frames of a pool have one size");
+        self.data.extend_from_slice(frame);
+        self.count += 1;
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// The nodenames of the simulated members: `node0000`... (same length, so every frame of a
+/// size is exactly that size).
+pub fn node_names(n: usize) -> Vec<String> {
+    let width = n.saturating_sub(1).to_string().len().max(4);
+    (0..n).map(|i| format!("node{i:0width$}")).collect()
+}
+
+/// Bytes of frame around a payload for a nodename of `name_len` bytes.
+pub const fn overhead(name_len: usize) -> usize {
+    header_len(name_len) + TAG_LEN
+}
+
+/// Smallest frame size `heartbeat_payload` can fill.
+pub fn min_size(name_len: usize) -> usize {
+    overhead(name_len) + 96
+}
+
+/// A heartbeat payload that makes a frame of exactly `frame_size` bytes: a full snapshot in
+/// the shape of `crate::hb` (`gen`, `since` 0, the node monitor, a few services with their
+/// status), padded with a string in the monitor. The generation stays at 1, as a node's does
+/// while nothing changes.
+pub fn heartbeat_payload(frame_size: usize, name_len: usize) -> Vec<u8> {
+    assert!(
+        frame_size >= min_size(name_len) && frame_size <= MAX_UDP_FRAME,
+        "frame size {frame_size} out of range"
+    );
+    let target = frame_size - overhead(name_len);
+    let build = |services: &str, pad: usize| {
+        format!(
+            r#"{{"gen":1,"since":0,"monitor":{{"status":"idle","pad":"{}"}},"services":{{{services}}}}}"#,
+            "x".repeat(pad)
+        )
+    };
+    let mut services = String::new();
+    let mut i = 0;
+    loop {
+        let entry = format!(
+            r#"{}"svc{i}":{{"avail":"up","overall":"up","frozen":false,"monitor":{{"status":"idle"}}}}"#,
+            if i == 0 { "" } else { "," }
+        );
+        if build(&services, 0).len() + entry.len() + 16 > target {
+            break;
+        }
+        services.push_str(&entry);
+        i += 1;
+    }
+    let pad = target - build(&services, 0).len();
+    let p = build(&services, pad).into_bytes();
+    debug_assert_eq!(p.len(), target);
+    p
+}
+
+/// One sender per simulated node, for a cluster's secret and name.
+pub fn senders(secret: &str, cluster: &str, names: &[String], now_ms: u64) -> Vec<Sender> {
+    names
+        .iter()
+        .map(|n| Sender::new(secret.as_bytes(), cluster, n, now_ms))
+        .collect()
+}
+
+/// Heartbeats for the nodes of one socket: `rounds` rounds, each one frame per node, in
+/// round order (every node's counters increase along the pool).
+pub fn heartbeat_pool(senders: &mut [Sender], payload: &[u8], rounds: usize, now_ms: u64) -> Pool {
+    let name_len = senders.first().map_or(0, |s| s.nodename().len());
+    let size = overhead(name_len) + payload.len();
+    let mut pool = Pool::new(size, rounds * senders.len());
+    let mut frame = Vec::with_capacity(size);
+    for _ in 0..rounds {
+        for s in senders.iter_mut() {
+            frame.clear();
+            s.seal(Kind::Heartbeat, payload, now_ms, &mut frame)
+                .expect("a heartbeat within the size limits seals");
+            pool.push(&frame);
+        }
+    }
+    pool
+}
+
+/// Frames under `name` sealed with a wrong secret: they fail authentication (what bans a
+/// name), and once it is banned they are dropped before decryption whatever they hold.
+pub fn forged_pool(
+    cluster: &str,
+    name: &str,
+    frame_size: usize,
+    count: usize,
+    now_ms: u64,
+) -> Pool {
+    let payload = heartbeat_payload(frame_size, name.len());
+    let mut s = Sender::new(b"not the cluster secret", cluster, name, now_ms);
+    heartbeat_pool(std::slice::from_mut(&mut s), &payload, count, now_ms)
+}
+
+/// Frames of one size under `count` random non-member nodenames (join path: beyond the
+/// join rate they are dropped before decryption).
+pub fn random_names_pool(
+    secret: &str,
+    cluster: &str,
+    frame_size: usize,
+    count: usize,
+    now_ms: u64,
+) -> Pool {
+    let mut seed = [0u8; 16];
+    seed.copy_from_slice(&crate::wire::sender::random_salt());
+    let mut x = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")) | 1;
+    let mut next = move || {
+        // xorshift64*: names only need to differ, not to be unpredictable.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let name_len = 16;
+    let payload = heartbeat_payload(frame_size, name_len);
+    let mut pool = Pool::new(overhead(name_len) + payload.len(), count);
+    let mut frame = Vec::new();
+    for _ in 0..count {
+        let name = format!("{:016x}", next());
+        let mut s = Sender::new(secret.as_bytes(), cluster, &name, now_ms);
+        frame.clear();
+        s.seal(Kind::Heartbeat, &payload, now_ms, &mut frame)
+            .expect("seals");
+        pool.push(&frame);
+    }
+    pool
+}
+
+/// `count` identical frames of `size` bytes (content irrelevant: for the null sink, or
+/// empty datagrams when `size` is 0).
+pub fn filler_pool(size: usize, count: usize) -> Pool {
+    Pool {
+        data: vec![0xa5; size * count],
+        size,
+        count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Heartbeat;
+
+    #[test]
+    fn heartbeats_have_the_exact_size_and_parse() {
+        for size in [min_size(8), 256, 1024, 4096] {
+            let mut p = heartbeat_payload(size, 8);
+            assert_eq!(p.len() + overhead(8), size);
+            let hb = Heartbeat::parse(&mut p).unwrap();
+            assert_eq!(hb.r#gen, 1);
+        }
+        let names = node_names(1000);
+        assert_eq!(names[0], "node0000");
+        assert_eq!(names[999], "node0999");
+        let mut s = senders("s", "c", &names[..3], 1);
+        let pool = heartbeat_pool(&mut s, &heartbeat_payload(256, 8), 2, 1);
+        assert_eq!((pool.count, pool.size), (6, 256));
+        let v = crate::wire::FrameView::parse(pool.frame(4)).unwrap();
+        assert_eq!((v.nodename(), v.counter()), ("node0001", 1));
+        let r = random_names_pool("s", "c", 256, 4, 1);
+        assert_eq!((r.count, r.size), (4, 256));
+    }
+}

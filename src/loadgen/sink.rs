@@ -1,0 +1,137 @@
+//! The null sink: what the kernel delivers to a receiver that does nothing but count. Same
+//! sockets as the listener (`listener::sockets::udp_reuseport`: SO_REUSEPORT, the same
+//! receive buffer), the same number of them and the same pinning, and the same io_uring
+//! receive ring (multishot recvmsg over provided buffers) — but each thread blocks on its ring
+//! instead of running a pipeline. Where io_uring is refused (a container's seccomp profile),
+//! it falls back to blocking `recvmmsg`, 64 datagrams a call.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::listener::sockets::udp_reuseport;
+use crate::listener::uring_udp::RecvRing;
+
+pub struct NullSink {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    counts: Vec<Arc<AtomicU64>>,
+    joins: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl NullSink {
+    /// `pin`: pin thread i as the listener pins worker i (`listener::pin_worker`). `uring`:
+    /// the io_uring ring, else `recvmmsg`.
+    pub fn start(ip: IpAddr, threads: usize, pin: bool, uring: bool) -> std::io::Result<NullSink> {
+        let threads = threads.max(1);
+        let first = udp_reuseport(&SocketAddr::new(ip, 0))?;
+        let addr = first.local_addr()?;
+        let mut socks = vec![first];
+        for _ in 1..threads {
+            socks.push(udp_reuseport(&addr)?);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut counts = Vec::new();
+        let mut joins = Vec::new();
+        for (i, sock) in socks.into_iter().enumerate() {
+            let count = Arc::new(AtomicU64::new(0));
+            counts.push(count.clone());
+            let stop = stop.clone();
+            joins.push(
+                std::thread::Builder::new()
+                    .name(format!("sink.{i}"))
+                    .spawn(move || {
+                        if pin {
+                            crate::listener::pin_worker(i, threads);
+                        }
+                        if !uring {
+                            return recvmmsg_loop(&sock, &stop, &count);
+                        }
+                        let mut ring = RecvRing::new(sock)?;
+                        let mut n = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            ring.wait(Duration::from_millis(50))?;
+                            n += ring.drain(usize::MAX, |_, _| {}).datagrams as u64;
+                            count.store(n, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    })?,
+            );
+        }
+        Ok(NullSink {
+            addr,
+            stop,
+            counts,
+            joins,
+        })
+    }
+
+    /// Datagrams received so far.
+    pub fn received(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        let n = self.received();
+        self.stop.store(true, Ordering::Relaxed);
+        for j in std::mem::take(&mut self.joins) {
+            j.join()
+                .map_err(|_| std::io::Error::other("null sink thread panicked"))??;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for NullSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for j in std::mem::take(&mut self.joins) {
+            let _ = j.join();
+        }
+    }
+}
+
+/// The fallback receiver: blocking `recvmmsg` (at most 50 ms per call), counting only.
+fn recvmmsg_loop(
+    sock: &std::net::UdpSocket,
+    stop: &AtomicBool,
+    count: &AtomicU64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const BATCH: usize = 64;
+    const LEN: usize = crate::listener::uring_udp::PAYLOAD_MAX;
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let mut bufs = vec![0u8; BATCH * LEN];
+    // SAFETY: iovec and mmsghdr are plain data; zeroed is valid.
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for (j, chunk) in bufs.chunks_mut(LEN).enumerate() {
+            iov[j] = libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: LEN,
+            };
+            hdrs[j].msg_hdr.msg_iov = &mut iov[j];
+            hdrs[j].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: BATCH headers pointing at BATCH live buffers of LEN bytes.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if r > 0 {
+            n += r as u64;
+            count.store(n, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
