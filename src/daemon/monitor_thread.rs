@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::state::{DaemonState, lock};
-use crate::dispatch::Job;
+use crate::dispatch::{Job, SubmitError};
 use crate::monitor::list_services;
 
 pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
@@ -25,15 +25,21 @@ pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), S
         names.sort();
         names.dedup();
         for svcname in names {
-            if lock(&state.ticks_in_flight).insert(svcname.clone())
-                && dispatcher
-                    .submit(Job::Tick {
-                        svcname: svcname.clone(),
-                    })
-                    .is_err()
-            {
-                lock(&state.ticks_in_flight).remove(&svcname);
-                return Err("the handler layer stopped".into());
+            if !lock(&state.ticks_in_flight).insert(svcname.clone()) {
+                continue;
+            }
+            match dispatcher.submit(Job::Tick {
+                svcname: svcname.clone(),
+            }) {
+                Ok(()) => {}
+                // Its shard is busy: this service is looked at on the next round.
+                Err(SubmitError::Full) => {
+                    lock(&state.ticks_in_flight).remove(&svcname);
+                }
+                Err(SubmitError::Closed) => {
+                    lock(&state.ticks_in_flight).remove(&svcname);
+                    return Err("the handler layer stopped".into());
+                }
             }
         }
         let interval = Duration::from_millis(state.config().monitor_interval_ms);

@@ -1,7 +1,12 @@
 //! The sharded handler layer. Decoded requests go to one of N service shard threads, chosen
 //! by the hash of the request's service; node-level requests (status, blacklist, node
-//! monitor, heartbeats) go to a node shard of their own, so a long service action never
-//! delays them. Each shard
+//! monitor) go to a node shard of their own, so a long service action never delays them;
+//! heartbeats go to a heartbeat shard, so a flood of them never delays a request.
+//!
+//! Every queue is bounded and never blocks a listener worker: when one is full, a heartbeat
+//! is dropped (the next beat carries the same news) and a request is answered "busy". A peer
+//! holding the secret can therefore not grow the daemon's memory by sending faster than the
+//! handlers keep up. Each shard
 //! owns its slice of the state, so requests for one service are serialized and no lock is
 //! shared by all requests. Replies travel back on a oneshot to the worker owning the
 //! connection.
@@ -68,7 +73,9 @@ pub trait ShardHandler: Send + 'static {
 /// Cloneable handle used by listener workers and the local socket to submit jobs.
 #[derive(Clone)]
 pub struct Dispatcher {
-    shards: Vec<mpsc::Sender<Job>>,
+    /// Node shard, service shards, heartbeat shard last.
+    shards: Vec<mpsc::SyncSender<Job>>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
     hasher: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
 }
 
@@ -76,22 +83,29 @@ pub const NODE_SHARD: usize = 0;
 
 pub mod stream;
 
-#[derive(Debug, thiserror::Error)]
-#[error("the handler layer is not running")]
-pub struct Closed;
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the handler layer is busy")]
+    Full,
+    #[error("the handler layer is not running")]
+    Closed,
+}
+
+/// Jobs one shard may have waiting.
+pub const QUEUE_DEPTH: usize = 1024;
 
 impl Dispatcher {
-    /// Starts the node shard (0) and `service_shards` service shards (1..), each with the
-    /// handler `make(i)` builds.
+    /// Starts the node shard (0), `service_shards` service shards (1..=N) and the heartbeat
+    /// shard (N+1), each with the handler `make(i)` builds.
     pub fn start<H: ShardHandler>(
         service_shards: usize,
         mut make: impl FnMut(usize) -> H,
     ) -> std::io::Result<(Dispatcher, Vec<JoinHandle<()>>)> {
-        let n = service_shards.max(1) + 1;
+        let n = service_shards.max(1) + 2;
         let mut shards = Vec::with_capacity(n);
         let mut joins = Vec::with_capacity(n);
         for i in 0..n {
-            let (tx, rx) = mpsc::channel::<Job>();
+            let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_DEPTH);
             let mut handler = make(i);
             let join = std::thread::Builder::new()
                 .name(format!("shard.{i}"))
@@ -106,15 +120,25 @@ impl Dispatcher {
         Ok((
             Dispatcher {
                 shards,
+                dropped: Default::default(),
                 hasher: Default::default(),
             },
             joins,
         ))
     }
 
-    /// Service shards, the node shard not included.
+    /// Service shards, the node and heartbeat shards not included.
     pub fn service_shards(&self) -> usize {
+        self.shards.len() - 2
+    }
+
+    fn heartbeat_shard(&self) -> usize {
         self.shards.len() - 1
+    }
+
+    /// Jobs dropped or refused because their shard's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The shard a request runs on.
@@ -131,13 +155,21 @@ impl Dispatcher {
         1 + (h.finish() % self.service_shards() as u64) as usize
     }
 
-    pub fn submit(&self, job: Job) -> Result<(), Closed> {
+    /// Queues a job without ever blocking the caller.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
         let shard = match &job {
             Job::Request { request, .. } => self.shard_for(request),
             Job::Tick { svcname } => self.shard_of_service(svcname),
-            Job::Heartbeat { .. } => NODE_SHARD,
+            Job::Heartbeat { .. } => self.heartbeat_shard(),
         };
-        self.shards[shard].send(job).map_err(|_| Closed)
+        self.shards[shard].try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                SubmitError::Full
+            }
+            mpsc::TrySendError::Disconnected(_) => SubmitError::Closed,
+        })
     }
 
     /// Submits a request and waits for its reply.
@@ -148,8 +180,12 @@ impl Dispatcher {
             request,
             reply: Some(tx),
         };
-        if self.submit(job).is_err() {
-            return Response::error("the handler layer is not running").into();
+        if let Err(e) = self.submit(job) {
+            return Response::error(match e {
+                SubmitError::Full => "busy: too many requests queued, retry".to_string(),
+                SubmitError::Closed => e.to_string(),
+            })
+            .into();
         }
         rx.await
             .unwrap_or_else(|_| Response::error("the handler dropped the request").into())
@@ -223,6 +259,7 @@ mod tests {
     #[test]
     fn same_service_same_shard_and_node_shard() {
         let (d, _) = Dispatcher::start(4, Echo).unwrap();
+        assert_eq!(d.service_shards(), 4);
         let r = |s: &str| Request::Clear { svcname: s.into() };
         assert_eq!(d.shard_for(&r("svc1")), d.shard_for(&r("svc1")));
         assert_eq!(d.shard_for(&Request::DaemonStatus), NODE_SHARD);
@@ -242,5 +279,40 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    struct Slow;
+    impl ShardHandler for Slow {
+        fn handle(&mut self, _: &Origin, _: Request) -> Reply {
+            Response::ok(serde_json::json!(null)).into()
+        }
+        fn heartbeat(&mut self, _: String, _: Heartbeat, _: SocketAddr, _: u64) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_heartbeats_without_blocking_and_requests_still_pass() {
+        let (d, _) = Dispatcher::start(1, |_| Slow).unwrap();
+        let hb = || Job::Heartbeat {
+            nodename: "n".into(),
+            heartbeat: Heartbeat::default(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            at_ms: 0,
+        };
+        let t = std::time::Instant::now();
+        let refused = (0..QUEUE_DEPTH + 10)
+            .filter(|_| d.submit(hb()) == Err(SubmitError::Full))
+            .count();
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(150),
+            "never blocks"
+        );
+        assert!(refused >= 9, "{refused}");
+        assert_eq!(d.dropped(), refused as u64);
+        // Heartbeats have their own shard: a request is not queued behind them.
+        let r = futures_lite_block_on(d.call_single(Origin::Local, Request::DaemonStatus));
+        assert_eq!(r.status, 0);
+        assert!(t.elapsed() < std::time::Duration::from_millis(190));
     }
 }

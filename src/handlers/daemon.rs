@@ -82,6 +82,8 @@ pub fn status(state: &DaemonState) -> Response {
         "threads": state.threads(),
         "listener": listener,
         "shards": state.shards.get(),
+        // Heartbeats dropped and requests refused "busy" because a handler queue was full.
+        "dispatch_dropped": state.dispatcher.get().map(|d| d.dropped()),
         "dequeue": {
             "triggers": dq.triggers.load(Relaxed),
             "runs": dq.runs.load(Relaxed),
