@@ -64,6 +64,10 @@ struct Cli {
     /// Short runs (1 s windows, 4 s rss-flood): the whole suite in under a minute
     #[arg(long)]
     quick: bool,
+    /// Instead of the suite: --nodes members heartbeating at 1 Hz each into one daemon for
+    /// --duration seconds (default 20), `daemon status` timed every 100 ms; both backends
+    #[arg(long)]
+    cluster_hb: bool,
     /// Run only these scenarios (repeat or comma-separate); default: all
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     scenario: Vec<Scenario>,
@@ -216,8 +220,57 @@ fn options(cli: Cli) -> Result<(Options, Option<PathBuf>), String> {
     Ok((o, cli.json))
 }
 
+/// `--cluster-hb`: issue 5's check, a table and (with --json) the figures.
+fn cluster_hb(opts: &loadgen::Options, secs: u64, json: Option<PathBuf>) -> ExitCode {
+    let mut rows = Vec::new();
+    for backend in ["io_uring", "epoll"] {
+        eprintln!(
+            "cluster-hb: {backend}, {} nodes at 1 Hz for {secs} s",
+            opts.nodes
+        );
+        match loadgen::cluster_hb::run(&opts.nodemgr, backend, opts.nodes, secs, 512) {
+            Ok(r) => rows.push((backend, r)),
+            Err(e) => {
+                eprintln!("lsnr-bench: cluster-hb on {backend}: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("backend    nodes  sent/s  delivered/s  peers  status calls  p50 ms  p99 ms  max ms");
+    for (b, r) in &rows {
+        println!(
+            "{b:<10} {:>5} {:>7.0} {:>12.0} {:>6} {:>13} {:>7.2} {:>7.2} {:>7.2}",
+            r.nodes,
+            r.sent as f64 / r.secs,
+            r.delivered as f64 / r.secs,
+            r.peers_seen,
+            r.status_calls,
+            r.status_p50_ms,
+            r.status_p99_ms,
+            r.status_max_ms
+        );
+    }
+    if let Some(path) = json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(b, r)| {
+                serde_json::json!({
+                    "backend": b, "nodes": r.nodes, "secs": r.secs, "sent": r.sent,
+                    "delivered": r.delivered, "peers_seen": r.peers_seen,
+                    "status_calls": r.status_calls, "status_p50_ms": r.status_p50_ms,
+                    "status_p99_ms": r.status_p99_ms, "status_max_ms": r.status_max_ms,
+                })
+            })
+            .collect();
+        let _ = std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cluster = cli.cluster_hb;
+    let secs = cli.duration;
     let (opts, json) = match options(cli) {
         Ok(o) => o,
         Err(e) => {
@@ -225,6 +278,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cluster {
+        return cluster_hb(&opts, secs.map_or(20, |d| d.max(1.0) as u64), json);
+    }
     let mut log = |s: &str| eprintln!("{s}");
     let summary = match loadgen::scenarios::run_all(&opts, &mut log) {
         Ok(s) => s,

@@ -2,6 +2,7 @@
 //! bounded in count and time, on both backends in one invocation, with the kernel's limit for
 //! the same sender (`null-sink`) as the reference. See `benches/LOADGEN.md`.
 
+pub mod cluster_hb;
 pub mod daemon;
 pub mod frames;
 pub mod report;

@@ -1,0 +1,108 @@
+//! `cluster-hb`: issue 5's check. N simulated members heartbeat at 1 Hz each (paced, spread
+//! evenly over every second, as a real cluster's beats are) into one daemon, while `daemon
+//! status` is asked every 100 ms over the local socket. Reports the status latency
+//! percentiles and how many heartbeats were delivered. Bounded by `secs`.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::daemon::{Daemon, DaemonSpec};
+use super::frames::{heartbeat_payload, node_names, senders};
+use crate::listener::now_ms;
+use crate::wire::Kind;
+
+#[derive(Clone, Debug, Default)]
+pub struct ClusterHb {
+    pub nodes: usize,
+    pub secs: f64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub peers_seen: usize,
+    pub status_calls: usize,
+    pub status_p50_ms: f64,
+    pub status_p99_ms: f64,
+    pub status_max_ms: f64,
+}
+
+pub fn run(
+    nodemgr: &Path,
+    backend: &'static str,
+    nodes: usize,
+    secs: u64,
+    frame_size: usize,
+) -> anyhow::Result<ClusterHb> {
+    let names = node_names(nodes);
+    let spec = DaemonSpec {
+        nodemgr: nodemgr.to_path_buf(),
+        backend,
+        ip: "127.0.0.1".parse()?,
+        threads: 0,
+        members: names.clone(),
+        secret: "cluster-hb-secret".into(),
+        extra: String::new(),
+        pin: true,
+    };
+    let daemon = Daemon::start(&spec)?;
+    let identity = daemon.identity(&names[0]);
+    let mut senders = senders(&identity.secret, &identity.cluster, &names, now_ms());
+    let payload = heartbeat_payload(frame_size, names[0].len());
+    let before = daemon.counters()?;
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    let stop_at = Instant::now() + Duration::from_secs(secs);
+    // The sender paces itself on its own thread; this one asks for the status.
+    let addr = daemon.addr;
+    let sender = std::thread::spawn(move || -> u64 {
+        let per_beat = Duration::from_secs(1) / nodes.max(1) as u32;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut frame = Vec::with_capacity(payload.len() + 128);
+        while Instant::now() < stop_at {
+            let i = (sent as usize) % senders.len();
+            let due = start + per_beat * sent as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            frame.clear();
+            if senders[i]
+                .seal(Kind::Heartbeat, &payload, now_ms(), &mut frame)
+                .is_ok()
+            {
+                let _ = sock.send_to(&frame, addr);
+            }
+            sent += 1;
+        }
+        sent
+    });
+    let mut latencies = Vec::new();
+    while Instant::now() < stop_at {
+        let t = Instant::now();
+        let s = daemon.status()?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::hint::black_box(s);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?;
+    let after = daemon.counters()?;
+    let status = daemon.status()?;
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(ClusterHb {
+        nodes,
+        secs: secs as f64,
+        sent,
+        delivered: before.delta(&after, "delivered"),
+        peers_seen: status["peers"].as_object().map_or(0, |p| p.len()),
+        status_calls: latencies.len(),
+        status_p50_ms: pct(0.5),
+        status_p99_ms: pct(0.99),
+        status_max_ms: latencies.last().copied().unwrap_or(0.0),
+    })
+}
