@@ -270,3 +270,39 @@ fn bad_inputs_get_clear_errors() {
     assert!(!out.status.success());
     let _ = Path::new("");
 }
+
+/// DESIGN.md: on a rebind, requests in flight are finished on the old sockets.
+#[test]
+fn a_request_in_flight_during_a_port_change_is_answered() {
+    let n = daemon();
+    let flag = service(&n, "slow", 0, "sleep 1.5; ");
+    // Over TCP (--node n1 is this daemon's own listener), so the old socket carries it.
+    let child = Command::new(SVCMGR)
+        .arg("--root")
+        .arg(&n.root)
+        .args(["--node", "n1", "-s", "slow", "start"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let new_port = free_port(n.ip);
+    n.nodemgr(&[
+        "set",
+        "--param",
+        "listener.port",
+        "--value",
+        &new_port.to_string(),
+    ]);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "answered across the rebind: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(flag.exists());
+    wait_for("the new port", Duration::from_secs(10), || {
+        (n.status()["listener"]["addr"] == format!("{}:{new_port}", n.ip)).then_some(())
+    });
+}

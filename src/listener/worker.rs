@@ -36,6 +36,10 @@ pub struct Worker {
     gate: RefCell<Gate>,
     /// This worker's own session for the responses it seals.
     sender: RefCell<Sender>,
+    /// Open TCP connections of this worker, and the drain that ends idle ones at stop.
+    connections: Cell<usize>,
+    draining: Cell<bool>,
+    drain: tokio::sync::Notify,
 }
 
 impl Worker {
@@ -54,6 +58,9 @@ impl Worker {
             generation: Cell::new(generation),
             gate: RefCell::new(gate),
             sender: RefCell::new(sender),
+            connections: Cell::new(0),
+            draining: Cell::new(false),
+            drain: tokio::sync::Notify::new(),
         }
     }
 
@@ -198,11 +205,21 @@ pub fn run_worker<B: Backend>(
                 }
             }
         };
-        tokio::select! {
+        let r = tokio::select! {
             r = udp_loop::<B>(w.clone(), udp_rx, udp) => r,
             r = accept_loop::<B>(w.clone(), tcp) => r,
             _ = stopped => Ok(()),
+        };
+        // The loops are gone and their sockets with them: no new frame or connection comes
+        // in. Requests in flight on open connections finish (within the read deadline);
+        // idle connections are closed now.
+        w.draining.set(true);
+        w.drain.notify_waiters();
+        let until = Instant::now() + w.config.borrow().read_timeout;
+        while w.connections.get() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        r
     })?
 }
 
@@ -277,8 +294,10 @@ async fn accept_loop<B: Backend>(w: Rc<Worker>, listener: B::Listener) -> io::Re
         }
         w.slot.tcp_accepted.fetch_add(1, Ordering::Relaxed);
         let w = w.clone();
+        w.connections.set(w.connections.get() + 1);
         B::spawn_local(async move {
             let _ = connection::<B>(&w, conn, from).await;
+            w.connections.set(w.connections.get() - 1);
             w.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
         });
     }
@@ -331,7 +350,19 @@ async fn serve_connection<B: Backend>(
         };
         // Waiting for the next frame: the idle timeout; once it has begun: the read deadline.
         let deadline = Instant::now() + if buf.is_empty() { idle } else { read_timeout };
-        if !fill(conn, &mut buf, 1, deadline).await? {
+        let more = if buf.is_empty() {
+            // Between requests: a stopping worker closes the connection here.
+            if w.draining.get() {
+                return Ok(());
+            }
+            tokio::select! {
+                r = fill(conn, &mut buf, 1, deadline) => r?,
+                _ = w.drain.notified() => return Ok(()),
+            }
+        } else {
+            fill(conn, &mut buf, 1, deadline).await?
+        };
+        if !more {
             if !any_byte {
                 // Closed before its first byte: an empty packet.
                 w.refresh();
