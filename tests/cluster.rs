@@ -124,18 +124,7 @@ fn join_through_a_member_then_leave() {
 }
 
 fn ha_service(n: &Node, name: &str) -> std::path::PathBuf {
-    let flag = n.root.join(format!("{name}.flag"));
-    let conf = n.root.join(format!("{name}.src"));
-    std::fs::write(
-        &conf,
-        format!(
-            "[DEFAULT]\nnodes = n2 n1 n3\norchestrate = ha\n[app#1]\nstart = touch {f}\nstop = rm -f {f}\ncheck = test -f {f}\n",
-            f = flag.display()
-        ),
-    )
-    .unwrap();
-    n.svcmgr(name, &["create", "--config", conf.to_str().unwrap()]);
-    flag
+    n.flag_service(name, "nodes = n2 n1 n3\norchestrate = ha", "", "")
 }
 
 #[test]
@@ -195,17 +184,7 @@ fn stopped_node_shows_maintenance_not_stale() {
 fn aggregated_logs_merge_every_node_in_time_order() {
     let nodes = cluster("n1 n2", 2);
     for n in &nodes {
-        let flag = n.root.join("agg.flag");
-        let conf = n.root.join("agg.src");
-        std::fs::write(
-            &conf,
-            format!(
-                "[DEFAULT]\nnodes = n1 n2\n[app#1]\nstart = touch {f}\ncheck = test -f {f}\n",
-                f = flag.display()
-            ),
-        )
-        .unwrap();
-        n.svcmgr("agg", &["create", "--config", conf.to_str().unwrap()]);
+        n.flag_service("agg", "nodes = n1 n2", "", "");
     }
     nodes[0].svcmgr("agg", &["start"]);
     nodes[1].svcmgr("agg", &["start"]);

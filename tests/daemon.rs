@@ -288,14 +288,7 @@ fn port_change_rebinds_live(backend: &str) {
         backend,
         ..Default::default()
     });
-    let new_port = free_port(n.ip);
-    n.nodemgr(&[
-        "set",
-        "--param",
-        "listener.port",
-        "--value",
-        &new_port.to_string(),
-    ]);
+    let new_port = n.set_free_port();
     let new_addr = SocketAddr::new(n.ip, new_port);
     wait_for("rebound on the new port", Duration::from_secs(10), || {
         (!connect_refused(new_addr)).then_some(())

@@ -20,18 +20,12 @@ fn daemon() -> Node {
 
 /// A service with one resource up while `<root>/NAME.flag` exists.
 fn service(n: &Node, name: &str, restart: u32, start_delay: &str) -> std::path::PathBuf {
-    let flag = n.root.join(format!("{name}.flag"));
-    let conf = n.root.join(format!("{name}.src.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "[DEFAULT]\nnodes = n1\n\n[app#1]\nstart = {start_delay}touch {f}\nstop = rm -f {f}\ncheck = test -f {f}\nrestart = {restart}\ntimeout = 10\n",
-            f = flag.display()
-        ),
+    n.flag_service(
+        name,
+        "nodes = n1",
+        start_delay,
+        &format!("restart = {restart}\ntimeout = 10\n"),
     )
-    .unwrap();
-    n.svcmgr(name, &["create", "--config", conf.to_str().unwrap()]);
-    flag
 }
 
 fn monitor(n: &Node, svc: &str) -> Value {
@@ -286,14 +280,7 @@ fn a_request_in_flight_during_a_port_change_is_answered() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
-    let new_port = free_port(n.ip);
-    n.nodemgr(&[
-        "set",
-        "--param",
-        "listener.port",
-        "--value",
-        &new_port.to_string(),
-    ]);
+    let new_port = n.set_free_port();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

@@ -193,6 +193,43 @@ impl Node {
             .unwrap()
     }
 
+    /// Creates service `name` with one resource, up while `<root>/NAME.flag` exists:
+    /// `defaults` is the [DEFAULT] section's body, `start_prefix` runs before the start's
+    /// `touch`, `extra` adds lines to [app#1]. Returns the flag's path.
+    pub fn flag_service(
+        &self,
+        name: &str,
+        defaults: &str,
+        start_prefix: &str,
+        extra: &str,
+    ) -> PathBuf {
+        let flag = self.root.join(format!("{name}.flag"));
+        let conf = self.root.join(format!("{name}.src.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "[DEFAULT]\n{defaults}\n[app#1]\nstart = {start_prefix}touch {f}\nstop = rm -f {f}\ncheck = test -f {f}\n{extra}",
+                f = flag.display()
+            ),
+        )
+        .unwrap();
+        self.svcmgr(name, &["create", "--config", conf.to_str().unwrap()]);
+        flag
+    }
+
+    /// Moves the listener to a free port with `nodemgr set`; returns the port.
+    pub fn set_free_port(&self) -> u16 {
+        let port = free_port(self.ip);
+        self.nodemgr(&[
+            "set",
+            "--param",
+            "listener.port",
+            "--value",
+            &port.to_string(),
+        ]);
+        port
+    }
+
     pub fn svcmgr(&self, svc: &str, args: &[&str]) -> String {
         let out = self.try_svcmgr(svc, args);
         assert!(
