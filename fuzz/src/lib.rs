@@ -173,15 +173,7 @@ pub fn receive_raw(data: &[u8]) {
 
     let s = gate.stats();
     assert_eq!(s.received, 2);
-    assert_eq!(
-        s.received,
-        s.dequeues
-            + s.dropped_blacklisted
-            + s.dropped_join_rate
-            + s.dropped_session_full
-            + s.invalid_total()
-            + s.delivered
-    );
+    assert_eq!(s.received, s.fates());
     assert!(s.delivered <= s.decrypted);
     assert_eq!(s.dropped_blacklisted, 0, "two invalid frames cannot ban");
 }

@@ -166,6 +166,17 @@ impl GateStats {
         self.invalid.iter().sum()
     }
 
+    /// Frames with a known fate; every received frame has exactly one, so this equals
+    /// `received`.
+    pub fn fates(&self) -> u64 {
+        self.dequeues
+            + self.dropped_blacklisted
+            + self.dropped_join_rate
+            + self.dropped_session_full
+            + self.invalid_total()
+            + self.delivered
+    }
+
     pub fn add(&mut self, o: &GateStats) {
         self.received += o.received;
         self.dequeues += o.dequeues;
