@@ -188,22 +188,34 @@ fn empty_packets_run_the_queued_actions(backend: &str) {
         &["nodemgr", "set", "--param", "itest.mark", "--value", "udp"],
     );
     n.udp(&[]);
-    wait_for("the queued action ran", Duration::from_secs(15), || {
-        let out = n.try_nodemgr(&["get", "--param", "itest.mark"]);
-        (String::from_utf8_lossy(&out.stdout).trim() == "udp").then_some(())
-    });
+    // The action's effect shows before the runner removes its file and counts it: wait for
+    // the run to be over, not only for the effect.
+    let node = &n;
+    let run_over = |count: u64| {
+        move || (node.status()["dequeue"]["actions_run"].as_u64() == Some(count)).then_some(())
+    };
+    wait_for(
+        "the queued action ran",
+        Duration::from_secs(15),
+        run_over(1),
+    );
+    let out = n.try_nodemgr(&["get", "--param", "itest.mark"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "udp");
     assert!(!n.root.join("var/actions/01-udp").exists());
     n.queue_action(
         "02-tcp",
         &["nodemgr", "set", "--param", "itest.mark", "--value", "tcp"],
     );
     drop(TcpStream::connect(n.addr()).unwrap());
-    wait_for("the queued action ran", Duration::from_secs(15), || {
-        let out = n.try_nodemgr(&["get", "--param", "itest.mark"]);
-        (String::from_utf8_lossy(&out.stdout).trim() == "tcp").then_some(())
-    });
+    wait_for(
+        "the queued action ran",
+        Duration::from_secs(15),
+        run_over(2),
+    );
+    let out = n.try_nodemgr(&["get", "--param", "itest.mark"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tcp");
+    assert!(!n.root.join("var/actions/02-tcp").exists());
     let s = n.status();
-    assert_eq!(s["dequeue"]["actions_run"], 2);
     assert_eq!(s["listener"]["counters"]["dequeues"], 2);
 }
 
