@@ -1,11 +1,12 @@
 //! The receive path against its parts: `cargo bench --bench wire` (results: benches/README.md).
 //!
 //! Every frame bench copies a pre-sealed frame into one reused buffer per iteration (decryption
-//! and simd-json work in place), so each includes the same copy; `copy_only` measures that copy
-//! alone, to subtract. Frames come from a batch of `FRAMES` sealed by a `Sender` with increasing
+//! works in place), so each includes the same copy; `copy_only` measures that copy alone, to
+//! subtract. Frames come from a batch of `FRAMES` sealed by a `Sender` with increasing
 //! counters, and every frame bench cycles through the same batch, so all see the same cache
-//! state. The payload of every frame is a valid `service_action` request of exactly the
-//! benched size, so the whole path parses a real request into the typed `Request`.
+//! state. The payload of every request frame is a valid `service_action` request of exactly
+//! the benched size, so the whole path parses a real request into the typed `Request`; the
+//! `hb_*` benches do the same with heartbeats in the load generator's shape.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,9 +15,12 @@ use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use divan::counter::BytesCount;
 use divan::{Bencher, black_box};
-use osvc_agent::guard::{DropReason, Gate, GateConfig, Message, Outcome, SharedGuard};
+use osvc_agent::guard::{DropReason, Gate, GateConfig, Message, Opened, Outcome, SharedGuard};
+use osvc_agent::hb::HbView;
 use osvc_agent::wire::frame::{TAG_LEN, header_len};
-use osvc_agent::wire::{Kind, Request, RequestParser, Sender, SessionKey, derive_key_bytes};
+use osvc_agent::wire::{
+    Heartbeat, Kind, Request, RequestParser, Sender, SessionKey, derive_key_bytes, json,
+};
 
 fn main() {
     divan::main();
@@ -41,7 +45,7 @@ fn request_of_size(size: usize) -> Request {
         .collect();
     let make = |command: &Vec<String>| Request::ServiceAction {
         svcname: "svc1".into(),
-        command: command.clone(),
+        command: command.clone().into(),
         sync: true,
     };
     // Arguments of 40 characters, as an `--env KEY=value` list would have, then one more
@@ -191,30 +195,41 @@ fn raw_open_aes_gcm(bencher: Bencher, size: usize) {
     assert_eq!(failures, 0);
 }
 
-/// simd-json parse of the plaintext into the typed `Request`, alone (with the gate's reused
-/// `RequestParser`). Copies the plaintext each iteration: simd-json parses in place. The
-/// `Request` is dropped inside the timed loop, as in `whole_path`.
+/// The parse of the plaintext into the typed `Request`, alone (with the gate's reused
+/// `RequestParser`): one pass of the JSON scanner, then the typed values. The parser does
+/// not write to its input, so there is no copy. The `Request` is dropped inside the timed
+/// loop, as in `whole_path`.
 #[divan::bench(args = SIZES)]
 fn json_parse_only(bencher: Bencher, size: usize) {
     let fx = Fixture::new(size);
     let mut parser = RequestParser::new();
-    let mut buf = fx.plain.clone();
-    assert_eq!(parser.parse(&mut buf).unwrap(), fx.request);
+    assert_eq!(parser.parse(&fx.plain).unwrap(), fx.request);
     let mut failures = 0usize;
     bencher.counter(BytesCount::new(size)).bench_local(|| {
-        buf.copy_from_slice(&fx.plain);
-        let r = parser.parse(&mut buf);
+        let r = parser.parse(black_box(&fx.plain));
         failures += usize::from(r.is_err());
         divan::black_box_drop(r);
     });
     assert_eq!(failures, 0);
 }
 
-/// simd-json alone: the same plaintext onto a reused tape (what `RequestParser` does before it
-/// reads the typed `Request` off the tape), to split `json_parse_only` into simd-json's own
-/// work and the typed conversion with its allocations.
+/// The JSON scanner alone: validation of the whole plaintext, no value kept.
 #[divan::bench(args = SIZES)]
-fn json_tape_only(bencher: Bencher, size: usize) {
+fn json_scan_only(bencher: Bencher, size: usize) {
+    let fx = Fixture::new(size);
+    assert_eq!(json::validate(&fx.plain), Ok(()));
+    let mut failures = 0usize;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        let r = json::validate(black_box(&fx.plain));
+        failures += usize::from(r.is_err());
+    });
+    assert_eq!(failures, 0);
+}
+
+/// simd-json's tape of the same plaintext (what the parser used before the scanner), for
+/// comparison. It parses in place, so each iteration copies the plaintext first.
+#[divan::bench(args = SIZES)]
+fn json_tape_simd_json(bencher: Bencher, size: usize) {
     let fx = Fixture::new(size);
     let mut buffers = simd_json::Buffers::new(size);
     let mut kept = Some(simd_json::Tape::null());
@@ -268,8 +283,38 @@ fn bench_admit(bencher: Bencher, size: usize, shared: Arc<SharedGuard>) {
     assert!(gate.stats().delivered > before);
 }
 
+/// The decrypt path, `Gate::open`: steps 1 to 6 of the validation order (view, blacklist,
+/// membership, skew, replay check, key cache hit, open, replay commit), no JSON. What the
+/// guard adds to the raw open.
+#[divan::bench(args = SIZES)]
+fn decrypt_path(bencher: Bencher, size: usize) {
+    let fx = Fixture::new(size);
+    let shared = Arc::new(SharedGuard::new(600_000, 20));
+    let mut gate = Gate::new(gate_config(), shared.clone());
+    let mut buf = vec![0u8; fx.frame_len()];
+    buf.copy_from_slice(&fx.frames[0]);
+    match gate.open(&mut buf, T0) {
+        Opened::Plain { payload, .. } => assert_eq!(payload, &fx.plain[..]),
+        other => panic!("not opened: {other:?}"),
+    }
+    let mut i = 0;
+    let mut unopened = 0usize;
+    bencher.counter(BytesCount::new(size)).bench_local(|| {
+        let c = next(&mut i);
+        if c == 0 {
+            shared.replay.clear();
+        }
+        buf.copy_from_slice(&fx.frames[c]);
+        let out = gate.open(&mut buf, T0);
+        unopened += usize::from(!matches!(out, Opened::Plain { .. }));
+        black_box(out);
+    });
+    assert_eq!(unopened, 0);
+    assert_eq!(gate.stats().invalid_total(), 0);
+}
+
 /// The whole receive path: view, blacklist, membership, skew, replay check, key cache hit,
-/// open, replay commit, simd-json parse into `Request`.
+/// open, replay commit, parse into `Request`.
 #[divan::bench(args = SIZES)]
 fn whole_path(bencher: Bencher, size: usize) {
     bench_admit(bencher, size, Arc::new(SharedGuard::new(600_000, 20)));
@@ -323,4 +368,116 @@ fn hkdf_derive() -> SessionKey {
         black_box(NODE),
         black_box(&SALT),
     )
+}
+
+// ---- heartbeats -------------------------------------------------------------------------
+
+/// Heartbeat frame sizes, as `lsnr-bench hb-udp` sends them.
+const HB_SIZES: [usize; 2] = [256, 1024];
+
+/// Heartbeats in the shape `lsnr-bench` sends (`loadgen::frames::heartbeat_payload`: a node
+/// monitor padded to the size and as many services as fit), frame `i` at generation `i + 1`,
+/// so that each one applied to a view is news (a full snapshot replacing the last).
+struct HbFixture {
+    payloads: Vec<Vec<u8>>,
+    frames: Vec<Vec<u8>>,
+}
+
+impl HbFixture {
+    fn new(frame_size: usize) -> Self {
+        let base = osvc_agent::loadgen::frames::heartbeat_payload(frame_size, NODE.len());
+        let base = String::from_utf8(base).unwrap();
+        assert!(base.starts_with(r#"{"gen":1,"#));
+        let payloads: Vec<Vec<u8>> = (0..FRAMES)
+            .map(|i| {
+                base.replacen(r#""gen":1,"#, &format!(r#""gen":{},"#, i + 1), 1)
+                    .into_bytes()
+            })
+            .collect();
+        let mut sender = Sender::with_salt(SECRET.as_bytes(), CLUSTER, NODE, SALT, T0);
+        let frames = payloads
+            .iter()
+            .map(|p| {
+                let mut f = Vec::new();
+                sender.seal(Kind::Heartbeat, p, T0, &mut f).unwrap();
+                f
+            })
+            .collect();
+        HbFixture { payloads, frames }
+    }
+}
+
+/// `Heartbeat::parse`: the scanner's pass and the copy of the payload the heartbeat keeps.
+#[divan::bench(args = HB_SIZES)]
+fn hb_parse_only(bencher: Bencher, size: usize) {
+    let fx = HbFixture::new(size);
+    let mut i = 0;
+    let mut failures = 0usize;
+    bencher
+        .counter(BytesCount::new(fx.payloads[0].len()))
+        .bench_local(|| {
+            let r = Heartbeat::parse(&fx.payloads[next(&mut i)]);
+            failures += usize::from(r.is_err());
+            divan::black_box_drop(r);
+        });
+    assert_eq!(failures, 0);
+}
+
+/// `Gate::admit` of heartbeat frames: what a listener worker does with each one before it
+/// hands it to the heartbeat shard.
+#[divan::bench(args = HB_SIZES)]
+fn hb_whole_path(bencher: Bencher, size: usize) {
+    let fx = HbFixture::new(size);
+    let shared = Arc::new(SharedGuard::new(600_000, 20));
+    let mut gate = Gate::new(gate_config(), shared.clone());
+    let mut buf = Vec::new();
+    let mut i = 0;
+    let mut undelivered = 0usize;
+    bencher
+        .counter(BytesCount::new(fx.payloads[0].len()))
+        .bench_local(|| {
+            let c = next(&mut i);
+            if c == 0 {
+                shared.replay.clear();
+            }
+            buf.clear();
+            buf.extend_from_slice(&fx.frames[c]);
+            let out = gate.admit(&mut buf, T0);
+            undelivered += usize::from(!matches!(
+                out,
+                Outcome::Deliver {
+                    message: Message::Heartbeat(_),
+                    ..
+                }
+            ));
+            divan::black_box_drop(out);
+        });
+    assert_eq!(undelivered, 0);
+}
+
+/// `HbView::apply` of a parsed heartbeat that is news (a newer full snapshot): what the
+/// heartbeat shard does with each one. The heartbeats are made outside the timed loop.
+#[divan::bench(args = HB_SIZES)]
+fn hb_apply(bencher: Bencher, size: usize) {
+    let fx = HbFixture::new(size);
+    let parsed: Vec<Heartbeat> = fx
+        .payloads
+        .iter()
+        .map(|p| Heartbeat::parse(p).unwrap())
+        .collect();
+    let mut view = HbView::new();
+    let mut i = 0;
+    bencher
+        .counter(BytesCount::new(fx.payloads[0].len()))
+        .with_inputs(|| {
+            let c = next(&mut i);
+            // At the wrap, generations go back to 1: start a new view (a rare reset).
+            (c == 0, parsed[c].clone())
+        })
+        .bench_local_values(|(restart, hb)| {
+            if restart {
+                view = HbView::new();
+            }
+            black_box(view.apply(hb))
+        });
 }

@@ -15,7 +15,7 @@ secs="${1:-60}"
 [[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS]" >&2; exit 2; }
 cd "$(dirname "$0")"
 
-targets=(frame_view receive_path request_parser)
+targets=(frame_view receive_path request_parser json_scanner)
 host="$(rustc -vV | sed -n 's/^host: //p')"
 
 # The instrumentation cargo-fuzz would pass (see README.md). Only stable `-C` options: no -Z.

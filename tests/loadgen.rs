@@ -1,4 +1,5 @@
-//! The load generator end to end, in its quickest form: `lsnr-bench --quick --scenario hb-udp`
+//! The load generator end to end, in its quickest form: `lsnr-bench --quick --scenario
+//! hb-udp,hb-udp-news`
 //! with tiny windows against real daemons (both backends), and its JSON summary checked for
 //! non-zero figures. A smoke test of the tool, not a measurement.
 
@@ -12,7 +13,13 @@ fn quick_hb_udp_reports_nonzero_figures() {
     let json = std::env::temp_dir().join(format!("lsnr-bench-smoke-{}.json", std::process::id()));
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_lsnr-bench"))
-        .args(["--quick", "--scenario", "hb-udp", "--size", "256"])
+        .args([
+            "--quick",
+            "--scenario",
+            "hb-udp,hb-udp-news",
+            "--size",
+            "256",
+        ])
         .args(["--nodes", "50", "--duration", "0.5", "--warmup", "0.2"])
         .args(["--max-pool-mib", "16"])
         .arg("--nodemgr")
@@ -53,13 +60,23 @@ fn quick_hb_udp_reports_nonzero_figures() {
     };
     assert!(fig("null-sink", sink, "received_per_s") > 0.0);
     for &backend in &backends {
-        assert!(fig("hb-udp", backend, "delivered_per_s") > 0.0, "{backend}");
-        assert!(fig("hb-udp", backend, "received_per_s") > 0.0, "{backend}");
+        for sc in ["hb-udp", "hb-udp-news"] {
+            assert!(fig(sc, backend, "delivered_per_s") > 0.0, "{sc} {backend}");
+            assert!(fig(sc, backend, "applied_per_s") > 0.0, "{sc} {backend}");
+            assert!(fig(sc, backend, "received_per_s") > 0.0, "{sc} {backend}");
+            assert_eq!(fig(sc, backend, "invalid_in_window"), 0.0, "{sc} {backend}");
+        }
+        // A node repeating itself is recognised; news never repeats.
+        assert!(
+            fig("hb-udp", backend, "heartbeat_repeats_per_s") > 0.0,
+            "{backend}"
+        );
         assert_eq!(
-            fig("hb-udp", backend, "invalid_in_window"),
+            fig("hb-udp-news", backend, "heartbeat_repeats_per_s"),
             0.0,
             "{backend}"
         );
+        assert!(fig("hb-udp-news", backend, "news_per_s") > 0.0, "{backend}");
         let run = runs
             .iter()
             .find(|r| r["scenario"] == "hb-udp" && r["backend"] == backend)

@@ -16,7 +16,6 @@ use osvc_agent::wire::{
     FrameView, Header, HeaderError, Heartbeat, Kind, Request, Sender, SessionKey, Stale,
 };
 use proptest::prelude::*;
-use serde_json::json;
 
 /// The fuzz targets' bodies: `fuzz_regressions` replays crashers through exactly this code.
 #[path = "../fuzz/src/lib.rs"]
@@ -515,12 +514,7 @@ fn invalid_options_and_heartbeats() {
 // Valid frames.
 
 fn heartbeat_gen1() -> Heartbeat {
-    Heartbeat {
-        r#gen: 1,
-        monitor: json!({}),
-        services: serde_json::Map::new(),
-        ..Default::default()
-    }
+    Heartbeat::parse(br#"{"gen":1,"since":0,"monitor":{},"services":{}}"#).unwrap()
 }
 
 #[test]
@@ -722,7 +716,7 @@ fn five_consecutive_invalid_ban_and_a_valid_message_resets() {
         r.admit(seal(&mut s1, Kind::Request, b"{")),
         invalid(Invalid::Payload(PayloadError::Json(
             // simd-json's message for this input, checked below by class only.
-            match osvc_agent::wire::payload::parse_request(&mut b"{".to_vec()) {
+            match osvc_agent::wire::payload::parse_request(b"{") {
                 Err(PayloadError::Json(m)) => m,
                 other => panic!("{other:?}"),
             }
@@ -1060,7 +1054,15 @@ fn run_fuzz_entry_points(data: &[u8]) {
     fuzz_harness::frame_view(data);
     fuzz_harness::receive_path(data);
     fuzz_harness::request_parser(data);
+    fuzz_harness::json_scanner(data);
 }
+
+const FUZZ_TARGETS: [&str; 4] = [
+    "frame_view",
+    "receive_path",
+    "request_parser",
+    "json_scanner",
+];
 
 fn fuzz_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -1083,7 +1085,7 @@ fn case_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Every crasher the fuzzers ever found (fuzz/regressions/), through all three targets.
+/// Every crasher the fuzzers ever found (fuzz/regressions/), through every target.
 #[test]
 fn fuzz_regressions() {
     for path in case_files(&fuzz_dir().join("regressions")) {
@@ -1112,7 +1114,7 @@ fn fuzz_seeds_are_current() {
         );
         run_fuzz_entry_points(bytes);
     }
-    for target in ["frame_view", "receive_path", "request_parser"] {
+    for target in FUZZ_TARGETS {
         let dir = fuzz_dir().join("seeds").join(target);
         let expected = seeds.iter().filter(|(t, _, _)| *t == target).count();
         assert_eq!(case_files(&dir).len(), expected, "{}", dir.display());
@@ -1136,7 +1138,7 @@ fn fuzz_seeds_are_current() {
 #[test]
 #[ignore = "writes fuzz/seeds/"]
 fn write_fuzz_seeds() {
-    for target in ["frame_view", "receive_path", "request_parser"] {
+    for target in FUZZ_TARGETS {
         let dir = fuzz_dir().join("seeds").join(target);
         if dir.exists() {
             for f in case_files(&dir) {
@@ -1157,7 +1159,7 @@ fn write_fuzz_seeds() {
 #[test]
 fn duplicate_keys_are_refused() {
     use osvc_agent::wire::payload::parse_request;
-    let parse = |s: &str| parse_request(&mut s.as_bytes().to_vec());
+    let parse = |s: &str| parse_request(s.as_bytes());
     let dup = |action: &'static str, field: &str| {
         Err::<Request, _>(PayloadError::DuplicateKey {
             action,

@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use osvc_agent::guard::{DropReason, Gate, GateConfig, Invalid, Message, Outcome, SharedGuard};
 use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
+use osvc_agent::wire::json;
 use osvc_agent::wire::payload::{ACTIONS, parse_request, valid_svcname};
 use osvc_agent::wire::{
-    FrameView, Header, Heartbeat, Kind, Request, RequestParser, Response, Sender, SessionKey, Stale,
+    FrameView, Header, Heartbeat, Kind, PayloadError, Request, RequestParser, Response, Sender,
+    SessionKey, Stale,
 };
 
 /// The receiver every target runs: fixed secret, cluster, members and clock, so that a crasher
@@ -200,7 +202,9 @@ fn check_outcome(data: &[u8], outcome: &Outcome<'_>) {
             let payload = &mut copy[range];
             let reparsed = match view.kind() {
                 Kind::Request => parse_request(payload).map(Message::Request),
-                Kind::Heartbeat => Heartbeat::parse(payload).map(Message::Heartbeat),
+                Kind::Heartbeat => Heartbeat::parse(payload)
+                    .map(Message::Heartbeat)
+                    .map_err(PayloadError::from),
                 other => panic!("delivered a frame of kind {other:?}"),
             };
             assert_eq!(reparsed.as_ref(), Ok(message));
@@ -238,10 +242,12 @@ pub fn receive_sealed(data: &[u8]) {
                 return;
             }
         };
-        let mut copy = data.to_vec();
+        let copy = data.to_vec();
         let parsed = match kind {
-            Kind::Request => parse_request(&mut copy).map(Message::Request),
-            _ => Heartbeat::parse(&mut copy).map(Message::Heartbeat),
+            Kind::Request => parse_request(&copy).map(Message::Request),
+            _ => Heartbeat::parse(&copy)
+                .map(Message::Heartbeat)
+                .map_err(PayloadError::from),
         };
         let member = MEMBERS.contains(&nodename);
         let expected = match parsed {
@@ -267,25 +273,99 @@ pub fn receive_sealed(data: &[u8]) {
 /// encode and parse back to itself, and a reused parser must agree with a fresh one. The
 /// response and heartbeat parsers get the same bytes (no panic is all they promise).
 pub fn request_parser(data: &[u8]) {
-    let parsed = parse_request(&mut data.to_vec());
+    let parsed = parse_request(data);
     let mut parser = RequestParser::new();
-    let _ = parser.parse(&mut br#"{"action":"leave"}"#.to_vec());
-    assert_eq!(parser.parse(&mut data.to_vec()), parsed);
+    let _ = parser.parse(br#"{"action":"leave"}"#);
+    assert_eq!(parser.parse(data), parsed);
     match parsed {
         Ok(request) => {
             assert!(ACTIONS.contains(&request.action()));
             if let Some(svc) = request.svcname() {
                 assert_eq!(valid_svcname(svc), Ok(()));
             }
-            let mut encoded = request.to_vec();
-            assert_eq!(parse_request(&mut encoded), Ok(request));
+            let encoded = request.to_vec();
+            assert_eq!(parse_request(&encoded), Ok(request));
         }
         Err(e) => {
             let _ = e.to_string();
         }
     }
     let _ = Response::parse(&mut data.to_vec());
-    let _ = Heartbeat::parse(&mut data.to_vec());
+    let _ = Heartbeat::parse(data);
+}
+
+/// Target `json_scanner`: the strict JSON scanner against serde_json, the reference it
+/// promises to match. A document is valid for one exactly when it is for the other, and a
+/// valid one reads the same through the scanner as through serde_json. What the heartbeat
+/// parser accepts is valid JSON, and its raw values are too.
+pub fn json_scanner(data: &[u8]) {
+    let reference = serde_json::from_slice::<serde_json::Value>(data);
+    let mine = json::validate(data);
+    assert_eq!(
+        mine.is_ok(),
+        reference.is_ok(),
+        "scanner: {mine:?}, serde_json: {reference:?}"
+    );
+    if let Ok(expected) = reference {
+        let mut s = json::Scanner::new(data);
+        let read = reread(&mut s).and_then(|v| s.end().map(|()| v));
+        assert_eq!(read.ok(), Some(expected));
+    }
+    if let Ok(hb) = Heartbeat::parse(data) {
+        assert!(json::validate(data).is_ok());
+        assert!(json::validate(hb.monitor().as_str().as_bytes()).is_ok());
+        for (_, v) in hb.services() {
+            assert!(json::validate(v.as_str().as_bytes()).is_ok());
+        }
+        // Written back and read again, it is what serde_json reads of the same text (not
+        // always the first value: serde_json's float parsing does not round-trip exactly).
+        let again = serde_json::to_vec(&hb.to_value()).expect("a value encodes");
+        let reread = Heartbeat::parse(&again).expect("a heartbeat written back reads");
+        assert_eq!(
+            Ok(reread.to_value()),
+            serde_json::from_slice::<serde_json::Value>(&again).map_err(|e| e.to_string())
+        );
+        assert_eq!(
+            (reread.r#gen, reread.since, reread.boot, reread.part),
+            (hb.r#gen, hb.since, hb.boot, hb.part)
+        );
+        // The same services (in name order: `to_value` writes them sorted).
+        let names = |h: &Heartbeat| {
+            let mut n: Vec<String> = h.services().map(|(n, _)| n.to_owned()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&reread), names(&hb));
+    }
+}
+
+/// The document as the scanner reads it, as a serde_json value.
+fn reread(s: &mut json::Scanner<'_>) -> Result<serde_json::Value, json::Fail> {
+    use serde_json::Value;
+    Ok(match s.peek()? {
+        json::Peek::Object => {
+            let mut map = serde_json::Map::new();
+            let mut seq = s.begin_object()?;
+            while let Some(k) = s.next_key(&mut seq)? {
+                let v = reread(s)?;
+                map.insert(k.value().into_owned(), v);
+            }
+            Value::Object(map)
+        }
+        json::Peek::Array => {
+            let mut list = Vec::new();
+            let mut seq = s.begin_array()?;
+            while s.next_element(&mut seq)? {
+                list.push(reread(s)?);
+            }
+            Value::Array(list)
+        }
+        json::Peek::String => Value::String(s.string()?.value().into_owned()),
+        _ => {
+            let span = s.skip_span()?;
+            serde_json::from_slice(&s.buffer()[span]).expect("a scanned scalar is JSON")
+        }
+    })
 }
 
 /// The committed seed corpus: (target, file name, bytes). Frames are sealed for the fixed
@@ -316,7 +396,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "service_action.json",
             Request::ServiceAction {
                 svcname: "svc1".into(),
-                command: vec!["start".into(), "--rid".into(), "fs#1".into()],
+                command: ["start", "--rid", "fs#1"].into(),
                 sync: false,
             },
         ),
@@ -356,6 +436,13 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         requests[4].1.to_vec(),
     ));
     out.push(("receive_path", "payload_heartbeat.json", heartbeat.to_vec()));
+    out.push(("json_scanner", "heartbeat.json", heartbeat.to_vec()));
+    out.push((
+        "json_scanner",
+        "escapes_numbers.json",
+        br#" {"a\u00e9\ud83d\ude00": [-0.5e+3, 18446744073709551616, true, null, "\"\\\/\b\f\n\r\t"], "": {}} "#
+            .to_vec(),
+    ));
     out.push((
         "frame_view",
         "frame_request.bin",

@@ -31,8 +31,13 @@ Scenarios:
   hb-udp              N simulated member nodes (--nodes, 1000) sending heartbeats (kind 3) as
                       fast as sendmmsg goes from --sockets source sockets, frames sealed before
                       the clock starts (fresh counters, nothing replayed), at each --size
-                      (256 and 1024 B). Reports delivered/s from the daemon's counters and
-                      pipeline / null-sink.
+                      (256 and 1024 B). Each node repeats its content (its generation stays
+                      at 1): a node's steady state. Reports the heartbeats applied to the
+                      peers' views per second (and the listener's delivered/s, repeats/s)
+                      and pipeline / null-sink.
+
+  hb-udp-news         The same, but every heartbeat is a new generation of its node's content:
+                      nothing repeats, every payload is read in full. The worst case.
 
   blacklisted-flood   Legitimate nodes at --legit-rate heartbeats/s alone, then the same with one
                       banned member name (banned first with 5 frames that fail authentication)

@@ -205,7 +205,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             let request = Request::ServiceAction {
                 svcname: name.into(),
-                command: vec![verb.into()],
+                command: std::iter::once(verb).collect(),
                 sync: !a.r#async,
             };
             match client::call(&target, &request, timeout) {

@@ -86,7 +86,7 @@ async fn connection(mut conn: UnixStream, d: Dispatcher) -> std::io::Result<()> 
         }
         let mut payload = vec![0u8; len];
         conn.read_exact(&mut payload).await?;
-        let reply = match parser.parse(&mut payload) {
+        let reply = match parser.parse(&payload) {
             Ok(request) => d.call(Origin::Local, request).await,
             Err(e) => Response::error(e.to_string()).into(),
         };

@@ -121,6 +121,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         services: Mutex::new(Default::default()),
         actions: Mutex::new(Default::default()),
         ticks_in_flight: Mutex::new(Default::default()),
+        heartbeats: Default::default(),
     });
     let shards = match config.listener.shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -41,12 +41,14 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
-    pub fn monitor(&self) -> &serde_json::Value {
-        self.view.monitor()
+    /// The peer's node monitor, as a document.
+    pub fn monitor(&self) -> serde_json::Value {
+        self.view.monitor_json()
     }
 
-    pub fn services(&self) -> &serde_json::Map<String, serde_json::Value> {
-        self.view.services()
+    /// One of the peer's services, as a document.
+    pub fn service(&self, name: &str) -> Option<serde_json::Value> {
+        self.view.services().get(name).map(|v| v.to_value())
     }
 
     pub fn in_maintenance(&self) -> bool {
@@ -80,6 +82,19 @@ pub struct DaemonState {
     pub actions: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Services whose monitor tick is queued or running: the monitor thread skips them.
     pub ticks_in_flight: Mutex<HashSet<String>>,
+    /// Heartbeats taken into peers' views by the heartbeat shard (the listener's `delivered`
+    /// counts them before the shard's queue, which may drop some under a flood).
+    pub heartbeats: HeartbeatCounters,
+}
+
+#[derive(Default, Debug)]
+pub struct HeartbeatCounters {
+    /// Applied to a peer's view (news or not).
+    pub applied: std::sync::atomic::AtomicU64,
+    /// Of those, the ones that changed the view (not older than what it held).
+    pub news: std::sync::atomic::AtomicU64,
+    /// Refused by the view (a part count that changed within a generation).
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -1,7 +1,7 @@
 //! The receive path as a pure function of (frame, clock): PROTOCOL.md's validation order,
 //! returning what the listener must do. No I/O; the listener owns sockets and logging.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::blacklist::{Blacklist, Strike, Verdict};
@@ -9,7 +9,8 @@ use super::ratelimit::RateLimit;
 use crate::wire::crypto::SessionKey;
 use crate::wire::fasthash::FastState;
 use crate::wire::frame::{FrameView, HeaderError, Kind};
-use crate::wire::payload::{Heartbeat, PayloadError, Request, RequestParser};
+use crate::wire::heartbeat::Heartbeat;
+use crate::wire::payload::{PayloadError, Request, RequestParser};
 use crate::wire::replay::{Stale, within_skew};
 use crate::wire::session::{KeyCache, ReplayError, ReplayTable};
 
@@ -141,6 +142,21 @@ pub enum Outcome<'b> {
     },
 }
 
+/// A frame after steps 1 to 6 (`Gate::open`).
+#[derive(Debug, PartialEq)]
+pub enum Opened<'b> {
+    Dequeue,
+    Drop(DropReason),
+    /// Authenticated and decrypted; `member` false for a non-member's request (which only a
+    /// join may be).
+    Plain {
+        nodename: &'b str,
+        kind: Kind,
+        member: bool,
+        payload: &'b [u8],
+    },
+}
+
 /// Rare events the listener logs once each, with the sender's address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -159,6 +175,8 @@ pub struct GateStats {
     pub invalid: [u64; InvalidClass::ALL.len()],
     pub decrypted: u64,
     pub delivered: u64,
+    /// Delivered heartbeats that repeated their sender's previous one (not parsed again).
+    pub heartbeat_repeats: u64,
 }
 
 impl GateStats {
@@ -188,6 +206,7 @@ impl GateStats {
         }
         self.decrypted += o.decrypted;
         self.delivered += o.delivered;
+        self.heartbeat_repeats += o.heartbeat_repeats;
     }
 }
 
@@ -196,6 +215,11 @@ fn member_set(config: &GateConfig) -> HashSet<Box<str>, FastState> {
     set.extend(config.members.iter().map(|m| Box::from(m.as_str())));
     set
 }
+
+/// A heartbeat larger than this is not kept to recognise its repeats: the memory kept is at
+/// most this much per member and worker, and a node whose content needs split snapshots
+/// rarely repeats a datagram.
+const MAX_REMEMBERED_HEARTBEAT: usize = 8 * 1024;
 
 /// One worker's receiver: shared guard state plus its own key cache and parser buffers.
 pub struct Gate {
@@ -206,6 +230,8 @@ pub struct Gate {
     shared: Arc<SharedGuard>,
     keys: KeyCache,
     parser: RequestParser,
+    /// Each member's last heartbeat read by this worker, to recognise a repeat.
+    last_heartbeat: HashMap<Box<str>, Heartbeat, FastState>,
     stats: GateStats,
     notices: Vec<Notice>,
 }
@@ -218,6 +244,7 @@ impl Gate {
             shared,
             keys: KeyCache::new(8192),
             parser: RequestParser::new(),
+            last_heartbeat: HashMap::with_hasher(FastState::new()),
             stats: GateStats::default(),
             notices: Vec::new(),
         }
@@ -234,6 +261,7 @@ impl Gate {
         }
         if config.members != self.config.members {
             self.members = member_set(&config);
+            self.last_heartbeat.clear();
         }
         self.config = config;
     }
@@ -252,39 +280,89 @@ impl Gate {
     }
 
     /// Runs one received frame through PROTOCOL.md's validation order. The buffer is
-    /// decrypted and parsed in place.
+    /// decrypted in place, then its payload parsed.
     pub fn admit<'b>(&mut self, buf: &'b mut [u8], now_ms: u64) -> Outcome<'b> {
+        let (nodename, kind, member, payload) = match self.open(buf, now_ms) {
+            Opened::Dequeue => return Outcome::Dequeue,
+            Opened::Drop(reason) => return Outcome::Drop(reason),
+            Opened::Plain {
+                nodename,
+                kind,
+                member,
+                payload,
+            } => (nodename, kind, member, payload),
+        };
+        // 7. Parse.
+        let message = match kind {
+            Kind::Request => self.parser.parse(payload).map(Message::Request),
+            _ if member => self.heartbeat(nodename, payload).map(Message::Heartbeat),
+            _ => Heartbeat::parse(payload)
+                .map(Message::Heartbeat)
+                .map_err(PayloadError::from),
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                return Outcome::Drop(self.invalid(Some(nodename), Invalid::Payload(e), now_ms));
+            }
+        };
+        if !member && message != Message::Request(Request::Join) {
+            return Outcome::Drop(self.invalid(Some(nodename), Invalid::NotMember, now_ms));
+        }
+        self.shared.blacklist.record_valid(nodename);
+        self.stats.delivered += 1;
+        Outcome::Deliver { nodename, message }
+    }
+
+    /// Steps 1 to 6 of the validation order: the frame authenticated and decrypted in place,
+    /// or what to do instead. Its payload is not parsed yet (`admit` does that); a frame
+    /// that opens here is not valid until then, so nothing is recorded as valid.
+    pub fn open<'b>(&mut self, buf: &'b mut [u8], now_ms: u64) -> Opened<'b> {
         self.stats.received += 1;
         // 1. Empty packet.
         if buf.is_empty() {
             self.stats.dequeues += 1;
-            return Outcome::Dequeue;
+            return Opened::Dequeue;
         }
         // 2. Header.
         let (header_len, kind, counter, ts_ms, salt) = match FrameView::parse(buf) {
             Ok(v) => (v.header_len(), v.kind(), v.counter(), v.ts_ms(), *v.salt()),
             Err(failure) => {
                 let name = failure.nodename.map(str::to_owned);
-                return self.invalid(name.as_deref(), Invalid::Header(failure.error), now_ms);
+                return Opened::Drop(self.invalid(
+                    name.as_deref(),
+                    Invalid::Header(failure.error),
+                    now_ms,
+                ));
             }
         };
         let (header, body) = buf.split_at_mut(header_len);
         let header: &'b [u8] = header;
         let nodename = match FrameView::nodename_of(header) {
             Some(n) => n,
-            None => return self.invalid(None, Invalid::Header(HeaderError::TooShort), now_ms),
+            None => {
+                return Opened::Drop(self.invalid(
+                    None,
+                    Invalid::Header(HeaderError::TooShort),
+                    now_ms,
+                ));
+            }
         };
         // 3. Blacklist, before anything else is spent.
         match self.shared.blacklist.check(nodename, now_ms) {
             Verdict::Allowed => {}
             Verdict::Banned => {
                 self.stats.dropped_blacklisted += 1;
-                return Outcome::Drop(DropReason::Blacklisted);
+                return Opened::Drop(DropReason::Blacklisted);
             }
             Verdict::BanExpired => self.notices.push(Notice::BanExpired(nodename.to_owned())),
         }
         if !matches!(kind, Kind::Request | Kind::Heartbeat) {
-            return self.invalid(Some(nodename), Invalid::UnexpectedKind(kind), now_ms);
+            return Opened::Drop(self.invalid(
+                Some(nodename),
+                Invalid::UnexpectedKind(kind),
+                now_ms,
+            ));
         }
         // 4. Membership. A non-member may only send a join request, decrypted under the
         //    global rate limit; beyond it the frame is dropped uncounted.
@@ -296,19 +374,19 @@ impl Gate {
                 .try_acquire(now_ms.saturating_mul(1000))
             {
                 self.stats.dropped_join_rate += 1;
-                return Outcome::Drop(DropReason::JoinRateLimited);
+                return Opened::Drop(DropReason::JoinRateLimited);
             }
             if kind != Kind::Request || !self.config.accept_joins {
-                return self.invalid(Some(nodename), Invalid::NotMember, now_ms);
+                return Opened::Drop(self.invalid(Some(nodename), Invalid::NotMember, now_ms));
             }
         }
         // 5. Freshness and replay (read-only until the frame authenticates).
         let skew = self.config.max_clock_skew_ms;
         if !within_skew(now_ms, ts_ms, skew) {
-            return self.invalid(Some(nodename), Invalid::ClockSkew, now_ms);
+            return Opened::Drop(self.invalid(Some(nodename), Invalid::ClockSkew, now_ms));
         }
         if let Err(stale) = self.shared.replay.check(nodename, &salt, counter) {
-            return self.invalid(Some(nodename), Invalid::Stale(stale), now_ms);
+            return Opened::Drop(self.invalid(Some(nodename), Invalid::Stale(stale), now_ms));
         }
         // 6. Decrypt in place, with the cached session key if this session authenticated
         //    before.
@@ -328,7 +406,7 @@ impl Gate {
             }
         };
         let Ok((plain_len, new_key)) = opened else {
-            return self.invalid(Some(nodename), Invalid::Decrypt, now_ms);
+            return Opened::Drop(self.invalid(Some(nodename), Invalid::Decrypt, now_ms));
         };
         self.stats.decrypted += 1;
         match self
@@ -338,43 +416,58 @@ impl Gate {
         {
             Ok(()) => {}
             Err(ReplayError::Stale(stale)) => {
-                return self.invalid(Some(nodename), Invalid::Stale(stale), now_ms);
+                return Opened::Drop(self.invalid(Some(nodename), Invalid::Stale(stale), now_ms));
             }
             Err(ReplayError::Full) => {
                 self.stats.dropped_session_full += 1;
-                return Outcome::Drop(DropReason::SessionTableFull);
+                return Opened::Drop(DropReason::SessionTableFull);
             }
         }
         if let Some(key) = new_key {
             self.keys.insert_authenticated(nodename, &salt, key);
         }
-        // 7. Parse.
-        let payload = &mut body[..plain_len];
-        let message = match kind {
-            Kind::Request => self.parser.parse(payload).map(Message::Request),
-            _ => Heartbeat::parse(payload).map(Message::Heartbeat),
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => return self.invalid(Some(nodename), Invalid::Payload(e), now_ms),
-        };
-        if !member && message != Message::Request(Request::Join) {
-            return self.invalid(Some(nodename), Invalid::NotMember, now_ms);
+        let payload: &'b [u8] = &body[..plain_len];
+        Opened::Plain {
+            nodename,
+            kind,
+            member,
+            payload,
         }
-        self.shared.blacklist.record_valid(nodename);
-        self.stats.delivered += 1;
-        Outcome::Deliver { nodename, message }
+    }
+
+    /// A member's heartbeat. Between changes a node sends the same content beat after beat:
+    /// a payload equal, byte for byte, to the last one read from that member is that
+    /// heartbeat again (read and checked already), handed out as a clone (no allocation).
+    fn heartbeat(&mut self, nodename: &str, payload: &[u8]) -> Result<Heartbeat, PayloadError> {
+        if let Some(last) = self.last_heartbeat.get(nodename)
+            && last.text().as_bytes() == payload
+        {
+            self.stats.heartbeat_repeats += 1;
+            return Ok(last.clone());
+        }
+        let hb = Heartbeat::parse(payload)?;
+        if payload.len() <= MAX_REMEMBERED_HEARTBEAT {
+            match self.last_heartbeat.get_mut(nodename) {
+                Some(slot) => *slot = hb.clone(),
+                None => {
+                    self.last_heartbeat.insert(nodename.into(), hb.clone());
+                }
+            }
+        } else {
+            self.last_heartbeat.remove(nodename);
+        }
+        Ok(hb)
     }
 
     #[cold]
-    fn invalid<'b>(&mut self, nodename: Option<&str>, reason: Invalid, now_ms: u64) -> Outcome<'b> {
+    fn invalid(&mut self, nodename: Option<&str>, reason: Invalid, now_ms: u64) -> DropReason {
         self.stats.invalid[reason.class() as usize] += 1;
         if let Some(name) = nodename
             && self.shared.blacklist.record_invalid(name, now_ms) == Strike::Banned
         {
             self.notices.push(Notice::Banned(name.to_owned()));
         }
-        Outcome::Drop(DropReason::Invalid(reason))
+        DropReason::Invalid(reason)
     }
 }
 
@@ -400,6 +493,47 @@ mod tests {
         s.seal(Kind::Request, &Request::DaemonStatus.to_vec(), NOW, &mut f)
             .unwrap();
         f
+    }
+
+    fn heartbeat_frame(s: &mut Sender, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        s.seal(Kind::Heartbeat, payload, NOW, &mut f).unwrap();
+        f
+    }
+
+    /// A member's heartbeat equal to its previous one is recognised, not parsed again; it is
+    /// delivered as the same heartbeat. Anything else is read as usual.
+    #[test]
+    fn repeated_heartbeats_are_recognised() {
+        let mut gate = Gate::new(config(&["node1"]), Arc::new(SharedGuard::new(0, 20)));
+        let mut s = Sender::with_salt(b"s", "c", "node1", [1; 16], NOW);
+        let a = br#"{"gen":3,"monitor":{"m":1},"services":{"x":{"avail":"up"}}}"#;
+        let b = br#"{"gen":4,"monitor":{"m":1},"services":{"x":{"avail":"up"}}}"#;
+        let bad = br#"{"gen":0,"monitor":{},"services":{}}"#;
+        let expect = |p: &[u8]| Outcome::Deliver {
+            nodename: "node1",
+            message: Message::Heartbeat(Heartbeat::parse(p).unwrap()),
+        };
+        assert_eq!(gate.admit(&mut heartbeat_frame(&mut s, a), NOW), expect(a));
+        assert_eq!(gate.stats().heartbeat_repeats, 0);
+        assert_eq!(gate.admit(&mut heartbeat_frame(&mut s, a), NOW), expect(a));
+        assert_eq!(gate.stats().heartbeat_repeats, 1);
+        assert_eq!(gate.admit(&mut heartbeat_frame(&mut s, b), NOW), expect(b));
+        assert_eq!(gate.admit(&mut heartbeat_frame(&mut s, a), NOW), expect(a));
+        assert_eq!(
+            gate.stats().heartbeat_repeats,
+            1,
+            "a is no longer the last one"
+        );
+        // An invalid heartbeat is not remembered: its repeat is invalid again.
+        for _ in 0..2 {
+            assert!(matches!(
+                gate.admit(&mut heartbeat_frame(&mut s, bad), NOW),
+                Outcome::Drop(DropReason::Invalid(Invalid::Payload(_)))
+            ));
+        }
+        assert_eq!(gate.stats().heartbeat_repeats, 1);
+        assert_eq!(gate.stats().delivered, 4);
     }
 
     /// The gate's own member set is rebuilt with the configuration.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::daemon::state::{DaemonState, SupervisorCmd};
+use crate::daemon::state::{DaemonState, SupervisorCmd, lock};
 use crate::guard::InvalidClass;
 use crate::listener::now_ms;
 use crate::wire::Response;
@@ -37,39 +37,60 @@ pub fn status(state: &DaemonState) -> Response {
                 "invalid_total": stats.invalid_total(),
                 "decrypted": stats.decrypted,
                 "delivered": stats.delivered,
+                "heartbeat_repeats": stats.heartbeat_repeats,
                 "tcp_accepted": accepted,
                 "tcp_refused": refused,
             }),
         );
     }
     let timeout = config.hb.timeout_ms;
-    let peers: Map<String, Value> = state
-        .peers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    // Taken under the lock as shared references to the raw JSON (no copy, no parse), so the
+    // heartbeat shard is not held back while the documents are built.
+    let snapshot: Vec<_> = lock(&state.peers)
         .iter()
         .map(|(name, p)| {
-            let age = now.saturating_sub(p.last_seen_ms);
-            let status = if p.in_maintenance() {
-                "maintenance"
-            } else if age > timeout {
-                "stale"
-            } else {
-                "up"
-            };
             (
                 name.clone(),
-                json!({
-                    "status": status,
-                    "age_ms": age,
-                    "addr": p.addr.to_string(),
-                    "gen": p.view.r#gen(),
-                    "synced": p.view.is_synced(),
-                    "monitor": p.monitor(),
-                    "services": p.services(),
-                }),
+                p.addr,
+                p.last_seen_ms,
+                p.view.r#gen(),
+                p.view.is_synced(),
+                p.view.monitor().clone(),
+                p.view.services().clone(),
             )
         })
+        .collect();
+    let peers: Map<String, Value> = snapshot
+        .into_iter()
+        .map(
+            |(name, addr, last_seen_ms, r#gen, synced, monitor, services)| {
+                let age = now.saturating_sub(last_seen_ms);
+                let monitor = monitor.to_value();
+                let status = if monitor["status"] == "maintenance" {
+                    "maintenance"
+                } else if age > timeout {
+                    "stale"
+                } else {
+                    "up"
+                };
+                let services: Map<String, Value> = services
+                    .into_iter()
+                    .map(|(n, v)| (n, v.to_value()))
+                    .collect();
+                (
+                    name,
+                    json!({
+                        "status": status,
+                        "age_ms": age,
+                        "addr": addr.to_string(),
+                        "gen": r#gen,
+                        "synced": synced,
+                        "monitor": monitor,
+                        "services": services,
+                    }),
+                )
+            },
+        )
         .collect();
     let dq = &state.dequeue;
     use std::sync::atomic::Ordering::Relaxed;
@@ -84,6 +105,11 @@ pub fn status(state: &DaemonState) -> Response {
         "shards": state.shards.get(),
         // Heartbeats dropped and requests refused "busy" because a handler queue was full.
         "dispatch_dropped": state.dispatcher.get().map(|d| d.dropped()),
+        "heartbeats": {
+            "applied": state.heartbeats.applied.load(Relaxed),
+            "news": state.heartbeats.news.load(Relaxed),
+            "refused": state.heartbeats.refused.load(Relaxed),
+        },
         "dequeue": {
             "triggers": dq.triggers.load(Relaxed),
             "runs": dq.runs.load(Relaxed),

@@ -87,19 +87,28 @@ impl ShardHandler for Handlers {
     }
 
     fn heartbeat(&mut self, nodename: String, hb: Heartbeat, addr: SocketAddr, at_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counters = &self.state.heartbeats;
         let mut peers = lock(&self.state.peers);
         let peer = peers.entry(nodename).or_insert_with(|| PeerStatus {
             addr,
             last_seen_ms: at_ms,
             view: Default::default(),
         });
-        match peer.view.apply(&hb.to_value()) {
-            Ok(_) => {
+        match peer.view.apply(hb) {
+            Ok(applied) => {
                 peer.addr = addr;
                 peer.last_seen_ms = at_ms;
+                counters.applied.fetch_add(1, Relaxed);
+                if applied != crate::hb::Applied::Stale {
+                    counters.news.fetch_add(1, Relaxed);
+                }
             }
-            // Authenticated but malformed: the sender has a bug; its last good view stays.
-            Err(e) => tracing::debug!(%addr, "heartbeat refused: {e}"),
+            // Authenticated but inconsistent: the sender has a bug; its last good view stays.
+            Err(e) => {
+                counters.refused.fetch_add(1, Relaxed);
+                tracing::debug!(%addr, "heartbeat refused: {e}");
+            }
         }
     }
 

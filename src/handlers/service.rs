@@ -255,27 +255,28 @@ pub fn action(
     shard: &mut ServiceShard,
     state: &DaemonState,
     svcname: &str,
-    command: &[String],
+    command: &crate::wire::Args,
     sync: bool,
 ) -> Response {
     let cfg = match load(state, svcname) {
         Ok(c) => c,
         Err(e) => return e,
     };
-    let verb = match command {
-        [v] if ACTION_VERBS.contains(&v.as_str()) => v.clone(),
-        [v, ..] if !ACTION_VERBS.contains(&v.as_str()) => {
+    let mut args = command.iter();
+    let verb = match (args.next(), args.next()) {
+        (None, _) => return Response::error("service_action: empty command"),
+        (Some(v), _) if !ACTION_VERBS.contains(&v) => {
             return Response::error(format!(
                 "service_action: unknown action {v:?} (allowed: {})",
                 ACTION_VERBS.join(", ")
             ));
         }
-        [_, extra, ..] | [extra] => {
+        (Some(v), None) => v.to_string(),
+        (Some(_), Some(extra)) => {
             return Response::error(format!(
                 "service_action: unexpected argument {extra:?}: actions take no options"
             ));
         }
-        [] => return Response::error("service_action: empty command"),
     };
     if sync {
         return Response::ok(execute(shard, state, &cfg, &verb));
@@ -623,7 +624,7 @@ fn ha_verb(
             };
             let maintenance = p.in_maintenance();
             let fresh = now.saturating_sub(p.last_seen_ms) <= c.hb.timeout_ms;
-            let svc = p.services().get(&cfg.name).cloned().unwrap_or_default();
+            let svc = p.service(&cfg.name).unwrap_or_default();
             if let Some(ge) = svc["monitor"]["global_expect"]
                 .as_str()
                 .and_then(GlobalExpect::parse)

@@ -15,7 +15,7 @@
 //! | field      | JSON type                    | present                        | meaning |
 //! |------------|------------------------------|--------------------------------|---------|
 //! | `gen`      | integer, 1 ..= 2^64-1        | always                         | generation of the sender's content this payload describes; it moves (by one) on each [`HbSender::update`] that changes something that is sent |
-//! | `since`    | integer, 0 ..= `gen`         | always                         | `0`: a full snapshot, or one part of one. `F > 0`: a delta against the sender's full snapshot of generation `F` |
+//! | `since`    | integer, 0 ..= `gen`         | always (absent reads as 0, as in PROTOCOL.md's example) | `0`: a full snapshot, or one part of one. `F > 0`: a delta against the sender's full snapshot of generation `F` |
 //! | `boot`     | integer, ≥ 1                 | only when the sender sets one  | sender incarnation; absent means 0. A higher `boot` than the receiver's means the peer restarted (its `gen` went back): the receiver forgets that peer and starts over. A lower one is stale |
 //! | `part`     | `[i, n]`, 1 ≤ i ≤ n ≤ [`MAX_PARTS`] | in a snapshot split over `n` datagrams; never in a delta | this datagram is part `i` of `n`; all parts of one snapshot carry the same `gen`, and each service is whole in exactly one part. `[1, 1]` is read like no `part` |
 //! | `monitor`  | any JSON (an object in practice) | always                     | the sender's node monitor at `gen` |
@@ -45,7 +45,9 @@
 //!
 //! # Receiver
 //!
-//! [`HbView::apply`], one view per peer: a full snapshot replaces everything; parts are
+//! `wire::Heartbeat::parse` reads and checks each payload on its own (in the listener worker,
+//! where a payload that fails is an invalid message); a repeated field or service name is an
+//! error there. [`HbView::apply`], one view per peer: a full snapshot replaces everything; parts are
 //! assembled per `gen` (a newer `gen` drops an unfinished older assembly); a delta applies
 //! only onto the snapshot it was computed against (`since` = the view's base generation),
 //! otherwise it is a gap, kept aside in case that snapshot is still being assembled; anything
@@ -68,9 +70,7 @@ pub const MAX_PAYLOAD: usize = 60_000;
 /// Production period of full snapshots, in beats, when a node needs several datagrams.
 pub const FULL_EVERY: u32 = 6;
 
-/// Most parts in one split snapshot. Bounds what a receiver holds for an unfinished assembly
-/// (about 60 MB at [`MAX_PAYLOAD`], far beyond any real node's services).
-pub const MAX_PARTS: usize = 1024;
+pub use crate::wire::heartbeat::MAX_PARTS;
 
 /// Counts bytes instead of storing them, so sizes are measured without allocating.
 struct Count(usize);

@@ -42,7 +42,7 @@ fn removed(p: &Value) -> Vec<String> {
 fn apply_all(view: &mut HbView, payloads: &[Value]) -> Vec<Applied> {
     payloads
         .iter()
-        .map(|p| view.apply(p).unwrap_or_else(|e| panic!("{e}: {p}")))
+        .map(|p| view.apply_value(p).unwrap_or_else(|e| panic!("{e}: {p}")))
         .collect()
 }
 
@@ -256,7 +256,7 @@ fn more_than_max_parts_leaves_the_rest_out() {
     let mut v = HbView::new();
     apply_all(&mut v, &parts);
     assert!(v.is_synced());
-    assert_eq!(v.services(), s.services());
+    assert_eq!(&v.services_json(), s.services());
 }
 
 // ---- receiver ----
@@ -278,113 +278,125 @@ fn view_full_snapshot_replaces_everything() {
     let mut v = HbView::new();
     assert!(!v.is_synced());
     assert_eq!(
-        v.apply(&full(3, json!({"g": 3}), json!({"a": 1, "b": 2}))),
+        v.apply_value(&full(3, json!({"g": 3}), json!({"a": 1, "b": 2}))),
         Ok(Applied::Full)
     );
     assert!(v.is_synced());
     assert_eq!((v.r#gen(), v.base_gen()), (3, 3));
-    assert_eq!(v.monitor(), &json!({"g": 3}));
+    assert_eq!(&v.monitor_json(), &json!({"g": 3}));
     assert_eq!(
-        v.apply(&full(4, json!({"g": 4}), json!({"c": 3}))),
+        v.apply_value(&full(4, json!({"g": 4}), json!({"c": 3}))),
         Ok(Applied::Full)
     );
-    assert_eq!(Value::Object(v.services().clone()), json!({"c": 3}));
-    assert_eq!(v.monitor(), &json!({"g": 4}));
+    assert_eq!(Value::Object(v.services_json()), json!({"c": 3}));
+    assert_eq!(&v.monitor_json(), &json!({"g": 4}));
 }
 
 #[test]
 fn view_assembles_parts_in_any_order() {
     let mut v = HbView::new();
-    v.apply(&full(2, json!({}), json!({"old": 0}))).ok();
+    v.apply_value(&full(2, json!({}), json!({"old": 0}))).ok();
     assert_eq!(
-        v.apply(&part(5, 3, 3, json!({"c": 3}))),
+        v.apply_value(&part(5, 3, 3, json!({"c": 3}))),
         Ok(Applied::Partial {
             received: 1,
             count: 3
         })
     );
     assert!(!v.is_synced(), "heard of r#gen 5, services still at 2");
-    assert_eq!(v.monitor(), &json!({"g": 5}));
-    assert_eq!(Value::Object(v.services().clone()), json!({"old": 0}));
+    assert_eq!(&v.monitor_json(), &json!({"g": 5}));
+    assert_eq!(Value::Object(v.services_json()), json!({"old": 0}));
     assert_eq!(
-        v.apply(&part(5, 1, 3, json!({"a": 1}))),
+        v.apply_value(&part(5, 1, 3, json!({"a": 1}))),
         Ok(Applied::Partial {
             received: 2,
             count: 3
         })
     );
     assert_eq!(
-        v.apply(&part(5, 1, 3, json!({"a": 1}))),
+        v.apply_value(&part(5, 1, 3, json!({"a": 1}))),
         Ok(Applied::Partial {
             received: 2,
             count: 3
         }),
         "a duplicate part changes nothing"
     );
-    assert_eq!(v.apply(&part(5, 2, 3, json!({"b": 2}))), Ok(Applied::Full));
     assert_eq!(
-        Value::Object(v.services().clone()),
+        v.apply_value(&part(5, 2, 3, json!({"b": 2}))),
+        Ok(Applied::Full)
+    );
+    assert_eq!(
+        Value::Object(v.services_json()),
         json!({"a": 1, "b": 2, "c": 3})
     );
     assert_eq!(v.base_gen(), 5);
     assert!(v.is_synced());
-    assert_eq!(v.apply(&part(5, 2, 3, json!({"b": 2}))), Ok(Applied::Stale));
+    assert_eq!(
+        v.apply_value(&part(5, 2, 3, json!({"b": 2}))),
+        Ok(Applied::Stale)
+    );
 }
 
 #[test]
 fn view_part_one_of_one_is_a_single_snapshot() {
     let mut v = HbView::new();
-    assert_eq!(v.apply(&part(7, 1, 1, json!({"a": 1}))), Ok(Applied::Full));
+    assert_eq!(
+        v.apply_value(&part(7, 1, 1, json!({"a": 1}))),
+        Ok(Applied::Full)
+    );
     assert!(v.is_synced());
 }
 
 #[test]
 fn view_newer_assembly_drops_older() {
     let mut v = HbView::new();
-    v.apply(&part(5, 1, 2, json!({"a": 1}))).ok();
-    v.apply(&part(6, 1, 2, json!({"a": 2}))).ok();
-    assert_eq!(v.apply(&part(5, 2, 2, json!({"b": 1}))), Ok(Applied::Stale));
-    assert_eq!(v.apply(&part(6, 2, 2, json!({"b": 2}))), Ok(Applied::Full));
-    assert_eq!(Value::Object(v.services().clone()), json!({"a": 2, "b": 2}));
+    v.apply_value(&part(5, 1, 2, json!({"a": 1}))).ok();
+    v.apply_value(&part(6, 1, 2, json!({"a": 2}))).ok();
+    assert_eq!(
+        v.apply_value(&part(5, 2, 2, json!({"b": 1}))),
+        Ok(Applied::Stale)
+    );
+    assert_eq!(
+        v.apply_value(&part(6, 2, 2, json!({"b": 2}))),
+        Ok(Applied::Full)
+    );
+    assert_eq!(Value::Object(v.services_json()), json!({"a": 2, "b": 2}));
 }
 
 #[test]
 fn view_delta_applies_only_onto_its_base() {
     let mut v = HbView::new();
-    v.apply(&full(3, json!({}), json!({"a": 1, "b": 2, "c": 3})))
+    v.apply_value(&full(3, json!({}), json!({"a": 1, "b": 2, "c": 3})))
         .ok();
     assert_eq!(
-        v.apply(&delta(4, 3, json!({"a": 10}), &["b"])),
+        v.apply_value(&delta(4, 3, json!({"a": 10}), &["b"])),
         Ok(Applied::Delta)
     );
-    assert_eq!(
-        Value::Object(v.services().clone()),
-        json!({"a": 10, "c": 3})
-    );
+    assert_eq!(Value::Object(v.services_json()), json!({"a": 10, "c": 3}));
     assert!(v.is_synced());
     // Cumulative: the next delta repeats the earlier changes.
     assert_eq!(
-        v.apply(&delta(5, 3, json!({"a": 10, "d": 4}), &["b"])),
+        v.apply_value(&delta(5, 3, json!({"a": 10, "d": 4}), &["b"])),
         Ok(Applied::Delta)
     );
     assert_eq!(
-        Value::Object(v.services().clone()),
+        Value::Object(v.services_json()),
         json!({"a": 10, "c": 3, "d": 4})
     );
     // Against a snapshot this view never got: a gap, services kept, monitor taken.
     assert_eq!(
-        v.apply(&delta(9, 8, json!({"e": 5}), &[])),
+        v.apply_value(&delta(9, 8, json!({"e": 5}), &[])),
         Ok(Applied::Gap)
     );
     assert!(!v.is_synced());
     assert_eq!(v.r#gen(), 9);
-    assert_eq!(v.monitor(), &json!({"g": 9}));
+    assert_eq!(&v.monitor_json(), &json!({"g": 9}));
     assert_eq!(
-        Value::Object(v.services().clone()),
+        Value::Object(v.services_json()),
         json!({"a": 10, "c": 3, "d": 4})
     );
     assert_eq!(
-        v.apply(&full(10, json!({"g": 10}), json!({"z": 0}))),
+        v.apply_value(&full(10, json!({"g": 10}), json!({"z": 0}))),
         Ok(Applied::Full)
     );
     assert!(v.is_synced());
@@ -393,42 +405,46 @@ fn view_delta_applies_only_onto_its_base() {
 #[test]
 fn view_ignores_stale_payloads() {
     let mut v = HbView::new();
-    v.apply(&full(3, json!({"g": 3}), json!({"a": 1}))).ok();
-    v.apply(&delta(6, 3, json!({"a": 6}), &[])).ok();
+    v.apply_value(&full(3, json!({"g": 3}), json!({"a": 1})))
+        .ok();
+    v.apply_value(&delta(6, 3, json!({"a": 6}), &[])).ok();
     let before = v.clone();
     assert_eq!(
-        v.apply(&delta(5, 3, json!({"a": 5}), &[])),
+        v.apply_value(&delta(5, 3, json!({"a": 5}), &[])),
         Ok(Applied::Stale)
     );
     assert_eq!(
-        v.apply(&full(2, json!({"g": 2}), json!({}))),
+        v.apply_value(&full(2, json!({"g": 2}), json!({}))),
         Ok(Applied::Stale)
     );
     assert_eq!(
-        v.apply(&full(3, json!({"g": 3}), json!({"a": 1}))),
+        v.apply_value(&full(3, json!({"g": 3}), json!({"a": 1}))),
         Ok(Applied::Stale)
     );
-    assert_eq!(v.apply(&delta(6, 1, json!({}), &[])), Ok(Applied::Stale));
+    assert_eq!(
+        v.apply_value(&delta(6, 1, json!({}), &[])),
+        Ok(Applied::Stale)
+    );
     assert_eq!(v, before);
 }
 
 #[test]
 fn view_delta_ahead_of_its_snapshot_waits_for_it() {
     let mut v = HbView::new();
-    v.apply(&full(2, json!({}), json!({"old": 0}))).ok();
-    v.apply(&part(5, 1, 2, json!({"a": 1}))).ok();
+    v.apply_value(&full(2, json!({}), json!({"old": 0}))).ok();
+    v.apply_value(&part(5, 1, 2, json!({"a": 1}))).ok();
     // The next beat's delta overtakes the last part.
     assert_eq!(
-        v.apply(&delta(6, 5, json!({"a": 2}), &["b"])),
+        v.apply_value(&delta(6, 5, json!({"a": 2}), &["b"])),
         Ok(Applied::Gap)
     );
     assert_eq!(
-        v.apply(&part(5, 2, 2, json!({"b": 1, "c": 1}))),
+        v.apply_value(&part(5, 2, 2, json!({"b": 1, "c": 1}))),
         Ok(Applied::Full)
     );
     assert!(v.is_synced());
     assert_eq!(v.r#gen(), 6);
-    assert_eq!(Value::Object(v.services().clone()), json!({"a": 2, "c": 1}));
+    assert_eq!(Value::Object(v.services_json()), json!({"a": 2, "c": 1}));
 }
 
 #[test]
@@ -436,29 +452,29 @@ fn view_restarted_peer_starts_over() {
     let mut v = HbView::new();
     let mut p = full(10, json!({}), json!({"a": 1}));
     p["boot"] = json!(5);
-    v.apply(&p).ok();
+    v.apply_value(&p).ok();
     let mut again = full(1, json!({}), json!({"b": 1}));
     again["boot"] = json!(6);
-    assert_eq!(v.apply(&again), Ok(Applied::Full));
+    assert_eq!(v.apply_value(&again), Ok(Applied::Full));
     assert_eq!((v.boot(), v.r#gen()), (6, 1));
-    assert_eq!(Value::Object(v.services().clone()), json!({"b": 1}));
-    assert_eq!(v.apply(&p), Ok(Applied::Stale), "the previous life is over");
+    assert_eq!(Value::Object(v.services_json()), json!({"b": 1}));
+    assert_eq!(
+        v.apply_value(&p),
+        Ok(Applied::Stale),
+        "the previous life is over"
+    );
 }
 
 #[test]
 fn view_rejects_malformed_payloads_without_changing() {
     let mut v = HbView::new();
-    v.apply(&part(5, 1, 2, json!({"a": 1}))).ok();
+    v.apply_value(&part(5, 1, 2, json!({"a": 1}))).ok();
     let before = v.clone();
     let cases = [
         (json!([1]), HbError::NotAnObject),
         (
             json!({"since": 0, "monitor": {}, "services": {}}),
             HbError::Missing("gen"),
-        ),
-        (
-            json!({"gen": 1, "monitor": {}, "services": {}}),
-            HbError::Missing("since"),
         ),
         (
             json!({"gen": 1, "since": 0, "services": {}}),
@@ -552,7 +568,7 @@ fn view_rejects_malformed_payloads_without_changing() {
         ),
     ];
     for (payload, err) in cases {
-        assert_eq!(v.apply(&payload), Err(err), "{payload}");
+        assert_eq!(v.apply_value(&payload), Err(err), "{payload}");
         assert_eq!(v, before, "{payload}");
     }
 }
@@ -670,28 +686,28 @@ proptest! {
             lossy.push(lost);
 
             for p in &arriving {
-                prop_assert!(v.apply(p).is_ok(), "{p}");
+                prop_assert!(v.apply_value(p).is_ok(), "{p}");
                 prop_assert_eq!(v.check_invariants(), Ok(()));
             }
 
             // The monitor is always the sender's at the gen the view reports.
             if let Some((m, svcs)) = history.get(&v.r#gen()) {
-                prop_assert_eq!(v.monitor(), m);
+                prop_assert_eq!(&v.monitor_json(), m);
                 if v.is_synced() {
-                    prop_assert_eq!(v.services(), svcs);
+                    prop_assert_eq!(&v.services_json(), svcs);
                 }
             }
             if v.is_synced() && beat_delivered {
                 prop_assert_eq!(v.r#gen(), s.r#gen());
-                prop_assert_eq!(v.services(), s.services());
+                prop_assert_eq!(&v.services_json(), s.services());
             }
             // A full cycle without loss (delays inside it allowed, none out of its last beat).
             let cycle = full_every as usize;
             if beat_delivered && lossy.len() >= cycle && lossy.iter().rev().take(cycle).all(|l| !l) {
                 prop_assert!(v.is_synced());
                 prop_assert_eq!(v.r#gen(), s.r#gen());
-                prop_assert_eq!(v.monitor(), s.monitor());
-                prop_assert_eq!(v.services(), s.services());
+                prop_assert_eq!(&v.monitor_json(), s.monitor());
+                prop_assert_eq!(&v.services_json(), s.services());
             }
         }
     }
@@ -732,7 +748,7 @@ proptest! {
         let mut v = HbView::new();
         for p in &payloads {
             let before = v.clone();
-            if v.apply(p).is_err() {
+            if v.apply_value(p).is_err() {
                 prop_assert_eq!(&v, &before);
             }
             prop_assert_eq!(v.check_invariants(), Ok(()));

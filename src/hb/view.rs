@@ -1,37 +1,15 @@
 //! The receiving side: one peer's content as rebuilt from its heartbeat datagrams.
+//!
+//! The view keeps the peer's monitor and services as raw JSON text ([`RawJson`]), shared with
+//! the payload they came in: applying a heartbeat moves references, it parses nothing (the
+//! listener worker read and checked the payload, `wire::Heartbeat`).
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::MAX_PARTS;
-
-/// Why a payload is not a heartbeat. Nothing in the view changes on an error.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HbError {
-    #[error("heartbeat payload is not a JSON object")]
-    NotAnObject,
-    #[error("heartbeat: missing {0:?}")]
-    Missing(&'static str),
-    #[error("heartbeat: {0:?} has the wrong type")]
-    BadType(&'static str),
-    #[error("heartbeat: \"gen\" must be at least 1")]
-    ZeroGen,
-    #[error("heartbeat: \"since\" {since} is after \"gen\" {generation}")]
-    SinceAfterGen { since: u64, generation: u64 },
-    #[error("heartbeat: part {index} of {count} is out of range (1 ..= count ..= {MAX_PARTS})")]
-    PartOutOfRange { index: u64, count: u64 },
-    #[error("heartbeat: gen {generation} was in {was} parts, now {now}")]
-    PartCountChanged {
-        generation: u64,
-        was: usize,
-        now: usize,
-    },
-    #[error("heartbeat: a delta (\"since\" > 0) has a \"part\"")]
-    PartInDelta,
-    #[error("heartbeat: a full snapshot (\"since\" 0) has \"removed\"")]
-    RemovedInFull,
-}
+pub use crate::wire::heartbeat::HbError;
+use crate::wire::heartbeat::{Heartbeat, RawJson};
 
 /// What [`HbView::apply`] did with a well-formed payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,36 +27,28 @@ pub enum Applied {
     Stale,
 }
 
+/// Services as received: name and value.
+type Services = Vec<(String, RawJson)>;
+
 /// A split snapshot being put together.
 #[derive(Clone, Debug, PartialEq)]
 struct Assembly {
     r#gen: u64,
     count: usize,
-    parts: BTreeMap<usize, Map<String, Value>>,
+    parts: BTreeMap<usize, Services>,
 }
 
-/// A delta, parsed.
+/// A delta, as received.
 #[derive(Clone, Debug, PartialEq)]
 struct Delta {
     r#gen: u64,
     since: u64,
-    services: Map<String, Value>,
+    services: Services,
     removed: Vec<String>,
 }
 
-enum Body {
-    Full {
-        part: Option<(usize, usize)>,
-        services: Map<String, Value>,
-    },
-    Delta(Delta),
-}
-
-struct Parsed {
-    boot: u64,
-    r#gen: u64,
-    monitor: Value,
-    body: Body,
+fn owned_services(hb: &Heartbeat) -> Services {
+    hb.services().map(|(n, v)| (n.to_owned(), v)).collect()
 }
 
 /// One peer's heartbeat content, as far as its datagrams have told.
@@ -87,8 +57,8 @@ pub struct HbView {
     boot: u64,
     /// Newest generation heard of, the one `monitor` comes from.
     r#gen: u64,
-    monitor: Value,
-    services: Map<String, Value>,
+    monitor: RawJson,
+    services: BTreeMap<String, RawJson>,
     /// Generation `services` is exactly the sender's content of.
     services_gen: u64,
     /// Generation of the full snapshot `services` was built from (0: none yet).
@@ -104,54 +74,77 @@ impl HbView {
         Self::default()
     }
 
-    /// Takes one received payload into the view.
-    pub fn apply(&mut self, payload: &Value) -> Result<Applied, HbError> {
-        let p = parse(payload)?;
-        // The only error found against the state: checked before anything changes.
-        if let Body::Full {
-            part: Some((_, now)),
-            ..
-        } = p.body
-            && p.boot == self.boot
+    /// Takes one received heartbeat into the view. The one error is found against the
+    /// view's state (a part count that changed within a generation); nothing changes then.
+    pub fn apply(&mut self, hb: Heartbeat) -> Result<Applied, HbError> {
+        if let Some((_, now)) = hb.part
+            && hb.since == 0
+            && hb.boot == self.boot
             && let Some(a) = &self.assembly
-            && a.r#gen == p.r#gen
+            && a.r#gen == hb.r#gen
             && a.count != now
         {
             return Err(HbError::PartCountChanged {
-                generation: p.r#gen,
+                generation: hb.r#gen,
                 was: a.count,
                 now,
             });
         }
-        if p.boot < self.boot {
+        if hb.boot < self.boot {
             return Ok(Applied::Stale);
         }
-        if p.boot > self.boot {
+        if hb.boot > self.boot {
             // The peer restarted: nothing known of its previous life still holds.
             *self = Self {
-                boot: p.boot,
+                boot: hb.boot,
                 ..Self::default()
             };
         }
-        let applied = match p.body {
-            Body::Full { part, services } => self.apply_full(p.r#gen, part, services),
-            Body::Delta(d) => self.apply_delta(d),
+        let applied = if hb.since == 0 {
+            self.apply_full(&hb)
+        } else {
+            self.apply_delta(Delta {
+                r#gen: hb.r#gen,
+                since: hb.since,
+                services: owned_services(&hb),
+                removed: hb.removed.clone(),
+            })
         };
-        if applied != Applied::Stale && p.r#gen >= self.r#gen {
-            self.r#gen = p.r#gen;
-            self.monitor = p.monitor;
+        if applied != Applied::Stale && hb.r#gen >= self.r#gen {
+            self.r#gen = hb.r#gen;
+            self.monitor = hb.monitor();
         }
         Ok(applied)
     }
 
+    /// [`HbView::apply`] of a payload given as a document (tests, tools): encoded, read and
+    /// checked as the listener reads a datagram's.
+    pub fn apply_value(&mut self, payload: &Value) -> Result<Applied, HbError> {
+        let text = serde_json::to_vec(payload).unwrap_or_default();
+        self.apply(Heartbeat::parse(&text)?)
+    }
+
     /// The peer's services as last rebuilt (see [`HbView::is_synced`] for how current).
-    pub fn services(&self) -> &Map<String, Value> {
+    pub fn services(&self) -> &BTreeMap<String, RawJson> {
         &self.services
     }
 
     /// The peer's monitor from its newest payload (`null` before any).
-    pub fn monitor(&self) -> &Value {
+    pub fn monitor(&self) -> &RawJson {
         &self.monitor
+    }
+
+    /// The services as documents.
+    pub fn services_json(&self) -> Map<String, Value> {
+        self.services
+            .iter()
+            .map(|(name, v)| (name.clone(), v.to_value()))
+            .collect()
+    }
+
+    /// The monitor as a document.
+    pub fn monitor_json(&self) -> Value {
+        self.monitor.to_value()
     }
 
     /// Newest generation heard of (0 before any payload).
@@ -175,21 +168,14 @@ impl HbView {
         self.base_gen > 0 && self.services_gen == self.r#gen
     }
 
-    fn apply_full(
-        &mut self,
-        r#gen: u64,
-        part: Option<(usize, usize)>,
-        services: Map<String, Value>,
-    ) -> Applied {
+    fn apply_full(&mut self, hb: &Heartbeat) -> Applied {
+        let r#gen = hb.r#gen;
         if r#gen < self.services_gen || r#gen == self.base_gen {
             return Applied::Stale;
         }
-        let (index, count) = match part {
-            Some((i, n)) if n > 1 => (i, n),
-            _ => {
-                self.install(r#gen, services);
-                return Applied::Full;
-            }
+        let Some((index, count)) = hb.part else {
+            self.install_single(hb);
+            return Applied::Full;
         };
         let assembly = match self.assembly.take() {
             Some(a) if a.r#gen > r#gen => {
@@ -205,25 +191,45 @@ impl HbView {
             }),
         };
         // A duplicate part carries the same share: keeping the first is enough.
-        assembly.parts.entry(index).or_insert(services);
+        assembly
+            .parts
+            .entry(index)
+            .or_insert_with(|| owned_services(hb));
         let received = assembly.parts.len();
         if received < count {
             return Applied::Partial { received, count };
         }
-        let mut all = Map::new();
+        let mut all = BTreeMap::new();
         if let Some(a) = self.assembly.take() {
             for (_, share) in a.parts {
                 all.extend(share);
             }
         }
-        self.install(r#gen, all);
+        self.services = all;
+        self.installed(r#gen);
         Applied::Full
     }
 
-    /// Makes the full snapshot of `gen` the base, then catches up with a delta that came
-    /// ahead of it.
-    fn install(&mut self, r#gen: u64, services: Map<String, Value>) {
-        self.services = services;
+    /// A single-datagram snapshot, the common case: when it names the services the view
+    /// has, their values are swapped in place (no allocation); otherwise the map is rebuilt.
+    fn install_single(&mut self, hb: &Heartbeat) {
+        let same_names = hb.service_count() == self.services.len()
+            && hb.services().all(|(n, _)| self.services.contains_key(n));
+        if same_names {
+            for (name, value) in hb.services() {
+                if let Some(slot) = self.services.get_mut(name) {
+                    *slot = value;
+                }
+            }
+        } else {
+            self.services = hb.services().map(|(n, v)| (n.to_owned(), v)).collect();
+        }
+        self.installed(hb.r#gen);
+    }
+
+    /// Makes the services just installed the full snapshot of `gen`, then catches up with a
+    /// delta that came ahead of it.
+    fn installed(&mut self, r#gen: u64) {
         self.base_gen = r#gen;
         self.services_gen = r#gen;
         if self.assembly.as_ref().is_some_and(|a| a.r#gen <= r#gen) {
@@ -284,91 +290,4 @@ impl HbView {
         }
         Ok(())
     }
-}
-
-fn parse(payload: &Value) -> Result<Parsed, HbError> {
-    let obj = payload.as_object().ok_or(HbError::NotAnObject)?;
-    let r#gen = required_u64(obj, "gen")?;
-    if r#gen == 0 {
-        return Err(HbError::ZeroGen);
-    }
-    let since = required_u64(obj, "since")?;
-    let boot = match obj.get("boot") {
-        None => 0,
-        Some(v) => v.as_u64().ok_or(HbError::BadType("boot"))?,
-    };
-    let monitor = obj.get("monitor").ok_or(HbError::Missing("monitor"))?;
-    let services = match obj.get("services") {
-        None => return Err(HbError::Missing("services")),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(HbError::BadType("services")),
-    };
-    let part = obj.get("part").map(parse_part).transpose()?;
-    let removed = match obj.get("removed") {
-        None => None,
-        Some(Value::Array(names)) => Some(
-            names
-                .iter()
-                .map(|n| n.as_str().map(str::to_owned))
-                .collect::<Option<Vec<String>>>()
-                .ok_or(HbError::BadType("removed"))?,
-        ),
-        Some(_) => return Err(HbError::BadType("removed")),
-    };
-    let body = if since == 0 {
-        if removed.is_some() {
-            return Err(HbError::RemovedInFull);
-        }
-        Body::Full {
-            part,
-            services: services.clone(),
-        }
-    } else {
-        if part.is_some() {
-            return Err(HbError::PartInDelta);
-        }
-        if since > r#gen {
-            return Err(HbError::SinceAfterGen {
-                since,
-                generation: r#gen,
-            });
-        }
-        Body::Delta(Delta {
-            r#gen,
-            since,
-            services: services.clone(),
-            removed: removed.unwrap_or_default(),
-        })
-    };
-    Ok(Parsed {
-        boot,
-        r#gen,
-        monitor: monitor.clone(),
-        body,
-    })
-}
-
-fn required_u64(obj: &Map<String, Value>, field: &'static str) -> Result<u64, HbError> {
-    obj.get(field)
-        .ok_or(HbError::Missing(field))?
-        .as_u64()
-        .ok_or(HbError::BadType(field))
-}
-
-/// `[i, n]` with 1 ≤ i ≤ n ≤ MAX_PARTS.
-fn parse_part(v: &Value) -> Result<(usize, usize), HbError> {
-    let (index, count) = match v.as_array().map(Vec::as_slice) {
-        Some([i, n]) => match (i.as_u64(), n.as_u64()) {
-            (Some(i), Some(n)) => (i, n),
-            _ => return Err(HbError::BadType("part")),
-        },
-        _ => return Err(HbError::BadType("part")),
-    };
-    let out_of_range = HbError::PartOutOfRange { index, count };
-    let i = usize::try_from(index).map_err(|_| out_of_range.clone())?;
-    let n = usize::try_from(count).map_err(|_| out_of_range.clone())?;
-    if i == 0 || i > n || n > MAX_PARTS {
-        return Err(out_of_range);
-    }
-    Ok((i, n))
 }

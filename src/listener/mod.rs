@@ -75,6 +75,7 @@ pub struct WorkerSlot {
     pub invalid: [AtomicU64; InvalidClass::ALL.len()],
     pub decrypted: AtomicU64,
     pub delivered: AtomicU64,
+    pub heartbeat_repeats: AtomicU64,
     pub tcp_accepted: AtomicU64,
     pub tcp_refused: AtomicU64,
 }
@@ -90,6 +91,7 @@ impl WorkerSlot {
             dropped_session_full: l(&self.dropped_session_full),
             decrypted: l(&self.decrypted),
             delivered: l(&self.delivered),
+            heartbeat_repeats: l(&self.heartbeat_repeats),
             ..Default::default()
         };
         for (d, a) in s.invalid.iter_mut().zip(self.invalid.iter()) {
@@ -121,6 +123,11 @@ impl WorkerSlot {
         );
         st(&self.decrypted, base.decrypted, stats.decrypted);
         st(&self.delivered, base.delivered, stats.delivered);
+        st(
+            &self.heartbeat_repeats,
+            base.heartbeat_repeats,
+            stats.heartbeat_repeats,
+        );
         for i in 0..self.invalid.len() {
             st(&self.invalid[i], base.invalid[i], stats.invalid[i]);
         }

@@ -245,6 +245,15 @@ impl Counters {
                 }
             }
         }
+        if let Some(h) = s["heartbeats"].as_object() {
+            for (k, v) in h {
+                values.insert(format!("heartbeats.{k}"), v.as_u64().unwrap_or(0));
+            }
+        }
+        values.insert(
+            "dispatch_dropped".into(),
+            s["dispatch_dropped"].as_u64().unwrap_or(0),
+        );
         if let Some(d) = s["dequeue"].as_object() {
             for (k, v) in d {
                 values.insert(format!("dequeue.{k}"), v.as_u64().unwrap_or(0));

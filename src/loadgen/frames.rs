@@ -59,6 +59,12 @@ pub fn min_size(name_len: usize) -> usize {
 /// status), padded with a string in the monitor. The generation stays at 1, as a node's does
 /// while nothing changes.
 pub fn heartbeat_payload(frame_size: usize, name_len: usize) -> Vec<u8> {
+    heartbeat_payload_at(frame_size, name_len, 1)
+}
+
+/// The same content at generation `generation`: what a node sends after its content changed
+/// (the padding absorbs the generation's digits, so the frame size stays exact).
+pub fn heartbeat_payload_at(frame_size: usize, name_len: usize, generation: u64) -> Vec<u8> {
     assert!(
         frame_size >= min_size(name_len) && frame_size <= MAX_UDP_FRAME,
         "frame size {frame_size} out of range"
@@ -66,7 +72,7 @@ pub fn heartbeat_payload(frame_size: usize, name_len: usize) -> Vec<u8> {
     let target = frame_size - overhead(name_len);
     let build = |services: &str, pad: usize| {
         format!(
-            r#"{{"gen":1,"since":0,"monitor":{{"status":"idle","pad":"{}"}},"services":{{{services}}}}}"#,
+            r#"{{"gen":{generation},"since":0,"monitor":{{"status":"idle","pad":"{}"}},"services":{{{services}}}}}"#,
             "x".repeat(pad)
         )
     };
@@ -77,7 +83,8 @@ pub fn heartbeat_payload(frame_size: usize, name_len: usize) -> Vec<u8> {
             r#"{}"svc{i}":{{"avail":"up","overall":"up","frozen":false,"monitor":{{"status":"idle"}}}}"#,
             if i == 0 { "" } else { "," }
         );
-        if build(&services, 0).len() + entry.len() + 16 > target {
+        // Room for a generation of up to 20 digits whatever this one's.
+        if build(&services, 0).len() + entry.len() + 36 > target {
             break;
         }
         services.push_str(&entry);
@@ -100,14 +107,30 @@ pub fn senders(secret: &str, cluster: &str, names: &[String], now_ms: u64) -> Ve
 /// Heartbeats for the nodes of one socket: `rounds` rounds, each one frame per node, in
 /// round order (every node's counters increase along the pool).
 pub fn heartbeat_pool(senders: &mut [Sender], payload: &[u8], rounds: usize, now_ms: u64) -> Pool {
+    heartbeat_pool_with(senders, rounds, now_ms, |_| payload.to_vec())
+}
+
+/// The same, round `r` carrying `payload_of(r)`.
+pub fn heartbeat_pool_with(
+    senders: &mut [Sender],
+    rounds: usize,
+    now_ms: u64,
+    mut payload_of: impl FnMut(usize) -> Vec<u8>,
+) -> Pool {
     let name_len = senders.first().map_or(0, |s| s.nodename().len());
-    let size = overhead(name_len) + payload.len();
+    let first = payload_of(0);
+    let size = overhead(name_len) + first.len();
     let mut pool = Pool::new(size, rounds * senders.len());
     let mut frame = Vec::with_capacity(size);
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        let payload = if round == 0 {
+            first.clone()
+        } else {
+            payload_of(round)
+        };
         for s in senders.iter_mut() {
             frame.clear();
-            s.seal(Kind::Heartbeat, payload, now_ms, &mut frame)
+            s.seal(Kind::Heartbeat, &payload, now_ms, &mut frame)
                 .expect("a heartbeat within the size limits seals");
             pool.push(&frame);
         }
@@ -181,9 +204,9 @@ mod tests {
     #[test]
     fn heartbeats_have_the_exact_size_and_parse() {
         for size in [min_size(8), 256, 1024, 4096] {
-            let mut p = heartbeat_payload(size, 8);
+            let p = heartbeat_payload(size, 8);
             assert_eq!(p.len() + overhead(8), size);
-            let hb = Heartbeat::parse(&mut p).unwrap();
+            let hb = Heartbeat::parse(&p).unwrap();
             assert_eq!(hb.r#gen, 1);
         }
         let names = node_names(1000);

@@ -21,6 +21,7 @@ use std::time::Duration;
 pub enum Scenario {
     NullSink,
     HbUdp,
+    HbUdpNews,
     BlacklistedFlood,
     RandomNamesFlood,
     TcpReq,
@@ -29,9 +30,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::NullSink,
         Scenario::HbUdp,
+        Scenario::HbUdpNews,
         Scenario::BlacklistedFlood,
         Scenario::RandomNamesFlood,
         Scenario::TcpReq,
@@ -43,6 +45,7 @@ impl Scenario {
         match self {
             Scenario::NullSink => "null-sink",
             Scenario::HbUdp => "hb-udp",
+            Scenario::HbUdpNews => "hb-udp-news",
             Scenario::BlacklistedFlood => "blacklisted-flood",
             Scenario::RandomNamesFlood => "random-names-flood",
             Scenario::TcpReq => "tcp-req",

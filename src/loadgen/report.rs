@@ -8,6 +8,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// One measured run.
+/// The heartbeat scenarios: the steady state (every heartbeat repeats its node's last one)
+/// and the worst case (every heartbeat is news).
+const HB_SCENARIOS: [&str; 2] = ["hb-udp", "hb-udp-news"];
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Run {
     pub scenario: &'static str,
@@ -120,11 +124,13 @@ impl Summary {
         };
         for b in super::BACKENDS {
             for &s in sizes {
-                put(
-                    format!("hb-udp/{s}/{b}: pipeline / null-sink"),
-                    self.fig("hb-udp", b, s, "delivered_per_s"),
-                    self.fig("null-sink", "io_uring", s, "received_per_s"),
-                );
+                for hb in HB_SCENARIOS {
+                    put(
+                        format!("{hb}/{s}/{b}: pipeline / null-sink"),
+                        self.fig(hb, b, s, "applied_per_s"),
+                        self.fig("null-sink", "io_uring", s, "received_per_s"),
+                    );
+                }
             }
             put(
                 format!("blacklisted-flood/{b}: drop rate / null-sink"),
@@ -163,18 +169,20 @@ impl Summary {
             );
         }
         for &s in sizes {
-            for b in super::BACKENDS {
+            for hb in HB_SCENARIOS {
+                for b in super::BACKENDS {
+                    put(
+                        format!("{hb}/{s}/{b}: pipeline / null-sink unpinned"),
+                        self.fig(hb, b, s, "applied_per_s"),
+                        self.fig("null-sink", super::scenarios::UNPINNED, s, "received_per_s"),
+                    );
+                }
                 put(
-                    format!("hb-udp/{s}/{b}: pipeline / null-sink unpinned"),
-                    self.fig("hb-udp", b, s, "delivered_per_s"),
-                    self.fig("null-sink", super::scenarios::UNPINNED, s, "received_per_s"),
+                    format!("{hb}/{s}: io_uring / epoll"),
+                    self.fig(hb, "io_uring", s, "applied_per_s"),
+                    self.fig(hb, "epoll", s, "applied_per_s"),
                 );
             }
-            put(
-                format!("hb-udp/{s}: io_uring / epoll"),
-                self.fig("hb-udp", "io_uring", s, "delivered_per_s"),
-                self.fig("hb-udp", "epoll", s, "delivered_per_s"),
-            );
         }
         put(
             "blacklisted-flood: io_uring / epoll (drop rate)".into(),
@@ -236,12 +244,14 @@ impl Summary {
         let r = |k: &str| self.ratios.get(k).copied();
         for b in super::BACKENDS {
             for &s in sizes {
-                target(
-                    format!("hb-udp {s} B {b}: pipeline / null-sink"),
-                    r(&format!("hb-udp/{s}/{b}: pipeline / null-sink")),
-                    ">=",
-                    0.8,
-                );
+                for hb in HB_SCENARIOS {
+                    target(
+                        format!("{hb} {s} B {b}: pipeline / null-sink"),
+                        r(&format!("{hb}/{s}/{b}: pipeline / null-sink")),
+                        ">=",
+                        0.8,
+                    );
+                }
             }
             target(
                 format!("blacklisted-flood {b}: drop rate / null-sink"),
@@ -271,12 +281,14 @@ impl Summary {
             );
         }
         for &s in sizes {
-            target(
-                format!("hb-udp {s} B: io_uring / epoll"),
-                r(&format!("hb-udp/{s}: io_uring / epoll")),
-                ">=",
-                1.3,
-            );
+            for hb in HB_SCENARIOS {
+                target(
+                    format!("{hb} {s} B: io_uring / epoll"),
+                    r(&format!("{hb}/{s}: io_uring / epoll")),
+                    ">=",
+                    1.3,
+                );
+            }
         }
         self.targets = targets
             .into_iter()

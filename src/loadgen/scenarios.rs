@@ -246,9 +246,13 @@ fn finish_run(run: &mut Run, d: &Daemon, rss_start: sys::Rss, w: &Window) {
         "dropped_session_full",
         "invalid_total",
         "dequeues",
+        "heartbeat_repeats",
+        "dispatch_dropped",
     ] {
         run.set(&format!("{k}_per_s"), w.rate(k));
     }
+    run.set("applied_per_s", w.rate("heartbeats.applied"));
+    run.set("news_per_s", w.rate("heartbeats.news"));
     run.set("invalid_in_window", w.delta("invalid_total"));
     run.set("status_call_ms", w.c1.call.as_secs_f64() * 1e3);
     set_sys(run, &w.sys, w.delta("received"));
@@ -299,7 +303,7 @@ pub fn run_all(opts: &Options, log: Log<'_>) -> anyhow::Result<Summary> {
     let flood_size = opts.sizes[0];
     // The null sink is the reference of every ratio: measure what the selected scenarios need.
     let mut sink_sizes: Vec<usize> = Vec::new();
-    if wants(Scenario::NullSink) || wants(Scenario::HbUdp) {
+    if wants(Scenario::NullSink) || wants(Scenario::HbUdp) || wants(Scenario::HbUdpNews) {
         sink_sizes.extend(&opts.sizes);
     }
     if wants(Scenario::BlacklistedFlood) || wants(Scenario::RandomNamesFlood) {
@@ -338,7 +342,7 @@ pub fn run_all(opts: &Options, log: Log<'_>) -> anyhow::Result<Summary> {
     {
         for &backend in &opts.backends {
             let sizes: Vec<usize> = match sc {
-                Scenario::HbUdp => opts.sizes.clone(),
+                Scenario::HbUdp | Scenario::HbUdpNews => opts.sizes.clone(),
                 _ => vec![flood_size],
             };
             for size in sizes {
@@ -348,7 +352,8 @@ pub fn run_all(opts: &Options, log: Log<'_>) -> anyhow::Result<Summary> {
                 };
                 log(&format!("{} {backend}{shown_size} ...", sc.name()));
                 let run = match sc {
-                    Scenario::HbUdp => hb_udp(&ctx, backend, size, log)?,
+                    Scenario::HbUdp => hb_udp(&ctx, backend, size, false, log)?,
+                    Scenario::HbUdpNews => hb_udp(&ctx, backend, size, true, log)?,
                     Scenario::BlacklistedFlood => flood(&ctx, backend, size, Flood::Banned)?,
                     Scenario::RandomNamesFlood => flood(&ctx, backend, size, Flood::RandomNames)?,
                     Scenario::TcpReq => tcp_req(&ctx, backend)?,
@@ -468,11 +473,21 @@ fn null_sink(ctx: &Ctx<'_>, size: usize, pinned: bool) -> anyhow::Result<Run> {
     Ok(run)
 }
 
-fn hb_udp(ctx: &Ctx<'_>, backend: &'static str, size: usize, log: Log<'_>) -> anyhow::Result<Run> {
+/// `news` false: every node repeats its heartbeat (a node's steady state: its content does
+/// not change, nor its generation). True: every heartbeat is a new generation, which the
+/// daemon must read in full (the worst case: every node's content changes every beat).
+fn hb_udp(
+    ctx: &Ctx<'_>,
+    backend: &'static str,
+    size: usize,
+    news: bool,
+    log: Log<'_>,
+) -> anyhow::Result<Run> {
     let o = ctx.opts;
     let d = Daemon::start(&ctx.spec(backend, &[]))?;
     let rss_start = d.rss();
-    let mut run = Run::new("hb-udp", backend, size);
+    let scenario = if news { "hb-udp-news" } else { "hb-udp" };
+    let mut run = Run::new(scenario, backend, size);
     // Pool: enough frames for the sender's full rate (null sink, same size) over the warm-up
     // and the window, with margin, within the memory cap. Every frame carries a fresh
     // counter: nothing is replayed.
@@ -482,7 +497,8 @@ fn hb_udp(ctx: &Ctx<'_>, backend: &'static str, size: usize, log: Log<'_>) -> an
     let want = ((rate_hint * 1.5 * planned.as_secs_f64()) as usize).min(cap);
     let k = o.sockets.max(1).min(ctx.names.len());
     let rounds = want.div_ceil(ctx.names.len()).max(2);
-    let payload = frames::heartbeat_payload(size, ctx.names[0].len());
+    let name_len = ctx.names[0].len();
+    let payload = frames::heartbeat_payload(size, name_len);
     let now = now_ms();
     let t_seal = Instant::now();
     // Node i goes out on socket i % k, so its frames stay in order on one listener socket.
@@ -498,7 +514,15 @@ fn hb_udp(ctx: &Ctx<'_>, backend: &'static str, size: usize, log: Log<'_>) -> an
             .iter_mut()
             .map(|g| {
                 let payload = &payload;
-                scope.spawn(move || frames::heartbeat_pool(g, payload, rounds, now))
+                scope.spawn(move || {
+                    frames::heartbeat_pool_with(g, rounds, now, |round| {
+                        if news {
+                            frames::heartbeat_payload_at(size, name_len, round as u64 + 1)
+                        } else {
+                            payload.clone()
+                        }
+                    })
+                })
             })
             .collect();
         hs.into_iter()
@@ -549,16 +573,20 @@ fn hb_udp(ctx: &Ctx<'_>, backend: &'static str, size: usize, log: Log<'_>) -> an
         "rcvbuf_errors",
         sys::snmp_delta(&snmp0, &snmp1, "RcvbufErrors") as f64,
     );
-    let delivered = w.rate("delivered");
+    // The pipeline's rate is what reached the peers' views: the gate's `delivered` counts
+    // heartbeats before the heartbeat shard's queue, which drops what it cannot take.
+    let applied = w.rate("heartbeats.applied");
     if let Some(&sink) = ctx.sink_rate.get(&size) {
-        run.set("pipeline_over_null_sink", delivered / sink.max(1.0));
+        run.set("pipeline_over_null_sink", applied / sink.max(1.0));
     }
     run.set(
         "peers_seen",
         d.status()?["peers"].as_object().map_or(0, |p| p.len()) as f64,
     );
     run.columns = vec![
+        ("applied/s", "applied_per_s"),
         ("delivered/s", "delivered_per_s"),
+        ("repeats/s", "heartbeat_repeats_per_s"),
         ("received/s", "received_per_s"),
         ("/ null-sink", "pipeline_over_null_sink"),
         ("invalid", "invalid_in_window"),

@@ -4,6 +4,8 @@
 pub mod crypto;
 pub mod fasthash;
 pub mod frame;
+pub mod heartbeat;
+pub mod json;
 pub mod payload;
 pub mod replay;
 pub mod sender;
@@ -11,7 +13,8 @@ pub mod session;
 
 pub use crypto::{OpenError, SessionKey, derive_key_bytes};
 pub use frame::{FrameView, Header, HeaderError, Kind};
-pub use payload::{Heartbeat, PayloadError, Request, RequestParser, Response};
+pub use heartbeat::{HbError, Heartbeat, RawJson};
+pub use payload::{Args, PayloadError, Request, RequestParser, Response};
 pub use replay::{ReplayWindow, Stale};
 pub use sender::Sender;
 pub use session::{KeyCache, ReplayTable};

@@ -1,10 +1,10 @@
-//! JSON payloads (PROTOCOL.md, "Payloads"): requests parsed with simd-json straight from the
-//! decrypted buffer into typed values, responses and heartbeats.
+//! JSON payloads (PROTOCOL.md, "Payloads"): requests read by the JSON scanner straight from
+//! the decrypted buffer into typed values, and responses. Heartbeats: `super::heartbeat`.
 
 use serde::{Deserialize, Serialize};
-use simd_json::prelude::*;
-use simd_json::tape::{Object, Value};
-use simd_json::{Buffers, Tape};
+
+use super::heartbeat::HbError;
+use super::json::{Fail, Peek, Scalar, Scanner, Str};
 
 /// Why a payload is not a valid request. Every message names the action or field at fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,8 +36,8 @@ pub enum PayloadError {
         field: &'static str,
         message: String,
     },
-    #[error("heartbeat: {0}")]
-    Heartbeat(String),
+    #[error("{0}")]
+    Heartbeat(#[from] HbError),
 }
 
 macro_rules! string_enum {
@@ -120,7 +120,7 @@ pub enum Request {
     Leave,
     ServiceAction {
         svcname: String,
-        command: Vec<String>,
+        command: Args,
         sync: bool,
     },
     ServiceLogs {
@@ -276,65 +276,205 @@ impl Request {
     }
 }
 
-/// Reusable parser state: keeps simd-json's scratch buffers and its tape between frames so a
-/// worker does not allocate them per request. The request is read straight off the tape: no
-/// document tree is built (and dropped) per request.
+/// Reusable parser state: the lists one request's objects are read into, kept between frames
+/// so that a worker does not allocate them per request. One pass of the JSON scanner
+/// validates the whole document and collects the top-level and option fields; the typed
+/// `Request` is then built from them, so every malformed document is "malformed JSON" and a
+/// request's other errors do not depend on where in the document the scan stopped.
 #[derive(Default)]
 pub struct RequestParser {
-    buffers: Option<Buffers>,
-    /// Empty between calls; only its allocation is kept.
-    tape: Option<Tape<'static>>,
+    /// Empty between calls; only their allocations are kept.
+    top: Vec<Field<'static>>,
+    options: Vec<Field<'static>>,
+    strings: Vec<Str<'static>>,
 }
 
-/// A tape grown past this many nodes by an unusually large request is not kept.
-const MAX_KEPT_TAPE: usize = 1 << 14;
+/// A value as far as a request needs it: scalars, and arrays of strings (the command line).
+#[derive(Clone, Copy, Debug)]
+enum Val<'b> {
+    Null,
+    Bool(bool),
+    Number(Option<u64>),
+    Str(Str<'b>),
+    /// An array whose elements are all strings: `strings[start..start + len]`.
+    Strings {
+        start: usize,
+        len: usize,
+    },
+    /// Another array, or an object: validated, not interpreted.
+    Other,
+    /// The `options` object, read into the option list.
+    Options,
+}
+
+type Field<'b> = (Str<'b>, Val<'b>);
+
+/// An empty vector with another lifetime, keeping the allocation (the in-place `collect` of
+/// an empty iterator into a vector of the same layout).
+fn recycle<'a, 'b>(mut v: Vec<Field<'a>>) -> Vec<Field<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| -> Field<'b> { unreachable!("the vector is empty") })
+        .collect()
+}
+
+fn recycle_strings<'a, 'b>(mut v: Vec<Str<'a>>) -> Vec<Str<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| -> Str<'b> { unreachable!("the vector is empty") })
+        .collect()
+}
+
+/// A larger list than this, grown by an unusually large request, is not kept.
+const MAX_KEPT: usize = 1 << 12;
 
 impl RequestParser {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Parses a request in place (simd-json rewrites `payload` while it parses).
-    pub fn parse(&mut self, payload: &mut [u8]) -> Result<Request, PayloadError> {
-        let buffers = self
-            .buffers
-            .get_or_insert_with(|| Buffers::new(payload.len().max(512)));
-        // `reset` empties the kept tape and gives it this payload's lifetime.
-        let mut tape = self.tape.take().map_or_else(Tape::null, Tape::reset);
-        let request = match simd_json::fill_tape(payload, buffers, &mut tape) {
-            Ok(()) => request_from_value(tape.as_value()),
-            Err(e) => Err(PayloadError::Json(e.to_string())),
+    /// Parses a request from a decrypted payload.
+    pub fn parse(&mut self, payload: &[u8]) -> Result<Request, PayloadError> {
+        let mut doc = Doc {
+            top: recycle(std::mem::take(&mut self.top)),
+            options: recycle(std::mem::take(&mut self.options)),
+            strings: recycle_strings(std::mem::take(&mut self.strings)),
         };
-        if tape.0.capacity() <= MAX_KEPT_TAPE {
-            self.tape = Some(tape.reset());
+        let mut s = Scanner::new(payload);
+        let request = match doc.scan(&mut s) {
+            Ok(true) => doc.request(),
+            Ok(false) => Err(PayloadError::NotAnObject),
+            Err(Fail) => Err(PayloadError::Json(s.error().to_string())),
+        };
+        let Doc {
+            top,
+            options,
+            strings,
+        } = doc;
+        if top.capacity() <= MAX_KEPT && options.capacity() <= MAX_KEPT {
+            self.top = recycle(top);
+            self.options = recycle(options);
+        }
+        if strings.capacity() <= MAX_KEPT {
+            self.strings = recycle_strings(strings);
         }
         request
     }
 }
 
 /// One-shot parse, for callers without a parser at hand.
-pub fn parse_request(payload: &mut [u8]) -> Result<Request, PayloadError> {
+pub fn parse_request(payload: &[u8]) -> Result<Request, PayloadError> {
     RequestParser::new().parse(payload)
 }
 
-fn request_from_value(doc: Value<'_, '_>) -> Result<Request, PayloadError> {
-    let obj = doc.as_object().ok_or(PayloadError::NotAnObject)?;
-    reject_duplicate_keys(&obj, "request")?;
-    for key in obj.keys() {
-        if key != "action" && key != "options" {
+/// One request document as read by the scanner.
+struct Doc<'b> {
+    top: Vec<Field<'b>>,
+    options: Vec<Field<'b>>,
+    strings: Vec<Str<'b>>,
+}
+
+impl<'b> Doc<'b> {
+    /// Validates the whole document and collects its fields; false if it is not an object.
+    fn scan(&mut self, s: &mut Scanner<'b>) -> Result<bool, Fail> {
+        if s.peek()? != Peek::Object {
+            s.skip()?;
+            s.end()?;
+            return Ok(false);
+        }
+        let mut options_read = false;
+        let mut seq = s.begin_object()?;
+        while let Some(key) = s.next_key(&mut seq)? {
+            let val = if !options_read && key.eq_str("options") && s.peek()? == Peek::Object {
+                // Only the first `options` is read: a second one is refused as a repeated key.
+                options_read = true;
+                let mut inner = s.begin_object()?;
+                while let Some(k) = s.next_key(&mut inner)? {
+                    let v = read_val(s, &mut self.strings)?;
+                    self.options.push((k, v));
+                }
+                Val::Options
+            } else {
+                read_val(s, &mut self.strings)?
+            };
+            self.top.push((key, val));
+        }
+        s.end()?;
+        Ok(true)
+    }
+
+    fn request(&self) -> Result<Request, PayloadError> {
+        reject_duplicate_keys(&self.top, "request")?;
+        if let Some((key, _)) = self
+            .top
+            .iter()
+            .find(|(k, _)| !k.eq_str("action") && !k.eq_str("options"))
+        {
             return Err(PayloadError::UnknownField {
                 action: "request",
-                field: key.to_string(),
+                field: key.value().into_owned(),
             });
         }
+        let action_text = match get(&self.top, "action") {
+            Some(Val::Str(s)) => s.value(),
+            _ => return Err(PayloadError::MissingAction),
+        };
+        let action: &'static str = ACTIONS
+            .iter()
+            .find(|a| **a == action_text)
+            .ok_or_else(|| PayloadError::UnknownAction(action_text.to_string()))?;
+        let options = match get(&self.top, "options") {
+            None => None,
+            Some(Val::Options) => Some(&self.options[..]),
+            Some(_) => return Err(PayloadError::OptionsNotObject { action }),
+        };
+        if let Some(fields) = options {
+            reject_duplicate_keys(fields, action)?;
+        }
+        let opts = Options {
+            action,
+            fields: options.unwrap_or(&[]),
+            strings: &self.strings,
+        };
+        request_from_options(action, &opts)
     }
-    let action_value = obj.get("action").ok_or(PayloadError::MissingAction)?;
-    let action_text = action_value.as_str().ok_or(PayloadError::MissingAction)?;
-    let action: &'static str = ACTIONS
+}
+
+/// The first field named `name` (null counts as absent).
+fn get<'f, 'b>(fields: &'f [Field<'b>], name: &str) -> Option<&'f Val<'b>> {
+    fields
         .iter()
-        .find(|a| **a == action_text)
-        .ok_or_else(|| PayloadError::UnknownAction(action_text.to_string()))?;
-    let opts = Options::new(action, obj.get("options"))?;
+        .find(|(k, _)| k.eq_str(name))
+        .map(|(_, v)| v)
+        .filter(|v| !matches!(v, Val::Null))
+}
+
+fn read_val<'b>(s: &mut Scanner<'b>, strings: &mut Vec<Str<'b>>) -> Result<Val<'b>, Fail> {
+    if s.peek()? != Peek::Array {
+        return Ok(match s.scalar()? {
+            Scalar::Null => Val::Null,
+            Scalar::Bool(b) => Val::Bool(b),
+            Scalar::Number(n) => Val::Number(n),
+            Scalar::Str(x) => Val::Str(x),
+            Scalar::Container(_) => Val::Other,
+        });
+    }
+    let start = strings.len();
+    if s.strings_into(strings)? {
+        Ok(Val::Strings {
+            start,
+            len: strings.len() - start,
+        })
+    } else {
+        strings.truncate(start);
+        Ok(Val::Other)
+    }
+}
+
+fn request_from_options(
+    action: &'static str,
+    opts: &Options<'_, '_>,
+) -> Result<Request, PayloadError> {
     let request = match action {
         "daemon_status" => opts.done(Request::DaemonStatus, &[])?,
         "daemon_shutdown" => opts.done(Request::DaemonShutdown, &[])?,
@@ -452,36 +592,30 @@ fn request_from_value(doc: Value<'_, '_>) -> Result<Request, PayloadError> {
 }
 
 /// JSON leaves repeated names undefined (RFC 8259, section 4) and parsers disagree on them:
-/// most keep the last, simd-json's document tree keeps the first in an object of up to 32
-/// names and the last in a larger one. A request that repeats a name is refused rather than
+/// most keep the last, some the first. A request that repeats a name is refused rather than
 /// read differently by different peers.
 const MAX_KEYS: usize = 32;
 
-fn reject_duplicate_keys(obj: &Object<'_, '_>, action: &'static str) -> Result<(), PayloadError> {
-    if obj.len() > MAX_KEYS {
-        // No request object has more than five legal names (and past 32 simd-json's document
-        // tree would have merged repeated ones already).
+fn reject_duplicate_keys(fields: &[Field<'_>], action: &'static str) -> Result<(), PayloadError> {
+    if fields.len() > MAX_KEYS {
+        // No request object has more than five legal names.
         return Err(PayloadError::TooManyKeys { action });
     }
-    // At most 32 names: gather them on the stack and compare pairs rather than allocate to
-    // sort. Report the smallest repeated name, so the error does not depend on key order.
-    let mut names = [""; MAX_KEYS];
-    let mut n = 0;
-    for (slot, key) in names.iter_mut().zip(obj.keys()) {
-        *slot = key;
-        n += 1;
-    }
-    let names = &names[..n];
-    let mut repeated: Option<&str> = None;
-    for (i, a) in names.iter().enumerate() {
-        if repeated.is_none_or(|r| *a < r) && names[i + 1..].contains(a) {
-            repeated = Some(a);
+    // At most 32 names: compare pairs rather than allocate to sort. Report the smallest
+    // repeated name, so the error does not depend on key order.
+    let mut repeated: Option<std::borrow::Cow<'_, str>> = None;
+    for (i, (a, _)) in fields.iter().enumerate() {
+        if fields[i + 1..].iter().any(|(b, _)| a.same(b)) {
+            let name = a.value();
+            if repeated.as_ref().is_none_or(|r| name < *r) {
+                repeated = Some(name);
+            }
         }
     }
     match repeated {
         Some(field) => Err(PayloadError::DuplicateKey {
             action,
-            field: field.to_string(),
+            field: field.into_owned(),
         }),
         None => Ok(()),
     }
@@ -509,34 +643,13 @@ pub fn valid_svcname(name: &str) -> Result<(), String> {
     }
 }
 
-struct Options<'v, 'a> {
+struct Options<'f, 'b> {
     action: &'static str,
-    map: Option<Object<'v, 'a>>,
+    fields: &'f [Field<'b>],
+    strings: &'f [Str<'b>],
 }
 
-impl<'v, 'a> Options<'v, 'a> {
-    fn new(action: &'static str, value: Option<Value<'v, 'a>>) -> Result<Self, PayloadError> {
-        let map = match value {
-            None => None,
-            Some(v) if v.is_null() => None,
-            Some(v) => Some(
-                v.as_object()
-                    .ok_or(PayloadError::OptionsNotObject { action })?,
-            ),
-        };
-        if let Some(map) = &map {
-            reject_duplicate_keys(map, action)?;
-        }
-        Ok(Options { action, map })
-    }
-
-    fn get(&self, field: &str) -> Option<Value<'v, 'a>> {
-        self.map
-            .as_ref()
-            .and_then(|m| m.get(field))
-            .filter(|v| !v.is_null())
-    }
-
+impl Options<'_, '_> {
     fn bad(&self, field: &'static str, message: impl Into<String>) -> PayloadError {
         PayloadError::BadField {
             action: self.action,
@@ -546,12 +659,10 @@ impl<'v, 'a> Options<'v, 'a> {
     }
 
     fn opt_string(&self, field: &'static str) -> Result<Option<String>, PayloadError> {
-        match self.get(field) {
+        match get(self.fields, field) {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(|s| Some(s.to_string()))
-                .ok_or_else(|| self.bad(field, "expected a string")),
+            Some(Val::Str(s)) => Ok(Some(s.value().into_owned())),
+            Some(_) => Err(self.bad(field, "expected a string")),
         }
     }
 
@@ -567,22 +678,18 @@ impl<'v, 'a> Options<'v, 'a> {
     }
 
     fn opt_bool(&self, field: &'static str) -> Result<Option<bool>, PayloadError> {
-        match self.get(field) {
+        match get(self.fields, field) {
             None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.bad(field, "expected true or false")),
+            Some(Val::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.bad(field, "expected true or false")),
         }
     }
 
     fn opt_u64(&self, field: &'static str) -> Result<Option<u64>, PayloadError> {
-        match self.get(field) {
+        match get(self.fields, field) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| self.bad(field, "expected a non-negative integer")),
+            Some(Val::Number(Some(n))) => Ok(Some(*n)),
+            Some(_) => Err(self.bad(field, "expected a non-negative integer")),
         }
     }
 
@@ -603,38 +710,123 @@ impl<'v, 'a> Options<'v, 'a> {
         }
     }
 
-    fn string_list(&self, field: &'static str) -> Result<Vec<String>, PayloadError> {
-        let v = self.get(field).ok_or(PayloadError::MissingField {
-            action: self.action,
-            field,
-        })?;
-        let arr = v
-            .as_array()
-            .ok_or_else(|| self.bad(field, "expected an array of strings"))?;
-        if arr.is_empty() {
+    fn string_list(&self, field: &'static str) -> Result<Args, PayloadError> {
+        let list = match get(self.fields, field) {
+            None => {
+                return Err(PayloadError::MissingField {
+                    action: self.action,
+                    field,
+                });
+            }
+            Some(Val::Strings { start, len }) => &self.strings[*start..*start + *len],
+            Some(_) => return Err(self.bad(field, "expected an array of strings")),
+        };
+        if list.is_empty() {
             return Err(self.bad(field, "must not be empty"));
         }
-        let mut list = Vec::with_capacity(arr.len());
-        for x in arr.iter() {
-            let s = x
-                .as_str()
-                .ok_or_else(|| self.bad(field, "expected an array of strings"))?;
-            list.push(s.to_string());
+        let mut args = Args::with_capacity(list.len(), list.iter().map(|s| s.raw_len()).sum());
+        for s in list {
+            args.push_str_value(s);
         }
-        Ok(list)
+        Ok(args)
     }
 
     /// Refuses any option not in `known`, then returns the request.
     fn done(&self, request: Request, known: &[&str]) -> Result<Request, PayloadError> {
-        if let Some(map) = &self.map
-            && let Some(field) = map.keys().find(|k| !known.contains(k))
+        if let Some((field, _)) = self
+            .fields
+            .iter()
+            .find(|(k, _)| !known.iter().any(|n| k.eq_str(n)))
         {
             return Err(PayloadError::UnknownField {
                 action: self.action,
-                field: field.to_string(),
+                field: field.value().into_owned(),
             });
         }
         Ok(request)
+    }
+}
+
+/// A list of strings (a command line) in one buffer: one allocation for the text and one for
+/// the boundaries, however many arguments.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Args {
+    fn with_capacity(count: usize, bytes: usize) -> Self {
+        Args {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
+    fn push_str_value(&mut self, s: &Str<'_>) {
+        s.push_to(&mut self.text);
+        self.ends.push(self.text.len() as u32);
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u32);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..end)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or(""))
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
+    }
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Args {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut args = Args::default();
+        for s in iter {
+            args.push(s.as_ref());
+        }
+        args
+    }
+}
+
+impl From<Vec<String>> for Args {
+    fn from(v: Vec<String>) -> Self {
+        v.iter().collect()
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for Args {
+    fn from(v: [&str; N]) -> Self {
+        v.iter().collect()
+    }
+}
+
+impl Serialize for Args {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
     }
 }
 
@@ -679,51 +871,13 @@ impl Response {
     }
 }
 
-/// A heartbeat (kind 3): the sender's generation, node monitor and service instances, whole
-/// or as the changed part (see `crate::hb` for the delta fields).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    pub r#gen: u64,
-    #[serde(default)]
-    pub monitor: serde_json::Value,
-    #[serde(default)]
-    pub services: serde_json::Map<String, serde_json::Value>,
-    /// 0: the whole content (or one part of it); F: the changes since the full content of F.
-    #[serde(default)]
-    pub since: u64,
-    /// `[i, n]`: part i of a full content split over n datagrams.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part: Option<[u64; 2]>,
-    /// Services removed since `since` (deltas only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub removed: Option<Vec<String>>,
-    /// The sender's start time: a restarted sender's generations start again.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub boot: u64,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-impl Heartbeat {
-    pub fn parse(payload: &mut [u8]) -> Result<Self, PayloadError> {
-        simd_json::serde::from_slice(payload).map_err(|e| PayloadError::Heartbeat(e.to_string()))
-    }
-
-    /// Back to the JSON document, for `hb::HbView::apply`.
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn parse(s: &str) -> Result<Request, PayloadError> {
-        parse_request(&mut s.as_bytes().to_vec())
+        parse_request(s.as_bytes())
     }
 
     #[test]
@@ -795,7 +949,7 @@ mod tests {
             )
                 .prop_map(|(svcname, command, sync)| Request::ServiceAction {
                     svcname,
-                    command,
+                    command: command.into(),
                     sync
                 }),
             (
@@ -823,36 +977,36 @@ mod tests {
     proptest! {
         #[test]
         fn request_round_trip(r in arb_request()) {
-            let mut bytes = r.to_vec();
-            prop_assert_eq!(parse_request(&mut bytes).unwrap(), r);
+            let bytes = r.to_vec();
+            prop_assert_eq!(parse_request(&bytes).unwrap(), r);
         }
 
-        /// One parser reused across requests, garbage and oversized documents (its tape is
+        /// One parser reused across requests, garbage and oversized documents (its lists are
         /// kept between calls) reads each exactly as a fresh parser does.
         #[test]
         fn reused_parser_matches_fresh(docs in prop::collection::vec(prop_oneof![
             arb_request().prop_map(|r| r.to_vec()),
             prop::collection::vec(any::<u8>(), 0..64),
             (1usize..3000).prop_map(|n| {
-                let command: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+                let command: Args = (0..n).map(|i| i.to_string()).collect();
                 Request::ServiceAction { svcname: "s".into(), command, sync: false }.to_vec()
             }),
         ], 1..8)) {
             let mut parser = RequestParser::new();
             for doc in docs {
-                let reused = parser.parse(&mut doc.clone());
-                prop_assert_eq!(reused, parse_request(&mut doc.clone()));
+                let reused = parser.parse(&doc.clone());
+                prop_assert_eq!(reused, parse_request(&doc.clone()));
             }
         }
 
         #[test]
-        fn arbitrary_bytes_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-            let _ = parse_request(&mut bytes);
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_request(&bytes);
         }
     }
 
     #[test]
-    fn response_and_heartbeat() {
+    fn response_round_trip() {
         let mut r = Response::error("unknown service svc1").to_vec();
         assert_eq!(
             String::from_utf8(r.clone()).unwrap(),
@@ -862,29 +1016,74 @@ mod tests {
             Response::parse(&mut r).unwrap().error.as_deref(),
             Some("unknown service svc1")
         );
-        let mut hb =
-            br#"{"gen": 12, "monitor": {"status":"idle"}, "services": {"svc1": {}}}"#.to_vec();
-        let hb = Heartbeat::parse(&mut hb).unwrap();
-        assert_eq!(hb.r#gen, 12);
-        assert!(hb.services.contains_key("svc1"));
     }
 
-    /// What the listener parses is handed to `hb::HbView` whole: nothing may be lost.
+    /// Key order, whitespace and escapes are the sender's choice: the request is the same.
     #[test]
-    fn heartbeat_fields_survive_for_the_view() {
-        for text in [
-            r#"{"gen":3,"since":0,"monitor":{"status":"idle"},"services":{"a":{"avail":"up"}}}"#,
-            r#"{"gen":4,"since":0,"part":[1,2],"boot":17,"monitor":{},"services":{}}"#,
-            r#"{"gen":5,"since":4,"monitor":{},"services":{"b":1},"removed":["a"]}"#,
+    fn any_key_order_whitespace_and_escapes() {
+        let expected = Request::ServiceAction {
+            svcname: "svc1".into(),
+            command: ["start", "é\\n\"x"].into(),
+            sync: false,
+        };
+        for doc in [
+            r#"{"action":"service_action","options":{"svcname":"svc1","command":["start","é\\n\"x"],"sync":false}}"#,
+            r#"{"options":{"sync":false,"command":["start","é\\n\"x"],"svcname":"svc1"},"action":"service_action"}"#,
+            "{ \"options\" :\n { \"sync\" : false , \"command\" : [ \"start\" , \"\\u00e9\\\\n\\\"x\" ] ,\"svc\\u006eame\":\"svc\\u0031\" } ,\t\"\\u0061ction\" : \"service_action\" } ",
         ] {
-            let mut bytes = text.as_bytes().to_vec();
-            let hb = Heartbeat::parse(&mut bytes).unwrap();
-            let expected: serde_json::Value = serde_json::from_str(text).unwrap();
-            assert_eq!(hb.to_value(), expected);
+            assert_eq!(parse(doc), Ok(expected.clone()), "{doc}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_comes_before_any_other_error() {
+        // An unknown option and a repeated key, but the document is cut short.
+        for doc in [
+            r#"{"action":"clear","options":{"x":1,"x":2,"svcname":"a"}"#,
+            r#"{"action":"nope","options":{"svcname":[1,]}}"#,
+        ] {
             assert!(
-                crate::hb::HbView::new().apply(&hb.to_value()).is_ok(),
-                "{text}"
+                parse(doc)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("malformed JSON"),
+                "{doc}"
             );
         }
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_even_when_escaped_differently() {
+        assert_eq!(
+            parse(r#"{"action":"clear","options":{"svcname":"a","svc\u006eame":"b"}}"#),
+            Err(PayloadError::DuplicateKey {
+                action: "clear",
+                field: "svcname".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"action":"leave","\u0061ction":"leave"}"#),
+            Err(PayloadError::DuplicateKey {
+                action: "request",
+                field: "action".into()
+            })
+        );
+        // The smallest repeated name, whatever the order.
+        assert_eq!(
+            parse(r#"{"action":"clear","options":{"z":1,"b":1,"z":2,"b":2}}"#),
+            Err(PayloadError::DuplicateKey {
+                action: "clear",
+                field: "b".into()
+            })
+        );
+    }
+
+    #[test]
+    fn args_keep_every_argument() {
+        let a: Args = ["", "x", "", "é"].into();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a.to_vec(), ["", "x", "", "é"]);
+        assert_eq!(a.get(4), None);
+        assert_eq!(serde_json::to_string(&a).unwrap(), r#"["","x","","é"]"#);
     }
 }

@@ -1,0 +1,608 @@
+//! Heartbeat payloads (kind 3), read in one pass of the JSON scanner: the fields that steer
+//! `crate::hb::HbView` (`gen`, `since`, `boot`, `part`, `removed`) are decoded and checked;
+//! the node monitor and each service's value stay raw JSON text, validated, in one shared
+//! copy of the payload. Nothing builds a document tree per heartbeat: a peer's data is only
+//! turned into `serde_json::Value`s when someone reads it (`daemon status`, orchestration).
+//!
+//! The fields are described in `crate::hb`. PROTOCOL.md's example heartbeat has no `since`:
+//! an absent `since` is 0, a full snapshot.
+
+use std::ops::Range;
+use std::sync::{Arc, LazyLock};
+
+use super::json::{Fail, JsonError, Peek, Scalar, Scanner, Str};
+
+/// Most parts in one split snapshot. Bounds what a receiver holds for an unfinished assembly
+/// (about 60 MB at `crate::hb::MAX_PAYLOAD`, far beyond any real node's services).
+pub const MAX_PARTS: usize = 1024;
+
+/// Why a payload is not a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HbError {
+    #[error("heartbeat: malformed JSON: {0}")]
+    Json(JsonError),
+    #[error("heartbeat payload is not a JSON object")]
+    NotAnObject,
+    #[error("heartbeat: missing {0:?}")]
+    Missing(&'static str),
+    #[error("heartbeat: {0:?} has the wrong type")]
+    BadType(&'static str),
+    #[error("heartbeat: {0:?} appears twice")]
+    DuplicateField(&'static str),
+    #[error("heartbeat: service {0:?} appears twice")]
+    DuplicateService(String),
+    #[error("heartbeat: \"gen\" must be at least 1")]
+    ZeroGen,
+    #[error("heartbeat: \"since\" {since} is after \"gen\" {generation}")]
+    SinceAfterGen { since: u64, generation: u64 },
+    #[error("heartbeat: part {index} of {count} is out of range (1 ..= count ..= {MAX_PARTS})")]
+    PartOutOfRange { index: u64, count: u64 },
+    #[error("heartbeat: gen {generation} was in {was} parts, now {now}")]
+    PartCountChanged {
+        generation: u64,
+        was: usize,
+        now: usize,
+    },
+    #[error("heartbeat: a delta (\"since\" > 0) has a \"part\"")]
+    PartInDelta,
+    #[error("heartbeat: a full snapshot (\"since\" 0) has \"removed\"")]
+    RemovedInFull,
+}
+
+impl From<JsonError> for HbError {
+    fn from(e: JsonError) -> Self {
+        HbError::Json(e)
+    }
+}
+
+/// A JSON value kept as its validated text, sharing the payload it came in.
+#[derive(Clone)]
+pub struct RawJson {
+    text: Arc<str>,
+    start: u32,
+    end: u32,
+}
+
+static NULL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("null"));
+
+impl Default for RawJson {
+    /// `null`.
+    fn default() -> Self {
+        RawJson {
+            text: NULL.clone(),
+            start: 0,
+            end: 4,
+        }
+    }
+}
+
+impl RawJson {
+    pub fn as_str(&self) -> &str {
+        // The range was cut at value boundaries of this text, which are char boundaries.
+        self.text
+            .get(self.start as usize..self.end as usize)
+            .unwrap_or("null")
+    }
+
+    /// The value as a document tree.
+    pub fn to_value(&self) -> serde_json::Value {
+        // The text was accepted by the scanner, which accepts what serde_json accepts.
+        serde_json::from_str(self.as_str()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Bytes of the payload this value keeps alive.
+    pub fn retained(&self) -> usize {
+        self.text.len()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RawJson {}
+
+impl std::fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A service name: a span of the payload, or its unescaped copy when it had escapes.
+#[derive(Clone, Debug)]
+enum Name {
+    Span(u32, u32),
+    Owned(Box<str>),
+}
+
+/// A heartbeat payload, parsed and checked on its own (what the receiving view holds is
+/// checked by `HbView::apply`).
+#[derive(Clone)]
+pub struct Heartbeat {
+    pub r#gen: u64,
+    /// 0: the whole content (or one part of it); F: the changes since the full content of F.
+    pub since: u64,
+    /// The sender's incarnation (0 when it sends none).
+    pub boot: u64,
+    /// `(i, n)`: part i of a full content split over n datagrams, 1 <= i <= n <= MAX_PARTS.
+    pub part: Option<(usize, usize)>,
+    /// Services removed since `since` (deltas only).
+    pub removed: Vec<String>,
+    text: Arc<str>,
+    monitor: (u32, u32),
+    /// Shared, so that a heartbeat is cloned without allocating (the gate hands out a
+    /// repeat of a payload it already read as a clone of it).
+    services: Arc<[(Name, (u32, u32))]>,
+    has_removed: bool,
+}
+
+impl Default for Heartbeat {
+    /// Generation 1 of a node with a `null` monitor and no service.
+    fn default() -> Self {
+        Heartbeat {
+            r#gen: 1,
+            since: 0,
+            boot: 0,
+            part: None,
+            removed: Vec::new(),
+            text: NULL.clone(),
+            monitor: (0, 4),
+            services: Arc::new([]),
+            has_removed: false,
+        }
+    }
+}
+
+impl Heartbeat {
+    /// The node monitor's JSON.
+    pub fn monitor(&self) -> RawJson {
+        self.raw(self.monitor)
+    }
+
+    /// Services in payload order: name and JSON.
+    pub fn services(&self) -> impl ExactSizeIterator<Item = (&str, RawJson)> + '_ {
+        self.services
+            .iter()
+            .map(|(name, value)| (self.name(name), self.raw(*value)))
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// The payload this heartbeat was read from.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn name<'a>(&'a self, name: &'a Name) -> &'a str {
+        match name {
+            Name::Span(s, e) => self.text.get(*s as usize..*e as usize).unwrap_or(""),
+            Name::Owned(n) => n,
+        }
+    }
+
+    fn raw(&self, (start, end): (u32, u32)) -> RawJson {
+        RawJson {
+            text: self.text.clone(),
+            start,
+            end,
+        }
+    }
+
+    /// The payload as a document tree, with the fields as sent (for tests and tools).
+    pub fn to_value(&self) -> serde_json::Value {
+        let mut o = serde_json::Map::new();
+        o.insert("gen".into(), self.r#gen.into());
+        o.insert("since".into(), self.since.into());
+        if self.boot != 0 {
+            o.insert("boot".into(), self.boot.into());
+        }
+        if let Some((i, n)) = self.part {
+            o.insert("part".into(), serde_json::json!([i, n]));
+        }
+        o.insert("monitor".into(), self.monitor().to_value());
+        let services = self
+            .services()
+            .map(|(n, v)| (n.to_string(), v.to_value()))
+            .collect();
+        o.insert("services".into(), serde_json::Value::Object(services));
+        if self.has_removed {
+            o.insert("removed".into(), serde_json::json!(self.removed));
+        }
+        serde_json::Value::Object(o)
+    }
+
+    /// Reads and checks one payload.
+    pub fn parse(payload: &[u8]) -> Result<Heartbeat, HbError> {
+        let mut s = Scanner::new(payload);
+        let fields = scan(&mut s).map_err(|Fail| HbError::Json(s.error()))?;
+        let text_len = payload.len();
+        let Fields {
+            r#gen,
+            since,
+            boot,
+            monitor,
+            services,
+            part,
+            removed,
+            duplicate,
+        } = fields.ok_or(HbError::NotAnObject)?;
+        if let Some(field) = duplicate {
+            return Err(HbError::DuplicateField(field));
+        }
+        let r#gen = match r#gen {
+            None => return Err(HbError::Missing("gen")),
+            Some(Scalar::Number(Some(g))) => g,
+            Some(_) => return Err(HbError::BadType("gen")),
+        };
+        if r#gen == 0 {
+            return Err(HbError::ZeroGen);
+        }
+        let since = match since {
+            None => 0,
+            Some(Scalar::Number(Some(s))) => s,
+            Some(_) => return Err(HbError::BadType("since")),
+        };
+        let boot = match boot {
+            None => 0,
+            Some(Scalar::Number(Some(b))) => b,
+            Some(_) => return Err(HbError::BadType("boot")),
+        };
+        let monitor = monitor.ok_or(HbError::Missing("monitor"))?;
+        let services = match services {
+            None => return Err(HbError::Missing("services")),
+            Some(Got::Wrong) => return Err(HbError::BadType("services")),
+            Some(Got::Right(s)) => s,
+        };
+        if let Some(name) = services.duplicate {
+            return Err(HbError::DuplicateService(name));
+        }
+        let part = match part {
+            None => None,
+            Some(Got::Wrong) => return Err(HbError::BadType("part")),
+            Some(Got::Right((index, count))) => {
+                let out_of_range = HbError::PartOutOfRange { index, count };
+                let i = usize::try_from(index).map_err(|_| out_of_range.clone())?;
+                let n = usize::try_from(count).map_err(|_| out_of_range.clone())?;
+                if i == 0 || i > n || n > MAX_PARTS {
+                    return Err(out_of_range);
+                }
+                Some((i, n))
+            }
+        };
+        let (removed, has_removed) = match removed {
+            None => (Vec::new(), false),
+            Some(Got::Wrong) => return Err(HbError::BadType("removed")),
+            Some(Got::Right(r)) => (r, true),
+        };
+        if since == 0 {
+            if has_removed {
+                return Err(HbError::RemovedInFull);
+            }
+        } else {
+            if part.is_some() {
+                return Err(HbError::PartInDelta);
+            }
+            if since > r#gen {
+                return Err(HbError::SinceAfterGen {
+                    since,
+                    generation: r#gen,
+                });
+            }
+        }
+        // A part `[1, 1]` is the whole content.
+        let part = part.filter(|&(_, n)| n > 1);
+        debug_assert!(std::str::from_utf8(payload).is_ok());
+        // SAFETY: the scanner accepted the whole payload, and it accepts UTF-8 only: bytes
+        // outside strings are ASCII grammar, strings are ASCII or checked by `from_utf8`.
+        let text: Arc<str> = Arc::from(unsafe { std::str::from_utf8_unchecked(payload) });
+        debug_assert_eq!(text.len(), text_len);
+        Ok(Heartbeat {
+            r#gen,
+            since,
+            boot,
+            part,
+            removed,
+            text,
+            monitor,
+            services: services.entries.into(),
+            has_removed,
+        })
+    }
+}
+
+impl PartialEq for Heartbeat {
+    /// Same fields, same monitor text, same services in the same order.
+    fn eq(&self, other: &Self) -> bool {
+        self.r#gen == other.r#gen
+            && self.since == other.since
+            && self.boot == other.boot
+            && self.part == other.part
+            && self.removed == other.removed
+            && self.has_removed == other.has_removed
+            && self.monitor() == other.monitor()
+            && self.services().eq(other.services())
+    }
+}
+
+impl std::fmt::Debug for Heartbeat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Heartbeat")
+            .field("gen", &self.r#gen)
+            .field("since", &self.since)
+            .field("boot", &self.boot)
+            .field("part", &self.part)
+            .field("removed", &self.removed)
+            .field("monitor", &self.monitor())
+            .field("services", &self.services().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A field of the expected type, or of another.
+enum Got<T> {
+    Right(T),
+    Wrong,
+}
+
+struct Services {
+    entries: Vec<(Name, (u32, u32))>,
+    duplicate: Option<String>,
+}
+
+/// The top-level fields as read; checked in `Heartbeat::parse`, in a fixed order, once the
+/// whole document is known to be JSON.
+struct Fields<'b> {
+    r#gen: Option<Scalar<'b>>,
+    since: Option<Scalar<'b>>,
+    boot: Option<Scalar<'b>>,
+    monitor: Option<(u32, u32)>,
+    services: Option<Got<Services>>,
+    part: Option<Got<(u64, u64)>>,
+    removed: Option<Got<Vec<String>>>,
+    duplicate: Option<&'static str>,
+}
+
+fn span(r: Range<usize>) -> (u32, u32) {
+    // Payloads are at most a frame (`listener.max_frame` < 4 GiB).
+    (r.start as u32, r.end as u32)
+}
+
+fn str_span(buf: &[u8], s: &Str<'_>) -> Option<(u32, u32)> {
+    let raw = s.as_plain()?;
+    let start = raw.as_ptr() as usize - buf.as_ptr() as usize;
+    Some(span(start..start + raw.len()))
+}
+
+/// One pass over the payload: the whole document is validated; `None` if it is not an
+/// object.
+fn scan<'b>(s: &mut Scanner<'b>) -> Result<Option<Fields<'b>>, Fail> {
+    if s.peek()? != Peek::Object {
+        s.skip()?;
+        s.end()?;
+        return Ok(None);
+    }
+    let mut f = Fields {
+        r#gen: None,
+        since: None,
+        boot: None,
+        monitor: None,
+        services: None,
+        part: None,
+        removed: None,
+        duplicate: None,
+    };
+    let mut seq = s.begin_object()?;
+    while let Some(key) = s.next_key(&mut seq)? {
+        let key = key.value();
+        let field: &'static str = match &*key {
+            "gen" => "gen",
+            "since" => "since",
+            "boot" => "boot",
+            "monitor" => "monitor",
+            "services" => "services",
+            "part" => "part",
+            "removed" => "removed",
+            // Unknown fields are room to grow: validated, ignored.
+            _ => {
+                s.skip()?;
+                continue;
+            }
+        };
+        let seen = match field {
+            "gen" => f.r#gen.replace(s.scalar()?).is_some(),
+            "since" => f.since.replace(s.scalar()?).is_some(),
+            "boot" => f.boot.replace(s.scalar()?).is_some(),
+            "monitor" => f.monitor.replace(span(s.skip_span()?)).is_some(),
+            "services" => {
+                let v = read_services(s)?;
+                f.services.replace(v).is_some()
+            }
+            "part" => {
+                let v = read_part(s)?;
+                f.part.replace(v).is_some()
+            }
+            _ => {
+                let v = read_strings(s)?;
+                f.removed.replace(v).is_some()
+            }
+        };
+        if seen && f.duplicate.is_none() {
+            f.duplicate = Some(field);
+        }
+    }
+    s.end()?;
+    Ok(Some(f))
+}
+
+fn read_services(s: &mut Scanner<'_>) -> Result<Got<Services>, Fail> {
+    if s.peek()? != Peek::Object {
+        s.skip()?;
+        return Ok(Got::Wrong);
+    }
+    let buf = s.buffer();
+    let mut out = Services {
+        entries: Vec::new(),
+        duplicate: None,
+    };
+    let mut seq = s.begin_object()?;
+    while let Some(key) = s.next_key(&mut seq)? {
+        let value = span(s.skip_span()?);
+        let name = match str_span(buf, &key) {
+            Some(sp) => Name::Span(sp.0, sp.1),
+            None => Name::Owned(key.value().into()),
+        };
+        out.entries.push((name, value));
+    }
+    // Services are few per node: a sort only when there are many.
+    if out.entries.len() > 1 {
+        let name_of = |n: &Name| -> String {
+            match n {
+                Name::Span(a, b) => String::from_utf8_lossy(&buf[*a as usize..*b as usize]).into(),
+                Name::Owned(o) => o.to_string(),
+            }
+        };
+        let names: Vec<&[u8]> = out
+            .entries
+            .iter()
+            .map(|(n, _)| match n {
+                Name::Span(a, b) => &buf[*a as usize..*b as usize],
+                Name::Owned(o) => o.as_bytes(),
+            })
+            .collect();
+        // Lengths and last bytes first: names that differ mostly differ there.
+        let same = |a: &[u8], b: &[u8]| a.len() == b.len() && a.last() == b.last() && a == b;
+        let repeated = if names.len() <= 16 {
+            (0..names.len()).find(|&i| names[i + 1..].iter().any(|n| same(n, names[i])))
+        } else {
+            let mut order: Vec<usize> = (0..names.len()).collect();
+            order.sort_by_key(|&i| names[i]);
+            order
+                .windows(2)
+                .find(|w| names[w[0]] == names[w[1]])
+                .map(|w| w[0])
+        };
+        out.duplicate = repeated.map(|i| name_of(&out.entries[i].0));
+    }
+    Ok(Got::Right(out))
+}
+
+fn read_part(s: &mut Scanner<'_>) -> Result<Got<(u64, u64)>, Fail> {
+    if s.peek()? != Peek::Array {
+        s.skip()?;
+        return Ok(Got::Wrong);
+    }
+    let mut numbers = [0u64; 2];
+    let mut count = 0;
+    let mut ok = true;
+    let mut seq = s.begin_array()?;
+    while s.next_element(&mut seq)? {
+        match s.scalar()? {
+            Scalar::Number(Some(n)) if count < 2 => numbers[count] = n,
+            _ => ok = false,
+        }
+        count += 1;
+    }
+    Ok(if ok && count == 2 {
+        Got::Right((numbers[0], numbers[1]))
+    } else {
+        Got::Wrong
+    })
+}
+
+fn read_strings(s: &mut Scanner<'_>) -> Result<Got<Vec<String>>, Fail> {
+    if s.peek()? != Peek::Array {
+        s.skip()?;
+        return Ok(Got::Wrong);
+    }
+    let mut list = Vec::new();
+    let mut ok = true;
+    let mut seq = s.begin_array()?;
+    while s.next_element(&mut seq)? {
+        match s.scalar()? {
+            Scalar::Str(name) if ok => list.push(name.value().into_owned()),
+            _ => ok = false,
+        }
+    }
+    Ok(if ok { Got::Right(list) } else { Got::Wrong })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: &serde_json::Value) -> Result<Heartbeat, HbError> {
+        Heartbeat::parse(&serde_json::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn reads_fields_and_keeps_values_raw() {
+        let text = br#" {"gen": 12, "since": 0, "boot": 3, "x": [1,{"y":null}],
+            "monitor": {"status": "idle"}, "services": {"svc1": {"avail": "up"}, "s\u0032": [1, 2.5]}} "#;
+        let hb = Heartbeat::parse(text).unwrap();
+        assert_eq!((hb.r#gen, hb.since, hb.boot, hb.part), (12, 0, 3, None));
+        assert_eq!(hb.monitor().as_str(), r#"{"status": "idle"}"#);
+        let services: Vec<(String, String)> = hb
+            .services()
+            .map(|(n, v)| (n.to_string(), v.as_str().to_string()))
+            .collect();
+        assert_eq!(
+            services,
+            [
+                ("svc1".to_string(), r#"{"avail": "up"}"#.to_string()),
+                ("s2".to_string(), "[1, 2.5]".to_string())
+            ]
+        );
+        assert_eq!(hb.monitor().to_value(), json!({"status": "idle"}));
+    }
+
+    /// PROTOCOL.md's heartbeat has no `since`: it is a full snapshot.
+    #[test]
+    fn the_documented_example_is_a_full_snapshot() {
+        let hb = parse(&json!({"gen": 12, "monitor": {}, "services": {"svc1": {}}})).unwrap();
+        assert_eq!((hb.r#gen, hb.since, hb.part), (12, 0, None));
+    }
+
+    #[test]
+    fn refuses_repeated_fields_and_services() {
+        assert_eq!(
+            Heartbeat::parse(br#"{"gen":1,"gen":2,"monitor":{},"services":{}}"#).unwrap_err(),
+            HbError::DuplicateField("gen")
+        );
+        assert_eq!(
+            Heartbeat::parse(br#"{"gen":1,"monitor":{},"services":{"a":1,"b":2,"\u0061":3}}"#)
+                .unwrap_err(),
+            HbError::DuplicateService("a".into())
+        );
+        let many: String = (0..40).map(|i| format!("\"s{i}\":{i},")).collect();
+        let doc = format!(r#"{{"gen":1,"monitor":{{}},"services":{{{many}"s7":0}}}}"#);
+        assert_eq!(
+            Heartbeat::parse(doc.as_bytes()).unwrap_err(),
+            HbError::DuplicateService("s7".into())
+        );
+        // Unknown fields are ignored, even twice.
+        assert!(Heartbeat::parse(br#"{"gen":1,"x":1,"x":2,"monitor":{},"services":{}}"#).is_ok());
+    }
+
+    #[test]
+    fn malformed_json_is_refused() {
+        assert!(matches!(
+            Heartbeat::parse(br#"{"gen":1,"monitor":{},"services":{"a":[1,]}}"#),
+            Err(HbError::Json(_))
+        ));
+        assert_eq!(Heartbeat::parse(b"[1]").unwrap_err(), HbError::NotAnObject);
+    }
+
+    #[test]
+    fn round_trip_through_to_value() {
+        let v = json!({"gen": 5, "since": 4, "boot": 2, "monitor": {"m": [1, "é"]},
+            "services": {"b": 1, "a": {"x": null}}, "removed": ["c"]});
+        let hb = parse(&v).unwrap();
+        assert_eq!(hb.to_value(), v);
+        assert_eq!(parse(&hb.to_value()).unwrap(), hb);
+    }
+}
