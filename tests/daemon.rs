@@ -511,10 +511,20 @@ fn tcp_limits_slowloris_max_connections_and_max_frame(backend: &str) {
         closed_within(&mut big, Duration::from_secs(2)),
         "oversize frame closed"
     );
-    // Beyond max_connections, new connections are closed and counted.
+    // Beyond max_connections, new connections are closed and counted. The two first must be
+    // accepted (by whichever worker) before the third comes: wait for the daemon to say so,
+    // and for the two closed above to be gone.
+    let open = |n: &Node| n.status()["listener"]["counters"]["tcp_open"].as_u64();
+    wait_for(
+        "the closed connections gone",
+        Duration::from_secs(10),
+        || (open(&n) == Some(0)).then_some(()),
+    );
     let _a = TcpStream::connect(n.addr()).unwrap();
     let _b = TcpStream::connect(n.addr()).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for("two connections accepted", Duration::from_secs(10), || {
+        (open(&n) == Some(2)).then_some(())
+    });
     let mut c = TcpStream::connect(n.addr()).unwrap();
     assert!(
         closed_within(&mut c, Duration::from_secs(2)),

@@ -52,7 +52,7 @@ impl PeerStatus {
     }
 
     pub fn in_maintenance(&self) -> bool {
-        self.monitor()["status"] == "maintenance"
+        self.view.monitor().get_str("status").as_deref() == Some("maintenance")
     }
 }
 

@@ -3,12 +3,12 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use crate::daemon::state::{DaemonState, SupervisorCmd, lock};
 use crate::guard::InvalidClass;
 use crate::listener::now_ms;
-use crate::wire::Response;
+use crate::wire::{RawJson, Response};
 
 pub fn status(state: &DaemonState) -> Response {
     let config = state.config();
@@ -40,13 +40,14 @@ pub fn status(state: &DaemonState) -> Response {
                 "heartbeat_repeats": stats.heartbeat_repeats,
                 "tcp_accepted": accepted,
                 "tcp_refused": refused,
+                "tcp_open": l.open_connections.load(std::sync::atomic::Ordering::Relaxed),
             }),
         );
     }
     let timeout = config.hb.timeout_ms;
     // Taken under the lock as shared references to the raw JSON (no copy, no parse), so the
     // heartbeat shard is not held back while the documents are built.
-    let snapshot: Vec<_> = lock(&state.peers)
+    let snapshot: Vec<PeerSnapshot> = lock(&state.peers)
         .iter()
         .map(|(name, p)| {
             (
@@ -60,41 +61,10 @@ pub fn status(state: &DaemonState) -> Response {
             )
         })
         .collect();
-    let peers: Map<String, Value> = snapshot
-        .into_iter()
-        .map(
-            |(name, addr, last_seen_ms, r#gen, synced, monitor, services)| {
-                let age = now.saturating_sub(last_seen_ms);
-                let monitor = monitor.to_value();
-                let status = if monitor["status"] == "maintenance" {
-                    "maintenance"
-                } else if age > timeout {
-                    "stale"
-                } else {
-                    "up"
-                };
-                let services: Map<String, Value> = services
-                    .into_iter()
-                    .map(|(n, v)| (n, v.to_value()))
-                    .collect();
-                (
-                    name,
-                    json!({
-                        "status": status,
-                        "age_ms": age,
-                        "addr": addr.to_string(),
-                        "gen": r#gen,
-                        "synced": synced,
-                        "monitor": monitor,
-                        "services": services,
-                    }),
-                )
-            },
-        )
-        .collect();
+    let peers = peers_json(&snapshot, now, timeout);
     let dq = &state.dequeue;
     use std::sync::atomic::Ordering::Relaxed;
-    Response::ok(json!({
+    let data = json!({
         "nodename": config.nodename,
         "cluster": { "name": config.cluster.name, "nodes": config.cluster.nodes },
         "started_ms": state.started_ms,
@@ -120,8 +90,73 @@ pub fn status(state: &DaemonState) -> Response {
         "monitor": *crate::daemon::state::lock(&state.node_monitor),
         "services": *crate::daemon::state::lock(&state.services),
         "actions": *crate::daemon::state::lock(&state.actions),
-        "peers": peers,
-    }))
+    });
+    // Every peer's content is raw JSON already: it is written into the answer as it is, not
+    // turned into documents and back (a large cluster's status is mostly this).
+    let mut text = data.to_string();
+    text.pop();
+    text.push_str(",\"peers\":");
+    text.push_str(&peers);
+    text.push('}');
+    Response::ok_encoded(text)
+}
+
+type PeerSnapshot = (
+    String,
+    std::net::SocketAddr,
+    u64,
+    u64,
+    bool,
+    RawJson,
+    std::collections::BTreeMap<String, RawJson>,
+);
+
+/// The `peers` object of the status, written from the peers' raw JSON.
+fn peers_json(peers: &[PeerSnapshot], now: u64, timeout: u64) -> String {
+    let mut out = String::with_capacity(
+        peers
+            .iter()
+            .map(|p| {
+                128 + p.5.as_str().len()
+                    + p.6.values().map(|v| v.as_str().len() + 32).sum::<usize>()
+            })
+            .sum(),
+    );
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    out.push('{');
+    for (i, (name, addr, last_seen_ms, r#gen, synced, monitor, services)) in
+        peers.iter().enumerate()
+    {
+        let age = now.saturating_sub(*last_seen_ms);
+        let status = if monitor.get_str("status").as_deref() == Some("maintenance") {
+            "maintenance"
+        } else if age > timeout {
+            "stale"
+        } else {
+            "up"
+        };
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&quoted(name));
+        out.push_str(&format!(
+            r#":{{"status":"{status}","age_ms":{age},"addr":{},"gen":{gen},"synced":{synced},"monitor":"#,
+            quoted(&addr.to_string()),
+        ));
+        out.push_str(monitor.as_str());
+        out.push_str(r#","services":{"#);
+        for (j, (svc, value)) in services.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(&quoted(svc));
+            out.push(':');
+            out.push_str(value.as_str());
+        }
+        out.push_str("}}");
+    }
+    out.push('}');
+    out
 }
 
 /// Asks the supervisor and waits for its answer.

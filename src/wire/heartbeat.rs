@@ -90,6 +90,26 @@ impl RawJson {
         serde_json::from_str(self.as_str()).unwrap_or(serde_json::Value::Null)
     }
 
+    /// The string at `key` of this object, read without building a document (`None` if this
+    /// is not an object, or `key` is missing or not a string).
+    pub fn get_str(&self, key: &str) -> Option<String> {
+        let mut s = Scanner::new(self.as_str().as_bytes());
+        if s.peek().ok()? != Peek::Object {
+            return None;
+        }
+        let mut seq = s.begin_object().ok()?;
+        while let Some(k) = s.next_key(&mut seq).ok()? {
+            if k.eq_str(key) {
+                return match s.scalar().ok()? {
+                    Scalar::Str(v) => Some(v.value().into_owned()),
+                    _ => None,
+                };
+            }
+            s.skip().ok()?;
+        }
+        None
+    }
+
     /// Bytes of the payload this value keeps alive.
     pub fn retained(&self) -> usize {
         self.text.len()
@@ -586,6 +606,18 @@ mod tests {
         );
         // Unknown fields are ignored, even twice.
         assert!(Heartbeat::parse(br#"{"gen":1,"x":1,"x":2,"monitor":{},"services":{}}"#).is_ok());
+    }
+
+    #[test]
+    fn raw_values_answer_field_lookups() {
+        let hb = parse(&json!({"gen": 1, "monitor": {"x": [1, {"status": "no"}], "status": "maintenance", "n": 3}, "services": {}})).unwrap();
+        assert_eq!(
+            hb.monitor().get_str("status").as_deref(),
+            Some("maintenance")
+        );
+        assert_eq!(hb.monitor().get_str("n"), None);
+        assert_eq!(hb.monitor().get_str("absent"), None);
+        assert_eq!(RawJson::default().get_str("status"), None);
     }
 
     #[test]

@@ -840,6 +840,10 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub eos: bool,
+    /// `data` already encoded as JSON text, sent as it is (`Response::ok_encoded`): a large
+    /// answer written straight from the raw JSON it is made of, with no document tree.
+    #[serde(skip)]
+    pub encoded_data: Option<String>,
 }
 
 impl Response {
@@ -849,6 +853,18 @@ impl Response {
             data: Some(data),
             error: None,
             eos: false,
+            encoded_data: None,
+        }
+    }
+
+    /// A success whose `data` is `json`, a JSON document the caller wrote (and vouches for).
+    pub fn ok_encoded(json: String) -> Self {
+        Response {
+            status: 0,
+            data: None,
+            error: None,
+            eos: false,
+            encoded_data: Some(json),
         }
     }
 
@@ -858,12 +874,21 @@ impl Response {
             data: None,
             error: Some(message.into()),
             eos: false,
+            encoded_data: None,
         }
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
         // Serializing plain data into a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_else(|_| br#"{"status":1}"#.to_vec())
+        let mut out = serde_json::to_vec(self).unwrap_or_else(|_| br#"{"status":1}"#.to_vec());
+        if let Some(data) = &self.encoded_data {
+            // `{"status":0...}` ends with its `}`: the data goes just before it.
+            out.pop();
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(data.as_bytes());
+            out.push(b'}');
+        }
+        out
     }
 
     pub fn parse(payload: &mut [u8]) -> Result<Self, PayloadError> {
@@ -1003,6 +1028,18 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_request(&bytes);
         }
+    }
+
+    #[test]
+    fn encoded_data_is_sent_as_it_is() {
+        let r = Response::ok_encoded(r#"{"a":[1,{"b":"é"}]}"#.into());
+        let mut bytes = r.to_vec();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"status":0,"data":{"a":[1,{"b":"é"}]}}"#
+        );
+        let back = Response::parse(&mut bytes).unwrap();
+        assert_eq!(back.data, Some(serde_json::json!({"a": [1, {"b": "é"}]})));
     }
 
     #[test]
