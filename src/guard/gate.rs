@@ -262,6 +262,8 @@ impl Gate {
         if config.members != self.config.members {
             self.members = member_set(&config);
             self.last_heartbeat.clear();
+            // A cached key stands for membership (see `open`).
+            self.keys.clear();
         }
         self.config = config;
     }
@@ -325,29 +327,21 @@ impl Gate {
             return Opened::Dequeue;
         }
         // 2. Header.
-        let (header_len, kind, counter, ts_ms, salt) = match FrameView::parse(buf) {
-            Ok(v) => (v.header_len(), v.kind(), v.counter(), v.ts_ms(), *v.salt()),
+        let frame = match FrameView::split_mut(buf) {
+            Ok(f) => f,
             Err(failure) => {
-                let name = failure.nodename.map(str::to_owned);
-                return Opened::Drop(self.invalid(
-                    name.as_deref(),
-                    Invalid::Header(failure.error),
-                    now_ms,
-                ));
+                let reason = Invalid::Header(failure.error);
+                return Opened::Drop(self.invalid(failure.nodename, reason, now_ms));
             }
         };
-        let (header, body) = buf.split_at_mut(header_len);
-        let header: &'b [u8] = header;
-        let nodename = match FrameView::nodename_of(header) {
-            Some(n) => n,
-            None => {
-                return Opened::Drop(self.invalid(
-                    None,
-                    Invalid::Header(HeaderError::TooShort),
-                    now_ms,
-                ));
-            }
-        };
+        let (nodename, kind, salt, ts_ms, counter) = (
+            frame.nodename,
+            frame.kind,
+            *frame.salt,
+            frame.ts_ms,
+            frame.counter,
+        );
+        let (header, body) = (frame.header, frame.body);
         // 3. Blacklist, before anything else is spent.
         match self.shared.blacklist.check(nodename, now_ms) {
             Verdict::Allowed => {}
@@ -364,9 +358,12 @@ impl Gate {
                 now_ms,
             ));
         }
-        // 4. Membership. A non-member may only send a join request, decrypted under the
-        //    global rate limit; beyond it the frame is dropped uncounted.
-        let member = self.members.contains(nodename);
+        // 4. Membership. A session whose key is cached is a member's: only members' keys are
+        //    cached, and the cache is emptied when the members change. A non-member may only
+        //    send a join request, decrypted under the global rate limit; beyond it the frame
+        //    is dropped uncounted.
+        let cached = self.keys.get(nodename, &salt);
+        let member = cached.is_some() || self.members.contains(nodename);
         if !member {
             if !self
                 .shared
@@ -390,7 +387,7 @@ impl Gate {
         }
         // 6. Decrypt in place, with the cached session key if this session authenticated
         //    before.
-        let opened = match self.keys.get(nodename, &salt) {
+        let opened = match cached {
             Some(key) => key
                 .open_with_header(header, body, counter)
                 .map(|n| (n, None)),
@@ -423,7 +420,9 @@ impl Gate {
                 return Opened::Drop(DropReason::SessionTableFull);
             }
         }
-        if let Some(key) = new_key {
+        if let Some(key) = new_key
+            && member
+        {
             self.keys.insert_authenticated(nodename, &salt, key);
         }
         let payload: &'b [u8] = &body[..plain_len];

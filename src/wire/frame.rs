@@ -83,6 +83,60 @@ pub struct FrameView<'a> {
     kind: Kind,
 }
 
+/// A frame split after its header (`FrameView::split_mut`).
+#[derive(Debug)]
+pub struct SplitFrame<'a> {
+    pub kind: Kind,
+    pub nodename: &'a str,
+    pub salt: &'a [u8; SALT_LEN],
+    pub ts_ms: u64,
+    pub counter: u64,
+    /// The whole header: the additional authenticated data.
+    pub header: &'a [u8],
+    /// Ciphertext and tag.
+    pub body: &'a mut [u8],
+}
+
+/// The header checks of `FrameView::parse`. `head` holds at least the header when the
+/// frame is `total` bytes long and its header is whole.
+fn check(head: &[u8], total: usize) -> Result<(Kind, &str, &[u8; SALT_LEN]), HeaderFailure<'_>> {
+    let fail = |error, nodename| Err(HeaderFailure { error, nodename });
+    if total < FIXED_PREFIX || head.len() < FIXED_PREFIX {
+        return fail(HeaderError::TooShort, None);
+    }
+    if head[0] != VERSION {
+        return fail(HeaderError::BadVersion(head[0]), None);
+    }
+    let Some(kind) = Kind::from_u8(head[1]) else {
+        return fail(HeaderError::BadKind(head[1]), None);
+    };
+    let name_len = head[2] as usize;
+    if name_len == 0 {
+        return fail(HeaderError::EmptyName, None);
+    }
+    let Some(name_bytes) = head.get(FIXED_PREFIX..FIXED_PREFIX + name_len) else {
+        return fail(HeaderError::NameLenPastEnd, None);
+    };
+    let Ok(nodename) = std::str::from_utf8(name_bytes) else {
+        return fail(HeaderError::NameNotUtf8, None);
+    };
+    let header = header_len(name_len);
+    if total < header + TAG_LEN {
+        return fail(HeaderError::TooShort, Some(nodename));
+    }
+    if total == header + TAG_LEN {
+        return fail(HeaderError::EmptyPayload, Some(nodename));
+    }
+    let salt_at = FIXED_PREFIX + name_len;
+    let Some(Ok(salt)) = head
+        .get(salt_at..salt_at + SALT_LEN)
+        .map(<&[u8; SALT_LEN]>::try_from)
+    else {
+        return fail(HeaderError::TooShort, Some(nodename));
+    };
+    Ok((kind, nodename, salt))
+}
+
 /// Outcome of a header parse that failed: the error and, when it could be read, the nodename.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderFailure<'a> {
@@ -94,42 +148,39 @@ impl<'a> FrameView<'a> {
     /// Parses the header of `buf`. Checks, in order: length of the fixed prefix, version, kind,
     /// name_len, the nodename's encoding, the full header and tag length, a non-empty payload.
     pub fn parse(buf: &'a [u8]) -> Result<FrameView<'a>, HeaderFailure<'a>> {
-        let fail = |error, nodename| Err(HeaderFailure { error, nodename });
-        if buf.len() < FIXED_PREFIX {
-            return fail(HeaderError::TooShort, None);
-        }
-        if buf[0] != VERSION {
-            return fail(HeaderError::BadVersion(buf[0]), None);
-        }
-        let Some(kind) = Kind::from_u8(buf[1]) else {
-            return fail(HeaderError::BadKind(buf[1]), None);
-        };
-        let name_len = buf[2] as usize;
-        if name_len == 0 {
-            return fail(HeaderError::EmptyName, None);
-        }
-        let Some(name_bytes) = buf.get(FIXED_PREFIX..FIXED_PREFIX + name_len) else {
-            return fail(HeaderError::NameLenPastEnd, None);
-        };
-        let Ok(nodename) = std::str::from_utf8(name_bytes) else {
-            return fail(HeaderError::NameNotUtf8, None);
-        };
-        let header = header_len(name_len);
-        if buf.len() < header + TAG_LEN {
-            return fail(HeaderError::TooShort, Some(nodename));
-        }
-        if buf.len() == header + TAG_LEN {
-            return fail(HeaderError::EmptyPayload, Some(nodename));
-        }
-        let salt_at = FIXED_PREFIX + name_len;
-        let Ok(salt) = <&[u8; SALT_LEN]>::try_from(&buf[salt_at..salt_at + SALT_LEN]) else {
-            return fail(HeaderError::TooShort, Some(nodename));
-        };
+        let (kind, nodename, salt) = check(buf, buf.len())?;
         Ok(FrameView {
             buf,
             nodename,
             salt,
             kind,
+        })
+    }
+
+    /// `parse`, the frame split after its header: the header's fields, and the ciphertext
+    /// with its tag, mutable, to be decrypted in place while the fields are in use.
+    pub fn split_mut(buf: &'a mut [u8]) -> Result<SplitFrame<'a>, HeaderFailure<'a>> {
+        let total = buf.len();
+        let at = buf
+            .get(2)
+            .map_or(total, |&n| header_len(n as usize).min(total));
+        let (header, body) = buf.split_at_mut(at);
+        let header: &'a [u8] = header;
+        let (kind, nodename, salt) = check(header, total)?;
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let ts_at = FIXED_PREFIX + nodename.len() + SALT_LEN;
+        Ok(SplitFrame {
+            kind,
+            nodename,
+            salt,
+            ts_ms: u64_at(ts_at),
+            counter: u64_at(ts_at + 8),
+            header,
+            body,
         })
     }
 
@@ -302,6 +353,35 @@ mod tests {
         let mut b = sample(4);
         b[3] = 0xff;
         assert_eq!(err(&b).error, HeaderError::NameNotUtf8);
+    }
+
+    proptest::proptest! {
+        /// `split_mut` reads what `parse` reads, and fails where it fails, with the same error.
+        #[test]
+        fn split_agrees_with_parse(
+            mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            valid_prefix in proptest::prelude::any::<bool>(),
+        ) {
+            if valid_prefix && bytes.len() >= 3 {
+                bytes[0] = VERSION;
+                bytes[1] = 1;
+                bytes[2] %= 12;
+            }
+            let copy = bytes.clone();
+            let parsed = FrameView::parse(&copy);
+            match (parsed, FrameView::split_mut(&mut bytes)) {
+                (Ok(v), Ok(s)) => {
+                    proptest::prop_assert_eq!(
+                        (v.kind(), v.nodename(), v.salt(), v.ts_ms(), v.counter()),
+                        (s.kind, s.nodename, s.salt, s.ts_ms, s.counter)
+                    );
+                    proptest::prop_assert_eq!(v.aad(), s.header);
+                    proptest::prop_assert_eq!(v.sealed(), &*s.body);
+                }
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a, b),
+                (a, b) => proptest::prop_assert!(false, "parse {:?}, split {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
     }
 
     #[test]

@@ -567,21 +567,70 @@ impl<'b> Scanner<'b> {
 
     /// The array at the cursor, validated: its elements are pushed to `out` while they are
     /// all strings. True if they all were (an empty array included); false once one was not
-    /// (the rest is validated and skipped, `out` keeps what came before it).
+    /// (the rest is validated and skipped, `out` keeps what came before it). A list of
+    /// strings is a command line: one loop, the position in a register.
     pub fn strings_into(&mut self, out: &mut Vec<Str<'b>>) -> Result<bool, Fail> {
         let mut seq = self.begin_array()?;
-        while self.next_element(&mut seq)? {
-            if self.next_byte() != Some(b'"') {
+        let buf = self.buf;
+        let mut pos = self.pos;
+        macro_rules! skip_ws {
+            () => {
+                while let Some(b' ' | b'\n' | b'\r' | b'\t') = buf.get(pos) {
+                    pos += 1;
+                }
+            };
+        }
+        skip_ws!();
+        if buf.get(pos) == Some(&b']') {
+            self.pos = pos + 1;
+            self.depth -= 1;
+            return Ok(true);
+        }
+        loop {
+            if buf.get(pos) != Some(&b'"') {
+                // Not a string: validate the rest the general way.
+                self.pos = pos;
+                seq.first = false;
                 self.skip()?;
                 while self.next_element(&mut seq)? {
                     self.skip()?;
                 }
                 return Ok(false);
             }
-            let s = self.string_at_quote()?;
-            out.push(s);
+            let (i, high) = find_special(buf, pos + 1);
+            if !high && buf.get(i) == Some(&b'"') {
+                let bytes = &buf[pos + 1..i];
+                debug_assert!(bytes.is_ascii());
+                // SAFETY: `find_special` saw no byte >= 0x80 in these bytes: ASCII is UTF-8.
+                let raw = unsafe { std::str::from_utf8_unchecked(bytes) };
+                out.push(Str {
+                    raw,
+                    escaped: false,
+                });
+                pos = i + 1;
+            } else {
+                self.pos = pos;
+                let s = self.string_slow(pos + 1, i, high)?;
+                out.push(s);
+                pos = self.pos;
+            }
+            skip_ws!();
+            match buf.get(pos) {
+                Some(b',') => {
+                    pos += 1;
+                    skip_ws!();
+                }
+                Some(b']') => {
+                    self.pos = pos + 1;
+                    self.depth -= 1;
+                    return Ok(true);
+                }
+                _ => {
+                    self.pos = pos;
+                    return self.unexpected();
+                }
+            }
         }
-        Ok(true)
     }
 
     /// Validates and skips one value.
