@@ -481,3 +481,152 @@ fn hb_apply(bencher: Bencher, size: usize) {
             black_box(view.apply(hb))
         });
 }
+
+// ---- paired ratios ------------------------------------------------------------------------
+
+/// The ratios the targets are about, measured so that the machine's drift cancels: the raw
+/// open, the decrypt path and the whole path at 1 KiB take turns in short rounds (256 frames
+/// each), and the ratio is taken per round, then its median over the rounds. (The benches
+/// above run one after the other, seconds apart: on a shared machine their medians can drift
+/// by 2x between them, and so do ratios of their medians.) Prints one line; its own timing
+/// is meaningless.
+#[divan::bench(sample_count = 1, sample_size = 1)]
+fn paired_ratios_1k() {
+    const ROUNDS: usize = 400;
+    const PER_ROUND: usize = 256;
+    let fx = Fixture::new(1024);
+    let key = SessionKey::derive(SECRET.as_bytes(), CLUSTER, NODE, &SALT);
+    let hl = fx.header_len;
+    let shared = Arc::new(SharedGuard::new(600_000, 20));
+    let mut gate = Gate::new(gate_config(), shared.clone());
+    let mut buf = vec![0u8; fx.frame_len()];
+    let mut i = 0;
+    let mut per_round: Vec<[f64; 3]> = Vec::with_capacity(ROUNDS);
+    let mut failures = 0usize;
+    for _ in 0..ROUNDS {
+        let mut t = [0f64; 3];
+        for (which, slot) in t.iter_mut().enumerate() {
+            let start = std::time::Instant::now();
+            for _ in 0..PER_ROUND {
+                let c = next(&mut i);
+                if c == 0 {
+                    shared.replay.clear();
+                }
+                buf.copy_from_slice(&fx.frames[c]);
+                match which {
+                    0 => {
+                        let (h, body) = buf.split_at_mut(hl);
+                        failures += usize::from(key.open_with_header(h, body, c as u64).is_err());
+                    }
+                    1 => {
+                        failures +=
+                            usize::from(!matches!(gate.open(&mut buf, T0), Opened::Plain { .. }))
+                    }
+                    _ => {
+                        let out = gate.admit(&mut buf, T0);
+                        failures += usize::from(!matches!(out, Outcome::Deliver { .. }));
+                        divan::black_box_drop(out);
+                    }
+                }
+            }
+            *slot = start.elapsed().as_nanos() as f64 / PER_ROUND as f64;
+        }
+        per_round.push(t);
+    }
+    assert_eq!(failures, 0);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let col = |k: usize| median(per_round.iter().map(|r| r[k]).collect());
+    let ratio = |k: usize| median(per_round.iter().map(|r| r[k] / r[0]).collect());
+    eprintln!(
+        "paired, 1 KiB, {ROUNDS} rounds of {PER_ROUND} frames: raw open {:.0} ns, decrypt path {:.0} ns, whole path {:.0} ns; median per-round ratio: decrypt path / raw open {:.2}, whole path / raw open {:.2}",
+        col(0),
+        col(1),
+        col(2),
+        ratio(1),
+        ratio(2)
+    );
+}
+
+/// The same for heartbeats at 1 KiB, from the frame to the peer's view: the raw open, then
+/// `Gate::admit` + `HbView::apply` (the listener worker's work and the heartbeat shard's) of
+/// heartbeats that are all news (each a new generation: read in full, installed), then of a
+/// node repeating one heartbeat (recognised as a repeat, stale for the view). Prints one line.
+#[divan::bench(sample_count = 1, sample_size = 1)]
+fn paired_heartbeats_1k() {
+    const ROUNDS: usize = 200;
+    const PER_ROUND: usize = 256;
+    let news = HbFixture::new(1024);
+    let repeat = {
+        let mut sender = Sender::with_salt(SECRET.as_bytes(), CLUSTER, "node3", SALT, T0);
+        (0..FRAMES)
+            .map(|_| {
+                let mut f = Vec::new();
+                sender
+                    .seal(Kind::Heartbeat, &news.payloads[0], T0, &mut f)
+                    .unwrap();
+                f
+            })
+            .collect::<Vec<_>>()
+    };
+    let key = SessionKey::derive(SECRET.as_bytes(), CLUSTER, NODE, &SALT);
+    let hl = header_len(NODE.len());
+    let shared = Arc::new(SharedGuard::new(600_000, 20));
+    let mut gate = Gate::new(gate_config(), shared.clone());
+    let mut views = [HbView::new(), HbView::new()];
+    let mut buf = Vec::new();
+    let mut i = 0;
+    let mut per_round: Vec<[f64; 3]> = Vec::with_capacity(ROUNDS);
+    let mut failures = 0usize;
+    for _ in 0..ROUNDS {
+        let mut t = [0f64; 3];
+        for (which, slot) in t.iter_mut().enumerate() {
+            let start = std::time::Instant::now();
+            for _ in 0..PER_ROUND {
+                let c = next(&mut i);
+                if c == 0 {
+                    shared.replay.clear();
+                    views = [HbView::new(), HbView::new()];
+                }
+                buf.clear();
+                buf.extend_from_slice(if which == 2 {
+                    &repeat[c]
+                } else {
+                    &news.frames[c]
+                });
+                if which == 0 {
+                    let (h, body) = buf.split_at_mut(hl);
+                    failures += usize::from(key.open_with_header(h, body, c as u64).is_err());
+                    continue;
+                }
+                match gate.admit(&mut buf, T0) {
+                    Outcome::Deliver {
+                        message: Message::Heartbeat(hb),
+                        ..
+                    } => failures += usize::from(views[which - 1].apply(hb).is_err()),
+                    _ => failures += 1,
+                }
+            }
+            *slot = start.elapsed().as_nanos() as f64 / PER_ROUND as f64;
+        }
+        per_round.push(t);
+    }
+    assert_eq!(failures, 0);
+    assert!(gate.stats().heartbeat_repeats > 0);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let col = |k: usize| median(per_round.iter().map(|r| r[k]).collect());
+    let ratio = |k: usize| median(per_round.iter().map(|r| r[k] / r[0]).collect());
+    eprintln!(
+        "paired heartbeats, 1 KiB, {ROUNDS} rounds of {PER_ROUND} frames: raw open {:.0} ns, admit + apply of news {:.0} ns, of repeats {:.0} ns; median per-round ratio to the raw open: news {:.2}, repeats {:.2}",
+        col(0),
+        col(1),
+        col(2),
+        ratio(1),
+        ratio(2)
+    );
+}

@@ -211,15 +211,15 @@ impl HbView {
     }
 
     /// A single-datagram snapshot, the common case: when it names the services the view
-    /// has, their values are swapped in place (no allocation); otherwise the map is rebuilt.
+    /// has, in the same order (senders write them sorted, as the view keeps them), their
+    /// values are swapped in place, with no lookup and no allocation; otherwise the map is
+    /// rebuilt.
     fn install_single(&mut self, hb: &Heartbeat) {
         let same_names = hb.service_count() == self.services.len()
-            && hb.services().all(|(n, _)| self.services.contains_key(n));
+            && self.services.keys().map(String::as_str).eq(hb.service_names());
         if same_names {
-            for (name, value) in hb.services() {
-                if let Some(slot) = self.services.get_mut(name) {
-                    *slot = value;
-                }
+            for (slot, (_, value)) in self.services.values_mut().zip(hb.services()) {
+                *slot = value;
             }
         } else {
             self.services = hb.services().map(|(n, v)| (n.to_owned(), v)).collect();

@@ -188,6 +188,11 @@ impl Heartbeat {
             .map(|(name, value)| (self.name(name), self.raw(*value)))
     }
 
+    /// Service names in payload order.
+    pub fn service_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.services.iter().map(|(name, _)| self.name(name))
+    }
+
     pub fn service_count(&self) -> usize {
         self.services.len()
     }
