@@ -1,7 +1,7 @@
 //! The `hb.tx` thread: every `hb.interval`, one heartbeat datagram (kind 3) to every other
 //! member: a generation number, this node's monitor, and each service instance's status and
 //! monitor. The generation moves when the content changes, so a receiver can tell news from
-//! repetition. Receipt is on the listener's UDP path (`Job::Heartbeat` on the node shard).
+//! repetition. Receipt is on the listener's UDP path (`Job::Heartbeats` on the heartbeat shard).
 
 use std::net::UdpSocket;
 use std::sync::Arc;

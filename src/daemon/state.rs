@@ -32,6 +32,8 @@ pub struct ThreadStatus {
     pub last_error: Option<String>,
 }
 
+pub type PeerMap = std::collections::HashMap<String, PeerStatus, crate::wire::fasthash::FastState>;
+
 /// What this node knows of a peer: its heartbeat content, rebuilt from its datagrams.
 #[derive(Clone, Debug)]
 pub struct PeerStatus {
@@ -65,8 +67,10 @@ pub struct DaemonState {
     pub listener: OnceLock<Arc<ListenerShared>>,
     pub threads: Mutex<BTreeMap<&'static str, ThreadStatus>>,
     pub commands: Mutex<mpsc::Sender<SupervisorCmd>>,
-    /// Written by the node shard only (heartbeats go there); read by status.
-    pub peers: Mutex<BTreeMap<String, PeerStatus>>,
+    /// Written by the heartbeat shard (and by join/leave); read by status and orchestration.
+    /// Hashed, not sorted: the heartbeat shard looks a peer up per heartbeat (readers that
+    /// list peers sort them). Its keys are members' names, from authenticated heartbeats.
+    pub peers: Mutex<PeerMap>,
     pub started_ms: u64,
     pub shards: OnceLock<usize>,
     pub dispatcher: OnceLock<crate::dispatch::Dispatcher>,

@@ -53,18 +53,35 @@ pub enum Job {
     },
     /// The monitor's periodic look at one service, run on the service's shard.
     Tick { svcname: String },
-    Heartbeat {
-        nodename: String,
-        heartbeat: Heartbeat,
-        addr: SocketAddr,
-        at_ms: u64,
-    },
+    /// Heartbeats of one receive batch: one job, one wakeup of the heartbeat shard and one
+    /// pass over the peers for up to a batch of datagrams.
+    Heartbeats(Vec<ReceivedHeartbeat>),
+}
+
+impl Job {
+    /// Heartbeat payload bytes the job holds (what the heartbeat shard's queue is bounded by).
+    fn heartbeat_bytes(&self) -> usize {
+        match self {
+            Job::Heartbeats(batch) => batch.iter().map(|h| h.heartbeat.text().len().max(1)).sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// A heartbeat as the listener received it.
+#[derive(Debug)]
+pub struct ReceivedHeartbeat {
+    pub nodename: String,
+    pub heartbeat: Heartbeat,
+    pub addr: SocketAddr,
+    pub at_ms: u64,
 }
 
 /// A shard's handler: owns its state, called on its own thread, one job at a time.
 pub trait ShardHandler: Send + 'static {
     fn handle(&mut self, origin: &Origin, request: Request) -> Reply;
-    fn heartbeat(&mut self, nodename: String, heartbeat: Heartbeat, addr: SocketAddr, at_ms: u64);
+    /// Heartbeats, in the order received.
+    fn heartbeats(&mut self, batch: Vec<ReceivedHeartbeat>);
     fn tick(&mut self, _svcname: &str) {}
     /// Work the last `handle` deferred until its reply was sent (async service actions).
     fn after_reply(&mut self) {}
@@ -76,6 +93,8 @@ pub struct Dispatcher {
     /// Node shard, service shards, heartbeat shard last.
     shards: Vec<mpsc::SyncSender<Job>>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Heartbeat payload bytes queued for the heartbeat shard.
+    heartbeat_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     hasher: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
 }
 
@@ -94,6 +113,11 @@ pub enum SubmitError {
 /// Jobs one shard may have waiting.
 pub const QUEUE_DEPTH: usize = 1024;
 
+/// Bytes of heartbeat payload the heartbeat shard may have waiting (its jobs are batches of
+/// any size, so they are bounded by what they hold): at 1 KiB a heartbeat, some 80 ms of a
+/// 200k/s flood, which absorbs the shard thread losing its CPU for a scheduler slice.
+pub const HEARTBEAT_QUEUE_BYTES: usize = 16 << 20;
+
 impl Dispatcher {
     /// Starts the node shard (0), `service_shards` service shards (1..=N) and the heartbeat
     /// shard (N+1), each with the handler `make(i)` builds.
@@ -104,14 +128,20 @@ impl Dispatcher {
         let n = service_shards.max(1) + 2;
         let mut shards = Vec::with_capacity(n);
         let mut joins = Vec::with_capacity(n);
+        let heartbeat_bytes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for i in 0..n {
             let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_DEPTH);
             let mut handler = make(i);
+            let queued = heartbeat_bytes.clone();
             let join = std::thread::Builder::new()
                 .name(format!("shard.{i}"))
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
+                        let bytes = job.heartbeat_bytes();
                         run_job(&mut handler, job);
+                        if bytes > 0 {
+                            queued.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+                        }
                     }
                 })?;
             shards.push(tx);
@@ -121,6 +151,7 @@ impl Dispatcher {
             Dispatcher {
                 shards,
                 dropped: Default::default(),
+                heartbeat_bytes,
                 hasher: Default::default(),
             },
             joins,
@@ -157,18 +188,36 @@ impl Dispatcher {
 
     /// Queues a job without ever blocking the caller.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        use std::sync::atomic::Ordering;
         let shard = match &job {
             Job::Request { request, .. } => self.shard_for(request),
             Job::Tick { svcname } => self.shard_of_service(svcname),
-            Job::Heartbeat { .. } => self.heartbeat_shard(),
+            Job::Heartbeats(_) => self.heartbeat_shard(),
         };
-        self.shards[shard].try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => {
-                self.dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                SubmitError::Full
+        let bytes = job.heartbeat_bytes();
+        let lost = match &job {
+            Job::Heartbeats(batch) => batch.len() as u64,
+            _ => 1,
+        };
+        if bytes > 0
+            && self.heartbeat_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes
+                > HEARTBEAT_QUEUE_BYTES
+        {
+            self.heartbeat_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.dropped.fetch_add(lost, Ordering::Relaxed);
+            return Err(SubmitError::Full);
+        }
+        self.shards[shard].try_send(job).map_err(|e| {
+            if bytes > 0 {
+                self.heartbeat_bytes.fetch_sub(bytes, Ordering::AcqRel);
             }
-            mpsc::TrySendError::Disconnected(_) => SubmitError::Closed,
+            match e {
+                mpsc::TrySendError::Full(_) => {
+                    self.dropped.fetch_add(lost, Ordering::Relaxed);
+                    SubmitError::Full
+                }
+                mpsc::TrySendError::Disconnected(_) => SubmitError::Closed,
+            }
         })
     }
 
@@ -235,12 +284,14 @@ fn run_job<H: ShardHandler>(handler: &mut H, job: Job) {
                 tracing::error!(svcname, "monitor tick panicked");
             }
         }
-        Job::Heartbeat {
-            nodename,
-            heartbeat,
-            addr,
-            at_ms,
-        } => handler.heartbeat(nodename, heartbeat, addr, at_ms),
+        Job::Heartbeats(batch) => {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler.heartbeats(batch)
+            }));
+            if r.is_err() {
+                tracing::error!("heartbeat handling panicked");
+            }
+        }
     }
 }
 
@@ -253,7 +304,7 @@ mod tests {
         fn handle(&mut self, _: &Origin, request: Request) -> Reply {
             Response::ok(serde_json::json!({"shard": self.0, "action": request.action()})).into()
         }
-        fn heartbeat(&mut self, _: String, _: Heartbeat, _: SocketAddr, _: u64) {}
+        fn heartbeats(&mut self, _: Vec<ReceivedHeartbeat>) {}
     }
 
     #[test]
@@ -286,7 +337,7 @@ mod tests {
         fn handle(&mut self, _: &Origin, _: Request) -> Reply {
             Response::ok(serde_json::json!(null)).into()
         }
-        fn heartbeat(&mut self, _: String, _: Heartbeat, _: SocketAddr, _: u64) {
+        fn heartbeats(&mut self, _: Vec<ReceivedHeartbeat>) {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
@@ -294,11 +345,18 @@ mod tests {
     #[test]
     fn a_full_queue_drops_heartbeats_without_blocking_and_requests_still_pass() {
         let (d, _) = Dispatcher::start(1, |_| Slow).unwrap();
-        let hb = || Job::Heartbeat {
-            nodename: "n".into(),
-            heartbeat: Heartbeat::default(),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            at_ms: 0,
+        // Batches of 3 heartbeats: what is dropped is counted in heartbeats.
+        let hb = || {
+            Job::Heartbeats(
+                (0..3)
+                    .map(|_| ReceivedHeartbeat {
+                        nodename: "n".into(),
+                        heartbeat: Heartbeat::default(),
+                        addr: "127.0.0.1:1".parse().unwrap(),
+                        at_ms: 0,
+                    })
+                    .collect(),
+            )
         };
         let t = std::time::Instant::now();
         let refused = (0..QUEUE_DEPTH + 10)
@@ -309,10 +367,33 @@ mod tests {
             "never blocks"
         );
         assert!(refused >= 9, "{refused}");
-        assert_eq!(d.dropped(), refused as u64);
+        assert_eq!(d.dropped(), 3 * refused as u64);
         // Heartbeats have their own shard: a request is not queued behind them.
         let r = futures_lite_block_on(d.call_single(Origin::Local, Request::DaemonStatus));
         assert_eq!(r.status, 0);
         assert!(t.elapsed() < std::time::Duration::from_millis(190));
+    }
+
+    /// The heartbeat queue is bounded by the payload bytes it holds, whatever the batches.
+    #[test]
+    fn heartbeat_queue_is_bounded_in_bytes() {
+        let (d, _) = Dispatcher::start(1, |_| Slow).unwrap();
+        let big = format!(
+            r#"{{"gen":1,"monitor":"{}","services":{{}}}}"#,
+            "x".repeat(1 << 20)
+        );
+        let hb = Heartbeat::parse(big.as_bytes()).unwrap();
+        let job = || {
+            Job::Heartbeats(vec![ReceivedHeartbeat {
+                nodename: "n".into(),
+                heartbeat: hb.clone(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+                at_ms: 0,
+            }])
+        };
+        let accepted = (0..40).filter(|_| d.submit(job()).is_ok()).count();
+        // As many as fit 16 MiB (the one the shard is busy with counts until it is done).
+        assert_eq!(accepted, HEARTBEAT_QUEUE_BYTES / big.len(), "{accepted}");
+        assert_eq!(d.dropped(), 40 - accepted as u64);
     }
 }

@@ -47,7 +47,7 @@ pub fn status(state: &DaemonState) -> Response {
     let timeout = config.hb.timeout_ms;
     // Taken under the lock as shared references to the raw JSON (no copy, no parse), so the
     // heartbeat shard is not held back while the documents are built.
-    let snapshot: Vec<PeerSnapshot> = lock(&state.peers)
+    let mut snapshot: Vec<PeerSnapshot> = lock(&state.peers)
         .iter()
         .map(|(name, p)| {
             (
@@ -61,6 +61,7 @@ pub fn status(state: &DaemonState) -> Response {
             )
         })
         .collect();
+    snapshot.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let peers = peers_json(&snapshot, now, timeout);
     let dq = &state.dequeue;
     use std::sync::atomic::Ordering::Relaxed;

@@ -7,12 +7,11 @@ mod daemon;
 pub mod node;
 pub mod service;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::daemon::state::{DaemonState, PeerStatus, lock};
-use crate::dispatch::{Origin, Reply, ShardHandler};
-use crate::wire::{Heartbeat, Request};
+use crate::dispatch::{Origin, ReceivedHeartbeat, Reply, ShardHandler};
+use crate::wire::Request;
 
 pub struct Handlers {
     pub shard: usize,
@@ -86,30 +85,44 @@ impl ShardHandler for Handlers {
         response.into()
     }
 
-    fn heartbeat(&mut self, nodename: String, hb: Heartbeat, addr: SocketAddr, at_ms: u64) {
+    fn heartbeats(&mut self, batch: Vec<ReceivedHeartbeat>) {
         use std::sync::atomic::Ordering::Relaxed;
-        let counters = &self.state.heartbeats;
-        let mut peers = lock(&self.state.peers);
-        let peer = peers.entry(nodename).or_insert_with(|| PeerStatus {
-            addr,
-            last_seen_ms: at_ms,
-            view: Default::default(),
-        });
-        match peer.view.apply(hb) {
-            Ok(applied) => {
-                peer.addr = addr;
-                peer.last_seen_ms = at_ms;
-                counters.applied.fetch_add(1, Relaxed);
-                if applied != crate::hb::Applied::Stale {
-                    counters.news.fetch_add(1, Relaxed);
+        let (mut applied, mut news, mut refused) = (0, 0, 0);
+        {
+            // One lock for the batch: `daemon status` waits for one batch at most.
+            let mut peers = lock(&self.state.peers);
+            for ReceivedHeartbeat {
+                nodename,
+                heartbeat,
+                addr,
+                at_ms,
+            } in batch
+            {
+                let peer = peers.entry(nodename).or_insert_with(|| PeerStatus {
+                    addr,
+                    last_seen_ms: at_ms,
+                    view: Default::default(),
+                });
+                match peer.view.apply(heartbeat) {
+                    Ok(a) => {
+                        peer.addr = addr;
+                        peer.last_seen_ms = at_ms;
+                        applied += 1;
+                        news += u64::from(a != crate::hb::Applied::Stale);
+                    }
+                    // Authenticated but inconsistent: the sender has a bug; its last good
+                    // view stays.
+                    Err(e) => {
+                        refused += 1;
+                        tracing::debug!(%addr, "heartbeat refused: {e}");
+                    }
                 }
             }
-            // Authenticated but inconsistent: the sender has a bug; its last good view stays.
-            Err(e) => {
-                counters.refused.fetch_add(1, Relaxed);
-                tracing::debug!(%addr, "heartbeat refused: {e}");
-            }
         }
+        let counters = &self.state.heartbeats;
+        counters.applied.fetch_add(applied, Relaxed);
+        counters.news.fetch_add(news, Relaxed);
+        counters.refused.fetch_add(refused, Relaxed);
     }
 
     fn tick(&mut self, svcname: &str) {

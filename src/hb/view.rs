@@ -216,7 +216,11 @@ impl HbView {
     /// rebuilt.
     fn install_single(&mut self, hb: &Heartbeat) {
         let same_names = hb.service_count() == self.services.len()
-            && self.services.keys().map(String::as_str).eq(hb.service_names());
+            && self
+                .services
+                .keys()
+                .map(String::as_str)
+                .eq(hb.service_names());
         if same_names {
             for (slot, (_, value)) in self.services.values_mut().zip(hb.services()) {
                 *slot = value;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::io::{Acceptor, Backend, Datagram, Stream, UdpRx};
 use super::{ListenerConfig, ListenerShared, WorkerSlot};
 use crate::dispatch::stream::send_stream;
-use crate::dispatch::{Job, Origin, Reply};
+use crate::dispatch::{Job, Origin, ReceivedHeartbeat, Reply};
 use crate::guard::{Gate, GateStats, Message, Notice, Outcome};
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Response, Sender};
@@ -36,6 +36,9 @@ pub struct Worker {
     gate: RefCell<Gate>,
     /// This worker's own session for the responses it seals.
     sender: RefCell<Sender>,
+    /// Heartbeats of the frames being processed, handed to the heartbeat shard as one job
+    /// at the end of the batch (`flush_heartbeats`).
+    heartbeats: RefCell<Vec<ReceivedHeartbeat>>,
     /// Open TCP connections of this worker, and the drain that ends idle ones at stop.
     connections: Cell<usize>,
     draining: Cell<bool>,
@@ -58,6 +61,7 @@ impl Worker {
             generation: Cell::new(generation),
             gate: RefCell::new(gate),
             sender: RefCell::new(sender),
+            heartbeats: RefCell::new(Vec::with_capacity(UDP_BATCH)),
             connections: Cell::new(0),
             draining: Cell::new(false),
             drain: tokio::sync::Notify::new(),
@@ -106,6 +110,17 @@ impl Worker {
             out[..4].copy_from_slice(&len.to_be_bytes());
         }
         out
+    }
+
+    /// Hands the heartbeats taken since the last call to the heartbeat shard, as one job.
+    /// Dropped (and counted) if its queue is full: the next beat carries the same news.
+    fn flush_heartbeats(&self) {
+        let mut pending = self.heartbeats.borrow_mut();
+        if pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut *pending, Vec::with_capacity(UDP_BATCH));
+        let _ = self.shared.dispatcher.submit(Job::Heartbeats(batch));
     }
 
     fn log_notices(&self, from: SocketAddr) {
@@ -171,7 +186,7 @@ fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
             nodename,
             message: Message::Heartbeat(heartbeat),
         } => {
-            let _ = w.shared.dispatcher.submit(Job::Heartbeat {
+            w.heartbeats.borrow_mut().push(ReceivedHeartbeat {
                 nodename: nodename.to_owned(),
                 heartbeat,
                 addr: from,
@@ -266,6 +281,7 @@ async fn udp_loop<B: Backend>(w: Rc<Worker>, mut rx: B::UdpRx, sock: Rc<B::Udp>)
                 }
             })
             .await?;
+        w.flush_heartbeats();
         if n > 0 {
             w.publish();
         }
@@ -389,6 +405,7 @@ async fn serve_connection<B: Backend>(
         let now = now_ms();
         let outcome = w.gate.borrow_mut().admit(&mut buf[4..4 + len], now);
         let action = act(w, outcome, from, now);
+        w.flush_heartbeats();
         w.publish();
         w.log_notices(from);
         buf.drain(..4 + len);

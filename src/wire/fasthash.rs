@@ -1,11 +1,12 @@
 //! A keyed multiply-fold hasher for the receive path's small maps (cluster members by
-//! nodename, session keys and replay windows by salt), where SipHash cost more than the
-//! lookups it served (benches/README.md).
+//! nodename, session keys and replay windows by salt, members' last heartbeats, the peers'
+//! views by nodename), where SipHash cost more than the lookups it served
+//! (benches/README.md).
 //!
 //! Not a defence against hash flooding by itself: use it only for maps whose entries an
-//! outsider cannot choose. Members come from the configuration; keys and replay windows are
-//! inserted only for frames that authenticated. Lookups under attacker-chosen keys still cost
-//! one probe sequence among those entries. The per-map random seed keeps bucket positions from
+//! outsider cannot choose. Members come from the configuration; keys, replay windows,
+//! heartbeats and peers are inserted only for frames that authenticated, from members.
+//! Lookups under attacker-chosen keys still cost one probe sequence among those entries. The per-map random seed keeps bucket positions from
 //! being predictable across processes.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
