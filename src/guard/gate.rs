@@ -8,7 +8,7 @@ use super::blacklist::{Blacklist, Strike, Verdict};
 use super::ratelimit::RateLimit;
 use crate::wire::crypto::SessionKey;
 use crate::wire::fasthash::FastState;
-use crate::wire::frame::{FrameView, HeaderError, Kind};
+use crate::wire::frame::{FrameView, Header, HeaderError, Kind};
 use crate::wire::heartbeat::Heartbeat;
 use crate::wire::payload::{PayloadError, Request, RequestParser};
 use crate::wire::replay::{Stale, within_skew};
@@ -334,13 +334,14 @@ impl Gate {
                 return Opened::Drop(self.invalid(failure.nodename, reason, now_ms));
             }
         };
-        let (nodename, kind, salt, ts_ms, counter) = (
-            frame.nodename,
-            frame.kind,
-            *frame.salt,
-            frame.ts_ms,
-            frame.counter,
-        );
+        let Header {
+            nodename,
+            kind,
+            salt,
+            ts_ms,
+            counter,
+        } = frame.fields;
+        let salt = *salt;
         let (header, body) = (frame.header, frame.body);
         // 3. Blacklist, before anything else is spent.
         match self.shared.blacklist.check(nodename, now_ms) {

@@ -86,11 +86,8 @@ pub struct FrameView<'a> {
 /// A frame split after its header (`FrameView::split_mut`).
 #[derive(Debug)]
 pub struct SplitFrame<'a> {
-    pub kind: Kind,
-    pub nodename: &'a str,
-    pub salt: &'a [u8; SALT_LEN],
-    pub ts_ms: u64,
-    pub counter: u64,
+    /// The header's fields.
+    pub fields: Header<'a>,
     /// The whole header: the additional authenticated data.
     pub header: &'a [u8],
     /// Ciphertext and tag.
@@ -174,11 +171,13 @@ impl<'a> FrameView<'a> {
         };
         let ts_at = FIXED_PREFIX + nodename.len() + SALT_LEN;
         Ok(SplitFrame {
-            kind,
-            nodename,
-            salt,
-            ts_ms: u64_at(ts_at),
-            counter: u64_at(ts_at + 8),
+            fields: Header {
+                kind,
+                nodename,
+                salt,
+                ts_ms: u64_at(ts_at),
+                counter: u64_at(ts_at + 8),
+            },
             header,
             body,
         })
@@ -371,9 +370,10 @@ mod tests {
             let parsed = FrameView::parse(&copy);
             match (parsed, FrameView::split_mut(&mut bytes)) {
                 (Ok(v), Ok(s)) => {
+                    let f = s.fields;
                     proptest::prop_assert_eq!(
                         (v.kind(), v.nodename(), v.salt(), v.ts_ms(), v.counter()),
-                        (s.kind, s.nodename, s.salt, s.ts_ms, s.counter)
+                        (f.kind, f.nodename, f.salt, f.ts_ms, f.counter)
                     );
                     proptest::prop_assert_eq!(v.aad(), s.header);
                     proptest::prop_assert_eq!(v.sealed(), &*s.body);

@@ -473,16 +473,20 @@ impl<'b> Scanner<'b> {
             None => return self.err(i, JsonErrorKind::Eof),
         }
         let int_end = i;
+        // One or more digits from `at`: the index after them.
+        let digits = |at: usize| {
+            let mut j = at;
+            while b.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+            (j > at).then_some(j)
+        };
         let mut float = false;
         if b.get(i) == Some(&b'.') {
             float = true;
-            i += 1;
-            let digits = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i == digits {
-                return self.err(i, JsonErrorKind::Number);
+            match digits(i + 1) {
+                Some(j) => i = j,
+                None => return self.err(i + 1, JsonErrorKind::Number),
             }
         }
         if matches!(b.get(i), Some(b'e' | b'E')) {
@@ -491,12 +495,9 @@ impl<'b> Scanner<'b> {
             if matches!(b.get(i), Some(b'+' | b'-')) {
                 i += 1;
             }
-            let digits = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i == digits {
-                return self.err(i, JsonErrorKind::Number);
+            match digits(i) {
+                Some(j) => i = j,
+                None => return self.err(i, JsonErrorKind::Number),
             }
         }
         self.pos = i;
