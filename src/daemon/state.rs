@@ -43,11 +43,6 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
-    /// The peer's node monitor, as a document.
-    pub fn monitor(&self) -> serde_json::Value {
-        self.view.monitor_json()
-    }
-
     /// One of the peer's services, as a document.
     pub fn service(&self, name: &str) -> Option<serde_json::Value> {
         self.view.services().get(name).map(|v| v.to_value())

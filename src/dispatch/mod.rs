@@ -199,26 +199,27 @@ impl Dispatcher {
             Job::Heartbeats(batch) => batch.len() as u64,
             _ => 1,
         };
-        if bytes > 0
+        // Heartbeats reserve their bytes first; a refused job gives them back.
+        let over = bytes > 0
             && self.heartbeat_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes
-                > HEARTBEAT_QUEUE_BYTES
-        {
-            self.heartbeat_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            self.dropped.fetch_add(lost, Ordering::Relaxed);
-            return Err(SubmitError::Full);
-        }
-        self.shards[shard].try_send(job).map_err(|e| {
+                > HEARTBEAT_QUEUE_BYTES;
+        let sent = if over {
+            Err(SubmitError::Full)
+        } else {
+            self.shards[shard].try_send(job).map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => SubmitError::Full,
+                mpsc::TrySendError::Disconnected(_) => SubmitError::Closed,
+            })
+        };
+        if let Err(e) = &sent {
             if bytes > 0 {
                 self.heartbeat_bytes.fetch_sub(bytes, Ordering::AcqRel);
             }
-            match e {
-                mpsc::TrySendError::Full(_) => {
-                    self.dropped.fetch_add(lost, Ordering::Relaxed);
-                    SubmitError::Full
-                }
-                mpsc::TrySendError::Disconnected(_) => SubmitError::Closed,
+            if *e == SubmitError::Full {
+                self.dropped.fetch_add(lost, Ordering::Relaxed);
             }
-        })
+        }
+        sent
     }
 
     /// Submits a request and waits for its reply.

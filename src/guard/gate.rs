@@ -294,13 +294,10 @@ impl Gate {
                 payload,
             } => (nodename, kind, member, payload),
         };
-        // 7. Parse.
+        // 7. Parse. A heartbeat that opened is a member's (`open` refuses a non-member's).
         let message = match kind {
             Kind::Request => self.parser.parse(payload).map(Message::Request),
-            _ if member => self.heartbeat(nodename, payload).map(Message::Heartbeat),
-            _ => Heartbeat::parse(payload)
-                .map(Message::Heartbeat)
-                .map_err(PayloadError::from),
+            _ => self.heartbeat(nodename, payload).map(Message::Heartbeat),
         };
         let message = match message {
             Ok(m) => m,

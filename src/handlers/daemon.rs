@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Map, json};
 
-use crate::daemon::state::{DaemonState, SupervisorCmd, lock};
+use crate::daemon::state::{DaemonState, PeerStatus, SupervisorCmd, lock};
 use crate::guard::InvalidClass;
 use crate::listener::now_ms;
-use crate::wire::{RawJson, Response};
+use crate::wire::Response;
 
 pub fn status(state: &DaemonState) -> Response {
     let config = state.config();
@@ -45,24 +45,12 @@ pub fn status(state: &DaemonState) -> Response {
         );
     }
     let timeout = config.hb.timeout_ms;
-    // Taken under the lock as shared references to the raw JSON (no copy, no parse), so the
-    // heartbeat shard is not held back while the documents are built.
-    let mut snapshot: Vec<PeerSnapshot> = lock(&state.peers)
-        .iter()
-        .map(|(name, p)| {
-            (
-                name.clone(),
-                p.addr,
-                p.last_seen_ms,
-                p.view.r#gen(),
-                p.view.is_synced(),
-                p.view.monitor().clone(),
-                p.view.services().clone(),
-            )
-        })
-        .collect();
-    snapshot.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let peers = peers_json(&snapshot, now, timeout);
+    let peers = {
+        let peers = lock(&state.peers);
+        let mut sorted: Vec<(&String, &PeerStatus)> = peers.iter().collect();
+        sorted.sort_unstable_by_key(|(name, _)| *name);
+        peers_json(&sorted, now, timeout)
+    };
     let dq = &state.dequeue;
     use std::sync::atomic::Ordering::Relaxed;
     let data = json!({
@@ -102,34 +90,23 @@ pub fn status(state: &DaemonState) -> Response {
     Response::ok_encoded(text)
 }
 
-type PeerSnapshot = (
-    String,
-    std::net::SocketAddr,
-    u64,
-    u64,
-    bool,
-    RawJson,
-    std::collections::BTreeMap<String, RawJson>,
-);
-
-/// The `peers` object of the status, written from the peers' raw JSON.
-fn peers_json(peers: &[PeerSnapshot], now: u64, timeout: u64) -> String {
-    let mut out = String::with_capacity(
-        peers
-            .iter()
-            .map(|p| {
-                128 + p.5.as_str().len()
-                    + p.6.values().map(|v| v.as_str().len() + 32).sum::<usize>()
-            })
-            .sum(),
-    );
+/// The `peers` object of the status, written from the peers' raw JSON: a copy of text,
+/// nothing parsed (so it is done under the peers' lock, which the heartbeat shard waits for).
+fn peers_json(peers: &[(&String, &PeerStatus)], now: u64, timeout: u64) -> String {
+    let raw = |p: &PeerStatus| {
+        p.view.monitor().as_str().len()
+            + p.view
+                .services()
+                .iter()
+                .map(|(n, v)| n.len() + v.as_str().len() + 4)
+                .sum::<usize>()
+    };
+    let mut out = String::with_capacity(peers.iter().map(|(_, p)| 128 + raw(p)).sum());
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
     out.push('{');
-    for (i, (name, addr, last_seen_ms, r#gen, synced, monitor, services)) in
-        peers.iter().enumerate()
-    {
-        let age = now.saturating_sub(*last_seen_ms);
-        let status = if monitor.get_str("status").as_deref() == Some("maintenance") {
+    for (i, (name, p)) in peers.iter().enumerate() {
+        let age = now.saturating_sub(p.last_seen_ms);
+        let status = if p.in_maintenance() {
             "maintenance"
         } else if age > timeout {
             "stale"
@@ -141,12 +118,14 @@ fn peers_json(peers: &[PeerSnapshot], now: u64, timeout: u64) -> String {
         }
         out.push_str(&quoted(name));
         out.push_str(&format!(
-            r#":{{"status":"{status}","age_ms":{age},"addr":{},"gen":{gen},"synced":{synced},"monitor":"#,
-            quoted(&addr.to_string()),
+            r#":{{"status":"{status}","age_ms":{age},"addr":{},"gen":{},"synced":{},"monitor":"#,
+            quoted(&p.addr.to_string()),
+            p.view.r#gen(),
+            p.view.is_synced(),
         ));
-        out.push_str(monitor.as_str());
+        out.push_str(p.view.monitor().as_str());
         out.push_str(r#","services":{"#);
-        for (j, (svc, value)) in services.iter().enumerate() {
+        for (j, (svc, value)) in p.view.services().iter().enumerate() {
             if j > 0 {
                 out.push(',');
             }

@@ -639,7 +639,7 @@ fn ha_verb(
             views.push(NodeView {
                 name: n.clone(),
                 alive: fresh && !maintenance,
-                frozen: p.monitor()["local_expect"] == "frozen",
+                frozen: p.view.monitor().get_str("local_expect").as_deref() == Some("frozen"),
                 avail: svc["avail"].as_str().map(str::to_string),
             });
         }

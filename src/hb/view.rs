@@ -76,7 +76,7 @@ impl HbView {
 
     /// Takes one received heartbeat into the view. The one error is found against the
     /// view's state (a part count that changed within a generation); nothing changes then.
-    pub fn apply(&mut self, hb: Heartbeat) -> Result<Applied, HbError> {
+    pub fn apply(&mut self, mut hb: Heartbeat) -> Result<Applied, HbError> {
         if let Some((_, now)) = hb.part
             && hb.since == 0
             && hb.boot == self.boot
@@ -107,7 +107,7 @@ impl HbView {
                 r#gen: hb.r#gen,
                 since: hb.since,
                 services: owned_services(&hb),
-                removed: hb.removed.clone(),
+                removed: std::mem::take(&mut hb.removed),
             })
         };
         if applied != Applied::Stale && hb.r#gen >= self.r#gen {

@@ -137,6 +137,16 @@ enum Name {
     Owned(Box<str>),
 }
 
+impl Name {
+    /// The name's bytes, `text` being the payload it was read from.
+    fn bytes<'a>(&'a self, text: &'a [u8]) -> &'a [u8] {
+        match self {
+            Name::Span(s, e) => text.get(*s as usize..*e as usize).unwrap_or_default(),
+            Name::Owned(n) => n.as_bytes(),
+        }
+    }
+}
+
 /// A heartbeat payload, parsed and checked on its own (what the receiving view holds is
 /// checked by `HbView::apply`).
 #[derive(Clone)]
@@ -203,10 +213,8 @@ impl Heartbeat {
     }
 
     fn name<'a>(&'a self, name: &'a Name) -> &'a str {
-        match name {
-            Name::Span(s, e) => self.text.get(*s as usize..*e as usize).unwrap_or(""),
-            Name::Owned(n) => n,
-        }
+        // Spans are cut at the quotes of a string the scanner accepted: UTF-8 boundaries.
+        std::str::from_utf8(name.bytes(self.text.as_bytes())).unwrap_or_default()
     }
 
     fn raw(&self, (start, end): (u32, u32)) -> RawJson {
@@ -244,7 +252,6 @@ impl Heartbeat {
     pub fn parse(payload: &[u8]) -> Result<Heartbeat, HbError> {
         let mut s = Scanner::new(payload);
         let fields = scan(&mut s).map_err(|Fail| HbError::Json(s.error()))?;
-        let text_len = payload.len();
         let Fields {
             r#gen,
             since,
@@ -324,7 +331,6 @@ impl Heartbeat {
         // SAFETY: the scanner accepted the whole payload, and it accepts UTF-8 only: bytes
         // outside strings are ASCII grammar, strings are ASCII or checked by `from_utf8`.
         let text: Arc<str> = Arc::from(unsafe { std::str::from_utf8_unchecked(payload) });
-        debug_assert_eq!(text.len(), text_len);
         Ok(Heartbeat {
             r#gen,
             since,
@@ -482,36 +488,22 @@ fn read_services(s: &mut Scanner<'_>) -> Result<Got<Services>, Fail> {
         };
         out.entries.push((name, value));
     }
-    // Services are few per node: a sort only when there are many.
-    if out.entries.len() > 1 {
-        let name_of = |n: &Name| -> String {
-            match n {
-                Name::Span(a, b) => String::from_utf8_lossy(&buf[*a as usize..*b as usize]).into(),
-                Name::Owned(o) => o.to_string(),
-            }
-        };
-        let names: Vec<&[u8]> = out
-            .entries
-            .iter()
-            .map(|(n, _)| match n {
-                Name::Span(a, b) => &buf[*a as usize..*b as usize],
-                Name::Owned(o) => o.as_bytes(),
-            })
-            .collect();
+    // Services are few per node: pairs compared in place, a sort only when there are many.
+    let name = |i: usize| out.entries[i].0.bytes(buf);
+    let n = out.entries.len();
+    let repeated = if n <= 16 {
         // Lengths and last bytes first: names that differ mostly differ there.
         let same = |a: &[u8], b: &[u8]| a.len() == b.len() && a.last() == b.last() && a == b;
-        let repeated = if names.len() <= 16 {
-            (0..names.len()).find(|&i| names[i + 1..].iter().any(|n| same(n, names[i])))
-        } else {
-            let mut order: Vec<usize> = (0..names.len()).collect();
-            order.sort_by_key(|&i| names[i]);
-            order
-                .windows(2)
-                .find(|w| names[w[0]] == names[w[1]])
-                .map(|w| w[0])
-        };
-        out.duplicate = repeated.map(|i| name_of(&out.entries[i].0));
-    }
+        (0..n).find(|&i| (i + 1..n).any(|j| same(name(i), name(j))))
+    } else {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| name(i));
+        order
+            .windows(2)
+            .find(|w| name(w[0]) == name(w[1]))
+            .map(|w| w[0])
+    };
+    out.duplicate = repeated.map(|i| String::from_utf8_lossy(name(i)).into_owned());
     Ok(Got::Right(out))
 }
 

@@ -331,20 +331,16 @@ impl<'b> Scanner<'b> {
     /// this one scan; anything else continues in `string_slow`.
     #[inline(always)]
     fn string_at_quote(&mut self) -> Result<Str<'b>, Fail> {
-        let start = self.pos + 1;
-        let (i, high) = find_special(self.buf, start);
-        if !high && self.buf.get(i) == Some(&b'"') {
-            let bytes = &self.buf[start..i];
-            debug_assert!(bytes.is_ascii());
-            // SAFETY: `find_special` saw no byte >= 0x80 in `start..i`: ASCII is UTF-8.
-            let raw = unsafe { std::str::from_utf8_unchecked(bytes) };
-            self.pos = i + 1;
-            return Ok(Str {
-                raw,
-                escaped: false,
-            });
+        match plain_string(self.buf, self.pos) {
+            Ok((raw, end)) => {
+                self.pos = end;
+                Ok(Str {
+                    raw,
+                    escaped: false,
+                })
+            }
+            Err((i, high)) => self.string_slow(self.pos + 1, i, high),
         }
-        self.string_slow(start, i, high)
     }
 
     /// The rest of a string from `i`, the first byte `find_special` stopped at.
@@ -373,10 +369,8 @@ impl<'b> Scanner<'b> {
                 Err(e) => return self.err(start + e.valid_up_to(), JsonErrorKind::Utf8),
             }
         } else {
-            debug_assert!(bytes.is_ascii());
-            // SAFETY: no byte >= 0x80 in `start..i` (every `find_special` said so, and the
-            // escapes it stopped at are ASCII): ASCII is UTF-8.
-            unsafe { std::str::from_utf8_unchecked(bytes) }
+            // Every `find_special` saw no byte >= 0x80, and the escapes it stopped at are ASCII.
+            ascii(bytes)
         };
         self.pos = i + 1;
         Ok(Str { raw, escaped })
@@ -598,22 +592,20 @@ impl<'b> Scanner<'b> {
                 }
                 return Ok(false);
             }
-            let (i, high) = find_special(buf, pos + 1);
-            if !high && buf.get(i) == Some(&b'"') {
-                let bytes = &buf[pos + 1..i];
-                debug_assert!(bytes.is_ascii());
-                // SAFETY: `find_special` saw no byte >= 0x80 in these bytes: ASCII is UTF-8.
-                let raw = unsafe { std::str::from_utf8_unchecked(bytes) };
-                out.push(Str {
-                    raw,
-                    escaped: false,
-                });
-                pos = i + 1;
-            } else {
-                self.pos = pos;
-                let s = self.string_slow(pos + 1, i, high)?;
-                out.push(s);
-                pos = self.pos;
+            match plain_string(buf, pos) {
+                Ok((raw, end)) => {
+                    out.push(Str {
+                        raw,
+                        escaped: false,
+                    });
+                    pos = end;
+                }
+                Err((i, high)) => {
+                    self.pos = pos;
+                    let s = self.string_slow(pos + 1, i, high)?;
+                    out.push(s);
+                    pos = self.pos;
+                }
             }
             skip_ws!();
             match buf.get(pos) {
@@ -692,14 +684,14 @@ impl<'b> Scanner<'b> {
         macro_rules! string {
             () => {{
                 // `pos` at the opening quote.
-                let (i, high) = find_special(buf, pos + 1);
-                if !high && buf.get(i) == Some(&b'"') {
-                    pos = i + 1;
-                } else {
-                    self.pos = pos;
-                    self.depth = depth;
-                    self.string_slow(pos + 1, i, high)?;
-                    pos = self.pos;
+                match plain_string(buf, pos) {
+                    Ok((_, end)) => pos = end,
+                    Err((i, high)) => {
+                        self.pos = pos;
+                        self.depth = depth;
+                        self.string_slow(pos + 1, i, high)?;
+                        pos = self.pos;
+                    }
                 }
             }};
         }
@@ -802,6 +794,28 @@ pub fn validate(buf: &[u8]) -> Result<(), JsonError> {
         Ok(()) => Ok(()),
         Err(Fail) => Err(s.error()),
     }
+}
+
+/// The common string, with its opening quote at `quote`: no escape, ASCII. Its text and the
+/// index after its closing quote; otherwise where `find_special` stopped and whether it saw
+/// non-ASCII bytes, for `Scanner::string_slow` to go on from.
+#[inline(always)]
+fn plain_string(buf: &[u8], quote: usize) -> Result<(&str, usize), (usize, bool)> {
+    let (i, high) = find_special(buf, quote + 1);
+    if !high && buf.get(i) == Some(&b'"') {
+        Ok((ascii(&buf[quote + 1..i]), i + 1))
+    } else {
+        Err((i, high))
+    }
+}
+
+/// Bytes the caller saw to be ASCII, as a `str` without checking them again.
+#[inline(always)]
+fn ascii(bytes: &[u8]) -> &str {
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: the callers pass bytes `find_special` found no byte >= 0x80 in (the debug
+    // assertion checks it): ASCII is UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 /// The first byte at or after `i` that is `"`, `\` or a control character (`buf.len()` if

@@ -309,19 +309,12 @@ enum Val<'b> {
 
 type Field<'b> = (Str<'b>, Val<'b>);
 
-/// An empty vector with another lifetime, keeping the allocation (the in-place `collect` of
-/// an empty iterator into a vector of the same layout).
-fn recycle<'a, 'b>(mut v: Vec<Field<'a>>) -> Vec<Field<'b>> {
+/// An empty vector of another type of the same layout (here: the same type with another
+/// lifetime), keeping the allocation: the in-place `collect` of an empty iterator.
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.clear();
     v.into_iter()
-        .map(|_| -> Field<'b> { unreachable!("the vector is empty") })
-        .collect()
-}
-
-fn recycle_strings<'a, 'b>(mut v: Vec<Str<'a>>) -> Vec<Str<'b>> {
-    v.clear();
-    v.into_iter()
-        .map(|_| -> Str<'b> { unreachable!("the vector is empty") })
+        .map(|_| -> U { unreachable!("the vector is empty") })
         .collect()
 }
 
@@ -338,7 +331,7 @@ impl RequestParser {
         let mut doc = Doc {
             top: recycle(std::mem::take(&mut self.top)),
             options: recycle(std::mem::take(&mut self.options)),
-            strings: recycle_strings(std::mem::take(&mut self.strings)),
+            strings: recycle(std::mem::take(&mut self.strings)),
         };
         let mut s = Scanner::new(payload);
         let request = match doc.scan(&mut s) {
@@ -356,7 +349,7 @@ impl RequestParser {
             self.options = recycle(options);
         }
         if strings.capacity() <= MAX_KEPT {
-            self.strings = recycle_strings(strings);
+            self.strings = recycle(strings);
         }
         request
     }
