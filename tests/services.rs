@@ -3,7 +3,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,13 +38,15 @@ fn restarts(n: &Node, svc: &str) -> u64 {
 }
 
 #[test]
-fn killed_resource_is_restarted_exactly_restart_times_then_start_failed_and_clear_retries() {
+fn killed_resource_is_started_once_then_retried_restart_times_then_start_failed_and_clear_retries()
+{
     let n = daemon();
     let flag = service(&n, "web", 2, "");
     n.svcmgr("web", &["start"]);
     assert!(flag.exists());
     assert_eq!(monitor(&n, "web")["local_expect"], "started");
-    for i in 1..=2 {
+    // The first attempt, then `restart = 2` retries.
+    for i in 1..=3 {
         std::fs::remove_file(&flag).unwrap();
         wait_for("a restart", Duration::from_secs(10), || {
             (flag.exists() && restarts(&n, "web") == i).then_some(())
@@ -58,9 +59,9 @@ fn killed_resource_is_restarted_exactly_restart_times_then_start_failed_and_clea
     // It stops trying.
     std::thread::sleep(Duration::from_millis(1200));
     assert!(!flag.exists());
-    assert_eq!(restarts(&n, "web"), 2);
+    assert_eq!(restarts(&n, "web"), 3);
     let logs = n.svcmgr("web", &["logs", "--backlog", "100"]);
-    assert!(logs.contains("restart 2/2"), "{logs}");
+    assert!(logs.contains("start attempt 3/3"), "{logs}");
     assert!(logs.contains("start failed"), "{logs}");
     // clear resets it and the monitor tries again.
     n.svcmgr("web", &["clear"]);
@@ -233,12 +234,16 @@ fn bad_inputs_get_clear_errors() {
             "\"local_expect\": invalid value \"melted\"",
         ),
         (
-            r#"{"action": "service_action", "options": {"svcname": "ok", "command": ["sh", "-c", "rm -rf /"]}}"#,
-            "unknown action \"sh\"",
+            r#"{"action": "service_action", "options": {"svcname": "ok", "command": []}}"#,
+            "\"command\": must not be empty",
         ),
         (
-            r#"{"action": "service_action", "options": {"svcname": "ok", "command": ["start", "--force"]}}"#,
-            "unexpected argument \"--force\"",
+            r#"{"action": "get_service_config", "options": {"svcname": "node"}}"#,
+            "not a service",
+        ),
+        (
+            r#"{"action": "service_action", "options": {"svcname": "node", "command": ["delete"], "sync": true}}"#,
+            "not a service",
         ),
         (
             r#"{"action": "service_action", "options": {"svcname": "ok", "command": "start"}}"#,
@@ -262,7 +267,86 @@ fn bad_inputs_get_clear_errors() {
     }
     let out = n.try_svcmgr("nope", &["clear"]);
     assert!(!out.status.success());
-    let _ = Path::new("");
+    // `node` names the node's configuration: svcmgr neither shows nor deletes it.
+    for args in [&["print", "config"][..], &["delete"]] {
+        let out = n.try_svcmgr("node", args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a service"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(n.root.join("etc/node.conf").is_file());
+}
+
+/// `service_action` runs `svcmgr -s NAME` with the given arguments, no shell between them,
+/// whatever svcmgr supports, and answers its exit code and output.
+#[test]
+fn service_action_runs_any_svcmgr_command_line() {
+    let n = daemon();
+    service(&n, "any", 0, "");
+    let config = std::fs::read_to_string(n.root.join("etc/any.conf")).unwrap();
+    let call = |command: &str| {
+        n.raw(&format!(
+            r#"{{"action": "service_action", "options": {{"svcname": "any", "command": {command}, "sync": true}}}}"#
+        ))
+    };
+    // A command that calls the daemon back about this very service.
+    let r = call(r#"["print", "config"]"#);
+    assert_eq!(r["status"], 0, "{r}");
+    assert_eq!(r["data"]["code"], 0, "{r}");
+    assert_eq!(r["data"]["stdout"].as_str().unwrap(), config.trim_end());
+    let r = call(r#"["print", "monitor", "--format", "json"]"#);
+    assert_eq!(r["data"]["code"], 0, "{r}");
+    // What svcmgr does not support: its own exit code and error.
+    let r = call(r#"["compliance", "fix", "--moduleset", "foo"]"#);
+    assert_eq!(r["status"], 0, "{r}");
+    assert_eq!(r["data"]["code"], 2, "{r}");
+    assert!(
+        r["data"]["stderr"].as_str().unwrap().contains("compliance"),
+        "{r}"
+    );
+    // No shell: metacharacters are one argument.
+    let marker = n.root.join("shell-ran");
+    let r = call(&format!(
+        r#"["print", "config; touch {}"]"#,
+        marker.display()
+    ));
+    assert_ne!(r["data"]["code"], 0, "{r}");
+    assert!(!marker.exists(), "no shell interpreted the argument");
+    // Async: an id at once, listed until the command ends.
+    let r = n.raw(r#"{"action": "service_action", "options": {"svcname": "any", "command": ["status"], "sync": false}}"#);
+    assert!(
+        r["data"]["id"].as_str().unwrap().starts_with("any.status."),
+        "{r}"
+    );
+    wait_for("the async action to end", Duration::from_secs(10), || {
+        n.status()["actions"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    });
+}
+
+/// With no `restart` key, a service expected started is still started once by the monitor;
+/// only when that attempt fails does it go `start failed`.
+#[test]
+fn no_restart_key_still_gets_its_first_start_attempt() {
+    let n = daemon();
+    let flag = n.flag_service("once", "nodes = n1", "", "");
+    n.svcmgr("once", &["set", "monitor", "--local-expect", "started"]);
+    wait_for("started by the monitor", Duration::from_secs(10), || {
+        flag.exists().then_some(())
+    });
+    assert_eq!(monitor(&n, "once")["status"], "idle");
+    // Killed: no retry left.
+    std::fs::remove_file(&flag).unwrap();
+    wait_for("start failed", Duration::from_secs(10), || {
+        (monitor(&n, "once")["status"] == "start failed").then_some(())
+    });
+    assert!(!flag.exists());
 }
 
 /// DESIGN.md: on a rebind, requests in flight are finished on the old sockets.

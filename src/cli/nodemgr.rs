@@ -97,9 +97,11 @@ pub enum DaemonCmd {
     Run,
     /// Start the daemon in the background, or one of its threads
     Start(ThreadArg),
-    /// Stop the daemon (peers see it in maintenance), or one of its threads
+    /// Stop the daemon, or one of its threads. Service instances keep running; peers see the
+    /// node in maintenance and take nothing over (SIGTERM and SIGINT do the same)
     Stop(ThreadArg),
-    /// Shut the daemon down
+    /// Stop every local service instance (in parallel, each bounded by its timeouts), report
+    /// what stopped and what failed, then stop the daemon (peers see it in maintenance)
     Shutdown,
     /// The daemon's status: threads, listener counters, peers, blacklist
     Status,
@@ -107,6 +109,8 @@ pub enum DaemonCmd {
     #[command(subcommand)]
     Blacklist(BlacklistCmd),
     /// Join a cluster through one of its members: `nodemgr daemon join --secret S --node PEER`
+    /// (PEER: a member's name or address). Writes the cluster's name, secret, members, their
+    /// addresses, heartbeat settings and listener port into node.conf
     Join {
         /// The cluster's secret
         #[arg(long)]
@@ -166,7 +170,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     unreachable!("handled above")
                 }
             };
-            let response = call(&cli, &paths, &request)?;
+            let response = if matches!(cmd, DaemonCmd::Shutdown) {
+                // The answer comes once every local instance is stopped.
+                call_within(&cli, &paths, &request, SHUTDOWN_WAIT)?
+            } else {
+                call(&cli, &paths, &request)?
+            };
             let code = print_response(&cli, &request, &response);
             let whole_daemon = matches!(
                 cmd,
@@ -224,7 +233,21 @@ fn refuse_remote(cli: &Cli, what: &str) -> Result<()> {
 }
 
 fn call(cli: &Cli, paths: &Paths, request: &Request) -> Result<Response> {
-    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    call_within(cli, paths, request, Duration::ZERO)
+}
+
+/// At least this long for `daemon shutdown` to answer, whatever `--timeout` says: services'
+/// stops are bounded by their own timeouts, not by the client's.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(600);
+
+/// `call` waiting at least `at_least`.
+fn call_within(
+    cli: &Cli,
+    paths: &Paths,
+    request: &Request,
+    at_least: Duration,
+) -> Result<Response> {
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1)).max(at_least);
     let target = super::common::target(paths, cli.node.as_deref())?;
     Ok(client::call(&target, request, timeout)?)
 }
@@ -242,6 +265,25 @@ fn print_response(cli: &Cli, request: &Request, response: &Response) -> ExitCode
             } else if let Some(data) = &response.data {
                 match (request, data) {
                     (Request::DaemonStatus, d) => print!("{}", status_table(d)),
+                    (Request::DaemonShutdown, d) => {
+                        let names = |k: &str| {
+                            d[k].as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|v| v.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(" ")
+                                })
+                                .unwrap_or_default()
+                        };
+                        println!("stopped:     {}", names("stopped"));
+                        println!("not running: {}", names("not_running"));
+                        if let Some(failed) = d["failed"].as_object() {
+                            for (name, why) in failed {
+                                eprintln!("failed:      {name}: {}", why.as_str().unwrap_or(""));
+                            }
+                        }
+                    }
                     (Request::BlacklistStatus, serde_json::Value::Object(m)) if m.is_empty() => {
                         println!("blacklist empty")
                     }
@@ -256,7 +298,12 @@ fn print_response(cli: &Cli, request: &Request, response: &Response) -> ExitCode
             }
         }
     }
-    if response.status == 0 {
+    let failed_stops = matches!(request, Request::DaemonShutdown)
+        && response
+            .data
+            .as_ref()
+            .is_some_and(|d| d["failed"].as_object().is_some_and(|f| !f.is_empty()));
+    if response.status == 0 && !failed_stops {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -379,9 +426,21 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
     };
     let conf_path = paths.node_conf();
     let (_, conf) = config::load(&conf_path)?;
-    let addr = daemon::peer_addr(&conf, peer).ok_or_else(|| {
-        anyhow::anyhow!("cannot resolve node {peer:?} (set [node.{peer}] addr in node.conf)")
-    })?;
+    // A member's name (resolved as peers are), or its address, with or without a port.
+    let addr = peer
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .or_else(|| {
+            peer.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, conf.listener.port))
+        })
+        .or_else(|| daemon::peer_addr(&conf, peer))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot resolve node {peer:?}: give its address, or set [node.{peer}] addr in node.conf"
+            )
+        })?;
     let cluster = cluster.unwrap_or(&conf.cluster.name).to_string();
     let identity = client::Identity {
         secret: secret.to_string(),
@@ -415,17 +474,36 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
         bail!("{peer} answered without this node in cluster.nodes: not joined");
     }
     let peers = data["peers"].as_object().cloned().unwrap_or_default();
+    // The member that answered: named in the answer (older members do not: then --node).
+    let answered_by = data["nodename"].as_str().unwrap_or(peer).to_string();
+    let cluster_secret = data["cluster"]["secret"]
+        .as_str()
+        .unwrap_or(secret)
+        .to_string();
+    let hb_interval = data["hb"]["interval_ms"].as_u64();
+    let hb_timeout = data["hb"]["timeout_ms"].as_u64();
+    let port = data["listener"]["port"].as_u64();
     let new = config::update(&conf_path, |doc, _| {
         doc.set("cluster", "name", &name)?;
-        doc.set("cluster", "secret", secret)?;
+        doc.set("cluster", "secret", &cluster_secret)?;
         doc.set("cluster", "nodes", &nodes.join(" "))?;
+        if let Some(ms) = hb_interval {
+            doc.set("hb", "interval", &format!("{ms}ms"))?;
+        }
+        if let Some(ms) = hb_timeout {
+            doc.set("hb", "timeout", &format!("{ms}ms"))?;
+        }
+        // Peers reach each other on their own listener port: the cluster shares one.
+        if let Some(p) = port {
+            doc.set("listener", "port", &p.to_string())?;
+        }
         for (n, a) in &peers {
             if *n == conf.nodename {
                 continue;
             }
             let a = match a.as_str() {
                 Some(a) => a.to_string(),
-                None if n == peer => addr.ip().to_string(),
+                None if *n == answered_by => addr.ip().to_string(),
                 None => continue,
             };
             doc.set(&format!("node.{n}"), "addr", &a)?;

@@ -212,8 +212,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(r) => {
                     let code = r.data.as_ref().and_then(|d| d["code"].as_i64());
                     if let (Format::Table, Some(d)) = (cli.format, &r.data) {
-                        if let Some(out) = d["output"].as_str().filter(|o| !o.is_empty()) {
+                        if let Some(out) = d["stdout"].as_str().filter(|o| !o.is_empty()) {
                             println!("{out}");
+                        }
+                        if let Some(err) = d["stderr"].as_str().filter(|o| !o.is_empty()) {
+                            eprintln!("{err}");
                         }
                         if let Some(id) = d["id"].as_str() {
                             println!("{verb} queued as {id}");
@@ -326,7 +329,10 @@ fn execute_here(paths: &Paths, name: &str, verb: &str) -> Result<ExitCode> {
     };
     inst.refresh_status();
     match r {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => {
+            println!("{name}: {verb} done");
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) => bail!("{verb} failed: {e}"),
     }
 }

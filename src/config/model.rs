@@ -122,11 +122,18 @@ pub struct NodeConfig {
     pub hb: HbConfig,
     /// `[monitor] interval`: how often the monitor looks at every service (default 2 s).
     pub monitor_interval_ms: u64,
+    /// `[node] maintenance_grace_period`: how long a peer in maintenance is trusted to still
+    /// run what it last reported; past it without a heartbeat it is stale (default 60 s).
+    pub maintenance_grace_ms: u64,
+    /// `[node] rejoin_grace_period`: how long a starting daemon waits to hear its peers before
+    /// it orchestrates alone (default `hb.timeout`).
+    pub rejoin_grace_ms: u64,
     /// Keyed by peer node name.
     pub peers: BTreeMap<String, PeerConfig>,
 }
 
 pub const DEFAULT_MONITOR_INTERVAL_MS: u64 = 2_000;
+pub const DEFAULT_MAINTENANCE_GRACE_MS: u64 = 60_000;
 
 /// `true/false/yes/no/on/off/1/0`, case-insensitive.
 pub fn parse_bool(s: &str) -> Option<bool> {
@@ -353,6 +360,13 @@ impl NodeConfig {
             DEFAULT_MONITOR_INTERVAL_MS,
             positive_duration,
         )?;
+        let maintenance_grace_ms = r.value(
+            "node",
+            "maintenance_grace_period",
+            DEFAULT_MAINTENANCE_GRACE_MS,
+            duration,
+        )?;
+        let rejoin_grace_ms = r.value("node", "rejoin_grace_period", hb.timeout_ms, duration)?;
 
         let mut peers = BTreeMap::new();
         for section in doc.sections() {
@@ -384,6 +398,8 @@ impl NodeConfig {
             listener,
             hb,
             monitor_interval_ms,
+            maintenance_grace_ms,
+            rejoin_grace_ms,
             peers,
         })
     }
@@ -435,6 +451,8 @@ mod tests {
                 timeout_ms: 15_000
             }
         );
+        assert_eq!(cfg.maintenance_grace_ms, 60_000);
+        assert_eq!(cfg.rejoin_grace_ms, 15_000, "hb.timeout by default");
         assert!(cfg.peers.is_empty());
     }
 

@@ -92,6 +92,8 @@ async fn connection(mut conn: UnixStream, d: Dispatcher) -> std::io::Result<()> 
         };
         match reply {
             Reply::Response(response) => write_json(&mut conn, &response).await?,
+            // `Dispatcher::call` waits for later answers: none reaches here.
+            Reply::Later(_) => write_json(&mut conn, &Response::error("no answer")).await?,
             Reply::Stream(stream) => {
                 let conn = &conn;
                 send_stream(stream, |chunk| async move {

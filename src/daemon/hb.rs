@@ -5,6 +5,7 @@
 
 use std::net::UdpSocket;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
@@ -76,31 +77,95 @@ fn send_to_peers(
     Ok(())
 }
 
-/// Tells every peer this node goes into maintenance: a heartbeat whose monitor says so.
-pub fn advertise_maintenance(state: &DaemonState) {
+/// This node's heartbeat content and the session sealing it.
+pub struct HbOut {
+    content: HbSender,
+    /// The identity (secret, cluster, nodename) the session was made for.
+    session: Option<((String, String, String), Sender)>,
+    oversize_logged: bool,
+}
+
+impl HbOut {
+    pub fn new(boot: u64) -> Self {
+        // The boot stamp tells peers a restarted node's generations start over.
+        HbOut {
+            content: HbSender::default().with_boot(boot),
+            session: None,
+            oversize_logged: false,
+        }
+    }
+}
+
+/// The node monitor as heartbeats carry it: `maintenance` once the daemon is stopping, so
+/// peers keep this node's services where they run and take nothing over.
+fn monitor_summary(state: &DaemonState) -> Value {
+    let mut monitor = serde_json::to_value(&*lock(&state.node_monitor)).unwrap_or_default();
+    if state.maintenance.load(Ordering::Acquire) {
+        monitor["status"] = json!("maintenance");
+    }
+    monitor
+}
+
+/// One beat: the current content, sealed for every other member and sent.
+fn beat(state: &DaemonState, sock: &UdpSocket) {
     let c = state.config();
-    // A new incarnation (boot) with nothing but the maintenance monitor: peers drop what they
-    // knew of our services and show the node in maintenance until our next start.
-    let payload = json!({
-        "gen": 1,
-        "since": 0,
-        "boot": now_ms(),
-        "monitor": {"status": "maintenance"},
-        "services": {},
-    })
-    .to_string();
-    let mut sender = Sender::new(
-        c.cluster.secret.as_bytes(),
-        &c.cluster.name,
-        &c.nodename,
-        now_ms(),
+    let mut out = lock(&state.hb_out);
+    let out = &mut *out;
+    out.content
+        .update(monitor_summary(state), services_summary(state));
+    for svc in out.content.take_new_oversize() {
+        tracing::error!(service = %svc, "service status too large for a heartbeat; peers do not see it");
+    }
+    // A new session when the identity changed (secret, cluster or nodename).
+    let identity = (
+        c.cluster.secret.clone(),
+        c.cluster.name.clone(),
+        c.nodename.clone(),
     );
+    if out.session.as_ref().is_none_or(|(id, _)| *id != identity) {
+        let s = Sender::new(identity.0.as_bytes(), &identity.1, &identity.2, now_ms());
+        out.session = Some((identity, s));
+    }
+    let Some((_, session)) = out.session.as_mut() else {
+        return;
+    };
+    for payload in out.content.next_payloads() {
+        let bytes = payload.to_string();
+        if let Err(too_big) = send_to_peers(&c, session, sock, bytes.as_bytes())
+            && !out.oversize_logged
+        {
+            tracing::error!(
+                bytes = too_big,
+                "heartbeat too large for one datagram; not sent"
+            );
+            out.oversize_logged = true;
+        }
+    }
+}
+
+/// Copies of the maintenance notice: a lost datagram must not make peers find this node
+/// stale and start what it still runs.
+const MAINTENANCE_COPIES: u32 = 3;
+
+/// Tells every peer this node is in maintenance: its daemon stops, its instances keep running
+/// as the heartbeat lists them. Call it once the `hb.tx` thread is stopped, so no ordinary
+/// beat follows it.
+pub fn advertise_maintenance(state: &DaemonState) {
+    state.maintenance.store(true, Ordering::Release);
+    let c = state.config();
     match heartbeat_socket(&c) {
         Ok(sock) => {
-            let _ = send_to_peers(&c, &mut sender, &sock, payload.as_bytes());
+            for i in 0..MAINTENANCE_COPIES {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                beat(state, &sock);
+            }
+            let services = lock(&state.services).len();
             tracing::info!(
                 peers = c.cluster.nodes.len().saturating_sub(1),
-                "maintenance advertised"
+                services,
+                "maintenance advertised; instances left running as reported"
             );
         }
         Err(e) => tracing::warn!("cannot advertise maintenance: {e}"),
@@ -109,45 +174,10 @@ pub fn advertise_maintenance(state: &DaemonState) {
 
 pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
     let sock = heartbeat_socket(&state.config())?;
-    // The boot stamp tells peers a restarted node's generations start over.
-    let mut content = HbSender::default().with_boot(state.started_ms);
-    let mut sender: Option<((String, String, String), Sender)> = None;
-    let mut oversize_logged = false;
     while !*stop.borrow() {
         let started = Instant::now();
-        let c = state.config();
-        content.update(
-            serde_json::to_value(&*lock(&state.node_monitor)).unwrap_or_default(),
-            services_summary(&state),
-        );
-        for svc in content.take_new_oversize() {
-            tracing::error!(service = %svc, "service status too large for a heartbeat; peers do not see it");
-        }
-        // A new session when the identity changed (secret, cluster or nodename).
-        let identity = (
-            c.cluster.secret.clone(),
-            c.cluster.name.clone(),
-            c.nodename.clone(),
-        );
-        if sender.as_ref().is_none_or(|(id, _)| *id != identity) {
-            let s = Sender::new(identity.0.as_bytes(), &identity.1, &identity.2, now_ms());
-            sender = Some((identity, s));
-        }
-        if let Some((_, s)) = sender.as_mut() {
-            for payload in content.next_payloads() {
-                let bytes = payload.to_string();
-                if let Err(too_big) = send_to_peers(&c, s, &sock, bytes.as_bytes())
-                    && !oversize_logged
-                {
-                    tracing::error!(
-                        bytes = too_big,
-                        "heartbeat too large for one datagram; not sent"
-                    );
-                    oversize_logged = true;
-                }
-            }
-        }
-        let interval = Duration::from_millis(c.hb.interval_ms);
+        beat(&state, &sock);
+        let interval = Duration::from_millis(state.config().hb.interval_ms);
         while started.elapsed() < interval && !*stop.borrow() {
             std::thread::sleep(Duration::from_millis(50).min(interval));
         }

@@ -4,6 +4,7 @@ pub mod control;
 pub mod dequeue;
 pub mod hb;
 pub mod monitor_thread;
+mod signals;
 pub mod state;
 pub mod supervisor;
 
@@ -95,6 +96,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         return Err(DaemonError::AlreadyRunning(sock));
     }
 
+    let started_ms = now_ms();
     let guard = Arc::new(SharedGuard::new(
         config.listener.blacklist_ttl_ms,
         config.listener.join_rate,
@@ -112,7 +114,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         threads: Mutex::new(Default::default()),
         commands: Mutex::new(cmd_tx),
         peers: Mutex::new(Default::default()),
-        started_ms: now_ms(),
+        started_ms,
         shards: OnceLock::new(),
         dispatcher: OnceLock::new(),
         bin_dir: opts.bin_dir.clone(),
@@ -122,6 +124,10 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         actions: Mutex::new(Default::default()),
         ticks_in_flight: Mutex::new(Default::default()),
         heartbeats: Default::default(),
+        stopping: AtomicBool::new(false),
+        maintenance: AtomicBool::new(false),
+        orchestration_ready: AtomicBool::new(false),
+        hb_out: Mutex::new(hb::HbOut::new(now_ms())),
     });
     let shards = match config.listener.shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -164,6 +170,12 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         root = %paths.etc.parent().map(|p| p.display().to_string()).unwrap_or_default(),
         "daemon starting"
     );
+
+    // Before any heartbeat: peers must learn what this node runs from its first beat, not
+    // see an empty node and start its services elsewhere.
+    signals::listen(&state).map_err(io_err("cannot install the signal handlers"))?;
+    let census = handlers::service::census(&state);
+    tracing::info!(services = census, "local instances checked");
 
     let runner = Runner {
         actions_dir: paths.actions(),

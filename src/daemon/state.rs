@@ -13,15 +13,19 @@ use super::dequeue::Dequeue;
 use crate::config::{NodeConfig, Paths};
 use crate::guard::SharedGuard;
 use crate::listener::ListenerShared;
+use crate::monitor::orchestrate::Presence;
 
 /// A command for the supervisor, with where to send its outcome.
 pub enum SupervisorCmd {
     StopThread(String, mpsc::Sender<Result<String, String>>),
     StartThread(String, mpsc::Sender<Result<String, String>>),
-    /// Stop the daemon: advertise maintenance to peers, then exit.
+    /// Stop the daemon (`daemon stop`, SIGTERM, SIGINT): instances untouched, maintenance
+    /// advertised to peers, then exit.
     Stop,
-    /// Shut the daemon down.
-    Shutdown,
+    /// Stop every local instance, answer what stopped and what failed, then stop as above.
+    Shutdown(mpsc::Sender<serde_json::Value>),
+    /// Re-read node.conf now (SIGHUP), as on a change of its modification time.
+    Reload,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -50,6 +54,33 @@ impl PeerStatus {
 
     pub fn in_maintenance(&self) -> bool {
         self.view.monitor().get_str("status").as_deref() == Some("maintenance")
+    }
+
+    /// Up while its heartbeats are fresh; in maintenance after its notice, until
+    /// `maintenance_grace_ms` without a heartbeat (a host powered off after its daemon was
+    /// stopped must not hold its services forever); otherwise stale.
+    pub fn presence(&self, now_ms: u64, config: &NodeConfig) -> Presence {
+        let age = now_ms.saturating_sub(self.last_seen_ms);
+        if self.in_maintenance() {
+            if age <= config.maintenance_grace_ms {
+                Presence::Maintenance
+            } else {
+                Presence::Gone
+            }
+        } else if age <= config.hb.timeout_ms {
+            Presence::Up
+        } else {
+            Presence::Gone
+        }
+    }
+}
+
+/// How `daemon status` names a peer's presence.
+pub fn presence_label(p: Presence) -> &'static str {
+    match p {
+        Presence::Up => "up",
+        Presence::Maintenance => "maintenance",
+        Presence::Gone => "stale",
     }
 }
 
@@ -84,6 +115,17 @@ pub struct DaemonState {
     /// Heartbeats taken into peers' views by the heartbeat shard (the listener's `delivered`
     /// counts them before the shard's queue, which may drop some under a flood).
     pub heartbeats: HeartbeatCounters,
+    /// Set once the daemon is stopping: the monitor takes no more action.
+    pub stopping: AtomicBool,
+    /// Set when the maintenance notice goes out: every heartbeat from then on announces it.
+    pub maintenance: AtomicBool,
+    /// Latched once the daemon has heard every peer since its start, or its rejoin grace
+    /// period passed: until then it orchestrates nothing.
+    pub orchestration_ready: AtomicBool,
+    /// What this node sends in its heartbeats, and the session that seals them: shared by
+    /// the `hb.tx` thread and the maintenance notice, so the notice continues the same
+    /// generations and counters.
+    pub hb_out: Mutex<crate::daemon::hb::HbOut>,
 }
 
 #[derive(Default, Debug)]

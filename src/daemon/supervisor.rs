@@ -8,12 +8,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use sd_notify::NotifyState;
 use tokio::sync::watch;
 
 use super::dequeue::Runner;
 use super::hb::advertise_maintenance;
 use super::listener_config;
-use super::state::{DaemonState, SupervisorCmd, ThreadStatus};
+use super::state::{DaemonState, SupervisorCmd, ThreadStatus, lock};
 use crate::config;
 use crate::listener;
 
@@ -52,7 +53,13 @@ pub struct Supervisor {
     conf_stamp: Option<(SystemTime, u64)>,
     last_conf_poll: Instant,
     last_sweep: Instant,
+    /// Told systemd the daemon is ready (the listener is bound).
+    ready_notified: bool,
+    watchdog: bool,
 }
+
+/// How long a stop waits for monitor ticks in flight to end before it goes on.
+const TICKS_DRAIN: Duration = Duration::from_secs(3);
 
 fn conf_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
@@ -69,6 +76,8 @@ impl Supervisor {
             conf_stamp,
             last_conf_poll: Instant::now(),
             last_sweep: Instant::now(),
+            ready_notified: false,
+            watchdog: sd_notify::watchdog_enabled(false, &mut 0),
         }
     }
 
@@ -180,16 +189,13 @@ impl Supervisor {
             match commands.recv_timeout(TICK) {
                 Ok(cmd) => {
                     if let Some(exit) = self.command(cmd) {
-                        for id in THREADS {
-                            self.stop(id);
-                        }
-                        self.publish();
                         return exit;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Exit::Shutdown,
+                Err(RecvTimeoutError::Disconnected) => return self.stop_daemon(None),
             }
+            self.notify_systemd();
             self.reap();
             if self.last_conf_poll.elapsed() >= CONFIG_POLL {
                 self.last_conf_poll = Instant::now();
@@ -241,11 +247,63 @@ impl Supervisor {
                 let _ = reply.send(r);
                 None
             }
-            SupervisorCmd::Stop => {
-                advertise_maintenance(&self.state);
-                Some(Exit::Stop)
+            SupervisorCmd::Stop => Some(self.stop_daemon(None)),
+            SupervisorCmd::Shutdown(reply) => Some(self.stop_daemon(Some(reply))),
+            SupervisorCmd::Reload => {
+                tracing::info!("re-reading node.conf");
+                self.conf_stamp = None;
+                self.watch_config();
+                None
             }
-            SupervisorCmd::Shutdown => Some(Exit::Shutdown),
+        }
+    }
+
+    /// The one way the daemon stops, whatever asked: the monitor first (no action from now
+    /// on), then with `shutdown` every local instance, then the heartbeats, replaced by the
+    /// maintenance notice, then the rest.
+    fn stop_daemon(
+        &mut self,
+        shutdown: Option<std::sync::mpsc::Sender<serde_json::Value>>,
+    ) -> Exit {
+        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+        let state = self.state.clone();
+        state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.stop("monitor");
+        let drain = Instant::now();
+        while !lock(&state.ticks_in_flight).is_empty() && drain.elapsed() < TICKS_DRAIN {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let exit = match shutdown {
+            Some(reply) => {
+                let report = crate::handlers::service::shutdown_instances(&state);
+                tracing::info!(report = %report, "local instances stopped");
+                let _ = reply.send(report);
+                Exit::Shutdown
+            }
+            None => Exit::Stop,
+        };
+        self.stop("hb.tx");
+        advertise_maintenance(&state);
+        for id in THREADS {
+            self.stop(id);
+        }
+        self.publish();
+        exit
+    }
+
+    /// READY once the listener is bound, then the watchdog's keep-alive on every loop.
+    fn notify_systemd(&mut self) {
+        if !self.ready_notified
+            && let Some((backend, addr)) = self.state.listener.get().and_then(|l| l.running())
+        {
+            self.ready_notified = true;
+            let status = format!("listening on {addr} ({backend})");
+            let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
+        }
+        if self.watchdog {
+            let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
         }
     }
 

@@ -32,6 +32,10 @@ pub enum Origin {
 pub enum Reply {
     Response(Response),
     Stream(StreamReply),
+    /// The answer comes later, from work the handler handed to another thread so that its
+    /// shard goes on serving (a command that may call the daemon back). `Dispatcher::call`
+    /// waits for it: callers never see this variant.
+    Later(oneshot::Receiver<Reply>),
 }
 
 pub struct StreamReply {
@@ -237,8 +241,11 @@ impl Dispatcher {
             })
             .into();
         }
-        rx.await
-            .unwrap_or_else(|_| Response::error("the handler dropped the request").into())
+        let mut reply = rx.await;
+        while let Ok(Reply::Later(later)) = reply {
+            reply = later.await;
+        }
+        reply.unwrap_or_else(|_| Response::error("the handler dropped the request").into())
     }
 
     /// For paths that carry one response only (UDP): a stream is refused with an error.
@@ -246,7 +253,7 @@ impl Dispatcher {
         let action = request.action();
         match self.call(origin, request).await {
             Reply::Response(r) => r,
-            Reply::Stream(_) => Response::error(format!(
+            Reply::Stream(_) | Reply::Later(_) => Response::error(format!(
                 "{action}: streams need TCP or the local socket, not UDP"
             )),
         }

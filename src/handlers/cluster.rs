@@ -101,8 +101,15 @@ pub fn join(state: &DaemonState, origin: &Origin, addr_option: Option<String>) -
         std::thread::spawn(move || relay_to(to, &member, &identity, &relay));
     }
     let c = state.config();
+    // Everything the joiner needs to beat and listen like the members: a joiner left on its
+    // own heartbeat settings would flap stale on every peer.
     Response::ok(json!({
-        "cluster": { "name": c.cluster.name, "nodes": c.cluster.nodes },
+        "nodename": c.nodename,
+        "cluster": {
+            "name": c.cluster.name,
+            "secret": c.cluster.secret,
+            "nodes": c.cluster.nodes,
+        },
         "hb": { "interval_ms": c.hb.interval_ms, "timeout_ms": c.hb.timeout_ms },
         "peers": peers_map(state, nodename, &joiner_addr),
         "listener": { "port": c.listener.port },

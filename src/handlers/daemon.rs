@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Map, json};
 
-use crate::daemon::state::{DaemonState, PeerStatus, SupervisorCmd, lock};
+use crate::config::NodeConfig;
+use crate::daemon::state::{DaemonState, PeerStatus, SupervisorCmd, lock, presence_label};
 use crate::guard::InvalidClass;
 use crate::listener::now_ms;
 use crate::wire::Response;
@@ -44,12 +45,11 @@ pub fn status(state: &DaemonState) -> Response {
             }),
         );
     }
-    let timeout = config.hb.timeout_ms;
     let peers = {
         let peers = lock(&state.peers);
         let mut sorted: Vec<(&String, &PeerStatus)> = peers.iter().collect();
         sorted.sort_unstable_by_key(|(name, _)| *name);
-        peers_json(&sorted, now, timeout)
+        peers_json(&sorted, now, &config)
     };
     let dq = &state.dequeue;
     use std::sync::atomic::Ordering::Relaxed;
@@ -57,6 +57,8 @@ pub fn status(state: &DaemonState) -> Response {
         "nodename": config.nodename,
         "cluster": { "name": config.cluster.name, "nodes": config.cluster.nodes },
         "started_ms": state.started_ms,
+        "stopping": state.stopping.load(Relaxed),
+        "orchestration_ready": state.orchestration_ready.load(Relaxed),
         "uptime_s": now.saturating_sub(state.started_ms) / 1000,
         "pid": std::process::id(),
         "threads": state.threads(),
@@ -92,7 +94,7 @@ pub fn status(state: &DaemonState) -> Response {
 
 /// The `peers` object of the status, written from the peers' raw JSON: a copy of text,
 /// nothing parsed (so it is done under the peers' lock, which the heartbeat shard waits for).
-fn peers_json(peers: &[(&String, &PeerStatus)], now: u64, timeout: u64) -> String {
+fn peers_json(peers: &[(&String, &PeerStatus)], now: u64, config: &NodeConfig) -> String {
     let raw = |p: &PeerStatus| {
         p.view.monitor().as_str().len()
             + p.view
@@ -106,13 +108,7 @@ fn peers_json(peers: &[(&String, &PeerStatus)], now: u64, timeout: u64) -> Strin
     out.push('{');
     for (i, (name, p)) in peers.iter().enumerate() {
         let age = now.saturating_sub(p.last_seen_ms);
-        let status = if p.in_maintenance() {
-            "maintenance"
-        } else if age > timeout {
-            "stale"
-        } else {
-            "up"
-        };
+        let status = presence_label(p.presence(now, config));
         if i > 0 {
             out.push(',');
         }
@@ -171,10 +167,16 @@ pub fn start(state: &DaemonState, thread_id: Option<String>) -> Response {
     }
 }
 
+/// Answers once every local instance was stopped (or failed to), with what happened to each;
+/// the daemon then announces maintenance and exits.
 pub fn shutdown(state: &DaemonState) -> Response {
-    if state.send(SupervisorCmd::Shutdown) {
-        Response::ok(json!("daemon shutting down"))
-    } else {
-        Response::error("the supervisor is not running")
+    let (tx, rx) = mpsc::channel();
+    if !state.send(SupervisorCmd::Shutdown(tx)) {
+        return Response::error("the supervisor is not running");
+    }
+    // Each stop is bounded by its service's timeouts: the supervisor always answers or goes.
+    match rx.recv() {
+        Ok(report) => Response::ok(report),
+        Err(_) => Response::error("the supervisor stopped without a report"),
     }
 }

@@ -67,7 +67,7 @@ impl ShardHandler for Handlers {
                 svcname,
                 command,
                 sync,
-            } => service::action(svc, st, &svcname, &command, sync),
+            } => return service::action(svc, st, &svcname, &command, sync),
             Request::ServiceLogs {
                 svcname,
                 backlog,

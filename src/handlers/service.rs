@@ -6,20 +6,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::daemon::state::{DaemonState, lock};
 use crate::dispatch::{Origin, Reply, StreamReply};
-use crate::monitor::exec::run_shell;
+use crate::monitor::exec::{Outcome, run_program};
 use crate::monitor::instance::write_json_atomic;
 use crate::monitor::log::{self as svclog, Follower};
+use crate::monitor::orchestrate::{Decision, HaAction, NodeView, Presence};
 use crate::monitor::svcconf::{Orchestrate, config_path};
-use crate::monitor::{Instance, Plan, ServiceConfig, ServiceMonitor};
+use crate::monitor::{Instance, Plan, ServiceConfig, ServiceMonitor, list_services};
 use crate::wire::Response;
 use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus};
 
-/// The verbs `service_action` may run: svcmgr actions on that service, nothing else.
-pub const ACTION_VERBS: &[&str] = &["start", "stop", "restart", "status"];
+/// `service_action` commands that move the service's monitor: run on its shard, so actions
+/// on one service stay serialized. Any other command runs beside the shard (it may call the
+/// daemon back about this very service).
+const LIFECYCLE_VERBS: &[&str] = &["start", "stop", "restart"];
+/// Instances stopped at once by a shutdown.
+const SHUTDOWN_PARALLEL: usize = 64;
 const DEFAULT_BACKLOG: u64 = 50;
 const MAX_BACKLOG: u64 = 100_000;
 const RECORDS_PER_CHUNK: usize = 500;
@@ -30,7 +35,7 @@ static ACTION_SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct Deferred {
     pub id: String,
     pub svcname: String,
-    pub verb: String,
+    pub args: Vec<String>,
 }
 
 /// The slice of service state one shard owns.
@@ -44,23 +49,32 @@ fn monitor_path(state: &DaemonState, svcname: &str) -> std::path::PathBuf {
     state.paths.services().join(svcname).join("monitor.json")
 }
 
+/// The service monitor as last persisted.
+fn read_monitor(state: &DaemonState, svcname: &str) -> ServiceMonitor {
+    std::fs::read(monitor_path(state, svcname))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_monitor(state: &DaemonState, svcname: &str, m: &ServiceMonitor) {
+    let path = monitor_path(state, svcname);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    write_json_atomic(&path, &serde_json::to_value(m).unwrap_or_default());
+}
+
 impl ServiceShard {
     fn monitor<'a>(&'a mut self, state: &DaemonState, svcname: &str) -> &'a mut ServiceMonitor {
-        self.monitors.entry(svcname.to_string()).or_insert_with(|| {
-            std::fs::read(monitor_path(state, svcname))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default()
-        })
+        self.monitors
+            .entry(svcname.to_string())
+            .or_insert_with(|| read_monitor(state, svcname))
     }
 
     fn persist(&mut self, state: &DaemonState, svcname: &str) {
         let m = self.monitor(state, svcname).clone();
-        let path = monitor_path(state, svcname);
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        write_json_atomic(&path, &serde_json::to_value(&m).unwrap_or_default());
+        write_monitor(state, svcname, &m);
         let mut services = lock(&state.services);
         let entry = services
             .entry(svcname.to_string())
@@ -172,57 +186,66 @@ pub fn get_monitor(shard: &mut ServiceShard, state: &DaemonState, svcname: &str)
     Response::ok(v)
 }
 
-/// Runs `svcmgr -s NAME VERB` as the daemon's action executor.
-fn run_svcmgr(
-    state: &DaemonState,
-    cfg: &ServiceConfig,
-    verb: &str,
-) -> crate::monitor::exec::Outcome {
-    let exe = state.bin_dir.join("svcmgr");
-    let timeout = cfg
-        .resources
+/// How long a service action may take: every resource's timeout, twice, and a margin.
+fn action_timeout(cfg: &ServiceConfig) -> Duration {
+    cfg.resources
         .iter()
         .map(|r| r.timeout)
         .sum::<Duration>()
         .saturating_mul(2)
-        + Duration::from_secs(30);
+        + Duration::from_secs(30)
+}
+
+/// Runs `svcmgr -s NAME ARGS...` (no shell) as the daemon's action executor.
+fn run_svcmgr(state: &DaemonState, svcname: &str, timeout: Duration, args: &[String]) -> Outcome {
+    let exe = state.bin_dir.join("svcmgr");
     let root = state
         .root
         .as_ref()
         .map(|r| r.display().to_string())
         .unwrap_or_default();
-    let cmd = format!("exec \"$OSVC_SVCMGR\" -s {} {verb}", cfg.name);
-    let env = [
-        ("OSVC_SVCMGR", exe.to_str().unwrap_or("svcmgr")),
-        ("OSVC_ROOT", root.as_str()),
-        ("OSVC_DAEMON_ACTION", "1"),
-    ];
-    let env: Vec<(&str, &str)> = env
+    let mut env = vec![("OSVC_DAEMON_ACTION", "1")];
+    if !root.is_empty() {
+        env.push(("OSVC_ROOT", root.as_str()));
+    }
+    let argv = ["-s", svcname]
         .into_iter()
-        .filter(|(k, v)| *k != "OSVC_ROOT" || !v.is_empty())
-        .collect();
-    run_shell(&cmd, timeout, &env).unwrap_or_else(|e| crate::monitor::exec::Outcome {
+        .map(str::to_string)
+        .chain(args.iter().cloned());
+    run_program(&exe, argv, timeout, &env).unwrap_or_else(|e| Outcome {
         code: Some(127),
         timed_out: false,
-        output: format!("cannot run svcmgr: {e}"),
+        stdout: String::new(),
+        stderr: format!("cannot run {}: {e}", exe.display()),
         duration: Duration::ZERO,
     })
 }
 
-/// Carries out a service action and moves the monitor as it goes.
+/// What a service action answers: its exit code (null when killed) and its output.
+fn outcome_json(out: &Outcome) -> Value {
+    json!({
+        "code": out.code,
+        "stdout": out.stdout,
+        "stderr": out.stderr,
+        "timed_out": out.timed_out,
+    })
+}
+
+/// Carries out a lifecycle action (`start`, `stop`, `restart` and their options) and moves
+/// the monitor as it goes.
 pub fn execute(
     shard: &mut ServiceShard,
     state: &DaemonState,
     cfg: &ServiceConfig,
-    verb: &str,
+    args: &[String],
 ) -> Value {
     let name = cfg.name.as_str();
-    let (during, ok_expect) = match verb {
-        "start" | "restart" => (
+    let (during, ok_expect) = match args.first().map(String::as_str) {
+        Some("start" | "restart") => (
             Some(ServiceMonitorStatus::Starting),
             Some(ServiceLocalExpect::Started),
         ),
-        "stop" => (
+        Some("stop") => (
             Some(ServiceMonitorStatus::Stopping),
             Some(ServiceLocalExpect::Unset),
         ),
@@ -232,14 +255,14 @@ pub fn execute(
         shard.monitor(state, name).status = s;
         shard.persist(state, name);
     }
-    let out = run_svcmgr(state, cfg, verb);
+    let out = run_svcmgr(state, name, action_timeout(cfg), args);
     if let Some(expect) = ok_expect {
         let m = shard.monitor(state, name);
         if out.success() {
             m.status = ServiceMonitorStatus::Idle;
             m.local_expect = expect;
         } else {
-            m.status = if verb == "stop" {
+            m.status = if expect == ServiceLocalExpect::Unset {
                 ServiceMonitorStatus::StopFailed
             } else {
                 ServiceMonitorStatus::StartFailed
@@ -248,38 +271,52 @@ pub fn execute(
         shard.persist(state, name);
     }
     refresh(shard, state, cfg);
-    json!({ "code": out.code, "output": out.output, "timed_out": out.timed_out })
+    outcome_json(&out)
 }
 
+fn one_verb(verb: &str) -> Vec<String> {
+    vec![verb.to_string()]
+}
+
+/// `service_action`: runs `svcmgr -s NAME` with the command's arguments. Sync: answers when it
+/// ends, with its exit code and output; async: answers an id at once (listed in `daemon
+/// status` until the command ends).
 pub fn action(
     shard: &mut ServiceShard,
-    state: &DaemonState,
+    state: &Arc<DaemonState>,
     svcname: &str,
     command: &crate::wire::Args,
     sync: bool,
-) -> Response {
+) -> Reply {
     let cfg = match load(state, svcname) {
         Ok(c) => c,
-        Err(e) => return e,
+        Err(e) => return e.into(),
     };
-    let mut args = command.iter();
-    let verb = match (args.next(), args.next()) {
-        (None, _) => return Response::error("service_action: empty command"),
-        (Some(v), _) if !ACTION_VERBS.contains(&v) => {
-            return Response::error(format!(
-                "service_action: unknown action {v:?} (allowed: {})",
-                ACTION_VERBS.join(", ")
-            ));
-        }
-        (Some(v), None) => v.to_string(),
-        (Some(_), Some(extra)) => {
-            return Response::error(format!(
-                "service_action: unexpected argument {extra:?}: actions take no options"
-            ));
-        }
+    let args: Vec<String> = command.iter().map(str::to_string).collect();
+    let Some(verb) = args.first().cloned() else {
+        return Response::error(
+            "service_action: empty command: give svcmgr's arguments, e.g. [\"start\"]",
+        )
+        .into();
     };
+    let lifecycle = LIFECYCLE_VERBS.contains(&verb.as_str());
+    if sync && lifecycle {
+        return Response::ok(execute(shard, state, &cfg, &args)).into();
+    }
+    let timeout = action_timeout(&cfg);
     if sync {
-        return Response::ok(execute(shard, state, &cfg, &verb));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (state, svcname) = (state.clone(), svcname.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("service_action".into())
+            .spawn(move || {
+                let out = run_svcmgr(&state, &svcname, timeout, &args);
+                let _ = tx.send(Response::ok(outcome_json(&out)).into());
+            });
+        return match spawned {
+            Ok(_) => Reply::Later(rx),
+            Err(e) => Response::error(format!("service_action: cannot start it: {e}")).into(),
+        };
     }
     let id = format!(
         "{svcname}.{verb}.{}",
@@ -287,24 +324,39 @@ pub fn action(
     );
     lock(&state.actions).insert(
         id.clone(),
-        json!({"service": svcname, "action": verb, "started_ms": crate::listener::now_ms()}),
+        json!({"service": svcname, "action": verb, "command": args, "started_ms": crate::listener::now_ms()}),
     );
-    shard.deferred.push(Deferred {
-        id: id.clone(),
-        svcname: svcname.to_string(),
-        verb,
-    });
-    Response::ok(json!({ "id": id }))
+    if lifecycle {
+        shard.deferred.push(Deferred {
+            id: id.clone(),
+            svcname: svcname.to_string(),
+            args,
+        });
+    } else {
+        let (runner, svc, run_id) = (state.clone(), svcname.to_string(), id.clone());
+        let spawned = std::thread::Builder::new()
+            .name("service_action".into())
+            .spawn(move || {
+                let out = run_svcmgr(&runner, &svc, timeout, &args);
+                tracing::info!(id = %run_id, service = %svc, code = ?out.code, "async service action ended");
+                lock(&runner.actions).remove(&run_id);
+            });
+        if let Err(e) = spawned {
+            lock(&state.actions).remove(&id);
+            return Response::error(format!("service_action: cannot start it: {e}")).into();
+        }
+    }
+    Response::ok(json!({ "id": id })).into()
 }
 
-/// Runs the async actions accepted by the last request, now that it was answered.
+/// Runs the async lifecycle actions accepted by the last request, now that it was answered.
 pub fn run_deferred(shard: &mut ServiceShard, state: &Arc<DaemonState>) {
     for d in std::mem::take(&mut shard.deferred) {
         let outcome = match load(state, &d.svcname) {
-            Ok(cfg) => execute(shard, state, &cfg, &d.verb),
+            Ok(cfg) => execute(shard, state, &cfg, &d.args),
             Err(e) => json!({ "error": e.error }),
         };
-        tracing::info!(id = %d.id, service = %d.svcname, action = %d.verb, outcome = %outcome, "async service action ended");
+        tracing::info!(id = %d.id, service = %d.svcname, outcome = %outcome, "async service action ended");
         lock(&state.actions).remove(&d.id);
     }
 }
@@ -474,7 +526,17 @@ fn aggregate(
     (records, warnings, follow.then_some(follow_rx))
 }
 
-/// Checks the resources, publishes the status, and lets the monitor act.
+/// The status a service publishes (for `daemon status` and heartbeats): its instance status,
+/// its monitor, how it is orchestrated and on which nodes.
+fn snapshot(cfg: &ServiceConfig, status: Value, monitor: &ServiceMonitor) -> Value {
+    let mut snapshot = status;
+    snapshot["monitor"] = serde_json::to_value(monitor).unwrap_or_default();
+    snapshot["orchestrate"] = json!(cfg.orchestrate.as_str());
+    snapshot["nodes"] = json!(cfg.nodes);
+    snapshot
+}
+
+/// Checks the resources and publishes the status.
 fn refresh(
     shard: &mut ServiceShard,
     state: &DaemonState,
@@ -483,16 +545,108 @@ fn refresh(
     let node = state.config().nodename.clone();
     let inst = Instance::new(cfg, &node, &state.paths.services());
     let (views, status) = inst.refresh_status();
-    let monitor = serde_json::to_value(shard.monitor(state, &cfg.name).clone()).unwrap_or_default();
-    let mut snapshot = status;
-    snapshot["monitor"] = monitor;
-    snapshot["orchestrate"] = json!(cfg.orchestrate.as_str());
-    snapshot["nodes"] = json!(cfg.nodes);
-    lock(&state.services).insert(cfg.name.clone(), snapshot);
+    let monitor = shard.monitor(state, &cfg.name).clone();
+    lock(&state.services).insert(cfg.name.clone(), snapshot(cfg, status, &monitor));
     views
 }
 
-/// The monitor's periodic look at one service.
+/// Runs `work` on every item with at most `parallel` threads, results in the items' order.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    parallel: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..parallel.min(items.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = work(item);
+                    lock(&results).push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// At the daemon's start, before its first heartbeat: checks every configured service and
+/// publishes what runs here, so peers never see this node without the instances it runs.
+/// Returns how many services were checked.
+pub fn census(state: &DaemonState) -> usize {
+    let names = list_services(&state.paths.etc);
+    let node = state.config().nodename.clone();
+    in_parallel(&names, SHUTDOWN_PARALLEL, |name| {
+        let Ok(cfg) = load(state, name) else { return };
+        let inst = Instance::new(&cfg, &node, &state.paths.services());
+        let (_, status) = inst.refresh_status();
+        let monitor = read_monitor(state, name);
+        lock(&state.services).insert(name.clone(), snapshot(&cfg, status, &monitor));
+    });
+    names.len()
+}
+
+/// `daemon shutdown`: stops every local instance not found down, in parallel, each bounded by
+/// its service's timeouts; leaves each monitor not expecting it started; publishes the new
+/// status. Returns what stopped and what failed.
+pub fn shutdown_instances(state: &DaemonState) -> Value {
+    let names = list_services(&state.paths.etc);
+    let node = state.config().nodename.clone();
+    let outcomes = in_parallel(&names, SHUTDOWN_PARALLEL, |name| {
+        let cfg = load(state, name).map_err(|e| e.error.unwrap_or_default())?;
+        let avail = lock(&state.services)
+            .get(name)
+            .and_then(|s| s["avail"].as_str().map(str::to_string));
+        if avail.as_deref() == Some("down") {
+            return Ok(false);
+        }
+        let out = run_svcmgr(state, name, action_timeout(&cfg), &one_verb("stop"));
+        let mut m = read_monitor(state, name);
+        m.local_expect = ServiceLocalExpect::Unset;
+        m.status = if out.success() {
+            ServiceMonitorStatus::Idle
+        } else {
+            ServiceMonitorStatus::StopFailed
+        };
+        write_monitor(state, name, &m);
+        let inst = Instance::new(&cfg, &node, &state.paths.services());
+        let (_, status) = inst.refresh_status();
+        lock(&state.services).insert(name.clone(), snapshot(&cfg, status, &m));
+        if out.success() {
+            Ok(true)
+        } else if out.timed_out {
+            Err("stop timed out".to_string())
+        } else {
+            let detail = out.output();
+            Err(format!(
+                "stop exited with code {}{}{}",
+                out.code.unwrap_or(-1),
+                if detail.is_empty() { "" } else { ": " },
+                detail
+            ))
+        }
+    });
+    let (mut stopped, mut not_running, mut failed) = (Vec::new(), Vec::new(), Map::new());
+    for (name, outcome) in names.iter().zip(outcomes) {
+        match outcome {
+            Ok(true) => stopped.push(name.clone()),
+            Ok(false) => not_running.push(name.clone()),
+            Err(e) => {
+                tracing::error!(service = %name, error = %e, "shutdown: the instance did not stop");
+                failed.insert(name.clone(), json!(e));
+            }
+        }
+    }
+    json!({ "stopped": stopped, "not_running": not_running, "failed": failed })
+}
+
+/// The monitor's periodic look at one service: check and publish it, then (unless the
+/// daemon is stopping) let the orchestration and the monitor act.
 pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
     let cfg = match load(state, svcname) {
         Ok(c) => c,
@@ -506,19 +660,25 @@ pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
         }
     };
     let views = refresh(shard, state, &cfg);
+    if state.stopping.load(Ordering::Acquire) {
+        return;
+    }
     let node_frozen = state.node_frozen.load(Ordering::Acquire);
     let node = state.config().nodename.clone();
     let inst = Instance::new(&cfg, &node, &state.paths.services());
     let avail = crate::monitor::state::instance_status(&views);
-    let verb = if cfg.orchestrate == Orchestrate::Ha {
-        ha_verb(shard, state, &cfg, avail, node_frozen)
+    let (verb, may_restart) = if cfg.orchestrate == Orchestrate::Ha {
+        ha_verb(shard, state, &cfg, &inst, avail, node_frozen)
     } else {
-        local_verb(shard, state, svcname, avail, node_frozen)
+        (local_verb(shard, state, svcname, avail, node_frozen), true)
     };
     if let Some(verb) = verb {
         let ge = shard.monitor(state, svcname).global_expect;
         inst.log("info", None, format!("global_expect {ge}: {verb}"));
-        execute(shard, state, &cfg, verb);
+        execute(shard, state, &cfg, &one_verb(verb));
+        return;
+    }
+    if !may_restart {
         return;
     }
     let plan = shard.monitor(state, svcname).plan(node_frozen, &views);
@@ -534,8 +694,8 @@ pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
                     "warn",
                     Some(rid),
                     format!(
-                        "found down while expected started: restart {n}/{}",
-                        r.restart
+                        "found down while expected started: start attempt {n}/{}",
+                        r.restart + 1
                     ),
                 );
                 let _ = inst.resource_action(r, "start");
@@ -547,11 +707,11 @@ pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
         Plan::GiveUp(rid) => {
             shard.monitor(state, svcname).begin(&plan);
             shard.persist(state, svcname);
-            let limit = cfg.resource(rid).map_or(0, |r| r.restart);
+            let attempts = cfg.resource(rid).map_or(1, |r| r.restart + 1);
             inst.log(
                 "error",
                 Some(rid),
-                format!("found down while expected started, {limit} restarts used: start failed, the monitor stops trying"),
+                format!("found down while expected started, {attempts} start attempts used: start failed, the monitor stops trying"),
             );
             refresh(shard, state, &cfg);
         }
@@ -587,79 +747,221 @@ fn local_verb(
     verb
 }
 
+/// Whether a node's instance holds the service, from what its monitor publishes: it runs,
+/// its monitor is about to start (`ready`), starting, restarting or stopping it (or failed
+/// to stop it), or it is expected started and not given up on. A node holding it keeps it; nobody else starts it.
+fn holds(avail: Option<&str>, status: Option<&str>, local_expect: Option<&str>) -> bool {
+    let running = matches!(avail, Some("up" | "warn"));
+    let busy = matches!(
+        status,
+        Some("ready" | "starting" | "restarting" | "stopping" | "stop failed")
+    );
+    let expected = local_expect == Some("started") && status != Some("start failed");
+    running || busy || expected
+}
+
+fn start_or_stop_failed(status: Option<&str>) -> bool {
+    matches!(status, Some("start failed" | "stop failed"))
+}
+
+/// True once the daemon has heard every other member since it started (a full snapshot from
+/// each), or its rejoin grace period has passed: before that it does not know what runs where.
+fn orchestration_ready(
+    state: &DaemonState,
+    c: &crate::config::NodeConfig,
+    peers: &crate::daemon::state::PeerMap,
+    now: u64,
+) -> bool {
+    if state.orchestration_ready.load(Ordering::Acquire) {
+        return true;
+    }
+    let missing: Vec<&str> = c
+        .cluster
+        .nodes
+        .iter()
+        .filter(|n| **n != c.nodename)
+        .filter(|n| peers.get(*n).is_none_or(|p| p.view.base_gen() == 0))
+        .map(String::as_str)
+        .collect();
+    let waited = now.saturating_sub(state.started_ms);
+    if !missing.is_empty() && waited < c.rejoin_grace_ms {
+        return false;
+    }
+    if !state.orchestration_ready.swap(true, Ordering::AcqRel) {
+        if missing.is_empty() {
+            tracing::info!(waited_ms = waited, "every peer heard: orchestration starts");
+        } else {
+            tracing::warn!(
+                waited_ms = waited,
+                not_heard = ?missing,
+                "rejoin grace period passed without hearing every peer: orchestration starts"
+            );
+        }
+    }
+    true
+}
+
 /// `global_expect` for an `ha` service, from the cluster data: adopt the newest goal set on
-/// any node, then start or stop here as the placement rule says.
+/// any node, then decide as `orchestrate::decide` says. Returns the action to run here, and
+/// whether the monitor may restart a resource found down (only where no other node holds the
+/// service and the peers were heard).
 fn ha_verb(
     shard: &mut ServiceShard,
     state: &DaemonState,
     cfg: &ServiceConfig,
+    inst: &Instance<'_>,
     avail: &str,
     node_frozen: bool,
-) -> Option<&'static str> {
-    use crate::monitor::orchestrate::{HaAction, NodeView, decide, newest_global};
+) -> (Option<&'static str>, bool) {
     let c = state.config();
     let now = crate::listener::now_ms();
     let mut views = Vec::with_capacity(cfg.nodes.len());
     let mut goals = Vec::new();
+    let ready;
+    // Every peer of the service that is up has been heard from since this node went `ready`
+    // plus one heartbeat interval: what it decided before it saw our `ready` is known.
+    let mut confirmed = true;
+    let ready_since = shard.monitor(state, &cfg.name).ready_since_ms;
     {
         let peers = lock(&state.peers);
+        ready = orchestration_ready(state, &c, &peers, now);
         for n in &cfg.nodes {
             if *n == c.nodename {
+                let m = shard.monitor(state, &cfg.name);
+                // This node's own `ready` is not a hold in its eyes: it is the election it
+                // is carrying out, decided again on every tick until it starts.
+                let status =
+                    Some(m.status.as_str()).filter(|_| m.status != ServiceMonitorStatus::Ready);
                 views.push(NodeView {
                     name: n.clone(),
-                    alive: true,
+                    presence: Presence::Up,
                     frozen: node_frozen,
-                    avail: Some(avail.to_string()),
+                    configured: true,
+                    running: matches!(avail, "up" | "warn"),
+                    holds: holds(Some(avail), status, Some(m.local_expect.as_str())),
+                    failed: m.failed(),
                 });
                 continue;
             }
             let Some(p) = peers.get(n) else {
                 views.push(NodeView {
                     name: n.clone(),
-                    alive: false,
+                    presence: Presence::Gone,
                     frozen: false,
-                    avail: None,
+                    configured: false,
+                    running: false,
+                    holds: false,
+                    failed: false,
                 });
                 continue;
             };
-            let maintenance = p.in_maintenance();
-            let fresh = now.saturating_sub(p.last_seen_ms) <= c.hb.timeout_ms;
-            let svc = p.service(&cfg.name).unwrap_or_default();
-            if let Some(ge) = svc["monitor"]["global_expect"]
-                .as_str()
+            let svc = p.service(&cfg.name);
+            let field = |v: &Option<Value>, path: &[&str]| {
+                let mut cur = v.as_ref()?;
+                for k in path {
+                    cur = cur.get(k)?;
+                }
+                cur.as_str().map(str::to_string)
+            };
+            let peer_avail = field(&svc, &["avail"]);
+            let status = field(&svc, &["monitor", "status"]);
+            let local_expect = field(&svc, &["monitor", "local_expect"]);
+            if let Some(ge) = field(&svc, &["monitor", "global_expect"])
+                .as_deref()
                 .and_then(GlobalExpect::parse)
             {
-                goals.push((
-                    ge,
-                    svc["monitor"]["global_expect_updated_ms"]
-                        .as_u64()
-                        .unwrap_or(0),
-                ));
+                let at = svc
+                    .as_ref()
+                    .and_then(|s| s["monitor"]["global_expect_updated_ms"].as_u64())
+                    .unwrap_or(0);
+                goals.push((ge, at));
+            }
+            let presence = p.presence(now, &c);
+            if presence == Presence::Up
+                && p.last_seen_ms < ready_since.saturating_add(c.hb.interval_ms)
+            {
+                confirmed = false;
             }
             views.push(NodeView {
                 name: n.clone(),
-                alive: fresh && !maintenance,
+                presence,
                 frozen: p.view.monitor().get_str("local_expect").as_deref() == Some("frozen"),
-                avail: svc["avail"].as_str().map(str::to_string),
+                configured: svc.is_some(),
+                running: matches!(peer_avail.as_deref(), Some("up" | "warn")),
+                holds: holds(
+                    peer_avail.as_deref(),
+                    status.as_deref(),
+                    local_expect.as_deref(),
+                ),
+                failed: start_or_stop_failed(status.as_deref()),
             });
         }
     }
     let m = shard.monitor(state, &cfg.name);
     goals.push((m.global_expect, m.global_expect_updated_ms));
-    if let Some((ge, at)) = newest_global(goals)
+    if let Some((ge, at)) = crate::monitor::orchestrate::newest_global(goals)
         && at > m.global_expect_updated_ms
     {
         m.global_expect = ge;
         m.global_expect_updated_ms = at;
         shard.persist(state, &cfg.name);
     }
-    let m = shard.monitor(state, &cfg.name);
-    if m.failed() {
-        return None;
+    let global = shard.monitor(state, &cfg.name).global_expect;
+    let d = crate::monitor::orchestrate::decide(&c.nodename, &views, global, ready);
+    publish_decision(state, &cfg.name, &d);
+    if let (HaAction::Stop, Some(holders)) = (d.action, &d.duplicate) {
+        tracing::error!(
+            service = %cfg.name,
+            holders = ?holders,
+            keeper = ?d.leader,
+            "failover service found running on several nodes: stopping it here"
+        );
+        inst.log(
+            "error",
+            None,
+            format!(
+                "found running on several nodes ({}): stopping it here, {} keeps it",
+                holders.join(", "),
+                d.leader.as_deref().unwrap_or("?")
+            ),
+        );
     }
-    match decide(&c.nodename, &views, m.global_expect) {
-        HaAction::Start => Some("start"),
-        HaAction::Stop => Some("stop"),
-        HaAction::Nothing => None,
+    let others_hold = views
+        .iter()
+        .any(|v| v.name != c.nodename && v.presence != Presence::Gone && v.holds);
+    let may_restart = ready && !others_hold;
+    let m = shard.monitor(state, &cfg.name);
+    let is_ready = m.status == ServiceMonitorStatus::Ready;
+    match d.action {
+        // Elected: announce `ready` first, start once the peers confirm nobody else did.
+        HaAction::Start if !is_ready => {
+            m.status = ServiceMonitorStatus::Ready;
+            m.ready_since_ms = now;
+            shard.persist(state, &cfg.name);
+            inst.log(
+                "info",
+                None,
+                "elected to start: ready, waiting for every peer to confirm",
+            );
+            (None, false)
+        }
+        HaAction::Start if confirmed => (Some("start"), false),
+        HaAction::Start => (None, false),
+        // Only `ready` here (nothing runs): standing down needs no stop.
+        HaAction::Stop | HaAction::Nothing if is_ready && avail != "up" && avail != "warn" => {
+            m.status = ServiceMonitorStatus::Idle;
+            shard.persist(state, &cfg.name);
+            inst.log("info", None, format!("no longer starting it: {}", d.reason));
+            (None, false)
+        }
+        HaAction::Stop => (Some("stop"), false),
+        HaAction::Nothing => (None, may_restart),
+    }
+}
+
+/// Shows in `daemon status` who runs an `ha` service and why this node does what it does.
+fn publish_decision(state: &DaemonState, svcname: &str, d: &Decision) {
+    if let Some(s) = lock(&state.services).get_mut(svcname) {
+        s["ha"] = json!({ "leader": d.leader, "reason": d.reason });
     }
 }

@@ -426,6 +426,8 @@ async fn serve_connection<B: Backend>(
                     )
                     .await
                 {
+                    // `Dispatcher::call` waits for later answers: none reaches here.
+                    Reply::Later(_) => return Ok(()),
                     Reply::Response(response) => {
                         let out = w.seal_response(&response, Kind::Response, true);
                         if out.is_empty() {

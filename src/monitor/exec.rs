@@ -1,5 +1,5 @@
-//! Running a resource's command line (`sh -c`), with a timeout that kills its whole process
-//! group, and its output captured (bounded).
+//! Running a resource's command line (`sh -c`) or a program with its arguments, with a
+//! timeout that kills its whole process group, and its output captured (bounded).
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -13,13 +13,24 @@ pub struct Outcome {
     /// None when killed (timeout or signal).
     pub code: Option<i32>,
     pub timed_out: bool,
-    pub output: String,
+    /// At most 64 KiB of each, lossily decoded, trailing whitespace trimmed.
+    pub stdout: String,
+    pub stderr: String,
     pub duration: Duration,
 }
 
 impl Outcome {
     pub fn success(&self) -> bool {
         self.code == Some(0)
+    }
+
+    /// Standard output then standard error, as one text (what a resource's log shows).
+    pub fn output(&self) -> String {
+        match (self.stdout.is_empty(), self.stderr.is_empty()) {
+            (_, true) => self.stdout.clone(),
+            (true, false) => self.stderr.clone(),
+            (false, false) => format!("{}\n{}", self.stdout, self.stderr),
+        }
     }
 }
 
@@ -29,10 +40,23 @@ pub fn run_shell(
     timeout: Duration,
     env: &[(&str, &str)],
 ) -> std::io::Result<Outcome> {
+    run_program("sh", ["-c", command_line], timeout, env)
+}
+
+/// Runs `program` with `args` (no shell), environment `env` added.
+pub fn run_program<I, S>(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: I,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> std::io::Result<Outcome>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let start = Instant::now();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command_line)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -62,18 +86,13 @@ pub fn run_shell(
         std::thread::sleep(Duration::from_millis(10));
     };
     // A background process of the command may keep the pipes open: do not wait for it forever.
-    let mut output = join_with_deadline(out_reader, Instant::now() + Duration::from_secs(1));
-    let err = join_with_deadline(err_reader, Instant::now() + Duration::from_secs(1));
-    if !err.is_empty() {
-        if !output.is_empty() && !output.ends_with('\n') {
-            output.push('\n');
-        }
-        output.push_str(&err);
-    }
+    let stdout = join_with_deadline(out_reader, Instant::now() + Duration::from_secs(1));
+    let stderr = join_with_deadline(err_reader, Instant::now() + Duration::from_secs(1));
     Ok(Outcome {
         code: if timed_out { None } else { status.code() },
         timed_out,
-        output: output.trim_end().to_string(),
+        stdout: stdout.trim_end().to_string(),
+        stderr: stderr.trim_end().to_string(),
         duration: start.elapsed(),
     })
 }
@@ -119,10 +138,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.code, Some(3));
-        assert_eq!(o.output, "out\nerr");
+        assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("out", "err"));
+        assert_eq!(o.output(), "out\nerr");
         let o = run_shell("echo $X", Duration::from_secs(5), &[("X", "y")]).unwrap();
         assert!(o.success());
-        assert_eq!(o.output, "y");
+        assert_eq!(o.output(), "y");
+        let o = run_program("echo", ["a b", "$X"], Duration::from_secs(5), &[]).unwrap();
+        assert_eq!(o.stdout, "a b $X", "no shell between the arguments");
         let o = run_shell("sleep 5", Duration::from_millis(200), &[]).unwrap();
         assert!(o.timed_out);
         assert_eq!(o.code, None);

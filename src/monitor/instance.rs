@@ -89,8 +89,9 @@ impl<'a> Instance<'a> {
         let out = self.run(action, cmd, r.timeout).inspect_err(|e| {
             self.log("error", Some(&r.rid), e.clone());
         })?;
-        if !out.output.is_empty() {
-            self.log("info", Some(&r.rid), out.output.clone());
+        let output = out.output();
+        if !output.is_empty() {
+            self.log("info", Some(&r.rid), output);
         }
         if out.success() {
             self.log(

@@ -12,12 +12,17 @@ pub struct ServiceMonitor {
     pub status: ServiceMonitorStatus,
     pub local_expect: ServiceLocalExpect,
     pub global_expect: GlobalExpect,
-    /// Restarts done by the monitor, per resource, since the last `clear`.
+    /// Start attempts made by the monitor, per resource, since the last `clear`: the first
+    /// one, then up to the resource's `restart` retries.
     #[serde(default)]
     pub restarts: BTreeMap<String, u32>,
     /// When `global_expect` was last set (ms): across nodes, the latest setting wins.
     #[serde(default)]
     pub global_expect_updated_ms: u64,
+    /// When this node went `ready` to start an ha service (ms): it starts once every peer
+    /// has been heard since, so a start another node decided meanwhile shows first.
+    #[serde(default)]
+    pub ready_since_ms: u64,
 }
 
 impl Default for ServiceMonitor {
@@ -28,6 +33,7 @@ impl Default for ServiceMonitor {
             global_expect: GlobalExpect::Unset,
             restarts: BTreeMap::new(),
             global_expect_updated_ms: 0,
+            ready_since_ms: 0,
         }
     }
 }
@@ -43,9 +49,9 @@ pub struct ResourceView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Plan {
     Nothing,
-    /// Restart this resource (its count is incremented by `begin`).
+    /// Start this resource again (its count is incremented by `begin`).
     Restart(String),
-    /// Its restarts are used up: the monitor goes `start failed` and stops trying.
+    /// Its attempts are used up: the monitor goes `start failed` and stops trying.
     GiveUp(String),
 }
 
@@ -70,7 +76,8 @@ impl ServiceMonitor {
         for r in resources {
             if r.up == Some(false) {
                 let done = self.restarts.get(&r.rid).copied().unwrap_or(0);
-                return if done < r.restart_limit {
+                // The first attempt is not a retry: `restart = 0` still tries once.
+                return if done <= r.restart_limit {
                     Plan::Restart(r.rid.clone())
                 } else {
                     Plan::GiveUp(r.rid.clone())
@@ -146,7 +153,8 @@ mod tests {
             ..Default::default()
         };
         let down = view(&[Some(false)], &[2]);
-        for _ in 0..2 {
+        // The first attempt, then two retries.
+        for _ in 0..3 {
             let p = m.plan(false, &down);
             assert_eq!(p, Plan::Restart("app#0".into()));
             m.begin(&p);
@@ -223,7 +231,7 @@ mod tests {
                         } else {
                             match (0..3).find(|i| up[*i] == Some(false)) {
                                 None => Plan::Nothing,
-                                Some(i) if model.counts[i] < limits[i] => Plan::Restart(format!("app#{i}")),
+                                Some(i) if model.counts[i] <= limits[i] => Plan::Restart(format!("app#{i}")),
                                 Some(i) => Plan::GiveUp(format!("app#{i}")),
                             }
                         };
@@ -244,7 +252,7 @@ mod tests {
                 for (i, limit) in limits.iter().enumerate() {
                     let c = m.restarts.get(&format!("app#{i}")).copied().unwrap_or(0);
                     prop_assert_eq!(c, model.counts[i]);
-                    prop_assert!(c <= *limit, "never more restarts than allowed");
+                    prop_assert!(c <= *limit + 1, "never more attempts than the first and the retries");
                 }
                 prop_assert_eq!(m.status == ServiceMonitorStatus::StartFailed, model.gave_up);
             }

@@ -620,6 +620,9 @@ pub fn valid_svcname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("must be 1 to 64 characters".into());
     }
+    if name == "node" {
+        return Err("\"node\" names the node's own configuration, not a service".into());
+    }
     let first_ok = name
         .chars()
         .next()

@@ -143,7 +143,12 @@ impl Node {
     }
 
     pub fn spawn(&mut self, env: &[(&str, String)]) {
-        let log = std::fs::File::create(self.root.join("daemon.log")).unwrap();
+        // Appended: a restarted daemon's log follows its previous life's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("daemon.log"))
+            .unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("--root")
             .arg(&self.root)
@@ -164,6 +169,31 @@ impl Node {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("daemon running").id() as i32
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Waits up to `limit` for the daemon to exit; true when it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(c) = self.child.as_mut()
+                && c.try_wait().unwrap().is_some()
+            {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Kills the daemon (no maintenance notice: peers must find it stale).
