@@ -513,6 +513,29 @@ fn restart_after_kill_never_runs_a_failover_service_twice() {
         logs.contains("failover service found running on several nodes"),
         "loud log line"
     );
+
+    // The holder dies with its instance (kill -9, flag gone): taken over, and the node,
+    // restarted, still expecting it started, leaves it where it now runs.
+    let holder = running_on(&nodes, &flags)[0].clone();
+    let h = nodes.iter().position(|n| n.name == holder).unwrap();
+    nodes[h].kill();
+    std::fs::remove_file(&flags[h]).unwrap();
+    wait_for("ha1 taken over", Duration::from_secs(10), || {
+        (running_on(&nodes, &flags).len() == 1).then_some(())
+    });
+    let new_holder = running_on(&nodes, &flags);
+    nodes[h].spawn(&[]);
+    let (twice, nowhere, seen) = watch(&nodes, &flags, Duration::from_millis(4000));
+    assert_eq!(seen, new_holder, "left where it runs");
+    assert_eq!((twice, nowhere), (Duration::ZERO, Duration::ZERO));
+    wait_for(
+        "the restarted node drops its claim",
+        Duration::from_secs(5),
+        || {
+            (nodes[h].status()["services"]["ha1"]["monitor"]["local_expect"] == "unset")
+                .then_some(())
+        },
+    );
 }
 
 /// A node whose start failed is not elected again until `clear`; with no candidate left

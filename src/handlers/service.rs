@@ -909,29 +909,19 @@ fn ha_verb(
     let global = shard.monitor(state, &cfg.name).global_expect;
     let d = crate::monitor::orchestrate::decide(&c.nodename, &views, global, ready);
     publish_decision(state, &cfg.name, &d);
-    if let (HaAction::Stop, Some(holders)) = (d.action, &d.duplicate) {
-        tracing::error!(
-            service = %cfg.name,
-            holders = ?holders,
-            keeper = ?d.leader,
-            "failover service found running on several nodes: stopping it here"
-        );
-        inst.log(
-            "error",
-            None,
-            format!(
-                "found running on several nodes ({}): stopping it here, {} keeps it",
-                holders.join(", "),
-                d.leader.as_deref().unwrap_or("?")
-            ),
-        );
-    }
     let others_hold = views
         .iter()
         .any(|v| v.name != c.nodename && v.presence != Presence::Gone && v.holds);
     let may_restart = ready && !others_hold;
+    let running_here = matches!(avail, "up" | "warn");
     let m = shard.monitor(state, &cfg.name);
     let is_ready = m.status == ServiceMonitorStatus::Ready;
+    // Held here only because it is expected started (nothing runs, nothing in progress).
+    let expected_only = !running_here
+        && matches!(
+            m.status,
+            ServiceMonitorStatus::Idle | ServiceMonitorStatus::Ready
+        );
     match d.action {
         // Elected: announce `ready` first, start once the peers confirm nobody else did.
         HaAction::Start if !is_ready => {
@@ -947,14 +937,44 @@ fn ha_verb(
         }
         HaAction::Start if confirmed => (Some("start"), false),
         HaAction::Start => (None, false),
-        // Only `ready` here (nothing runs): standing down needs no stop.
-        HaAction::Stop | HaAction::Nothing if is_ready && avail != "up" && avail != "warn" => {
+        // Nothing runs here: standing down is forgetting the claim, no stop to run.
+        HaAction::Stop if expected_only => {
+            m.status = ServiceMonitorStatus::Idle;
+            m.local_expect = ServiceLocalExpect::Unset;
+            shard.persist(state, &cfg.name);
+            inst.log(
+                "info",
+                None,
+                format!("no longer expected here: {}", d.reason),
+            );
+            (None, false)
+        }
+        HaAction::Nothing if is_ready => {
             m.status = ServiceMonitorStatus::Idle;
             shard.persist(state, &cfg.name);
             inst.log("info", None, format!("no longer starting it: {}", d.reason));
             (None, false)
         }
-        HaAction::Stop => (Some("stop"), false),
+        HaAction::Stop => {
+            if let Some(holders) = &d.duplicate {
+                tracing::error!(
+                    service = %cfg.name,
+                    holders = ?holders,
+                    keeper = ?d.leader,
+                    "failover service found running on several nodes: stopping it here"
+                );
+                inst.log(
+                    "error",
+                    None,
+                    format!(
+                        "found running on several nodes ({}): stopping it here, {} keeps it",
+                        holders.join(", "),
+                        d.leader.as_deref().unwrap_or("?")
+                    ),
+                );
+            }
+            (Some("stop"), false)
+        }
         HaAction::Nothing => (None, may_restart),
     }
 }
