@@ -135,25 +135,38 @@ fn non_member_without_join_is_refused(backend: &str) {
         Kind::Request,
         &Request::DaemonStatus.to_vec(),
     );
-    assert_eq!(
-        tcp_request(n.addr(), &f),
-        None,
-        "connection closed, no response"
+    // It authenticated: refused with an error, neither invalid nor entered in the blacklist.
+    let r = open_as(
+        "stranger",
+        tcp_request(n.addr(), &f).expect("an authenticated request is answered"),
     );
-    assert_eq!(n.invalid("not_member"), 1);
+    assert_ne!(r.status, 0);
+    assert!(r.error.unwrap().contains("not a cluster member"));
+    assert_eq!(n.status()["listener"]["counters"]["invalid_total"], 0);
+    assert_eq!(
+        n.json(&["daemon", "blacklist", "status"])["data"],
+        serde_json::json!({})
+    );
     // A member gets its answer on the same path.
     let mut p1 = peer("peer1");
     let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
-    let mut resp = tcp_request(n.addr(), &f).expect("a member is answered");
+    let r = open_as(
+        "peer1",
+        tcp_request(n.addr(), &f).expect("a member is answered"),
+    );
+    assert_eq!(r.status, 0);
+    assert_eq!(r.data.unwrap()["nodename"], "n1");
+}
+
+/// A response frame to a request sent as `nodename`, opened.
+fn open_as(nodename: &str, mut resp: Vec<u8>) -> osvc_agent::wire::Response {
     let identity = osvc_agent::client::Identity {
         secret: SECRET.into(),
         cluster: CLUSTER.into(),
-        nodename: "peer1".into(),
+        nodename: nodename.into(),
         source: None,
     };
-    let r = osvc_agent::client::open_response(&identity, &mut resp).unwrap();
-    assert_eq!(r.status, 0);
-    assert_eq!(r.data.unwrap()["nodename"], "n1");
+    osvc_agent::client::open_response(&identity, &mut resp).unwrap()
 }
 
 fn replay_is_refused(backend: &str) {

@@ -27,6 +27,8 @@ pub const MEMBERS: [&str; 2] = ["node1", "node2"];
 pub const STRANGER: &str = "node9";
 pub const NOW_MS: u64 = 1_764_000_000_000;
 pub const MAX_SKEW_MS: u64 = 60_000;
+/// The receiver started within the skew before now: frames stamped in between are refused.
+pub const STARTED_MS: u64 = NOW_MS - MAX_SKEW_MS / 2;
 pub const SALT: [u8; 16] = *b"fuzz-salt-16byte";
 
 pub fn gate_config() -> GateConfig {
@@ -39,6 +41,7 @@ pub fn gate_config() -> GateConfig {
             .collect::<HashSet<_>>(),
         max_clock_skew_ms: MAX_SKEW_MS,
         accept_joins: true,
+        started_ms: STARTED_MS,
     }
 }
 
@@ -146,11 +149,12 @@ pub fn receive_raw(data: &[u8]) {
     let decrypted = gate.stats().decrypted;
     drop(first);
 
-    // Invalid frames count for the nodename they carry, and only for it.
+    // Invalid frames count for the nodename they carry, and only for it, and only if it is a
+    // member's.
     let name = readable_nodename(data);
     let status = shared.blacklist.status(NOW_MS);
     match name {
-        Some(n) if first_invalid => {
+        Some(n) if first_invalid && MEMBERS.contains(&n) => {
             assert_eq!(status.len(), 1);
             assert_eq!(status.get(n), Some(&1));
         }
@@ -209,6 +213,23 @@ fn check_outcome(data: &[u8], outcome: &Outcome<'_>) {
             };
             assert_eq!(reparsed.as_ref(), Ok(message));
             assert!(view.ts_ms().abs_diff(NOW_MS) <= MAX_SKEW_MS);
+            assert!(view.ts_ms() >= STARTED_MS);
+        }
+        Outcome::Refuse { nodename, error } => {
+            // Refused: an authenticated request that does not parse, or a non-member's that
+            // is not a join.
+            let view = FrameView::parse(data).expect("a refused frame has a header");
+            assert_eq!(view.nodename(), *nodename);
+            assert_eq!(view.kind(), Kind::Request);
+            assert!(!error.is_empty());
+            let key = SessionKey::derive(SECRET.as_bytes(), CLUSTER, nodename, view.salt());
+            let mut copy = data.to_vec();
+            let range = key
+                .open_in_place(&mut copy)
+                .expect("a refused frame must authenticate");
+            if let Ok(r) = parse_request(&copy[range]) {
+                assert!(!MEMBERS.contains(nodename) && r != Request::Join);
+            }
         }
     }
 }
@@ -250,22 +271,25 @@ pub fn receive_sealed(data: &[u8]) {
                 .map_err(PayloadError::from),
         };
         let member = MEMBERS.contains(&nodename);
+        // Step 7: whatever an authenticated payload says, it is not an invalid message.
         let expected = match parsed {
             Ok(m) if member || m == Message::Request(Request::Join) => Outcome::Deliver {
                 nodename,
                 message: m,
             },
-            Ok(_) => Outcome::Drop(DropReason::Invalid(Invalid::NotMember)),
-            Err(e) => Outcome::Drop(DropReason::Invalid(Invalid::Payload(e))),
+            Ok(_) => Outcome::Refuse {
+                nodename,
+                error: "not a cluster member: only a join is accepted".into(),
+            },
+            Err(e) if kind == Kind::Request => Outcome::Refuse {
+                nodename,
+                error: e.to_string(),
+            },
+            Err(_) => Outcome::Drop(DropReason::HeartbeatRefused),
         };
-        let delivered = matches!(expected, Outcome::Deliver { .. });
         assert_eq!(gate.admit(&mut frame, NOW_MS), expected);
         let status = shared.blacklist.status(NOW_MS);
-        assert_eq!(
-            status.contains_key(nodename),
-            !delivered,
-            "{nodename}: {status:?}"
-        );
+        assert!(status.is_empty(), "{nodename}: {status:?}");
     }
 }
 

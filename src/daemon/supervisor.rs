@@ -305,7 +305,7 @@ impl Supervisor {
         let now = crate::listener::now_ms();
         let skew = self.state.config().listener.max_clock_skew_ms;
         let sessions = self.state.guard.replay.expire(now, skew);
-        self.state.guard.blacklist.compact();
+        self.state.guard.blacklist.compact(now);
         if sessions > 0 {
             tracing::debug!(sessions, "expired sessions forgotten");
         }

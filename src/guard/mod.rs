@@ -7,7 +7,7 @@ pub mod ratelimit;
 
 pub use blacklist::{BAN_THRESHOLD, Blacklist, Strike, Verdict};
 pub use gate::{
-    DropReason, Gate, GateConfig, GateStats, Invalid, InvalidClass, Message, Notice, Opened,
-    Outcome, SharedGuard,
+    DropReason, Gate, GateConfig, GateStats, HeaderCheck, Invalid, InvalidClass, Message, Notice,
+    Opened, Outcome, SharedGuard,
 };
 pub use ratelimit::RateLimit;

@@ -33,6 +33,8 @@ pub fn status(state: &DaemonState) -> Response {
                 "dropped_blacklisted": stats.dropped_blacklisted,
                 "dropped_join_rate": stats.dropped_join_rate,
                 "dropped_session_full": stats.dropped_session_full,
+                "heartbeats_refused": stats.heartbeats_refused,
+                "requests_refused": stats.requests_refused,
                 "invalid": invalid,
                 "invalid_total": stats.invalid_total(),
                 "decrypted": stats.decrypted,
@@ -67,7 +69,9 @@ pub fn status(state: &DaemonState) -> Response {
         "heartbeats": {
             "applied": state.heartbeats.applied.load(Relaxed),
             "news": state.heartbeats.news.load(Relaxed),
-            "refused": state.heartbeats.refused.load(Relaxed),
+            // Refused by the heartbeat shard, or by the listener for their shape (step 7).
+            "refused": state.heartbeats.refused.load(Relaxed)
+                + state.listener.get().map_or(0, |l| l.stats().heartbeats_refused),
         },
         "dequeue": {
             "triggers": dq.triggers.load(Relaxed),

@@ -10,6 +10,13 @@ mod worker;
 
 pub use worker::now_ms;
 
+/// When this process started, as the receive gate's step 5 needs it: read once, on the first
+/// call (the daemon makes it first thing).
+pub fn process_started_ms() -> u64 {
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(now_ms)
+}
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -72,6 +79,8 @@ pub struct WorkerSlot {
     pub dropped_blacklisted: AtomicU64,
     pub dropped_join_rate: AtomicU64,
     pub dropped_session_full: AtomicU64,
+    pub heartbeats_refused: AtomicU64,
+    pub requests_refused: AtomicU64,
     pub invalid: [AtomicU64; InvalidClass::ALL.len()],
     pub decrypted: AtomicU64,
     pub delivered: AtomicU64,
@@ -89,6 +98,8 @@ impl WorkerSlot {
             dropped_blacklisted: l(&self.dropped_blacklisted),
             dropped_join_rate: l(&self.dropped_join_rate),
             dropped_session_full: l(&self.dropped_session_full),
+            heartbeats_refused: l(&self.heartbeats_refused),
+            requests_refused: l(&self.requests_refused),
             decrypted: l(&self.decrypted),
             delivered: l(&self.delivered),
             heartbeat_repeats: l(&self.heartbeat_repeats),
@@ -120,6 +131,16 @@ impl WorkerSlot {
             &self.dropped_session_full,
             base.dropped_session_full,
             stats.dropped_session_full,
+        );
+        st(
+            &self.heartbeats_refused,
+            base.heartbeats_refused,
+            stats.heartbeats_refused,
+        );
+        st(
+            &self.requests_refused,
+            base.requests_refused,
+            stats.requests_refused,
         );
         st(&self.decrypted, base.decrypted, stats.decrypted);
         st(&self.delivered, base.delivered, stats.delivered);

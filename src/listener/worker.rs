@@ -169,6 +169,8 @@ enum Action {
     Nothing,
     Close,
     Request(String, crate::wire::Request),
+    /// An authenticated request refused with this error (answered over TCP only).
+    Refuse(String),
 }
 
 fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
@@ -177,7 +179,10 @@ fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
             w.shared.dequeue.trigger();
             Action::Nothing
         }
+        // A heartbeat of the wrong shape authenticated: nothing to close over.
+        Outcome::Drop(crate::guard::DropReason::HeartbeatRefused) => Action::Nothing,
         Outcome::Drop(_) => Action::Close,
+        Outcome::Refuse { error, .. } => Action::Refuse(error),
         Outcome::Deliver {
             nodename,
             message: Message::Request(request),
@@ -411,8 +416,16 @@ async fn serve_connection<B: Backend>(
         buf.drain(..4 + len);
         match action {
             Action::Nothing => {}
-            // PROTOCOL.md: a frame invalid at steps 4 to 7 over TCP closes the connection.
+            // PROTOCOL.md: a frame invalid at steps 2 to 6 over TCP closes the connection.
             Action::Close => return Ok(()),
+            Action::Refuse(error) => {
+                let out = w.seal_response(&Response::error(error), Kind::Response, true);
+                if out.is_empty() {
+                    return Ok(());
+                }
+                let (res, _) = conn.write_all(out).await;
+                res?;
+            }
             Action::Request(nodename, request) => {
                 match w
                     .shared
