@@ -582,3 +582,69 @@ fn parallel_nodemgr_sets_all_survive() {
     // The daemon still answers: nothing it reloaded in between was a torn file.
     assert_eq!(n.status()["nodename"], "n1");
 }
+
+/// A queued action that hangs is killed at `[dequeue] timeout`, kept in `failed/` with the
+/// reason, and the actions after it run; a file that does not parse is kept there too.
+#[test]
+fn hung_and_bad_queued_actions_are_set_aside() {
+    let n = Node::start(Opts {
+        extra: "[dequeue]\ntimeout = 1s\n",
+        ..Default::default()
+    });
+    // A daemon in the foreground under another root: an action that never ends by itself.
+    let other = n.root.join("other");
+    std::fs::create_dir_all(other.join("etc")).unwrap();
+    std::fs::write(
+        other.join("etc/node.conf"),
+        format!(
+            "[node]\nnodename = o1\n[cluster]\nname = o\nsecret = x\n\
+             [listener]\naddr = 127.0.0.1\nport = {}\nthreads = 1\n",
+            free_port("127.0.0.1".parse().unwrap())
+        ),
+    )
+    .unwrap();
+    let other = other.to_str().unwrap();
+    n.queue_action("01-hang", &["nodemgr", "--root", other, "daemon", "run"]);
+    let dir = n.root.join("var/actions");
+    std::fs::write(dir.join("02-bad"), "not json").unwrap();
+    n.queue_action(
+        "03-set",
+        &["nodemgr", "set", "--param", "itest.after", "--value", "ran"],
+    );
+    let t = std::time::Instant::now();
+    n.udp(&[]);
+    wait_for("the queue to go on", Duration::from_secs(20), || {
+        let dq = &n.status()["dequeue"];
+        (dq["actions_run"] == 1 && dq["actions_failed"] == 2).then_some(())
+    });
+    let elapsed = t.elapsed();
+    eprintln!("hung action killed and the queue done in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert_eq!(n.status()["dequeue"]["actions_timed_out"], 1);
+    let out = n.try_nodemgr(&["get", "--param", "itest.after"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ran");
+    let failed = dir.join("failed");
+    let err = std::fs::read_to_string(failed.join("01-hang.err")).unwrap();
+    assert!(err.contains("timed out"), "{err}");
+    assert!(
+        std::fs::read_to_string(failed.join("01-hang"))
+            .unwrap()
+            .contains("daemon")
+    );
+    assert_eq!(
+        std::fs::read_to_string(failed.join("02-bad")).unwrap(),
+        "not json"
+    );
+    assert!(
+        std::fs::read_to_string(failed.join("02-bad.err"))
+            .unwrap()
+            .contains("not a JSON array")
+    );
+    assert!(
+        n.log()
+            .contains("queued action timed out; its process group was killed")
+    );
+    // The hung daemon is gone: its socket no longer answers.
+    let sock = std::path::Path::new(other).join("var/lsnr.sock");
+    assert!(std::os::unix::net::UnixStream::connect(sock).is_err());
+}

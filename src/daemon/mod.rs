@@ -103,6 +103,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         config.listener.join_rate,
     ));
     let dequeue = Arc::new(Dequeue::default());
+    dequeue.set_timeout_ms(config.dequeue_timeout_ms);
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let node_monitor = handlers::node::load_node_monitor(&paths);
     let state = Arc::new(DaemonState {

@@ -341,6 +341,7 @@ impl Supervisor {
         let guard = &self.state.guard;
         guard.blacklist.set_ttl_ms(new.listener.blacklist_ttl_ms);
         guard.join_limit.set_rate(new.listener.join_rate);
+        self.state.dequeue.set_timeout_ms(new.dequeue_timeout_ms);
         if old.cluster.secret != new.cluster.secret || old.cluster.name != new.cluster.name {
             guard.replay.clear();
         }

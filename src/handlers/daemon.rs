@@ -78,6 +78,7 @@ pub fn status(state: &DaemonState) -> Response {
             "runs": dq.runs.load(Relaxed),
             "actions_run": dq.actions_run.load(Relaxed),
             "actions_failed": dq.actions_failed.load(Relaxed),
+            "actions_timed_out": dq.actions_timed_out.load(Relaxed),
         },
         "blacklist": state.guard.blacklist.status(now),
         "monitor": *crate::daemon::state::lock(&state.node_monitor),
