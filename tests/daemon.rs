@@ -524,31 +524,68 @@ fn tcp_limits_slowloris_max_connections_and_max_frame(backend: &str) {
         closed_within(&mut big, Duration::from_secs(2)),
         "oversize frame closed"
     );
-    // Beyond max_connections, new connections are closed and counted. The two first must be
-    // accepted (by whichever worker) before the third comes: wait for the daemon to say so,
-    // and for the two closed above to be gone.
-    let open = |n: &Node| n.status()["listener"]["counters"]["tcp_open"].as_u64();
+    // At max_connections, a new connection takes the place of the longest-idle one that has
+    // not authenticated a frame. The two first must be accepted (by whichever worker) before
+    // the third comes: wait for the daemon to say so, and for the two closed above to be gone.
+    let counters = |n: &Node| n.status()["listener"]["counters"].clone();
+    let open = |n: &Node| counters(n)["tcp_open"].as_u64();
     wait_for(
         "the closed connections gone",
         Duration::from_secs(10),
         || (open(&n) == Some(0)).then_some(()),
     );
-    let _a = TcpStream::connect(n.addr()).unwrap();
-    let _b = TcpStream::connect(n.addr()).unwrap();
+    let mut a = TcpStream::connect(n.addr()).unwrap();
+    wait_for("one connection accepted", Duration::from_secs(10), || {
+        (open(&n) == Some(1)).then_some(())
+    });
+    let mut b = TcpStream::connect(n.addr()).unwrap();
     wait_for("two connections accepted", Duration::from_secs(10), || {
         (open(&n) == Some(2)).then_some(())
     });
-    let mut c = TcpStream::connect(n.addr()).unwrap();
+    let c = TcpStream::connect(n.addr()).unwrap();
     assert!(
-        closed_within(&mut c, Duration::from_secs(2)),
-        "third connection refused"
+        closed_within(&mut a, Duration::from_secs(2)),
+        "the idlest unauthenticated connection evicted"
     );
+    assert_eq!(counters(&n)["tcp_evicted"], 1);
+    // Two members' connections that authenticated a frame fill the table: they are never
+    // evicted, and a new connection is refused.
+    drop((b, c));
+    wait_for("the idle ones gone", Duration::from_secs(10), || {
+        (open(&n) == Some(0)).then_some(())
+    });
+    let mut p1 = peer("peer1");
+    let mut members: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut m = TcpStream::connect(n.addr()).unwrap();
+            let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+            assert!(request_on(&mut m, &f).is_some(), "member answered");
+            m
+        })
+        .collect();
+    b = TcpStream::connect(n.addr()).unwrap();
     assert!(
-        n.status()["listener"]["counters"]["tcp_refused"]
-            .as_u64()
-            .unwrap()
-            >= 1
+        closed_within(&mut b, Duration::from_secs(2)),
+        "refused when every connection has authenticated"
     );
+    assert!(counters(&n)["tcp_refused"].as_u64().unwrap() >= 1);
+    for m in &mut members {
+        let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+        assert!(request_on(m, &f).is_some(), "members still served");
+    }
+}
+
+/// One length-prefixed request on an open connection, and its response frame.
+fn request_on(c: &mut TcpStream, frame: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(&(frame.len() as u32).to_be_bytes()).ok()?;
+    c.write_all(frame).ok()?;
+    let mut len = [0u8; 4];
+    c.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    c.read_exact(&mut body).ok()?;
+    Some(body)
 }
 
 /// Twelve `nodemgr set` processes of distinct keys at once, beside a running daemon: every

@@ -60,6 +60,8 @@ pub fn listener_config(c: &NodeConfig) -> ListenerConfig {
         backend: c.listener.backend,
         max_frame: c.listener.max_frame,
         max_connections: c.listener.max_connections,
+        max_unauth_frame: c.listener.max_unauth_frame,
+        max_unauth_per_addr: c.listener.max_unauth_per_addr,
         idle_timeout: Duration::from_millis(c.listener.idle_timeout_ms),
         read_timeout: Duration::from_millis(c.listener.read_timeout_ms),
     }

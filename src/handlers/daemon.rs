@@ -42,7 +42,9 @@ pub fn status(state: &DaemonState) -> Response {
                 "heartbeat_repeats": stats.heartbeat_repeats,
                 "tcp_accepted": accepted,
                 "tcp_refused": refused,
-                "tcp_open": l.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+                "tcp_open": l.conns.open(),
+                "tcp_evicted": l.conns.evicted.load(std::sync::atomic::Ordering::Relaxed),
+                "tcp_closed_length": l.tcp_closed_length(),
             }),
         );
     }

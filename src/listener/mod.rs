@@ -3,6 +3,7 @@
 //! io_uring (tokio-uring) where the kernel allows it, tokio's epoll otherwise. Workers run
 //! every frame through `guard::Gate` and act on its `Outcome`.
 
+pub mod admission;
 pub mod io;
 pub mod sockets;
 pub mod uring_udp;
@@ -18,7 +19,7 @@ pub fn process_started_ms() -> u64 {
 }
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -38,7 +39,9 @@ pub struct ListenerConfig {
     pub threads: usize,
     pub backend: BackendChoice,
     pub max_frame: u32,
+    pub max_unauth_frame: u32,
     pub max_connections: u32,
+    pub max_unauth_per_addr: u32,
     pub idle_timeout: Duration,
     pub read_timeout: Duration,
 }
@@ -87,6 +90,9 @@ pub struct WorkerSlot {
     pub heartbeat_repeats: AtomicU64,
     pub tcp_accepted: AtomicU64,
     pub tcp_refused: AtomicU64,
+    /// Connections closed for a frame length out of bounds (0, above `max_frame`, or above
+    /// `max_unauth_frame` before a frame authenticated).
+    pub tcp_closed_length: AtomicU64,
 }
 
 impl WorkerSlot {
@@ -167,7 +173,7 @@ pub struct ListenerShared {
     pub dispatcher: Dispatcher,
     pub dequeue: Arc<dyn DequeueTrigger>,
     pub slots: RwLock<Vec<Arc<WorkerSlot>>>,
-    pub open_connections: AtomicUsize,
+    pub conns: Arc<admission::ConnTable>,
     /// "io_uring" or "epoll" once running; the bound address.
     pub running: RwLock<Option<(&'static str, SocketAddr)>>,
     /// Test hook: the listener panics once after this many frames (0 = never).
@@ -187,7 +193,7 @@ impl ListenerShared {
             dispatcher,
             dequeue,
             slots: RwLock::new(Vec::new()),
-            open_connections: AtomicUsize::new(0),
+            conns: Arc::default(),
             running: RwLock::new(None),
             panic_after_frames: AtomicU64::new(0),
         }
@@ -210,6 +216,14 @@ impl ListenerShared {
                 r + s.tcp_refused.load(Ordering::Relaxed),
             )
         })
+    }
+
+    pub fn tcp_closed_length(&self) -> u64 {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .map(|s| s.tcp_closed_length.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn slots_len(&self) -> usize {
