@@ -9,7 +9,7 @@ use std::sync::Arc;
 use osvc_agent::guard::{
     DropReason, Gate, GateConfig, Invalid, InvalidClass, Message, Notice, Outcome, SharedGuard,
 };
-use osvc_agent::wire::frame::{TAG_LEN, header_len};
+use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
 use osvc_agent::wire::payload::PayloadError;
 use osvc_agent::wire::replay::WINDOW;
 use osvc_agent::wire::{
@@ -1304,4 +1304,24 @@ fn counts_are_forgotten_after_the_ttl() {
     assert!(!r.shared.blacklist.is_banned("node1", NOW + 10_000));
     r.shared.blacklist.compact(NOW + 20_000);
     assert_eq!(r.shared.blacklist.len(), 0);
+}
+
+/// The session salt comes from the OS generator or nothing is sealed: no clock fallback that
+/// could repeat a key and its nonces.
+#[test]
+fn no_frame_is_sealed_without_os_randomness() {
+    fn broken(_: &mut [u8; 16]) -> Result<(), EncodeError> {
+        Err(EncodeError::NoRandomness)
+    }
+    let mut s = Sender::with_salt_source(SECRET, CLUSTER, "node1", NOW, broken);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.seal(Kind::Request, b"{}", NOW, &mut out),
+        Err(EncodeError::NoRandomness)
+    );
+    assert!(out.is_empty());
+    // With the OS generator, two senders never share a salt.
+    let a = Sender::new(SECRET, CLUSTER, "node1", NOW);
+    let b = Sender::new(SECRET, CLUSTER, "node1", NOW);
+    assert_ne!(a.salt(), b.salt());
 }
