@@ -1072,14 +1072,39 @@ fn run_fuzz_entry_points(data: &[u8]) {
     fuzz_harness::receive_path(data);
     fuzz_harness::request_parser(data);
     fuzz_harness::json_scanner(data);
+    fuzz_harness::tcp_conn(data);
+    fuzz_harness::unix_request(data);
 }
 
-const FUZZ_TARGETS: [&str; 4] = [
+const FUZZ_TARGETS: [&str; 6] = [
     "frame_view",
     "receive_path",
     "request_parser",
     "json_scanner",
+    "tcp_conn",
+    "unix_request",
 ];
+
+/// Every fuzz target is a binary of fuzz/Cargo.toml, which fuzz/run.sh (CI) runs all of.
+#[test]
+fn every_fuzz_target_is_built_and_run() {
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
+    let mut bins: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("name = ")))
+        .map(|n| n.trim_matches('"'))
+        .collect();
+    bins.sort_unstable();
+    let mut targets = FUZZ_TARGETS.to_vec();
+    targets.sort_unstable();
+    assert_eq!(bins, targets);
+    let run = std::fs::read_to_string(fuzz_dir().join("run.sh")).unwrap();
+    assert!(
+        run.contains("mapfile -t targets < <(awk"),
+        "run.sh takes its targets from Cargo.toml"
+    );
+}
 
 fn fuzz_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -1149,6 +1174,24 @@ fn fuzz_seeds_are_current() {
             "{name}: {outcome:?}"
         );
     }
+}
+
+/// The TCP seeds reach what they are named after: a member's typo answered and its next
+/// request delivered on the same connection, a join read byte by byte, a stranger's heartbeat
+/// refused at its header.
+#[test]
+fn tcp_seeds_reach_the_gate() {
+    let seed = |name: &str| std::fs::read(fuzz_dir().join("seeds/tcp_conn").join(name)).unwrap();
+    let s = fuzz_harness::tcp_conn_stats(&seed("member_two_requests.bin"));
+    assert_eq!((s.requests_refused, s.delivered), (1, 1), "{s:?}");
+    let s = fuzz_harness::tcp_conn_stats(&seed("join_byte_by_byte.bin"));
+    assert_eq!(s.delivered, 1, "{s:?}");
+    let s = fuzz_harness::tcp_conn_stats(&seed("stranger_heartbeat.bin"));
+    assert_eq!(
+        (s.received, s.decrypted, s.invalid_total()),
+        (1, 0, 1),
+        "{s:?}"
+    );
 }
 
 /// Regenerates fuzz/seeds/ from `fuzz_harness::seeds()`.

@@ -9,9 +9,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use osvc_agent::guard::{DropReason, Gate, GateConfig, Invalid, Message, Outcome, SharedGuard};
+use osvc_agent::guard::conn::LEN_PREFIX;
+use osvc_agent::guard::{
+    CloseReason, DropReason, FrameLimits, Framer, Gate, GateConfig, Invalid, Message, Outcome,
+    SharedGuard, Step,
+};
 use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
 use osvc_agent::wire::json;
+use osvc_agent::wire::local::{self, LocalStep};
 use osvc_agent::wire::payload::{ACTIONS, parse_request, valid_svcname};
 use osvc_agent::wire::{
     FrameView, Header, Heartbeat, Kind, PayloadError, Request, RequestParser, Response, Sender,
@@ -392,6 +397,130 @@ fn reread(s: &mut json::Scanner<'_>) -> Result<serde_json::Value, json::Fail> {
     })
 }
 
+/// The TCP limits of the fuzzed connections: small, so that inputs reach them.
+pub const TCP_LIMITS: FrameLimits = FrameLimits {
+    max_frame: 4096,
+    max_unauth_frame: 512,
+};
+
+/// Target `tcp_conn`: one TCP connection's byte stream through the framing state machine and
+/// the receive gate, as a listener drives them. The first byte sets how many bytes one read
+/// returns at most (1 to 256), the rest is the stream. Checks what the listener relies on:
+/// reads never go past what the framer asks for, so the body of a frame whose header is
+/// refused is never read; before a frame authenticated no frame above `max_unauth_frame` is
+/// read; every frame handed out is whole; every received frame has one fate.
+pub fn tcp_conn(data: &[u8]) {
+    tcp_conn_stats(data);
+}
+
+/// `tcp_conn`, returning the receiver's counters.
+pub fn tcp_conn_stats(data: &[u8]) -> osvc_agent::guard::GateStats {
+    let Some((&chunk, stream)) = data.split_first() else {
+        return Default::default();
+    };
+    let chunk = usize::from(chunk) + 1;
+    let (mut gate, _) = new_gate();
+    let mut framer = Framer::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut at = 0;
+    // Bounded: every step reads at least one byte or ends a frame or the connection.
+    for _ in 0..=2 * stream.len() + 2 {
+        let authenticated = framer.authenticated();
+        match framer.next(&buf, TCP_LIMITS, &mut gate, NOW_MS) {
+            Step::Need(want) => {
+                assert!(want > buf.len(), "no progress: {want} <= {}", buf.len());
+                let bound = if authenticated {
+                    TCP_LIMITS.max_frame
+                } else {
+                    TCP_LIMITS.max_unauth_frame
+                };
+                assert!(want <= LEN_PREFIX + bound as usize);
+                let take = (want - buf.len()).min(chunk).min(stream.len() - at);
+                if take == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&stream[at..at + take]);
+                at += take;
+            }
+            Step::Close(reason) => {
+                if let CloseReason::Header(_) = reason {
+                    // Only the prefix and at most a whole header of the frame were read.
+                    assert!(buf.len() <= LEN_PREFIX + header_len(255), "{}", buf.len());
+                    let len = u32::from_be_bytes(buf[..4].try_into().expect("prefix")) as usize;
+                    assert!(buf.len() < LEN_PREFIX + len || len <= header_len(255));
+                }
+                break;
+            }
+            Step::Frame { len } => {
+                assert_eq!(buf.len(), LEN_PREFIX + len, "read past the frame");
+                let frame = buf[LEN_PREFIX..].to_vec();
+                let outcome = gate.admit_after_header(&mut buf[LEN_PREFIX..], NOW_MS);
+                if let Outcome::Deliver { .. } | Outcome::Refuse { .. } = outcome {
+                    check_outcome(&frame, &outcome);
+                }
+                let go_on = framer.done(&outcome);
+                drop(outcome);
+                buf.clear();
+                if !go_on {
+                    break;
+                }
+            }
+        }
+    }
+    let s = gate.stats().clone();
+    assert_eq!(s.received, s.fates(), "{s:?}");
+    assert!(s.delivered <= s.decrypted);
+    s
+}
+
+/// Target `unix_request`: a local connection's byte stream through the unix socket's request
+/// path. Every whole frame is answered: a request that parses encodes back to itself, any
+/// other payload gets an error response that names the problem and encodes as JSON with a
+/// non-zero status.
+pub fn unix_request(data: &[u8]) {
+    let mut parser = RequestParser::new();
+    let mut rest = data;
+    loop {
+        match local::next(rest) {
+            LocalStep::Need(want) => {
+                assert!(want > rest.len());
+                break;
+            }
+            LocalStep::Close => {
+                let len = u32::from_be_bytes(rest[..4].try_into().expect("prefix")) as usize;
+                assert!(len == 0 || len > local::MAX_LOCAL_FRAME);
+                break;
+            }
+            LocalStep::Frame { end } => {
+                let payload = &rest[local::LEN_PREFIX..end];
+                match local::read_request(&mut parser, payload) {
+                    Ok(request) => assert_eq!(parse_request(&request.to_vec()), Ok(request)),
+                    Err(response) => {
+                        assert_ne!(response.status, 0);
+                        assert!(response.error.as_ref().is_some_and(|e| !e.is_empty()));
+                        let encoded = local::encode_response(&response);
+                        let body: serde_json::Value = serde_json::from_slice(&encoded[4..])
+                            .expect("an error response is JSON");
+                        assert_eq!(body["status"], response.status);
+                        assert_eq!(
+                            u32::from_be_bytes(encoded[..4].try_into().expect("prefix")) as usize,
+                            encoded.len() - 4
+                        );
+                    }
+                }
+                rest = &rest[end..];
+            }
+        }
+    }
+}
+
+/// A frame with its TCP length prefix.
+fn prefixed(frame: &[u8]) -> Vec<u8> {
+    let mut out = (frame.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(frame);
+    out
+}
+
 /// The committed seed corpus: (target, file name, bytes). Frames are sealed for the fixed
 /// receiver above, so they decrypt there.
 pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -476,6 +605,41 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "frame_view",
         "frame_long_name.bin",
         sealed(&"é".repeat(127), Kind::Heartbeat, b"{}"),
+    ));
+    // TCP streams: the first byte is the read size less one.
+    let mut member = vec![255];
+    member.extend(prefixed(&sealed(
+        MEMBERS[0],
+        Kind::Request,
+        br#"{"action":"no_such_action"}"#,
+    )));
+    member.extend(prefixed(
+        &seal_at(MEMBERS[0], Kind::Request, &requests[4].1.to_vec(), 1).expect("seal seed"),
+    ));
+    out.push(("tcp_conn", "member_two_requests.bin", member));
+    let mut stranger = vec![7];
+    stranger.extend(prefixed(&sealed(STRANGER, Kind::Heartbeat, heartbeat)));
+    out.push(("tcp_conn", "stranger_heartbeat.bin", stranger));
+    let mut join = vec![0];
+    join.extend(prefixed(&sealed(
+        STRANGER,
+        Kind::Request,
+        &Request::Join.to_vec(),
+    )));
+    out.push(("tcp_conn", "join_byte_by_byte.bin", join));
+    out.push(("tcp_conn", "too_long.bin", vec![255, 0, 0, 2, 1, 1, 1, 5]));
+    let mut local = Vec::new();
+    for (_, r) in &requests {
+        local.extend(prefixed(&r.to_vec()));
+    }
+    local.extend(prefixed(
+        br#"{"action":"daemon_stop","options":{"thread":"x"}}"#,
+    ));
+    out.push(("unix_request", "requests.bin", local));
+    out.push((
+        "unix_request",
+        "too_long.bin",
+        vec![0xff, 0xff, 0xff, 0xff, b'{'],
     ));
     out
 }
