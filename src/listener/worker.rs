@@ -326,18 +326,25 @@ async fn accept_loop<B: Backend>(w: Rc<Worker>, listener: B::Listener) -> io::Re
         w.slot.tcp_accepted.fetch_add(1, Ordering::Relaxed);
         let w = w.clone();
         w.connections.set(w.connections.get() + 1);
+        let admitted = Admitted { registration, conn };
         B::spawn_local(async move {
-            let _ = serve_connection::<B>(&w, &conn, &registration, from).await;
+            let _ = serve_connection::<B>(&w, &admitted.conn, &admitted.registration, from).await;
             // A read abandoned at a deadline may still be in flight (io_uring does not
             // cancel it on drop) and would keep the socket open: shut it down so the peer
-            // sees the close now. The socket leaves the connection table before it is closed
-            // (the table may shut it down from another worker until then).
-            conn.shutdown();
-            drop(registration);
-            drop(conn);
+            // sees the close now.
+            admitted.conn.shutdown();
+            drop(admitted);
             w.connections.set(w.connections.get() - 1);
         });
     }
+}
+
+/// A connection and its place in the connection table, dropped in this order however the
+/// task ends (a worker that stops drops its tasks where they stand): the socket leaves the
+/// table before it is closed, since until then the table may shut it down from another worker.
+struct Admitted<C> {
+    registration: Registration,
+    conn: C,
 }
 
 /// One read into `buf` of at most `want - buf.len()` bytes, by `deadline`. Ok(0): the peer
