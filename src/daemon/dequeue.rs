@@ -90,7 +90,7 @@ impl Dequeue {
                 self.pending.store(false, Ordering::Release);
                 self.runs.fetch_add(1, Ordering::Relaxed);
                 let timeout = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
-                let r = runner.run_all(timeout);
+                let r = runner.run_all(timeout, || *stop.borrow());
                 self.actions_run.fetch_add(r.ok, Ordering::Relaxed);
                 self.actions_failed.fetch_add(r.failed, Ordering::Relaxed);
                 self.actions_timed_out
@@ -138,8 +138,10 @@ impl Runner {
         self.actions_dir.join("failed")
     }
 
-    /// Runs every queued action in name order, each within `timeout`.
-    pub fn run_all(&self, timeout: Duration) -> RunSummary {
+    /// Runs every queued action in name order, each within `timeout`, until `stopping` says
+    /// the daemon stops: the actions not started yet stay queued for the next run, and the
+    /// stop waits at most for the one running.
+    pub fn run_all(&self, timeout: Duration, stopping: impl Fn() -> bool) -> RunSummary {
         let mut summary = RunSummary::default();
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.actions_dir) {
             Ok(rd) => rd
@@ -155,6 +157,9 @@ impl Runner {
         };
         files.sort();
         for file in files {
+            if stopping() {
+                break;
+            }
             match self.run_one(&file, timeout) {
                 Ok(()) => {
                     summary.ok += 1;
@@ -401,7 +406,7 @@ mod tests {
             bin_dir: dir.clone(),
             root: None,
         };
-        let s = r.run_all(Duration::from_secs(5));
+        let s = r.run_all(Duration::from_secs(5), || false);
         assert_eq!((s.ok, s.failed, s.timed_out), (0, 2, 0));
         let failed = r.failed_dir();
         assert_eq!(
@@ -424,6 +429,24 @@ mod tests {
         );
         // Only the failed/ directory is left in the queue.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A stopping daemon starts no more actions: they stay queued.
+    #[test]
+    fn a_stop_leaves_the_rest_queued() {
+        let dir = scratch("stop");
+        std::fs::write(dir.join("01"), "not json").unwrap();
+        let r = Runner {
+            actions_dir: dir.clone(),
+            bin_dir: dir.clone(),
+            root: None,
+        };
+        assert_eq!(
+            r.run_all(Duration::from_secs(1), || true),
+            RunSummary::default()
+        );
+        assert!(dir.join("01").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -456,7 +479,7 @@ mod tests {
             root: None,
         };
         let t = Instant::now();
-        let s = r.run_all(Duration::from_millis(300));
+        let s = r.run_all(Duration::from_millis(300), || false);
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert_eq!((s.ok, s.failed, s.timed_out), (1, 1, 1));
         assert!(
