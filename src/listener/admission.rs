@@ -47,7 +47,8 @@ impl Inner {
             .iter()
             .filter(|(_, e)| ip.is_none_or(|ip| e.ip == ip))
             .filter(|(_, e)| !e.state.authenticated.load(Ordering::Acquire))
-            .min_by_key(|(_, e)| e.state.last_active_ms.load(Ordering::Relaxed))
+            // Within one millisecond, the older connection goes first (ids grow).
+            .min_by_key(|(id, e)| (e.state.last_active_ms.load(Ordering::Relaxed), **id))
             .map(|(id, _)| *id)
     }
 
@@ -228,6 +229,16 @@ mod tests {
         assert_eq!(t.open(), 2);
         drop((a, c));
         assert_eq!(t.open(), 0);
+    }
+
+    /// A flood opens many connections within one millisecond: the oldest of them goes, not
+    /// the newest (a member's, about to send its frame).
+    #[test]
+    fn ties_evict_the_oldest() {
+        let t = Arc::new(ConnTable::default());
+        let old: Vec<_> = (0..2).map(|_| t.admit(ip(9), -1, 5, LIMITS).unwrap()).collect();
+        let new = t.admit(ip(9), -1, 5, LIMITS).unwrap();
+        assert!(old[0].evicted() && !old[1].evicted() && !new.evicted());
     }
 
     #[test]
