@@ -236,7 +236,9 @@ mod tests {
     #[test]
     fn ties_evict_the_oldest() {
         let t = Arc::new(ConnTable::default());
-        let old: Vec<_> = (0..2).map(|_| t.admit(ip(9), -1, 5, LIMITS).unwrap()).collect();
+        let old: Vec<_> = (0..2)
+            .map(|_| t.admit(ip(9), -1, 5, LIMITS).unwrap())
+            .collect();
         let new = t.admit(ip(9), -1, 5, LIMITS).unwrap();
         assert!(old[0].evicted() && !old[1].evicted() && !new.evicted());
     }
