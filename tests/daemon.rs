@@ -901,6 +901,37 @@ fn idle_connection_flood_does_not_lock_members_out(backend: &str) {
         open <= 2 * 32 + 1,
         "{open} open: the per-address limit holds"
     );
+    // The cap itself: 4,096 idle connections from 128 addresses, 32 each, fill the table;
+    // a member's connection takes the place of the idlest.
+    drop(idle);
+    let t = std::time::Instant::now();
+    let mut idle = Vec::with_capacity(4_096);
+    for i in 0..4_096 {
+        let from = format!("127.0.2.{}", i / 32);
+        if let Ok(c) = connect_from(from.parse().unwrap(), &n.addr(), Duration::from_secs(2)) {
+            idle.push(c);
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "connects too slow");
+    }
+    wait_for("the table full", Duration::from_secs(20), || {
+        let open = n.status()["listener"]["counters"]["tcp_open"].as_u64();
+        (open >= Some(4_000)).then_some(())
+    });
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+        let t = std::time::Instant::now();
+        let r = tcp_request(n.addr(), &f).expect("the member is answered at the cap");
+        worst = worst.max(t.elapsed());
+        assert_eq!(open_as("peer1", r).status, 0);
+    }
+    let counters = n.status()["listener"]["counters"].clone();
+    eprintln!(
+        "{backend}: at the cap ({} open), member's worst latency {worst:?}",
+        counters["tcp_open"]
+    );
+    assert!(worst < Duration::from_millis(100), "{worst:?}");
+    assert!(counters["tcp_open"].as_u64().unwrap() <= 4_096);
 }
 
 /// Frames from unknown or stale senders are closed after their header, a frame announcing
