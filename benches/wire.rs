@@ -121,6 +121,7 @@ fn gate_config() -> Arc<GateConfig> {
             .collect::<HashSet<_>>(),
         max_clock_skew_ms: 60_000,
         accept_joins: false,
+        started_ms: 0,
     })
 }
 

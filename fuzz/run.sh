@@ -15,7 +15,10 @@ secs="${1:-60}"
 [[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS]" >&2; exit 2; }
 cd "$(dirname "$0")"
 
-targets=(frame_view receive_path request_parser json_scanner)
+# Every [[bin]] of Cargo.toml: a new target is run without editing a list here.
+mapfile -t targets < <(awk '/^\[\[bin\]\]/ { bin = 1; next }
+  bin && $1 == "name" { gsub(/"/, "", $3); print $3; bin = 0 }' Cargo.toml)
+((${#targets[@]})) || { echo "no [[bin]] in Cargo.toml" >&2; exit 2; }
 host="$(rustc -vV | sed -n 's/^host: //p')"
 
 # The instrumentation cargo-fuzz would pass (see README.md). Only stable `-C` options: no -Z.
@@ -49,7 +52,8 @@ failed=()
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   dict=()
-  [[ "$t" != frame_view ]] && dict=(-dict=dict/json.dict)
+  # JSON in clear: the dictionary helps; in frames (sealed or raw) it does not.
+  case "$t" in frame_view | tcp_conn) ;; *) dict=(-dict=dict/json.dict) ;; esac
   echo "== $t: ${secs}s"
   # The first corpus directory receives new inputs; the seeds are only read.
   # shellcheck disable=SC2086

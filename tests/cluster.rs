@@ -79,7 +79,8 @@ fn join_through_a_member_then_leave() {
     let n2 = start(1, "n1 n2", SECRET, TUNING);
     // The joiner has none of the cluster's settings: it takes them from the answer.
     let n3 = start(2, "n3", "not-yet-the-cluster-secret", "");
-    // A wrong secret is refused like any invalid message.
+    // A wrong secret is refused like any invalid message, but a non-member's name is never
+    // entered in the blacklist.
     let out = n3.try_nodemgr(&[
         "daemon",
         "join",
@@ -92,7 +93,11 @@ fn join_through_a_member_then_leave() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the join"));
-    assert_eq!(n1.json(&["daemon", "blacklist", "status"])["data"]["n3"], 1);
+    assert_eq!(n1.invalid("decrypt"), 1);
+    assert_eq!(
+        n1.json(&["daemon", "blacklist", "status"])["data"],
+        serde_json::json!({})
+    );
     assert!(!members(&n1).contains(&"n3".to_string()));
     // The right one, through the member's address.
     let joined = n3.nodemgr(&[

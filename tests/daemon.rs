@@ -31,6 +31,9 @@ both_backends!(
     listener_panic_is_restarted,
     port_change_rebinds_live,
     tcp_limits_slowloris_max_connections_and_max_frame,
+    typos_are_answered_and_never_ban_a_member,
+    idle_connection_flood_does_not_lock_members_out,
+    unauthenticated_frames_are_not_buffered,
 );
 
 fn status_over_tcp_with_the_real_client(backend: &str) {
@@ -135,25 +138,38 @@ fn non_member_without_join_is_refused(backend: &str) {
         Kind::Request,
         &Request::DaemonStatus.to_vec(),
     );
-    assert_eq!(
-        tcp_request(n.addr(), &f),
-        None,
-        "connection closed, no response"
+    // It authenticated: refused with an error, neither invalid nor entered in the blacklist.
+    let r = open_as(
+        "stranger",
+        tcp_request(n.addr(), &f).expect("an authenticated request is answered"),
     );
-    assert_eq!(n.invalid("not_member"), 1);
+    assert_ne!(r.status, 0);
+    assert!(r.error.unwrap().contains("not a cluster member"));
+    assert_eq!(n.status()["listener"]["counters"]["invalid_total"], 0);
+    assert_eq!(
+        n.json(&["daemon", "blacklist", "status"])["data"],
+        serde_json::json!({})
+    );
     // A member gets its answer on the same path.
     let mut p1 = peer("peer1");
     let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
-    let mut resp = tcp_request(n.addr(), &f).expect("a member is answered");
+    let r = open_as(
+        "peer1",
+        tcp_request(n.addr(), &f).expect("a member is answered"),
+    );
+    assert_eq!(r.status, 0);
+    assert_eq!(r.data.unwrap()["nodename"], "n1");
+}
+
+/// A response frame to a request sent as `nodename`, opened.
+fn open_as(nodename: &str, mut resp: Vec<u8>) -> osvc_agent::wire::Response {
     let identity = osvc_agent::client::Identity {
         secret: SECRET.into(),
         cluster: CLUSTER.into(),
-        nodename: "peer1".into(),
+        nodename: nodename.into(),
         source: None,
     };
-    let r = osvc_agent::client::open_response(&identity, &mut resp).unwrap();
-    assert_eq!(r.status, 0);
-    assert_eq!(r.data.unwrap()["nodename"], "n1");
+    osvc_agent::client::open_response(&identity, &mut resp).unwrap()
 }
 
 fn replay_is_refused(backend: &str) {
@@ -511,29 +527,485 @@ fn tcp_limits_slowloris_max_connections_and_max_frame(backend: &str) {
         closed_within(&mut big, Duration::from_secs(2)),
         "oversize frame closed"
     );
-    // Beyond max_connections, new connections are closed and counted. The two first must be
-    // accepted (by whichever worker) before the third comes: wait for the daemon to say so,
-    // and for the two closed above to be gone.
-    let open = |n: &Node| n.status()["listener"]["counters"]["tcp_open"].as_u64();
+    // At max_connections, a new connection takes the place of the longest-idle one that has
+    // not authenticated a frame. The two first must be accepted (by whichever worker) before
+    // the third comes: wait for the daemon to say so, and for the two closed above to be gone.
+    let counters = |n: &Node| n.status()["listener"]["counters"].clone();
+    let open = |n: &Node| counters(n)["tcp_open"].as_u64();
     wait_for(
         "the closed connections gone",
         Duration::from_secs(10),
         || (open(&n) == Some(0)).then_some(()),
     );
-    let _a = TcpStream::connect(n.addr()).unwrap();
-    let _b = TcpStream::connect(n.addr()).unwrap();
+    let mut a = TcpStream::connect(n.addr()).unwrap();
+    wait_for("one connection accepted", Duration::from_secs(10), || {
+        (open(&n) == Some(1)).then_some(())
+    });
+    let mut b = TcpStream::connect(n.addr()).unwrap();
     wait_for("two connections accepted", Duration::from_secs(10), || {
         (open(&n) == Some(2)).then_some(())
     });
-    let mut c = TcpStream::connect(n.addr()).unwrap();
+    let c = TcpStream::connect(n.addr()).unwrap();
     assert!(
-        closed_within(&mut c, Duration::from_secs(2)),
-        "third connection refused"
+        closed_within(&mut a, Duration::from_secs(2)),
+        "the idlest unauthenticated connection evicted"
     );
+    assert_eq!(counters(&n)["tcp_evicted"], 1);
+    // Two members' connections that authenticated a frame fill the table: they are never
+    // evicted, and a new connection is refused.
+    drop((b, c));
+    wait_for("the idle ones gone", Duration::from_secs(10), || {
+        (open(&n) == Some(0)).then_some(())
+    });
+    let mut p1 = peer("peer1");
+    let mut members: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut m = TcpStream::connect(n.addr()).unwrap();
+            let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+            assert!(request_on(&mut m, &f).is_some(), "member answered");
+            m
+        })
+        .collect();
+    b = TcpStream::connect(n.addr()).unwrap();
     assert!(
-        n.status()["listener"]["counters"]["tcp_refused"]
-            .as_u64()
+        closed_within(&mut b, Duration::from_secs(2)),
+        "refused when every connection has authenticated"
+    );
+    assert!(counters(&n)["tcp_refused"].as_u64().unwrap() >= 1);
+    for m in &mut members {
+        let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+        assert!(request_on(m, &f).is_some(), "members still served");
+    }
+}
+
+/// One length-prefixed request on an open connection, and its response frame.
+fn request_on(c: &mut TcpStream, frame: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(&(frame.len() as u32).to_be_bytes()).ok()?;
+    c.write_all(frame).ok()?;
+    let mut len = [0u8; 4];
+    c.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    c.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// Twelve `nodemgr set` processes of distinct keys at once, beside a running daemon: every
+/// one survives (one lock file serialises every read-modify-write of node.conf).
+#[test]
+fn parallel_nodemgr_sets_all_survive() {
+    let n = Node::start(Opts::default());
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            Command::new(BIN)
+                .arg("--root")
+                .arg(&n.root)
+                .args(["set", "--param", &format!("itest.k{i}"), "--value"])
+                .arg(format!("v{i}"))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    for i in 0..12 {
+        let out = n.try_nodemgr(&["get", "--param", &format!("itest.k{i}")]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("v{i}"),
+            "itest.k{i} lost"
+        );
+    }
+    // The daemon still answers: nothing it reloaded in between was a torn file.
+    assert_eq!(n.status()["nodename"], "n1");
+}
+
+/// A queued action that hangs is killed at `[dequeue] timeout`, kept in `failed/` with the
+/// reason, and the actions after it run; a file that does not parse is kept there too.
+#[test]
+fn hung_and_bad_queued_actions_are_set_aside() {
+    let n = Node::start(Opts {
+        extra: "[dequeue]\ntimeout = 1s\n",
+        ..Default::default()
+    });
+    // A daemon in the foreground under another root: an action that never ends by itself.
+    let other = n.root.join("other");
+    std::fs::create_dir_all(other.join("etc")).unwrap();
+    std::fs::write(
+        other.join("etc/node.conf"),
+        format!(
+            "[node]\nnodename = o1\n[cluster]\nname = o\nsecret = x\n\
+             [listener]\naddr = 127.0.0.1\nport = {}\nthreads = 1\n",
+            free_port("127.0.0.1".parse().unwrap())
+        ),
+    )
+    .unwrap();
+    let other = other.to_str().unwrap();
+    n.queue_action("01-hang", &["nodemgr", "--root", other, "daemon", "run"]);
+    let dir = n.root.join("var/actions");
+    std::fs::write(dir.join("02-bad"), "not json").unwrap();
+    n.queue_action(
+        "03-set",
+        &["nodemgr", "set", "--param", "itest.after", "--value", "ran"],
+    );
+    let t = std::time::Instant::now();
+    n.udp(&[]);
+    wait_for("the queue to go on", Duration::from_secs(20), || {
+        let dq = &n.status()["dequeue"];
+        (dq["actions_run"] == 1 && dq["actions_failed"] == 2).then_some(())
+    });
+    let elapsed = t.elapsed();
+    eprintln!("hung action killed and the queue done in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert_eq!(n.status()["dequeue"]["actions_timed_out"], 1);
+    let out = n.try_nodemgr(&["get", "--param", "itest.after"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ran");
+    let failed = dir.join("failed");
+    let err = std::fs::read_to_string(failed.join("01-hang.err")).unwrap();
+    assert!(err.contains("timed out"), "{err}");
+    assert!(
+        std::fs::read_to_string(failed.join("01-hang"))
             .unwrap()
-            >= 1
+            .contains("daemon")
     );
+    assert_eq!(
+        std::fs::read_to_string(failed.join("02-bad")).unwrap(),
+        "not json"
+    );
+    assert!(
+        std::fs::read_to_string(failed.join("02-bad.err"))
+            .unwrap()
+            .contains("not a JSON array")
+    );
+    assert!(
+        n.log()
+            .contains("queued action timed out; its process group was killed")
+    );
+    // The hung daemon is gone: its socket no longer answers.
+    let sock = std::path::Path::new(other).join("var/lsnr.sock");
+    assert!(std::os::unix::net::UnixStream::connect(sock).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile network and local faults: one test per hole, each load bounded in count and time.
+
+/// A member's `daemon_stop` recorded on the wire, replayed right after the daemon restarted,
+/// is refused: its timestamp is earlier than the new process's start.
+#[test]
+fn replayed_daemon_stop_after_a_restart_is_refused() {
+    let mut n = Node::start(Opts::default());
+    let mut p1 = peer("peer1");
+    let stop = frame(
+        &mut p1,
+        Kind::Request,
+        &Request::DaemonStop { thread_id: None }.to_vec(),
+    );
+    let status = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+    assert_eq!(
+        open_as("peer1", tcp_request(n.addr(), &stop).unwrap()).status,
+        0
+    );
+    let mut old = n.child.take().unwrap();
+    let t = std::time::Instant::now();
+    while old.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the daemon did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    n.spawn(&[]);
+    let restarted = std::time::Instant::now();
+    // Both recorded frames, replayed over TCP and UDP within a second of the restart.
+    assert_eq!(tcp_request(n.addr(), &stop), None, "closed, not executed");
+    assert_eq!(tcp_request(n.addr(), &status), None);
+    n.udp(&stop);
+    wait_for("the replays refused", Duration::from_secs(10), || {
+        (n.invalid("before_start") == 3).then_some(())
+    });
+    assert!(restarted.elapsed() < Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(n.status()["nodename"], "n1", "the new daemon still runs");
+    assert_eq!(
+        n.counter("decrypted"),
+        0,
+        "nothing recorded was even decrypted"
+    );
+    // The member's fresh frames are served.
+    let f = frame(
+        &mut peer("peer1"),
+        Kind::Request,
+        &Request::DaemonStatus.to_vec(),
+    );
+    assert_eq!(
+        open_as("peer1", tcp_request(n.addr(), &f).unwrap()).status,
+        0
+    );
+}
+
+/// Truncated and kind-4 datagrams under 50,000 made-up names leave the blacklist empty; a
+/// member's five bad frames still ban it afterwards; a member's count below the ban is
+/// forgotten after `blacklist_ttl`, and so is the ban.
+#[test]
+fn random_name_flood_fills_no_blacklist() {
+    let n = Node::start(Opts {
+        extra: "blacklist_ttl = 2s\n",
+        ..Default::default()
+    });
+    let s = UdpSocket::bind((n.ip, 0)).unwrap();
+    let template = frame(&mut peer("peer1"), Kind::Heartbeat, b"{}");
+    let t = std::time::Instant::now();
+    let mut sent = 0u64;
+    for i in 0..50_000u32 {
+        let name = format!("{i:08x}");
+        let mut f = vec![1, if i % 2 == 0 { 4 } else { 3 }, 8];
+        f.extend_from_slice(name.as_bytes());
+        // Kind 4 whole; kind 3 truncated within its header.
+        f.extend_from_slice(&template[3 + 5..if i % 2 == 0 { template.len() } else { 20 }]);
+        if s.send_to(&f, n.addr()).is_ok() {
+            sent += 1;
+        }
+        // Paced a little, so that the receive buffer holds them (bounded: under 10 s).
+        if i % 2_000 == 1_999 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    let received = wait_for("the flood read", Duration::from_secs(20), || {
+        let r = n.counter("received");
+        std::thread::sleep(Duration::from_millis(200));
+        (r == n.counter("received")).then_some(r)
+    });
+    let bl = n.nodemgr(&["daemon", "blacklist", "status", "--format", "json"]);
+    eprintln!(
+        "{sent} flood datagrams sent, {received} received; blacklist_status {} bytes",
+        bl.trim().len()
+    );
+    assert!(received >= sent / 2, "{received} of {sent}");
+    assert_eq!(bl.trim(), r#"{"data": {}, "status": 0}"#);
+    // A member's five bad frames: banned, the flood notwithstanding.
+    let mut forger = Sender::new(b"wrong secret", CLUSTER, "peer1", now_ms());
+    for _ in 0..5 {
+        n.udp(&heartbeat(&mut forger));
+    }
+    let mut forger2 = Sender::new(b"wrong secret", CLUSTER, "peer2", now_ms());
+    n.udp(&heartbeat(&mut forger2));
+    wait_for(
+        "peer1 banned, peer2 counted",
+        Duration::from_secs(10),
+        || {
+            let b = n.json(&["daemon", "blacklist", "status"]);
+            (b["data"]["peer1"] == 5 && b["data"]["peer2"] == 1).then_some(())
+        },
+    );
+    let banned_at = std::time::Instant::now();
+    // Both forgotten after the TTL, without a new strike.
+    wait_for("the TTL", Duration::from_secs(10), || {
+        let b = n.json(&["daemon", "blacklist", "status"]);
+        (b["data"] == serde_json::json!({})).then_some(())
+    });
+    assert!(banned_at.elapsed() < Duration::from_secs(5));
+    let mut p1 = peer("peer1");
+    n.udp(&heartbeat(&mut p1));
+    wait_for("peer1 served again", Duration::from_secs(10), || {
+        (n.status()["peers"]["peer1"]["status"] == "up").then_some(())
+    });
+}
+
+/// Authenticated requests with an unknown action or a wrong option are answered with an
+/// error that names the problem, on the same connection, and never count as invalid: ten in a
+/// row ban nobody.
+fn typos_are_answered_and_never_ban_a_member(backend: &str) {
+    let n = Node::start(Opts {
+        backend,
+        ..Default::default()
+    });
+    let mut p1 = peer("peer1");
+    let mut c = TcpStream::connect(n.addr()).unwrap();
+    for i in 0..10 {
+        let payload: &[u8] = if i % 2 == 0 {
+            br#"{"action":"daemon_stauts"}"#
+        } else {
+            br#"{"action":"clear","options":{"svcname":"a","svc":"b"}}"#
+        };
+        let f = frame(&mut p1, Kind::Request, payload);
+        let r = open_as("peer1", request_on(&mut c, &f).expect("answered"));
+        assert_ne!(r.status, 0);
+        let error = r.error.unwrap();
+        let named = if i % 2 == 0 { "daemon_stauts" } else { "svc" };
+        assert!(error.contains(named), "{error}");
+    }
+    let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+    assert_eq!(open_as("peer1", request_on(&mut c, &f).unwrap()).status, 0);
+    // A heartbeat of the wrong shape is dropped and counted, not invalid either.
+    n.udp(&frame(&mut p1, Kind::Heartbeat, br#"{"gen":"one"}"#));
+    wait_for("the heartbeat refused", Duration::from_secs(10), || {
+        (n.status()["heartbeats"]["refused"] == 1).then_some(())
+    });
+    let counters = &n.status()["listener"]["counters"];
+    assert_eq!(counters["invalid_total"], 0);
+    assert_eq!(counters["requests_refused"], 10);
+    assert_eq!(
+        n.json(&["daemon", "blacklist", "status"])["data"],
+        serde_json::json!({})
+    );
+}
+
+/// 4,096 idle connections held open from one address, and more from the member's own
+/// address, under the default limits: a member's request is answered within 100 ms.
+fn idle_connection_flood_does_not_lock_members_out(backend: &str) {
+    use osvc_agent::listener::sockets::connect_from;
+    let n = Node::start(Opts {
+        backend,
+        ..Default::default()
+    });
+    let t = std::time::Instant::now();
+    let mut idle = Vec::with_capacity(4_200);
+    for i in 0..4_096 + 100 {
+        // The last hundred from the member's own address.
+        let from = if i < 4_096 { "127.0.0.9" } else { "127.0.0.1" };
+        if let Ok(c) = connect_from(from.parse().unwrap(), &n.addr(), Duration::from_secs(2)) {
+            idle.push(c);
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "connects too slow");
+    }
+    assert!(idle.len() >= 4_096, "{} connected", idle.len());
+    let counters = n.status()["listener"]["counters"].clone();
+    eprintln!(
+        "{backend}: {} idle connections made in {:?}; open {}, evicted {}",
+        idle.len(),
+        t.elapsed(),
+        counters["tcp_open"],
+        counters["tcp_evicted"]
+    );
+    let mut p1 = peer("peer1");
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+        let t = std::time::Instant::now();
+        let r = tcp_request(n.addr(), &f).expect("the member is answered");
+        worst = worst.max(t.elapsed());
+        assert_eq!(open_as("peer1", r).status, 0);
+    }
+    eprintln!("{backend}: member's worst latency with the flood held open: {worst:?}");
+    assert!(worst < Duration::from_millis(100), "{worst:?}");
+    let open = n.status()["listener"]["counters"]["tcp_open"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        open <= 2 * 32 + 1,
+        "{open} open: the per-address limit holds"
+    );
+    // The cap itself: 4,096 idle connections from 128 addresses, 32 each, fill the table;
+    // a member's connection takes the place of the idlest.
+    drop(idle);
+    let t = std::time::Instant::now();
+    let mut idle = Vec::with_capacity(4_096);
+    for i in 0..4_096 {
+        let from = format!("127.0.2.{}", i / 32);
+        if let Ok(c) = connect_from(from.parse().unwrap(), &n.addr(), Duration::from_secs(2)) {
+            idle.push(c);
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "connects too slow");
+    }
+    wait_for("the table full", Duration::from_secs(20), || {
+        let open = n.status()["listener"]["counters"]["tcp_open"].as_u64();
+        (open >= Some(4_000)).then_some(())
+    });
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+        let t = std::time::Instant::now();
+        let r = tcp_request(n.addr(), &f).expect("the member is answered at the cap");
+        worst = worst.max(t.elapsed());
+        assert_eq!(open_as("peer1", r).status, 0);
+    }
+    let counters = n.status()["listener"]["counters"].clone();
+    eprintln!(
+        "{backend}: at the cap ({} open), member's worst latency {worst:?}",
+        counters["tcp_open"]
+    );
+    assert!(worst < Duration::from_millis(100), "{worst:?}");
+    assert!(counters["tcp_open"].as_u64().unwrap() <= 4_096);
+}
+
+/// Frames from unknown or stale senders are closed after their header, a frame announcing
+/// more than max_unauth_frame at its length, and many connections holding partial frames
+/// cost the daemon little memory.
+fn unauthenticated_frames_are_not_buffered(backend: &str) {
+    use osvc_agent::listener::sockets::connect_from;
+    use std::io::{Read, Write};
+    let n = Node::start(Opts {
+        backend,
+        ..Default::default()
+    });
+    let pid = n.child.as_ref().unwrap().id();
+    let rss_kib = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let closed_soon = |c: &mut TcpStream| {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 1];
+        matches!(c.read(&mut b), Ok(0))
+            || matches!(c.read(&mut b), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+    };
+    // 1 MiB announced: closed at the length, before any of it.
+    let mut c = TcpStream::connect(n.addr()).unwrap();
+    c.write_all(&(1u32 << 20).to_be_bytes()).unwrap();
+    let t = std::time::Instant::now();
+    assert!(closed_soon(&mut c));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // A stranger's 60 KiB frame (not a join: a heartbeat), and a stale member's: closed after
+    // the header, long before the read timeout, the body unread.
+    let body = vec![b' '; 60 * 1024];
+    let stranger = frame(&mut peer("stranger"), Kind::Heartbeat, &body);
+    let mut old = Sender::new(SECRET.as_bytes(), CLUSTER, "peer1", now_ms() - 3_600_000);
+    let mut stale = Vec::new();
+    old.seal(Kind::Heartbeat, &body, now_ms() - 3_600_000, &mut stale)
+        .unwrap();
+    for f in [&stranger, &stale] {
+        let mut c = TcpStream::connect(n.addr()).unwrap();
+        c.write_all(&(f.len() as u32).to_be_bytes()).unwrap();
+        c.write_all(&f[..100]).unwrap();
+        let t = std::time::Instant::now();
+        assert!(closed_soon(&mut c), "closed after the header");
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+    // 512 connections from 16 addresses, each holding all but the last byte of a 64 KiB
+    // frame under a member's name (its header passes: names travel in clear): the daemon
+    // holds at most max_unauth_frame for each.
+    let before = rss_kib();
+    let mut forger = Sender::new(b"forged", CLUSTER, "peer2", now_ms());
+    let mut held = Vec::new();
+    let f = frame(&mut forger, Kind::Heartbeat, &vec![b' '; 64 * 1024 - 200]);
+    for i in 0..512 {
+        let from = format!("127.0.1.{}", 1 + i / 32);
+        let mut c = connect_from(from.parse().unwrap(), &n.addr(), Duration::from_secs(2)).unwrap();
+        c.write_all(&(f.len() as u32).to_be_bytes()).unwrap();
+        c.write_all(&f[..f.len() - 1]).unwrap();
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib();
+    eprintln!(
+        "{backend}: RSS {before} KiB -> {after} KiB with 512 connections holding a 64 KiB frame \
+         each ({} KiB more)",
+        after.saturating_sub(before)
+    );
+    assert!(after < before + 96 * 1024, "{before} -> {after} KiB");
+    let open = n.status()["listener"]["counters"]["tcp_open"]
+        .as_u64()
+        .unwrap();
+    assert!(open <= 512, "{open}");
+    drop(held);
+    assert_eq!(n.status()["listener"]["counters"]["tcp_closed_length"], 1);
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use osvc_agent::guard::{
     DropReason, Gate, GateConfig, Invalid, InvalidClass, Message, Notice, Outcome, SharedGuard,
 };
-use osvc_agent::wire::frame::{TAG_LEN, header_len};
+use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
 use osvc_agent::wire::payload::PayloadError;
 use osvc_agent::wire::replay::WINDOW;
 use osvc_agent::wire::{
@@ -43,6 +43,7 @@ fn config(members: &[&str]) -> GateConfig {
             .collect::<HashSet<_>>(),
         max_clock_skew_ms: SKEW,
         accept_joins: true,
+        started_ms: 0,
     }
 }
 
@@ -71,6 +72,10 @@ impl Rig {
             Outcome::Deliver { nodename, message } => Outcome::Deliver {
                 nodename: Box::leak(nodename.to_owned().into_boxed_str()),
                 message,
+            },
+            Outcome::Refuse { nodename, error } => Outcome::Refuse {
+                nodename: Box::leak(nodename.to_owned().into_boxed_str()),
+                error,
             },
         };
         self.check_stats();
@@ -434,32 +439,40 @@ fn timestamp_outside_the_skew() {
 // ---------------------------------------------------------------------------------------
 // Step 7: payload. The frame authenticated: its counter is spent.
 
+/// One authenticated request through a fresh receiver with members node1 and node2: refused
+/// with an error that names the problem, not an invalid message, its counter spent.
+fn assert_refused(frame: Vec<u8>, nodename: &'static str, error: &str) {
+    let mut r = rig(&["node1", "node2"]);
+    assert_eq!(
+        r.admit(frame.clone()),
+        Outcome::Refuse {
+            nodename,
+            error: error.into()
+        }
+    );
+    assert!(r.status().is_empty(), "{:?}", r.status());
+    let s = r.gate.stats();
+    assert_eq!(
+        (s.invalid_total(), s.decrypted, s.requests_refused),
+        (0, 1, 1)
+    );
+    assert_eq!(r.admit(frame), invalid(Invalid::Stale(Stale::Replayed)));
+}
+
 #[test]
 fn malformed_json() {
-    let mut r = rig(&["node1"]);
     let f = seal(
         &mut sender("node1"),
         Kind::Request,
         br#"{"action": "daemon_sta"#,
     );
-    let outcome = r.admit(f);
-    assert!(
-        matches!(
-            outcome,
-            Outcome::Drop(DropReason::Invalid(Invalid::Payload(PayloadError::Json(_))))
-        ),
-        "{outcome:?}"
-    );
-    assert_eq!(r.status(), counts(&[("node1", 1)]));
-    assert_eq!(r.invalid_count(InvalidClass::Json), 1);
-    assert_eq!(r.gate.stats().decrypted, 1);
+    assert_refused(f, "node1", "malformed JSON: unexpected end at byte 22");
     // Not UTF-8 at all.
     let f = seal(&mut sender("node2"), Kind::Request, &[0xff, 0xfe, b'{']);
     let mut r = rig(&["node2"]);
-    assert!(matches!(
-        r.admit(f),
-        Outcome::Drop(DropReason::Invalid(Invalid::Payload(PayloadError::Json(_))))
-    ));
+    assert!(
+        matches!(r.admit(f), Outcome::Refuse { nodename: "node2", error } if error.contains("JSON"))
+    );
 }
 
 #[test]
@@ -469,13 +482,7 @@ fn unknown_action() {
         Kind::Request,
         br#"{"action":"rm_rf","options":{}}"#,
     );
-    assert_invalid(
-        f,
-        Invalid::Payload(PayloadError::UnknownAction("rm_rf".into())),
-        Some("node1"),
-        InvalidClass::Json,
-        1,
-    );
+    assert_refused(f, "node1", r#"unknown action "rm_rf""#);
 }
 
 #[test]
@@ -485,29 +492,39 @@ fn invalid_options_and_heartbeats() {
         Kind::Request,
         br#"{"action":"clear","options":{"svcname":"a","x":1}}"#,
     );
-    assert_invalid(
-        f,
-        Invalid::Payload(PayloadError::UnknownField {
-            action: "clear",
-            field: "x".into(),
-        }),
-        Some("node1"),
-        InvalidClass::Json,
-        1,
-    );
+    assert_refused(f, "node1", r#"clear: unknown option "x""#);
+    // A heartbeat of the wrong shape is dropped and counted, not invalid.
     let mut r = rig(&["node1"]);
     let f = seal(&mut sender("node1"), Kind::Heartbeat, br#"{"monitor":{}}"#);
-    let outcome = r.admit(f);
-    assert!(
-        matches!(
-            outcome,
-            Outcome::Drop(DropReason::Invalid(Invalid::Payload(
-                PayloadError::Heartbeat(_)
-            )))
-        ),
-        "{outcome:?}"
+    assert_eq!(r.admit(f), Outcome::Drop(DropReason::HeartbeatRefused));
+    assert!(r.status().is_empty());
+    let s = r.gate.stats();
+    assert_eq!((s.heartbeats_refused, s.invalid_total()), (1, 0));
+}
+
+/// Five authenticated requests a receiver cannot read (a member running a newer version)
+/// ban nobody, and each resets the count that forged frames built up.
+#[test]
+fn refused_requests_reset_the_count_and_never_ban() {
+    let mut r = rig(&["node1"]);
+    let mut s = sender("node1");
+    let mut forger = Sender::with_salt(b"wrong", CLUSTER, "node1", [7; 16], NOW);
+    for _ in 0..4 {
+        assert_eq!(
+            r.admit(request(&mut forger, &Request::DaemonStatus)),
+            invalid(Invalid::Decrypt)
+        );
+    }
+    assert_eq!(r.status(), counts(&[("node1", 4)]));
+    for _ in 0..5 {
+        let f = seal(&mut s, Kind::Request, br#"{"action":"from_the_future"}"#);
+        assert!(matches!(r.admit(f), Outcome::Refuse { .. }));
+    }
+    assert!(r.status().is_empty());
+    assert_eq!(
+        r.admit(request(&mut s, &Request::DaemonStatus)),
+        delivered_request("node1", Request::DaemonStatus)
     );
-    assert_eq!(r.status(), counts(&[("node1", 1)]));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -654,6 +671,7 @@ fn protocol_test_vector() {
         members: ["node2".to_string()].into_iter().collect(),
         max_clock_skew_ms: SKEW,
         accept_joins: false,
+        started_ms: 0,
     };
     let mut r = rig_with(c, TTL, JOIN_RATE);
     let v = FrameView::parse(&frame).unwrap();
@@ -701,8 +719,9 @@ fn five_consecutive_invalid_ban_and_a_valid_message_resets() {
         assert_eq!(r.admit(forged("node1", i)), invalid(Invalid::Decrypt));
     }
     assert_eq!(r.status(), counts(&[("node1", 4)]));
+    let first = request(&mut s1, &Request::DaemonStatus);
     assert_eq!(
-        r.admit(request(&mut s1, &Request::DaemonStatus)),
+        r.admit(first.clone()),
         delivered_request("node1", Request::DaemonStatus)
     );
     assert!(r.status().is_empty());
@@ -712,16 +731,7 @@ fn five_consecutive_invalid_ban_and_a_valid_message_resets() {
         r.admit_at(&mut stale, NOW + SKEW + 1),
         invalid(Invalid::ClockSkew)
     );
-    assert_eq!(
-        r.admit(seal(&mut s1, Kind::Request, b"{")),
-        invalid(Invalid::Payload(PayloadError::Json(
-            // simd-json's message for this input, checked below by class only.
-            match osvc_agent::wire::payload::parse_request(b"{") {
-                Err(PayloadError::Json(m)) => m,
-                other => panic!("{other:?}"),
-            }
-        )))
-    );
+    assert_eq!(r.admit(first), invalid(Invalid::Stale(Stale::Replayed)));
     let mut short = valid_frame();
     short.truncate(header_len(5) + TAG_LEN);
     assert_eq!(
@@ -799,10 +809,16 @@ fn ban_expires_after_the_ttl() {
 fn non_member_request_other_than_join_is_not_member() {
     let mut r = rig(&["node1"]);
     let f = request(&mut sender("node9"), &Request::DaemonStatus);
-    assert_eq!(r.admit(f), invalid(Invalid::NotMember));
-    assert_eq!(r.status(), counts(&[("node9", 1)]));
-    assert_eq!(r.invalid_count(InvalidClass::NotMember), 1);
-    // Decrypted (its action is not known before), then refused.
+    // Decrypted (its action is not known before), then refused with an error; a non-member
+    // never enters the blacklist.
+    assert_eq!(
+        r.admit(f),
+        Outcome::Refuse {
+            nodename: "node9",
+            error: "not a cluster member: only a join is accepted".into()
+        }
+    );
+    assert!(r.status().is_empty());
     assert_eq!(r.gate.stats().decrypted, 1);
 
     // A heartbeat, or any request when joins are refused, is not even decrypted.
@@ -818,7 +834,8 @@ fn non_member_request_other_than_join_is_not_member() {
     let join = request(&mut sender("node9"), &Request::Join);
     assert_eq!(r.admit(join), invalid(Invalid::NotMember));
     assert_eq!(r.gate.stats().decrypted, 0);
-    assert_eq!(r.status(), counts(&[("node9", 1)]));
+    assert_eq!(r.invalid_count(InvalidClass::NotMember), 1);
+    assert!(r.status().is_empty());
 }
 
 #[test]
@@ -836,7 +853,7 @@ fn non_member_join_is_delivered() {
         r.admit(request(&mut wrong, &Request::Join)),
         invalid(Invalid::Decrypt)
     );
-    assert_eq!(r.status(), counts(&[("node7", 1)]));
+    assert!(r.status().is_empty(), "a non-member is never entered");
 }
 
 #[test]
@@ -1055,14 +1072,39 @@ fn run_fuzz_entry_points(data: &[u8]) {
     fuzz_harness::receive_path(data);
     fuzz_harness::request_parser(data);
     fuzz_harness::json_scanner(data);
+    fuzz_harness::tcp_conn(data);
+    fuzz_harness::unix_request(data);
 }
 
-const FUZZ_TARGETS: [&str; 4] = [
+const FUZZ_TARGETS: [&str; 6] = [
     "frame_view",
     "receive_path",
     "request_parser",
     "json_scanner",
+    "tcp_conn",
+    "unix_request",
 ];
+
+/// Every fuzz target is a binary of fuzz/Cargo.toml, which fuzz/run.sh (CI) runs all of.
+#[test]
+fn every_fuzz_target_is_built_and_run() {
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
+    let mut bins: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("name = ")))
+        .map(|n| n.trim_matches('"'))
+        .collect();
+    bins.sort_unstable();
+    let mut targets = FUZZ_TARGETS.to_vec();
+    targets.sort_unstable();
+    assert_eq!(bins, targets);
+    let run = std::fs::read_to_string(fuzz_dir().join("run.sh")).unwrap();
+    assert!(
+        run.contains("mapfile -t targets < <(awk"),
+        "run.sh takes its targets from Cargo.toml"
+    );
+}
 
 fn fuzz_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -1132,6 +1174,24 @@ fn fuzz_seeds_are_current() {
             "{name}: {outcome:?}"
         );
     }
+}
+
+/// The TCP seeds reach what they are named after: a member's typo answered and its next
+/// request delivered on the same connection, a join read byte by byte, a stranger's heartbeat
+/// refused at its header.
+#[test]
+fn tcp_seeds_reach_the_gate() {
+    let seed = |name: &str| std::fs::read(fuzz_dir().join("seeds/tcp_conn").join(name)).unwrap();
+    let s = fuzz_harness::tcp_conn_stats(&seed("member_two_requests.bin"));
+    assert_eq!((s.requests_refused, s.delivered), (1, 1), "{s:?}");
+    let s = fuzz_harness::tcp_conn_stats(&seed("join_byte_by_byte.bin"));
+    assert_eq!(s.delivered, 1, "{s:?}");
+    let s = fuzz_harness::tcp_conn_stats(&seed("stranger_heartbeat.bin"));
+    assert_eq!(
+        (s.received, s.decrypted, s.invalid_total()),
+        (1, 0, 1),
+        "{s:?}"
+    );
 }
 
 /// Regenerates fuzz/seeds/ from `fuzz_harness::seeds()`.
@@ -1206,19 +1266,105 @@ fn duplicate_keys_are_refused() {
             svcname: "a".into()
         })
     );
-    // Through the receive path: invalid, charged, counter spent.
-    let mut r = rig(&["node1"]);
+    // Through the receive path: refused with an error, not charged, counter spent.
     let f = seal(
         &mut sender("node1"),
         Kind::Request,
         br#"{"action":"daemon_status","action":"daemon_shutdown"}"#,
     );
-    assert_eq!(
-        r.admit(f),
-        invalid(Invalid::Payload(PayloadError::DuplicateKey {
-            action: "request",
-            field: "action".into()
-        }))
-    );
+    assert_refused(f, "node1", r#"request: duplicate key "action""#);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile network: replays across a restart, made-up names, forgotten counts.
+
+/// Step 5: a frame stamped before the receiver's process started is refused, however fresh
+/// its session looks: recorded before a restart, it cannot be replayed after it.
+#[test]
+fn frames_stamped_before_the_start_are_refused() {
+    let mut c = config(&["node1"]);
+    c.started_ms = NOW - 1_000;
+    let mut r = rig_with(c, TTL, JOIN_RATE);
+    let recorded = request_at("node1", 0, NOW - 1_001);
+    assert_eq!(r.admit(recorded), invalid(Invalid::BeforeStart));
+    assert_eq!(r.invalid_count(InvalidClass::BeforeStart), 1);
+    assert_eq!(r.gate.stats().decrypted, 0);
     assert_eq!(r.status(), counts(&[("node1", 1)]));
+    assert_eq!(
+        r.admit(request_at("node1", 1, NOW - 1_000)),
+        delivered_request("node1", Request::DaemonStatus)
+    );
+}
+
+/// Truncated and kind-4 frames under made-up names are counted as invalid but never enter
+/// the blacklist, however many: a member's five bad frames still ban it afterwards.
+#[test]
+fn made_up_names_never_enter_the_blacklist() {
+    let mut r = rig(&["node1"]);
+    let mut kind4 = valid_frame();
+    kind4[1] = 4;
+    for i in 0..20_000u32 {
+        let name = format!("x{i:08}");
+        let mut f = request_at(&name, 0, NOW);
+        if i % 2 == 0 {
+            f.truncate(header_len(name.len()) + TAG_LEN);
+        } else {
+            f[1] = 4;
+        }
+        assert!(matches!(r.admit(f), Outcome::Drop(DropReason::Invalid(_))));
+    }
+    assert_eq!(r.shared.blacklist.len(), 0);
+    assert_eq!(r.gate.stats().invalid_total(), 20_000);
+    for _ in 0..4 {
+        assert!(matches!(
+            r.admit(kind4.clone()),
+            Outcome::Drop(DropReason::Invalid(_))
+        ));
+    }
+    assert_eq!(
+        r.admit(kind4),
+        invalid(Invalid::UnexpectedKind(Kind::StreamChunk))
+    );
+    assert!(r.shared.blacklist.is_banned("node1", NOW));
+    assert_eq!(r.shared.blacklist.len(), 1);
+}
+
+/// A member's count below the ban is forgotten a TTL after its last strike.
+#[test]
+fn counts_are_forgotten_after_the_ttl() {
+    let mut r = rig_with(config(&["node1"]), 10_000, JOIN_RATE);
+    for i in 0..4 {
+        assert_eq!(r.admit(forged("node1", i)), invalid(Invalid::Decrypt));
+    }
+    assert_eq!(
+        r.shared.blacklist.status(NOW + 9_999),
+        counts(&[("node1", 4)])
+    );
+    assert!(r.shared.blacklist.status(NOW + 10_000).is_empty());
+    // The next strike starts over: four old plus one new do not ban.
+    let mut f = forged("node1", 10);
+    assert_eq!(r.admit_at(&mut f, NOW + 10_000), invalid(Invalid::Decrypt));
+    assert!(!r.shared.blacklist.is_banned("node1", NOW + 10_000));
+    r.shared.blacklist.compact(NOW + 20_000);
+    assert_eq!(r.shared.blacklist.len(), 0);
+}
+
+/// The session salt comes from the OS generator or nothing is sealed: no clock fallback that
+/// could repeat a key and its nonces.
+#[test]
+fn no_frame_is_sealed_without_os_randomness() {
+    fn broken(_: &mut [u8; 16]) -> Result<(), EncodeError> {
+        Err(EncodeError::NoRandomness)
+    }
+    let mut s = Sender::with_salt_source(SECRET, CLUSTER, "node1", NOW, broken);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.seal(Kind::Request, b"{}", NOW, &mut out),
+        Err(EncodeError::NoRandomness)
+    );
+    assert!(out.is_empty());
+    // With the OS generator, two senders never share a salt.
+    let a = Sender::new(SECRET, CLUSTER, "node1", NOW);
+    let b = Sender::new(SECRET, CLUSTER, "node1", NOW);
+    assert_ne!(a.salt(), b.salt());
 }

@@ -9,9 +9,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use osvc_agent::guard::{DropReason, Gate, GateConfig, Invalid, Message, Outcome, SharedGuard};
+use osvc_agent::guard::conn::LEN_PREFIX;
+use osvc_agent::guard::{
+    CloseReason, DropReason, FrameLimits, Framer, Gate, GateConfig, Invalid, Message, Outcome,
+    SharedGuard, Step,
+};
 use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
 use osvc_agent::wire::json;
+use osvc_agent::wire::local::{self, LocalStep};
 use osvc_agent::wire::payload::{ACTIONS, parse_request, valid_svcname};
 use osvc_agent::wire::{
     FrameView, Header, Heartbeat, Kind, PayloadError, Request, RequestParser, Response, Sender,
@@ -27,6 +32,8 @@ pub const MEMBERS: [&str; 2] = ["node1", "node2"];
 pub const STRANGER: &str = "node9";
 pub const NOW_MS: u64 = 1_764_000_000_000;
 pub const MAX_SKEW_MS: u64 = 60_000;
+/// The receiver started within the skew before now: frames stamped in between are refused.
+pub const STARTED_MS: u64 = NOW_MS - MAX_SKEW_MS / 2;
 pub const SALT: [u8; 16] = *b"fuzz-salt-16byte";
 
 pub fn gate_config() -> GateConfig {
@@ -39,6 +46,7 @@ pub fn gate_config() -> GateConfig {
             .collect::<HashSet<_>>(),
         max_clock_skew_ms: MAX_SKEW_MS,
         accept_joins: true,
+        started_ms: STARTED_MS,
     }
 }
 
@@ -146,11 +154,12 @@ pub fn receive_raw(data: &[u8]) {
     let decrypted = gate.stats().decrypted;
     drop(first);
 
-    // Invalid frames count for the nodename they carry, and only for it.
+    // Invalid frames count for the nodename they carry, and only for it, and only if it is a
+    // member's.
     let name = readable_nodename(data);
     let status = shared.blacklist.status(NOW_MS);
     match name {
-        Some(n) if first_invalid => {
+        Some(n) if first_invalid && MEMBERS.contains(&n) => {
             assert_eq!(status.len(), 1);
             assert_eq!(status.get(n), Some(&1));
         }
@@ -209,6 +218,23 @@ fn check_outcome(data: &[u8], outcome: &Outcome<'_>) {
             };
             assert_eq!(reparsed.as_ref(), Ok(message));
             assert!(view.ts_ms().abs_diff(NOW_MS) <= MAX_SKEW_MS);
+            assert!(view.ts_ms() >= STARTED_MS);
+        }
+        Outcome::Refuse { nodename, error } => {
+            // Refused: an authenticated request that does not parse, or a non-member's that
+            // is not a join.
+            let view = FrameView::parse(data).expect("a refused frame has a header");
+            assert_eq!(view.nodename(), *nodename);
+            assert_eq!(view.kind(), Kind::Request);
+            assert!(!error.is_empty());
+            let key = SessionKey::derive(SECRET.as_bytes(), CLUSTER, nodename, view.salt());
+            let mut copy = data.to_vec();
+            let range = key
+                .open_in_place(&mut copy)
+                .expect("a refused frame must authenticate");
+            if let Ok(r) = parse_request(&copy[range]) {
+                assert!(!MEMBERS.contains(nodename) && r != Request::Join);
+            }
         }
     }
 }
@@ -250,22 +276,25 @@ pub fn receive_sealed(data: &[u8]) {
                 .map_err(PayloadError::from),
         };
         let member = MEMBERS.contains(&nodename);
+        // Step 7: whatever an authenticated payload says, it is not an invalid message.
         let expected = match parsed {
             Ok(m) if member || m == Message::Request(Request::Join) => Outcome::Deliver {
                 nodename,
                 message: m,
             },
-            Ok(_) => Outcome::Drop(DropReason::Invalid(Invalid::NotMember)),
-            Err(e) => Outcome::Drop(DropReason::Invalid(Invalid::Payload(e))),
+            Ok(_) => Outcome::Refuse {
+                nodename,
+                error: "not a cluster member: only a join is accepted".into(),
+            },
+            Err(e) if kind == Kind::Request => Outcome::Refuse {
+                nodename,
+                error: e.to_string(),
+            },
+            Err(_) => Outcome::Drop(DropReason::HeartbeatRefused),
         };
-        let delivered = matches!(expected, Outcome::Deliver { .. });
         assert_eq!(gate.admit(&mut frame, NOW_MS), expected);
         let status = shared.blacklist.status(NOW_MS);
-        assert_eq!(
-            status.contains_key(nodename),
-            !delivered,
-            "{nodename}: {status:?}"
-        );
+        assert!(status.is_empty(), "{nodename}: {status:?}");
     }
 }
 
@@ -368,6 +397,130 @@ fn reread(s: &mut json::Scanner<'_>) -> Result<serde_json::Value, json::Fail> {
     })
 }
 
+/// The TCP limits of the fuzzed connections: small, so that inputs reach them.
+pub const TCP_LIMITS: FrameLimits = FrameLimits {
+    max_frame: 4096,
+    max_unauth_frame: 512,
+};
+
+/// Target `tcp_conn`: one TCP connection's byte stream through the framing state machine and
+/// the receive gate, as a listener drives them. The first byte sets how many bytes one read
+/// returns at most (1 to 256), the rest is the stream. Checks what the listener relies on:
+/// reads never go past what the framer asks for, so the body of a frame whose header is
+/// refused is never read; before a frame authenticated no frame above `max_unauth_frame` is
+/// read; every frame handed out is whole; every received frame has one fate.
+pub fn tcp_conn(data: &[u8]) {
+    tcp_conn_stats(data);
+}
+
+/// `tcp_conn`, returning the receiver's counters.
+pub fn tcp_conn_stats(data: &[u8]) -> osvc_agent::guard::GateStats {
+    let Some((&chunk, stream)) = data.split_first() else {
+        return Default::default();
+    };
+    let chunk = usize::from(chunk) + 1;
+    let (mut gate, _) = new_gate();
+    let mut framer = Framer::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut at = 0;
+    // Bounded: every step reads at least one byte or ends a frame or the connection.
+    for _ in 0..=2 * stream.len() + 2 {
+        let authenticated = framer.authenticated();
+        match framer.next(&buf, TCP_LIMITS, &mut gate, NOW_MS) {
+            Step::Need(want) => {
+                assert!(want > buf.len(), "no progress: {want} <= {}", buf.len());
+                let bound = if authenticated {
+                    TCP_LIMITS.max_frame
+                } else {
+                    TCP_LIMITS.max_unauth_frame
+                };
+                assert!(want <= LEN_PREFIX + bound as usize);
+                let take = (want - buf.len()).min(chunk).min(stream.len() - at);
+                if take == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&stream[at..at + take]);
+                at += take;
+            }
+            Step::Close(reason) => {
+                if let CloseReason::Header(_) = reason {
+                    // Only the prefix and at most a whole header of the frame were read.
+                    assert!(buf.len() <= LEN_PREFIX + header_len(255), "{}", buf.len());
+                    let len = u32::from_be_bytes(buf[..4].try_into().expect("prefix")) as usize;
+                    assert!(buf.len() < LEN_PREFIX + len || len <= header_len(255));
+                }
+                break;
+            }
+            Step::Frame { len } => {
+                assert_eq!(buf.len(), LEN_PREFIX + len, "read past the frame");
+                let frame = buf[LEN_PREFIX..].to_vec();
+                let outcome = gate.admit_after_header(&mut buf[LEN_PREFIX..], NOW_MS);
+                if let Outcome::Deliver { .. } | Outcome::Refuse { .. } = outcome {
+                    check_outcome(&frame, &outcome);
+                }
+                let go_on = framer.done(&outcome);
+                drop(outcome);
+                buf.clear();
+                if !go_on {
+                    break;
+                }
+            }
+        }
+    }
+    let s = gate.stats().clone();
+    assert_eq!(s.received, s.fates(), "{s:?}");
+    assert!(s.delivered <= s.decrypted);
+    s
+}
+
+/// Target `unix_request`: a local connection's byte stream through the unix socket's request
+/// path. Every whole frame is answered: a request that parses encodes back to itself, any
+/// other payload gets an error response that names the problem and encodes as JSON with a
+/// non-zero status.
+pub fn unix_request(data: &[u8]) {
+    let mut parser = RequestParser::new();
+    let mut rest = data;
+    loop {
+        match local::next(rest) {
+            LocalStep::Need(want) => {
+                assert!(want > rest.len());
+                break;
+            }
+            LocalStep::Close => {
+                let len = u32::from_be_bytes(rest[..4].try_into().expect("prefix")) as usize;
+                assert!(len == 0 || len > local::MAX_LOCAL_FRAME);
+                break;
+            }
+            LocalStep::Frame { end } => {
+                let payload = &rest[local::LEN_PREFIX..end];
+                match local::read_request(&mut parser, payload) {
+                    Ok(request) => assert_eq!(parse_request(&request.to_vec()), Ok(request)),
+                    Err(response) => {
+                        assert_ne!(response.status, 0);
+                        assert!(response.error.as_ref().is_some_and(|e| !e.is_empty()));
+                        let encoded = local::encode_response(&response);
+                        let body: serde_json::Value = serde_json::from_slice(&encoded[4..])
+                            .expect("an error response is JSON");
+                        assert_eq!(body["status"], response.status);
+                        assert_eq!(
+                            u32::from_be_bytes(encoded[..4].try_into().expect("prefix")) as usize,
+                            encoded.len() - 4
+                        );
+                    }
+                }
+                rest = &rest[end..];
+            }
+        }
+    }
+}
+
+/// A frame with its TCP length prefix.
+fn prefixed(frame: &[u8]) -> Vec<u8> {
+    let mut out = (frame.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(frame);
+    out
+}
+
 /// The committed seed corpus: (target, file name, bytes). Frames are sealed for the fixed
 /// receiver above, so they decrypt there.
 pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -452,6 +605,41 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "frame_view",
         "frame_long_name.bin",
         sealed(&"é".repeat(127), Kind::Heartbeat, b"{}"),
+    ));
+    // TCP streams: the first byte is the read size less one.
+    let mut member = vec![255];
+    member.extend(prefixed(&sealed(
+        MEMBERS[0],
+        Kind::Request,
+        br#"{"action":"no_such_action"}"#,
+    )));
+    member.extend(prefixed(
+        &seal_at(MEMBERS[0], Kind::Request, &requests[4].1.to_vec(), 1).expect("seal seed"),
+    ));
+    out.push(("tcp_conn", "member_two_requests.bin", member));
+    let mut stranger = vec![7];
+    stranger.extend(prefixed(&sealed(STRANGER, Kind::Heartbeat, heartbeat)));
+    out.push(("tcp_conn", "stranger_heartbeat.bin", stranger));
+    let mut join = vec![0];
+    join.extend(prefixed(&sealed(
+        STRANGER,
+        Kind::Request,
+        &Request::Join.to_vec(),
+    )));
+    out.push(("tcp_conn", "join_byte_by_byte.bin", join));
+    out.push(("tcp_conn", "too_long.bin", vec![255, 0, 0, 2, 1, 1, 1, 5]));
+    let mut local = Vec::new();
+    for (_, r) in &requests {
+        local.extend(prefixed(&r.to_vec()));
+    }
+    local.extend(prefixed(
+        br#"{"action":"daemon_stop","options":{"thread":"x"}}"#,
+    ));
+    out.push(("unix_request", "requests.bin", local));
+    out.push((
+        "unix_request",
+        "too_long.bin",
+        vec![0xff, 0xff, 0xff, 0xff, b'{'],
     ));
     out
 }

@@ -3,9 +3,9 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -14,13 +14,35 @@ use super::{ConfigError, IniDocument, NodeConfig, Param, short_hostname};
 /// The file holds the cluster secret.
 const FILE_MODE: u32 = 0o600;
 
-/// Serialises writers inside this process: they share the `<pid>` temp name,
-/// and `set_param` must not lose a concurrent update.
-static WRITE_LOCK: Mutex<()> = Mutex::new(());
+/// An exclusive `flock` on `.<node.conf>.lock` beside the file, released when dropped.
+/// Every read-modify-write of node.conf takes it (`nodemgr set/unset/edit`, the daemon's
+/// join, leave and keyring changes): without it two processes that read the same version
+/// would each write their own edit over the other's. A flock belongs to its open file, so
+/// it also serialises threads of one process (which share the `<pid>` temp name), and the
+/// kernel drops it when a holder dies. Never taken twice by one thread: that would wait on
+/// itself.
+struct WriteLock(#[allow(dead_code)] File);
 
-fn write_lock() -> std::sync::MutexGuard<'static, ()> {
-    // A panic while holding the lock leaves no shared state to repair.
-    WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+fn write_lock(path: &Path) -> Result<WriteLock, ConfigError> {
+    let lock_path = sibling(path, ".lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&lock_path)
+        .map_err(|e| ConfigError::io(&lock_path, e))?;
+    loop {
+        // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(WriteLock(file));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(ConfigError::io(&lock_path, e));
+        }
+    }
 }
 
 /// Reads, parses and validates `path`.
@@ -111,7 +133,7 @@ fn write_atomic_locked(path: &Path, doc: &IniDocument) -> Result<(), ConfigError
 /// or the new file, never a mix: temp file (0600) + fsync, `<path>.bak`
 /// backup of the previous version, rename, directory fsync.
 pub fn write_atomic(path: &Path, doc: &IniDocument) -> Result<(), ConfigError> {
-    let _guard = write_lock();
+    let _guard = write_lock(path)?;
     write_atomic_locked(path, doc)
 }
 
@@ -119,7 +141,7 @@ pub fn write_atomic(path: &Path, doc: &IniDocument) -> Result<(), ConfigError> {
 /// document that would not validate. Returns the new configuration.
 pub fn set_param(path: &Path, param: &str, value: &str) -> Result<NodeConfig, ConfigError> {
     let param = Param::parse(param)?;
-    let _guard = write_lock();
+    let _guard = write_lock(path)?;
     let (mut doc, _) = load(path)?;
     doc.set(&param.section, &param.key, value)?;
     let cfg = NodeConfig::from_document(&doc, path)?;
@@ -133,7 +155,7 @@ pub fn update(
     path: &Path,
     edit: impl FnOnce(&mut IniDocument, &NodeConfig) -> Result<(), ConfigError>,
 ) -> Result<NodeConfig, ConfigError> {
-    let _guard = write_lock();
+    let _guard = write_lock(path)?;
     let (mut doc, old) = load(path)?;
     edit(&mut doc, &old)?;
     let cfg = NodeConfig::from_document(&doc, path)?;
@@ -196,7 +218,7 @@ pub fn create_default(
 
     let dir = parent_dir(path);
     fs::create_dir_all(dir).map_err(|e| ConfigError::io(dir, e))?;
-    let _guard = write_lock();
+    let _guard = write_lock(path)?;
     let tmp = sibling(path, &format!(".tmp.{}", std::process::id()));
     write_tmp(&tmp, &doc.to_string())?;
     // Linking the complete temp file is an atomic create-new: no other
@@ -293,7 +315,7 @@ mod tests {
             .collect();
         let mut names = names;
         names.sort();
-        assert_eq!(names, ["node.conf", "node.conf.bak"]);
+        assert_eq!(names, [".node.conf.lock", "node.conf", "node.conf.bak"]);
     }
 
     #[test]
@@ -430,5 +452,26 @@ mod tests {
         let a = generate_secret();
         assert_eq!(a.len(), 64);
         assert_ne!(a, generate_secret());
+    }
+
+    /// Threads of one process, each with its own open of the lock file, lose no update.
+    #[test]
+    fn concurrent_set_param_keeps_every_update() {
+        let tmp = TempDir::new("concurrent");
+        let path = tmp.0.join("node.conf");
+        fs::write(&path, V1).unwrap();
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let path = &path;
+                s.spawn(move || set_param(path, &format!("custom.k{i}"), "v").unwrap());
+            }
+        });
+        let (doc, _) = load(&path).unwrap();
+        for i in 0..8 {
+            assert_eq!(
+                get_param(&doc, &format!("custom.k{i}")).as_deref(),
+                Some("v")
+            );
+        }
     }
 }

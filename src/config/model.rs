@@ -11,6 +11,8 @@ pub const DEFAULT_CLUSTER_NAME: &str = "default";
 pub const DEFAULT_PORT: u16 = 1214;
 pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;
 pub const MIN_MAX_FRAME: u32 = 64;
+pub const DEFAULT_MAX_UNAUTH_FRAME: u32 = 64 * 1024;
+pub const DEFAULT_DEQUEUE_TIMEOUT_MS: u64 = 60_000;
 
 /// I/O backend of the listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -69,6 +71,10 @@ pub struct ListenerConfig {
     pub shards: usize,
     pub backend: Backend,
     pub max_connections: u32,
+    /// Largest frame accepted on a TCP connection before one of its frames authenticated.
+    pub max_unauth_frame: u32,
+    /// Connections from one IP address that may be open before authenticating a frame.
+    pub max_unauth_per_addr: u32,
     pub idle_timeout_ms: u64,
     pub read_timeout_ms: u64,
 }
@@ -87,6 +93,8 @@ impl Default for ListenerConfig {
             shards: 0,
             backend: Backend::Auto,
             max_connections: 4096,
+            max_unauth_frame: DEFAULT_MAX_UNAUTH_FRAME,
+            max_unauth_per_addr: 32,
             idle_timeout_ms: 60_000,
             read_timeout_ms: 10_000,
         }
@@ -128,6 +136,9 @@ pub struct NodeConfig {
     /// `[node] rejoin_grace_period`: how long a starting daemon waits to hear its peers before
     /// it orchestrates alone (default `hb.timeout`).
     pub rejoin_grace_ms: u64,
+    /// `[dequeue] timeout`: how long one queued action may run before its process group is
+    /// killed (default 60 s).
+    pub dequeue_timeout_ms: u64,
     /// Keyed by peer node name.
     pub peers: BTreeMap<String, PeerConfig>,
 }
@@ -323,6 +334,19 @@ impl NodeConfig {
                 d.max_connections,
                 int_in(1, u32::MAX.into()),
             )?,
+            max_unauth_frame: r.value(
+                l,
+                "max_unauth_frame",
+                d.max_unauth_frame,
+                int_in(MIN_MAX_FRAME.into(), u32::MAX.into()),
+            )?,
+            // Zero would refuse every new connection from everyone.
+            max_unauth_per_addr: r.value(
+                l,
+                "max_unauth_per_addr",
+                d.max_unauth_per_addr,
+                int_in(1, u32::MAX.into()),
+            )?,
             idle_timeout_ms: r.value(l, "idle_timeout", d.idle_timeout_ms, positive_duration)?,
             read_timeout_ms: r.value(l, "read_timeout", d.read_timeout_ms, positive_duration)?,
         };
@@ -368,6 +392,13 @@ impl NodeConfig {
         )?;
         let rejoin_grace_ms = r.value("node", "rejoin_grace_period", hb.timeout_ms, duration)?;
 
+        let dequeue_timeout_ms = r.value(
+            "dequeue",
+            "timeout",
+            DEFAULT_DEQUEUE_TIMEOUT_MS,
+            positive_duration,
+        )?;
+
         let mut peers = BTreeMap::new();
         for section in doc.sections() {
             let Some(peer) = section.strip_prefix("node.") else {
@@ -400,6 +431,7 @@ impl NodeConfig {
             monitor_interval_ms,
             maintenance_grace_ms,
             rejoin_grace_ms,
+            dequeue_timeout_ms,
             peers,
         })
     }
@@ -444,6 +476,9 @@ mod tests {
         assert_eq!(cfg.listener.max_connections, 4096);
         assert_eq!(cfg.listener.idle_timeout_ms, 60_000);
         assert_eq!(cfg.listener.read_timeout_ms, 10_000);
+        assert_eq!(cfg.listener.max_unauth_frame, 65_536);
+        assert_eq!(cfg.listener.max_unauth_per_addr, 32);
+        assert_eq!(cfg.dequeue_timeout_ms, 60_000);
         assert_eq!(
             cfg.hb,
             HbConfig {
@@ -464,7 +499,8 @@ mod tests {
              max_frame = 64\nmax_clock_skew = 500ms\nblacklist_ttl = 0\njoin_rate = 0\n\
              accept_joins = Off\nthreads = 4\nshards = 2\nbackend = io_uring\n\
              max_connections = 10\nidle_timeout = 2m\nread_timeout = 1h\n\
-             [hb]\ninterval = 1\ntimeout = 3s\n\
+             max_unauth_frame = 1024\nmax_unauth_per_addr = 4\n\
+             [hb]\ninterval = 1\ntimeout = 3s\n[dequeue]\ntimeout = 90s\n\
              [node.node2]\naddr = 127.0.0.2\n[node.node3]\n",
         )
         .unwrap();
@@ -484,6 +520,8 @@ mod tests {
         assert_eq!(l.max_connections, 10);
         assert_eq!(l.idle_timeout_ms, 120_000);
         assert_eq!(l.read_timeout_ms, 3_600_000);
+        assert_eq!((l.max_unauth_frame, l.max_unauth_per_addr), (1024, 4));
+        assert_eq!(cfg.dequeue_timeout_ms, 90_000);
         assert_eq!(
             cfg.hb,
             HbConfig {

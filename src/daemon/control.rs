@@ -11,9 +11,8 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::dispatch::stream::send_stream;
 use crate::dispatch::{Dispatcher, Origin, Reply};
-use crate::wire::{RequestParser, Response};
+use crate::wire::{RequestParser, Response, local};
 
-const MAX_LOCAL_FRAME: usize = 16 << 20;
 const IDLE: Duration = Duration::from_secs(300);
 
 /// Binds the socket (replacing a stale one) and restricts it to the owner.
@@ -80,15 +79,15 @@ async fn connection(mut conn: UnixStream, d: Dispatcher) -> std::io::Result<()> 
             Ok(Ok(_)) => {}
             _ => return Ok(()),
         }
-        let len = u32::from_be_bytes(len) as usize;
-        if len == 0 || len > MAX_LOCAL_FRAME {
-            return Ok(());
-        }
-        let mut payload = vec![0u8; len];
+        let end = match local::next(&len) {
+            local::LocalStep::Need(end) => end,
+            _ => return Ok(()),
+        };
+        let mut payload = vec![0u8; end - local::LEN_PREFIX];
         conn.read_exact(&mut payload).await?;
-        let reply = match parser.parse(&payload) {
+        let reply = match local::read_request(&mut parser, &payload) {
             Ok(request) => d.call(Origin::Local, request).await,
-            Err(e) => Response::error(e.to_string()).into(),
+            Err(response) => response.into(),
         };
         match reply {
             Reply::Response(response) => write_json(&mut conn, &response).await?,
@@ -106,19 +105,12 @@ async fn connection(mut conn: UnixStream, d: Dispatcher) -> std::io::Result<()> 
 }
 
 async fn write_json(conn: &mut UnixStream, response: &Response) -> std::io::Result<()> {
-    let body = response.to_vec();
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    conn.write_all(&out).await
+    conn.write_all(&local::encode_response(response)).await
 }
 
 /// The same through a shared reference (the stream sender's closure cannot lend `&mut`).
 async fn write_json_shared(conn: &UnixStream, response: &Response) -> std::io::Result<()> {
-    let body = response.to_vec();
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    let out = local::encode_response(response);
     let mut off = 0;
     while off < out.len() {
         conn.writable().await?;

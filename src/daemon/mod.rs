@@ -19,7 +19,7 @@ use crate::config::{self, ConfigError, NodeConfig, Paths};
 use crate::dispatch::Dispatcher;
 use crate::guard::{GateConfig, SharedGuard};
 use crate::handlers::{self, Handlers};
-use crate::listener::{self, ListenerConfig, ListenerShared, now_ms};
+use crate::listener::{self, ListenerConfig, ListenerShared};
 use crate::wire::payload::NodeLocalExpect;
 use dequeue::{Dequeue, Runner};
 use state::DaemonState;
@@ -53,6 +53,7 @@ pub fn listener_config(c: &NodeConfig) -> ListenerConfig {
             members: c.cluster.nodes.iter().cloned().collect::<HashSet<_>>(),
             max_clock_skew_ms: c.listener.max_clock_skew_ms,
             accept_joins: c.listener.accept_joins,
+            started_ms: crate::listener::process_started_ms(),
         }),
         nodename: c.nodename.clone(),
         addr: SocketAddr::new(c.listener.addr, c.listener.port),
@@ -60,6 +61,8 @@ pub fn listener_config(c: &NodeConfig) -> ListenerConfig {
         backend: c.listener.backend,
         max_frame: c.listener.max_frame,
         max_connections: c.listener.max_connections,
+        max_unauth_frame: c.listener.max_unauth_frame,
+        max_unauth_per_addr: c.listener.max_unauth_per_addr,
         idle_timeout: Duration::from_millis(c.listener.idle_timeout_ms),
         read_timeout: Duration::from_millis(c.listener.read_timeout_ms),
     }
@@ -86,6 +89,8 @@ pub struct RunOptions {
 
 /// Runs the daemon in the foreground until it is stopped or shut down.
 pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    // Before anything can receive a frame: frames stamped earlier are refused.
+    let started_ms = crate::listener::process_started_ms();
     let paths = Paths::new(opts.root.as_deref());
     let (_, config) = config::load(&paths.node_conf())?;
     for dir in [&paths.var, &paths.actions()] {
@@ -96,12 +101,12 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         return Err(DaemonError::AlreadyRunning(sock));
     }
 
-    let started_ms = now_ms();
     let guard = Arc::new(SharedGuard::new(
         config.listener.blacklist_ttl_ms,
         config.listener.join_rate,
     ));
     let dequeue = Arc::new(Dequeue::default());
+    dequeue.set_timeout_ms(config.dequeue_timeout_ms);
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let node_monitor = handlers::node::load_node_monitor(&paths);
     let state = Arc::new(DaemonState {
@@ -127,7 +132,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         stopping: AtomicBool::new(false),
         maintenance: AtomicBool::new(false),
         orchestration_ready: AtomicBool::new(false),
-        hb_out: Mutex::new(hb::HbOut::new(now_ms())),
+        hb_out: Mutex::new(hb::HbOut::new(started_ms)),
     });
     let shards = match config.listener.shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

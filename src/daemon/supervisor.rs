@@ -363,7 +363,7 @@ impl Supervisor {
         let now = crate::listener::now_ms();
         let skew = self.state.config().listener.max_clock_skew_ms;
         let sessions = self.state.guard.replay.expire(now, skew);
-        self.state.guard.blacklist.compact();
+        self.state.guard.blacklist.compact(now);
         if sessions > 0 {
             tracing::debug!(sessions, "expired sessions forgotten");
         }
@@ -399,6 +399,7 @@ impl Supervisor {
         let guard = &self.state.guard;
         guard.blacklist.set_ttl_ms(new.listener.blacklist_ttl_ms);
         guard.join_limit.set_rate(new.listener.join_rate);
+        self.state.dequeue.set_timeout_ms(new.dequeue_timeout_ms);
         if old.cluster.secret != new.cluster.secret || old.cluster.name != new.cluster.name {
             guard.replay.clear();
         }

@@ -1,5 +1,7 @@
 //! The blacklist (PROTOCOL.md, "Validation order"): consecutive invalid messages per nodename,
-//! a ban at `BAN_THRESHOLD`, reset by a valid message, expiring after a TTL.
+//! a ban at `BAN_THRESHOLD`, reset by a valid message, expiring after a TTL. A count below the
+//! threshold is forgotten after the same TTL without a new strike. The gate enters members'
+//! names only, so the table holds at most one entry per member.
 //!
 //! Read-mostly and shared by every worker. The lookup on the hot path takes no lock while no
 //! nodename has a count (the usual case) and otherwise tests an atomic bitset first, so only
@@ -20,6 +22,8 @@ const BANNED_FOREVER: u64 = u64::MAX;
 
 struct Entry {
     count: AtomicU32,
+    /// When the last strike was counted (ms): the count is forgotten a TTL later.
+    last_strike: AtomicU64,
     /// 0: not banned; otherwise the ban's expiry in ms (u64::MAX: until cleared).
     banned_until: AtomicU64,
 }
@@ -149,6 +153,7 @@ impl Blacklist {
                 name.into(),
                 Entry {
                     count: AtomicU32::new(0),
+                    last_strike: AtomicU64::new(now_ms),
                     banned_until: AtomicU64::new(NOT_BANNED),
                 },
             );
@@ -165,9 +170,14 @@ impl Blacklist {
             // is a race with the ban): nothing more to record.
             return Strike::Counted(BAN_THRESHOLD);
         }
+        let ttl = self.ttl_ms.load(Ordering::Relaxed);
+        let last = e.last_strike.swap(now_ms, Ordering::AcqRel);
+        if count_expired(ttl, last, now_ms) {
+            // Strikes further apart than the TTL are not consecutive any more.
+            e.count.store(0, Ordering::Release);
+        }
         let n = e.count.fetch_add(1, Ordering::AcqRel) + 1;
         if n == BAN_THRESHOLD {
-            let ttl = self.ttl_ms.load(Ordering::Relaxed);
             let until = if ttl == 0 {
                 BANNED_FOREVER
             } else {
@@ -206,10 +216,13 @@ impl Blacklist {
             for (name, e) in read(s).iter() {
                 let until = e.banned_until.load(Ordering::Acquire);
                 let banned = until != NOT_BANNED && now_ms < until;
+                let ttl = self.ttl_ms.load(Ordering::Relaxed);
                 let count = if banned {
                     BAN_THRESHOLD
-                } else if until != NOT_BANNED {
-                    0 // expired, not yet seen by check()
+                } else if until != NOT_BANNED
+                    || count_expired(ttl, e.last_strike.load(Ordering::Acquire), now_ms)
+                {
+                    0 // a ban expired but not yet seen by check(), or a forgotten count
                 } else {
                     e.count.load(Ordering::Acquire)
                 };
@@ -241,17 +254,19 @@ impl Blacklist {
         }
     }
 
-    /// Drops entries that carry no information any more (count 0, not banned), so the filter
-    /// and the table do not keep growing with names that were forgiven.
+    /// Drops entries that carry no information any more (count 0 or forgotten, not banned),
+    /// so the filter and the table do not keep growing with names that were forgiven.
     /// A ban, even expired, stays until `check` sees the name again: that is where its expiry
     /// is reported, once.
-    pub fn compact(&self) {
+    pub fn compact(&self, now_ms: u64) {
+        let ttl = self.ttl_ms.load(Ordering::Relaxed);
         let mut remaining = 0;
         for s in self.shards.iter() {
             let mut g = write(s);
             g.retain(|_, e| {
                 e.banned_until.load(Ordering::Acquire) != NOT_BANNED
-                    || e.count.load(Ordering::Acquire) > 0
+                    || (e.count.load(Ordering::Acquire) > 0
+                        && !count_expired(ttl, e.last_strike.load(Ordering::Acquire), now_ms))
             });
             remaining += g.len();
         }
@@ -265,6 +280,11 @@ impl Blacklist {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A count whose last strike is a TTL old is forgotten (ttl 0: kept, like bans).
+fn count_expired(ttl_ms: u64, last_strike_ms: u64, now_ms: u64) -> bool {
+    ttl_ms != 0 && now_ms.saturating_sub(last_strike_ms) >= ttl_ms
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -325,9 +345,27 @@ mod tests {
         assert_eq!(b.record_invalid("c", 0), Strike::Untracked);
         assert_eq!(b.record_invalid("a", 0), Strike::Counted(2));
         b.record_valid("a");
-        b.compact();
+        b.compact(0);
         assert_eq!(b.len(), 1);
         assert_eq!(b.record_invalid("c", 0), Strike::Counted(1));
+    }
+
+    /// A count not followed by another strike within the TTL is forgotten: shown as nothing,
+    /// started over by the next strike, dropped by `compact`.
+    #[test]
+    fn counts_are_forgotten_after_the_ttl() {
+        let b = Blacklist::new(1000);
+        for t in [0, 100, 200, 300] {
+            b.record_invalid("n", t);
+        }
+        assert_eq!(b.status(1299).get("n"), Some(&4));
+        assert_eq!(b.status(1300).get("n"), None);
+        assert_eq!(b.record_invalid("n", 1300), Strike::Counted(1));
+        b.compact(2299);
+        assert_eq!(b.len(), 1);
+        b.compact(2300);
+        assert_eq!(b.len(), 0);
+        assert_eq!(b.check("n", 2300), Verdict::Allowed);
     }
 
     #[derive(Clone, Debug)]

@@ -22,6 +22,9 @@ pub struct GateConfig {
     pub members: HashSet<String>,
     pub max_clock_skew_ms: u64,
     pub accept_joins: bool,
+    /// When the receiving process started (ms since the epoch): a frame stamped earlier was
+    /// recorded before this process's replay windows existed (PROTOCOL.md step 5).
+    pub started_ms: u64,
 }
 
 /// State shared by every worker of one listener.
@@ -50,6 +53,9 @@ pub enum DropReason {
     JoinRateLimited,
     /// Too many live sessions to track a new one. Not counted.
     SessionTableFull,
+    /// A member's heartbeat that authenticated but does not have the heartbeat's shape
+    /// (step 7): dropped and counted, not invalid.
+    HeartbeatRefused,
     Invalid(Invalid),
 }
 
@@ -63,6 +69,8 @@ pub enum Invalid {
     NotMember,
     #[error("timestamp outside the allowed clock skew")]
     ClockSkew,
+    #[error("timestamp earlier than the receiver's start")]
+    BeforeStart,
     #[error("{0}")]
     Stale(Stale),
     #[error("decryption failed")]
@@ -78,6 +86,7 @@ pub enum InvalidClass {
     Kind,
     NotMember,
     ClockSkew,
+    BeforeStart,
     Replayed,
     TooOld,
     Decrypt,
@@ -85,11 +94,12 @@ pub enum InvalidClass {
 }
 
 impl InvalidClass {
-    pub const ALL: [InvalidClass; 8] = [
+    pub const ALL: [InvalidClass; 9] = [
         InvalidClass::Header,
         InvalidClass::Kind,
         InvalidClass::NotMember,
         InvalidClass::ClockSkew,
+        InvalidClass::BeforeStart,
         InvalidClass::Replayed,
         InvalidClass::TooOld,
         InvalidClass::Decrypt,
@@ -101,6 +111,7 @@ impl InvalidClass {
             InvalidClass::Kind => "kind",
             InvalidClass::NotMember => "not_member",
             InvalidClass::ClockSkew => "clock_skew",
+            InvalidClass::BeforeStart => "before_start",
             InvalidClass::Replayed => "replayed",
             InvalidClass::TooOld => "too_old",
             InvalidClass::Decrypt => "decrypt",
@@ -116,6 +127,7 @@ impl Invalid {
             Invalid::UnexpectedKind(_) => InvalidClass::Kind,
             Invalid::NotMember => InvalidClass::NotMember,
             Invalid::ClockSkew => InvalidClass::ClockSkew,
+            Invalid::BeforeStart => InvalidClass::BeforeStart,
             Invalid::Stale(Stale::Replayed) => InvalidClass::Replayed,
             Invalid::Stale(Stale::TooOld) => InvalidClass::TooOld,
             Invalid::Decrypt => InvalidClass::Decrypt,
@@ -140,6 +152,22 @@ pub enum Outcome<'b> {
         nodename: &'b str,
         message: Message,
     },
+    /// An authenticated request that cannot be served as it is (malformed, unknown action,
+    /// wrong options, or a non-member's other than a join): answered with a non-zero status
+    /// and `error` over TCP, not an invalid message (step 7).
+    Refuse {
+        nodename: &'b str,
+        error: String,
+    },
+}
+
+/// The header of a TCP frame read before its body (`Gate::check_header`).
+#[derive(Debug, PartialEq)]
+pub enum HeaderCheck {
+    /// Steps 2 to 5 passed: read the body, then `Gate::admit_after_header`.
+    Pass,
+    /// The frame is dropped: its body is not to be read.
+    Drop(DropReason),
 }
 
 /// A frame after steps 1 to 6 (`Gate::open`).
@@ -172,6 +200,10 @@ pub struct GateStats {
     pub dropped_blacklisted: u64,
     pub dropped_join_rate: u64,
     pub dropped_session_full: u64,
+    /// Members' authenticated heartbeats of the wrong shape (step 7).
+    pub heartbeats_refused: u64,
+    /// Authenticated requests answered with an error instead of being served (step 7).
+    pub requests_refused: u64,
     pub invalid: [u64; InvalidClass::ALL.len()],
     pub decrypted: u64,
     pub delivered: u64,
@@ -191,6 +223,8 @@ impl GateStats {
             + self.dropped_blacklisted
             + self.dropped_join_rate
             + self.dropped_session_full
+            + self.heartbeats_refused
+            + self.requests_refused
             + self.invalid_total()
             + self.delivered
     }
@@ -201,6 +235,8 @@ impl GateStats {
         self.dropped_blacklisted += o.dropped_blacklisted;
         self.dropped_join_rate += o.dropped_join_rate;
         self.dropped_session_full += o.dropped_session_full;
+        self.heartbeats_refused += o.heartbeats_refused;
+        self.requests_refused += o.requests_refused;
         for (a, b) in self.invalid.iter_mut().zip(o.invalid.iter()) {
             *a += *b;
         }
@@ -284,7 +320,21 @@ impl Gate {
     /// Runs one received frame through PROTOCOL.md's validation order. The buffer is
     /// decrypted in place, then its payload parsed.
     pub fn admit<'b>(&mut self, buf: &'b mut [u8], now_ms: u64) -> Outcome<'b> {
-        let (nodename, kind, member, payload) = match self.open(buf, now_ms) {
+        let opened = self.open(buf, now_ms);
+        self.read_payload(opened)
+    }
+
+    /// `admit` for a TCP frame whose header passed `check_header`: the join rate token that
+    /// check took stands for this frame.
+    pub fn admit_after_header<'b>(&mut self, buf: &'b mut [u8], now_ms: u64) -> Outcome<'b> {
+        let opened = self.open_frame(buf, now_ms, true);
+        self.read_payload(opened)
+    }
+
+    /// Step 7: the payload of a frame that authenticated. Whatever it says, its sender held
+    /// the secret: its consecutive invalid count goes back to 0.
+    fn read_payload<'b>(&mut self, opened: Opened<'b>) -> Outcome<'b> {
+        let (nodename, kind, member, payload) = match opened {
             Opened::Dequeue => return Outcome::Dequeue,
             Opened::Drop(reason) => return Outcome::Drop(reason),
             Opened::Plain {
@@ -294,29 +344,128 @@ impl Gate {
                 payload,
             } => (nodename, kind, member, payload),
         };
-        // 7. Parse. A heartbeat that opened is a member's (`open` refuses a non-member's).
+        self.shared.blacklist.record_valid(nodename);
+        // A heartbeat that opened is a member's (`open` refuses a non-member's).
         let message = match kind {
-            Kind::Request => self.parser.parse(payload).map(Message::Request),
-            _ => self.heartbeat(nodename, payload).map(Message::Heartbeat),
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                return Outcome::Drop(self.invalid(Some(nodename), Invalid::Payload(e), now_ms));
-            }
+            Kind::Request => match self.parser.parse(payload) {
+                Ok(r) => Message::Request(r),
+                Err(e) => return self.refuse(nodename, e.to_string()),
+            },
+            _ => match self.heartbeat(nodename, payload) {
+                Ok(hb) => Message::Heartbeat(hb),
+                Err(_) => {
+                    self.stats.heartbeats_refused += 1;
+                    return Outcome::Drop(DropReason::HeartbeatRefused);
+                }
+            },
         };
         if !member && message != Message::Request(Request::Join) {
-            return Outcome::Drop(self.invalid(Some(nodename), Invalid::NotMember, now_ms));
+            return self.refuse(
+                nodename,
+                "not a cluster member: only a join is accepted".into(),
+            );
         }
-        self.shared.blacklist.record_valid(nodename);
         self.stats.delivered += 1;
         Outcome::Deliver { nodename, message }
     }
 
+    fn refuse<'b>(&mut self, nodename: &'b str, error: String) -> Outcome<'b> {
+        self.stats.requests_refused += 1;
+        Outcome::Refuse { nodename, error }
+    }
+
+    /// Steps 2 to 5 on the first bytes of a TCP frame of `total` bytes, before its body is
+    /// read: `head` holds `frame::head_len(head, total)` bytes (the caller reads the 3-byte
+    /// prefix first, then up to the whole header). A frame dropped here is counted as
+    /// received, with its fate; one that passes is counted by `admit_after_header`.
+    pub fn check_header(&mut self, head: &[u8], total: usize, now_ms: u64) -> HeaderCheck {
+        let fields = match FrameView::header(head, total) {
+            Ok(f) => f,
+            Err(failure) => {
+                self.stats.received += 1;
+                let reason = Invalid::Header(failure.error);
+                return HeaderCheck::Drop(self.invalid(failure.nodename, reason, now_ms));
+            }
+        };
+        let cached = self.keys.get(fields.nodename, fields.salt).is_some();
+        match self.screen(&fields, cached, false, now_ms) {
+            Ok(_) => HeaderCheck::Pass,
+            Err(reason) => {
+                self.stats.received += 1;
+                HeaderCheck::Drop(reason)
+            }
+        }
+    }
+
+    /// Steps 3 to 5 on a parsed header: Ok(member) if the frame may be decrypted. The join
+    /// rate token is taken unless `join_token_taken` (a TCP header checked before).
+    fn screen(
+        &mut self,
+        h: &Header<'_>,
+        cached: bool,
+        join_token_taken: bool,
+        now_ms: u64,
+    ) -> Result<bool, DropReason> {
+        let nodename = h.nodename;
+        // 3. Blacklist, before anything else is spent.
+        match self.shared.blacklist.check(nodename, now_ms) {
+            Verdict::Allowed => {}
+            Verdict::Banned => {
+                self.stats.dropped_blacklisted += 1;
+                return Err(DropReason::Blacklisted);
+            }
+            Verdict::BanExpired => self.notices.push(Notice::BanExpired(nodename.to_owned())),
+        }
+        if !matches!(h.kind, Kind::Request | Kind::Heartbeat) {
+            return Err(self.invalid(Some(nodename), Invalid::UnexpectedKind(h.kind), now_ms));
+        }
+        // 4. Membership. A session whose key is cached is a member's: only members' keys are
+        //    cached, and the cache is emptied when the members change. A non-member may only
+        //    send a join request, decrypted under the global rate limit; beyond it the frame
+        //    is dropped uncounted.
+        let member = cached || self.members.contains(nodename);
+        if !member {
+            if !join_token_taken
+                && !self
+                    .shared
+                    .join_limit
+                    .try_acquire(now_ms.saturating_mul(1000))
+            {
+                self.stats.dropped_join_rate += 1;
+                return Err(DropReason::JoinRateLimited);
+            }
+            if h.kind != Kind::Request || !self.config.accept_joins {
+                return Err(self.invalid(Some(nodename), Invalid::NotMember, now_ms));
+            }
+        }
+        // 5. Freshness and replay (read-only until the frame authenticates). The replay
+        //    windows live in memory: a frame stamped before this process started may have
+        //    been accepted by the process before it.
+        if h.ts_ms < self.config.started_ms {
+            return Err(self.invalid(Some(nodename), Invalid::BeforeStart, now_ms));
+        }
+        let skew = self.config.max_clock_skew_ms;
+        if !within_skew(now_ms, h.ts_ms, skew) {
+            return Err(self.invalid(Some(nodename), Invalid::ClockSkew, now_ms));
+        }
+        if let Err(stale) = self.shared.replay.check(nodename, h.salt, h.counter) {
+            return Err(self.invalid(Some(nodename), Invalid::Stale(stale), now_ms));
+        }
+        Ok(member)
+    }
+
     /// Steps 1 to 6 of the validation order: the frame authenticated and decrypted in place,
-    /// or what to do instead. Its payload is not parsed yet (`admit` does that); a frame
-    /// that opens here is not valid until then, so nothing is recorded as valid.
+    /// or what to do instead. Its payload is not parsed yet (`admit` does that).
     pub fn open<'b>(&mut self, buf: &'b mut [u8], now_ms: u64) -> Opened<'b> {
+        self.open_frame(buf, now_ms, false)
+    }
+
+    fn open_frame<'b>(
+        &mut self,
+        buf: &'b mut [u8],
+        now_ms: u64,
+        join_token_taken: bool,
+    ) -> Opened<'b> {
         self.stats.received += 1;
         // 1. Empty packet.
         if buf.is_empty() {
@@ -331,61 +480,26 @@ impl Gate {
                 return Opened::Drop(self.invalid(failure.nodename, reason, now_ms));
             }
         };
+        let fields = frame.fields;
         let Header {
             nodename,
             kind,
             salt,
             ts_ms,
             counter,
-        } = frame.fields;
+        } = fields;
         let salt = *salt;
         let (header, body) = (frame.header, frame.body);
-        // 3. Blacklist, before anything else is spent.
-        match self.shared.blacklist.check(nodename, now_ms) {
-            Verdict::Allowed => {}
-            Verdict::Banned => {
-                self.stats.dropped_blacklisted += 1;
-                return Opened::Drop(DropReason::Blacklisted);
-            }
-            Verdict::BanExpired => self.notices.push(Notice::BanExpired(nodename.to_owned())),
-        }
-        if !matches!(kind, Kind::Request | Kind::Heartbeat) {
-            return Opened::Drop(self.invalid(
-                Some(nodename),
-                Invalid::UnexpectedKind(kind),
-                now_ms,
-            ));
-        }
-        // 4. Membership. A session whose key is cached is a member's: only members' keys are
-        //    cached, and the cache is emptied when the members change. A non-member may only
-        //    send a join request, decrypted under the global rate limit; beyond it the frame
-        //    is dropped uncounted.
-        let cached = self.keys.get(nodename, &salt);
-        let member = cached.is_some() || self.members.contains(nodename);
-        if !member {
-            if !self
-                .shared
-                .join_limit
-                .try_acquire(now_ms.saturating_mul(1000))
-            {
-                self.stats.dropped_join_rate += 1;
-                return Opened::Drop(DropReason::JoinRateLimited);
-            }
-            if kind != Kind::Request || !self.config.accept_joins {
-                return Opened::Drop(self.invalid(Some(nodename), Invalid::NotMember, now_ms));
-            }
-        }
-        // 5. Freshness and replay (read-only until the frame authenticates).
+        let cached = self.keys.get(nodename, &salt).is_some();
+        // 3 to 5.
+        let member = match self.screen(&fields, cached, join_token_taken, now_ms) {
+            Ok(m) => m,
+            Err(reason) => return Opened::Drop(reason),
+        };
         let skew = self.config.max_clock_skew_ms;
-        if !within_skew(now_ms, ts_ms, skew) {
-            return Opened::Drop(self.invalid(Some(nodename), Invalid::ClockSkew, now_ms));
-        }
-        if let Err(stale) = self.shared.replay.check(nodename, &salt, counter) {
-            return Opened::Drop(self.invalid(Some(nodename), Invalid::Stale(stale), now_ms));
-        }
         // 6. Decrypt in place, with the cached session key if this session authenticated
         //    before.
-        let opened = match cached {
+        let opened = match self.keys.peek(nodename, &salt) {
             Some(key) => key
                 .open_with_header(header, body, counter)
                 .map(|n| (n, None)),
@@ -456,10 +570,13 @@ impl Gate {
         Ok(hb)
     }
 
+    /// Counts an invalid message, and charges it to `nodename` only if that is a member's
+    /// name: made-up names never enter the blacklist (PROTOCOL.md, "Validation order").
     #[cold]
     fn invalid(&mut self, nodename: Option<&str>, reason: Invalid, now_ms: u64) -> DropReason {
         self.stats.invalid[reason.class() as usize] += 1;
         if let Some(name) = nodename
+            && self.members.contains(name)
             && self.shared.blacklist.record_invalid(name, now_ms) == Strike::Banned
         {
             self.notices.push(Notice::Banned(name.to_owned()));
@@ -482,6 +599,7 @@ mod tests {
             members: members.iter().map(|m| m.to_string()).collect(),
             max_clock_skew_ms: 60_000,
             accept_joins: false,
+            started_ms: NOW - 1_000,
         })
     }
 
@@ -522,13 +640,16 @@ mod tests {
             1,
             "a is no longer the last one"
         );
-        // An invalid heartbeat is not remembered: its repeat is invalid again.
+        // A heartbeat of the wrong shape is not remembered: its repeat is refused again. It
+        // is not invalid: it authenticated.
         for _ in 0..2 {
-            assert!(matches!(
+            assert_eq!(
                 gate.admit(&mut heartbeat_frame(&mut s, bad), NOW),
-                Outcome::Drop(DropReason::Invalid(Invalid::Payload(_)))
-            ));
+                Outcome::Drop(DropReason::HeartbeatRefused)
+            );
         }
+        assert_eq!(gate.stats().heartbeats_refused, 2);
+        assert_eq!(gate.stats().invalid_total(), 0);
         assert_eq!(gate.stats().heartbeat_repeats, 1);
         assert_eq!(gate.stats().delivered, 4);
     }

@@ -34,6 +34,8 @@ pub fn status(state: &DaemonState) -> Response {
                 "dropped_blacklisted": stats.dropped_blacklisted,
                 "dropped_join_rate": stats.dropped_join_rate,
                 "dropped_session_full": stats.dropped_session_full,
+                "heartbeats_refused": stats.heartbeats_refused,
+                "requests_refused": stats.requests_refused,
                 "invalid": invalid,
                 "invalid_total": stats.invalid_total(),
                 "decrypted": stats.decrypted,
@@ -41,7 +43,9 @@ pub fn status(state: &DaemonState) -> Response {
                 "heartbeat_repeats": stats.heartbeat_repeats,
                 "tcp_accepted": accepted,
                 "tcp_refused": refused,
-                "tcp_open": l.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+                "tcp_open": l.conns.open(),
+                "tcp_evicted": l.conns.evicted.load(std::sync::atomic::Ordering::Relaxed),
+                "tcp_closed_length": l.tcp_closed_length(),
             }),
         );
     }
@@ -69,13 +73,16 @@ pub fn status(state: &DaemonState) -> Response {
         "heartbeats": {
             "applied": state.heartbeats.applied.load(Relaxed),
             "news": state.heartbeats.news.load(Relaxed),
-            "refused": state.heartbeats.refused.load(Relaxed),
+            // Refused by the heartbeat shard, or by the listener for their shape (step 7).
+            "refused": state.heartbeats.refused.load(Relaxed)
+                + state.listener.get().map_or(0, |l| l.stats().heartbeats_refused),
         },
         "dequeue": {
             "triggers": dq.triggers.load(Relaxed),
             "runs": dq.runs.load(Relaxed),
             "actions_run": dq.actions_run.load(Relaxed),
             "actions_failed": dq.actions_failed.load(Relaxed),
+            "actions_timed_out": dq.actions_timed_out.load(Relaxed),
         },
         "blacklist": state.guard.blacklist.status(now),
         "monitor": *crate::daemon::state::lock(&state.node_monitor),

@@ -35,11 +35,14 @@ pub trait UdpRx: 'static {
 }
 
 pub trait Stream: 'static {
-    /// Appends what arrives to `buf`; Ok(0) is end of stream.
-    fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+    /// Appends what arrives to `buf`, at most `max` bytes (the rest stays in the socket);
+    /// Ok(0) is end of stream.
+    fn read(&self, buf: Vec<u8>, max: usize) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
     fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
     /// Shuts both directions down (also completes any read still in flight).
     fn shutdown(&self);
+    /// The socket, for the connection table to shut it down from another worker.
+    fn fd(&self) -> RawFd;
 }
 
 pub trait Acceptor: 'static {
@@ -73,13 +76,14 @@ impl Stream for tokio_uring::net::TcpStream {
     fn shutdown(&self) {
         let _ = tokio_uring::net::TcpStream::shutdown(self, std::net::Shutdown::Both);
     }
-    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        // tokio-uring reads into [len, capacity): make sure there is room past len.
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+    async fn read(&self, mut buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
+        // tokio-uring reads into the slice's range of the capacity: exactly `max` past len.
+        buf.reserve(max);
         let len = buf.len();
-        let slice = tokio_uring::buf::BoundedBuf::slice(buf, len..);
+        let slice = tokio_uring::buf::BoundedBuf::slice(buf, len..len + max);
         let (res, slice) = tokio_uring::net::TcpStream::read(self, slice).await;
         (res, slice.into_inner())
     }
@@ -183,6 +187,9 @@ pub fn uring_available() -> io::Result<()> {
 
 pub struct Epoll;
 
+/// Most bytes one epoll-backend read takes.
+const READ_CHUNK: usize = 64 * 1024;
+
 impl Datagram for tokio::net::UdpSocket {
     async fn send_to(&self, buf: Vec<u8>, to: SocketAddr) -> (io::Result<usize>, Vec<u8>) {
         let r = tokio::net::UdpSocket::send_to(self, &buf, to).await;
@@ -196,15 +203,21 @@ impl Stream for tokio::net::TcpStream {
         // SAFETY: shutdown(2) on a socket this value owns; no memory is involved.
         unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_RDWR) };
     }
-    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+    async fn read(&self, mut buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len();
         loop {
             if let Err(e) = self.readable().await {
                 return (Err(e), buf);
             }
-            match self.try_read_buf(&mut buf) {
+            // Into at most `max` bytes past len, so that no more is taken from the socket,
+            // and a bounded chunk at a time (the room is zeroed first).
+            buf.resize(len + max.min(READ_CHUNK), 0);
+            let r = self.try_read(&mut buf[len..]);
+            buf.truncate(len + *r.as_ref().unwrap_or(&0));
+            match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return (r, buf),
             }

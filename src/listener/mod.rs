@@ -3,6 +3,7 @@
 //! io_uring (tokio-uring) where the kernel allows it, tokio's epoll otherwise. Workers run
 //! every frame through `guard::Gate` and act on its `Outcome`.
 
+pub mod admission;
 pub mod io;
 pub mod sockets;
 pub mod uring_udp;
@@ -10,8 +11,15 @@ mod worker;
 
 pub use worker::now_ms;
 
+/// When this process started, as the receive gate's step 5 needs it: read once, on the first
+/// call (the daemon makes it first thing).
+pub fn process_started_ms() -> u64 {
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(now_ms)
+}
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -31,7 +39,9 @@ pub struct ListenerConfig {
     pub threads: usize,
     pub backend: BackendChoice,
     pub max_frame: u32,
+    pub max_unauth_frame: u32,
     pub max_connections: u32,
+    pub max_unauth_per_addr: u32,
     pub idle_timeout: Duration,
     pub read_timeout: Duration,
 }
@@ -72,12 +82,17 @@ pub struct WorkerSlot {
     pub dropped_blacklisted: AtomicU64,
     pub dropped_join_rate: AtomicU64,
     pub dropped_session_full: AtomicU64,
+    pub heartbeats_refused: AtomicU64,
+    pub requests_refused: AtomicU64,
     pub invalid: [AtomicU64; InvalidClass::ALL.len()],
     pub decrypted: AtomicU64,
     pub delivered: AtomicU64,
     pub heartbeat_repeats: AtomicU64,
     pub tcp_accepted: AtomicU64,
     pub tcp_refused: AtomicU64,
+    /// Connections closed for a frame length out of bounds (0, above `max_frame`, or above
+    /// `max_unauth_frame` before a frame authenticated).
+    pub tcp_closed_length: AtomicU64,
 }
 
 impl WorkerSlot {
@@ -89,6 +104,8 @@ impl WorkerSlot {
             dropped_blacklisted: l(&self.dropped_blacklisted),
             dropped_join_rate: l(&self.dropped_join_rate),
             dropped_session_full: l(&self.dropped_session_full),
+            heartbeats_refused: l(&self.heartbeats_refused),
+            requests_refused: l(&self.requests_refused),
             decrypted: l(&self.decrypted),
             delivered: l(&self.delivered),
             heartbeat_repeats: l(&self.heartbeat_repeats),
@@ -121,6 +138,16 @@ impl WorkerSlot {
             base.dropped_session_full,
             stats.dropped_session_full,
         );
+        st(
+            &self.heartbeats_refused,
+            base.heartbeats_refused,
+            stats.heartbeats_refused,
+        );
+        st(
+            &self.requests_refused,
+            base.requests_refused,
+            stats.requests_refused,
+        );
         st(&self.decrypted, base.decrypted, stats.decrypted);
         st(&self.delivered, base.delivered, stats.delivered);
         st(
@@ -146,7 +173,7 @@ pub struct ListenerShared {
     pub dispatcher: Dispatcher,
     pub dequeue: Arc<dyn DequeueTrigger>,
     pub slots: RwLock<Vec<Arc<WorkerSlot>>>,
-    pub open_connections: AtomicUsize,
+    pub conns: Arc<admission::ConnTable>,
     /// "io_uring" or "epoll" once running; the bound address.
     pub running: RwLock<Option<(&'static str, SocketAddr)>>,
     /// Test hook: the listener panics once after this many frames (0 = never).
@@ -166,7 +193,7 @@ impl ListenerShared {
             dispatcher,
             dequeue,
             slots: RwLock::new(Vec::new()),
-            open_connections: AtomicUsize::new(0),
+            conns: Arc::default(),
             running: RwLock::new(None),
             panic_after_frames: AtomicU64::new(0),
         }
@@ -189,6 +216,14 @@ impl ListenerShared {
                 r + s.tcp_refused.load(Ordering::Relaxed),
             )
         })
+    }
+
+    pub fn tcp_closed_length(&self) -> u64 {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .map(|s| s.tcp_closed_length.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn slots_len(&self) -> usize {

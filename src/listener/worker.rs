@@ -12,11 +12,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::admission::{AdmissionLimits, Registration};
 use super::io::{Acceptor, Backend, Datagram, Stream, UdpRx};
 use super::{ListenerConfig, ListenerShared, WorkerSlot};
 use crate::dispatch::stream::send_stream;
 use crate::dispatch::{Job, Origin, ReceivedHeartbeat, Reply};
-use crate::guard::{Gate, GateStats, Message, Notice, Outcome};
+use crate::guard::conn::LEN_PREFIX;
+use crate::guard::{
+    CloseReason, FrameLimits, Framer, Gate, GateStats, Message, Notice, Outcome, Step,
+};
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Response, Sender};
 
@@ -169,6 +173,8 @@ enum Action {
     Nothing,
     Close,
     Request(String, crate::wire::Request),
+    /// An authenticated request refused with this error (answered over TCP only).
+    Refuse(String),
 }
 
 fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
@@ -177,7 +183,10 @@ fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
             w.shared.dequeue.trigger();
             Action::Nothing
         }
+        // A heartbeat of the wrong shape authenticated: nothing to close over.
+        Outcome::Drop(crate::guard::DropReason::HeartbeatRefused) => Action::Nothing,
         Outcome::Drop(_) => Action::Close,
+        Outcome::Refuse { error, .. } => Action::Refuse(error),
         Outcome::Deliver {
             nodename,
             message: Message::Request(request),
@@ -301,148 +310,182 @@ async fn accept_loop<B: Backend>(w: Rc<Worker>, listener: B::Listener) -> io::Re
                 continue;
             }
         };
-        let max = w.config.borrow().max_connections as usize;
-        if w.shared.open_connections.fetch_add(1, Ordering::AcqRel) >= max {
-            w.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+        let limits = {
+            let c = w.config.borrow();
+            AdmissionLimits {
+                max_connections: c.max_connections as usize,
+                max_unauth_per_addr: c.max_unauth_per_addr as usize,
+            }
+        };
+        let Some(registration) = w.shared.conns.admit(from.ip(), conn.fd(), now_ms(), limits)
+        else {
             w.slot.tcp_refused.fetch_add(1, Ordering::Relaxed);
             drop(conn);
             continue;
-        }
+        };
         w.slot.tcp_accepted.fetch_add(1, Ordering::Relaxed);
         let w = w.clone();
         w.connections.set(w.connections.get() + 1);
+        let admitted = Admitted { registration, conn };
         B::spawn_local(async move {
-            let _ = connection::<B>(&w, conn, from).await;
+            let _ = serve_connection::<B>(&w, &admitted.conn, &admitted.registration, from).await;
+            // A read abandoned at a deadline may still be in flight (io_uring does not
+            // cancel it on drop) and would keep the socket open: shut it down so the peer
+            // sees the close now.
+            admitted.conn.shutdown();
+            drop(admitted);
             w.connections.set(w.connections.get() - 1);
-            w.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
 
-/// Reads until `buf` holds `want` bytes or the deadline passes. Ok(false): the peer closed.
-async fn fill<S: Stream>(
+/// A connection and its place in the connection table, dropped in this order however the
+/// task ends (a worker that stops drops its tasks where they stand): the socket leaves the
+/// table before it is closed, since until then the table may shut it down from another worker.
+struct Admitted<C> {
+    registration: Registration,
+    conn: C,
+}
+
+/// One read into `buf` of at most `want - buf.len()` bytes, by `deadline`. Ok(0): the peer
+/// closed.
+async fn read_upto<S: Stream>(
     conn: &S,
     buf: &mut Vec<u8>,
     want: usize,
     deadline: Instant,
-) -> io::Result<bool> {
-    while buf.len() < want {
-        let taken = std::mem::take(buf);
-        let (res, back) = match tokio::time::timeout_at(deadline, conn.read(taken)).await {
-            Ok(r) => r,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        };
-        *buf = back;
-        if res? == 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-async fn connection<B: Backend>(
-    w: &Rc<Worker>,
-    conn: <B::Listener as Acceptor>::Conn,
-    from: SocketAddr,
-) -> io::Result<()> {
-    let r = serve_connection::<B>(w, &conn, from).await;
-    // A read abandoned at a deadline may still be in flight (io_uring does not cancel it on
-    // drop) and would keep the socket open: shut it down so the peer sees the close now.
-    conn.shutdown();
-    r
+) -> io::Result<usize> {
+    let max = want.saturating_sub(buf.len());
+    let taken = std::mem::take(buf);
+    let (res, back) = match tokio::time::timeout_at(deadline, conn.read(taken, max)).await {
+        Ok(r) => r,
+        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+    };
+    *buf = back;
+    res
 }
 
 async fn serve_connection<B: Backend>(
     w: &Rc<Worker>,
     conn: &<B::Listener as Acceptor>::Conn,
+    registration: &Registration,
     from: SocketAddr,
 ) -> io::Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut framer = Framer::new();
     let mut any_byte = false;
+    // Set when a frame's first byte arrives: the whole frame must be in by then.
+    let mut frame_deadline: Option<Instant> = None;
     loop {
-        let (idle, read_timeout, max_frame) = {
+        w.refresh();
+        let (idle, read_timeout, limits) = {
             let c = w.config.borrow();
-            (c.idle_timeout, c.read_timeout, c.max_frame as usize)
+            let limits = FrameLimits {
+                max_frame: c.max_frame,
+                max_unauth_frame: c.max_unauth_frame,
+            };
+            (c.idle_timeout, c.read_timeout, limits)
         };
-        // Waiting for the next frame: the idle timeout; once it has begun: the read deadline.
-        let deadline = Instant::now() + if buf.is_empty() { idle } else { read_timeout };
-        let more = if buf.is_empty() {
-            // Between requests: a stopping worker closes the connection here.
-            if w.draining.get() {
+        let step = framer.next(&buf, limits, &mut w.gate.borrow_mut(), now_ms());
+        match step {
+            Step::Need(want) => {
+                let n = match frame_deadline {
+                    Some(deadline) => read_upto(conn, &mut buf, want, deadline).await?,
+                    None => {
+                        // Between requests: a stopping worker closes the connection here.
+                        if w.draining.get() {
+                            return Ok(());
+                        }
+                        let deadline = Instant::now() + idle;
+                        tokio::select! {
+                            r = read_upto(conn, &mut buf, want, deadline) => r?,
+                            _ = w.drain.notified() => return Ok(()),
+                        }
+                    }
+                };
+                if n == 0 {
+                    if !any_byte && !registration.evicted() {
+                        // Closed by the peer before its first byte: an empty packet.
+                        let now = now_ms();
+                        let outcome = w.gate.borrow_mut().admit(&mut [], now);
+                        act(w, outcome, from, now);
+                        w.publish();
+                    }
+                    return Ok(());
+                }
+                any_byte = true;
+                registration.touch(now_ms());
+                frame_deadline.get_or_insert_with(|| Instant::now() + read_timeout);
+            }
+            Step::Close(reason) => {
+                // Header refusals are counted by the gate; lengths out of bounds here.
+                if !matches!(reason, CloseReason::Header(_)) {
+                    w.slot.tcp_closed_length.fetch_add(1, Ordering::Relaxed);
+                }
+                w.publish();
+                w.log_notices(from);
                 return Ok(());
             }
-            tokio::select! {
-                r = fill(conn, &mut buf, 1, deadline) => r?,
-                _ = w.drain.notified() => return Ok(()),
-            }
-        } else {
-            fill(conn, &mut buf, 1, deadline).await?
-        };
-        if !more {
-            if !any_byte {
-                // Closed before its first byte: an empty packet.
-                w.refresh();
+            Step::Frame { len } => {
                 let now = now_ms();
-                let outcome = w.gate.borrow_mut().admit(&mut [], now);
-                act(w, outcome, from, now);
+                let frame = &mut buf[LEN_PREFIX..LEN_PREFIX + len];
+                let outcome = w.gate.borrow_mut().admit_after_header(frame, now);
+                let go_on = framer.done(&outcome);
+                if framer.authenticated() {
+                    registration.authenticated();
+                }
+                let action = act(w, outcome, from, now);
+                w.flush_heartbeats();
                 w.publish();
-            }
-            return Ok(());
-        }
-        any_byte = true;
-        let frame_deadline = Instant::now() + read_timeout;
-        if !fill(conn, &mut buf, 4, frame_deadline).await? {
-            return Ok(());
-        }
-        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len == 0 || len > max_frame {
-            return Ok(());
-        }
-        if !fill(conn, &mut buf, 4 + len, frame_deadline).await? {
-            return Ok(());
-        }
-        w.refresh();
-        let now = now_ms();
-        let outcome = w.gate.borrow_mut().admit(&mut buf[4..4 + len], now);
-        let action = act(w, outcome, from, now);
-        w.flush_heartbeats();
-        w.publish();
-        w.log_notices(from);
-        buf.drain(..4 + len);
-        match action {
-            Action::Nothing => {}
-            // PROTOCOL.md: a frame invalid at steps 4 to 7 over TCP closes the connection.
-            Action::Close => return Ok(()),
-            Action::Request(nodename, request) => {
-                match w
-                    .shared
-                    .dispatcher
-                    .call(
-                        Origin::Peer {
-                            nodename,
-                            addr: from,
-                        },
-                        request,
-                    )
-                    .await
-                {
-                    // `Dispatcher::call` waits for later answers: none reaches here.
-                    Reply::Later(_) => return Ok(()),
-                    Reply::Response(response) => {
-                        let out = w.seal_response(&response, Kind::Response, true);
+                w.log_notices(from);
+                buf.drain(..LEN_PREFIX + len);
+                frame_deadline = (!buf.is_empty()).then(|| Instant::now() + read_timeout);
+                if !go_on {
+                    return Ok(());
+                }
+                match action {
+                    Action::Nothing => {}
+                    // PROTOCOL.md: a frame invalid at steps 2 to 6 over TCP closes the connection.
+                    Action::Close => return Ok(()),
+                    Action::Refuse(error) => {
+                        let out = w.seal_response(&Response::error(error), Kind::Response, true);
                         if out.is_empty() {
                             return Ok(());
                         }
                         let (res, _) = conn.write_all(out).await;
                         res?;
                     }
-                    Reply::Stream(stream) => {
-                        let conn = &conn;
-                        send_stream(stream, |chunk| {
-                            let out = w.seal_response(&chunk, Kind::StreamChunk, true);
-                            async move { conn.write_all(out).await.0 }
-                        })
-                        .await?;
+                    Action::Request(nodename, request) => {
+                        match w
+                            .shared
+                            .dispatcher
+                            .call(
+                                Origin::Peer {
+                                    nodename,
+                                    addr: from,
+                                },
+                                request,
+                            )
+                            .await
+                        {
+                            // `Dispatcher::call` waits for later answers: none reaches here.
+                            Reply::Later(_) => return Ok(()),
+                            Reply::Response(response) => {
+                                let out = w.seal_response(&response, Kind::Response, true);
+                                if out.is_empty() {
+                                    return Ok(());
+                                }
+                                let (res, _) = conn.write_all(out).await;
+                                res?;
+                            }
+                            Reply::Stream(stream) => {
+                                send_stream(stream, |chunk| {
+                                    let out = w.seal_response(&chunk, Kind::StreamChunk, true);
+                                    async move { conn.write_all(out).await.0 }
+                                })
+                                .await?;
+                            }
+                        }
                     }
                 }
             }

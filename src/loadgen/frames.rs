@@ -161,8 +161,12 @@ pub fn random_names_pool(
     count: usize,
     now_ms: u64,
 ) -> Pool {
-    let mut seed = [0u8; 16];
-    seed.copy_from_slice(&crate::wire::sender::random_salt());
+    // Names only need to differ from one run to the next, not to be unpredictable.
+    let seed = crate::wire::sender::random_salt().unwrap_or_else(|_| {
+        let mut s = [0u8; 16];
+        s[..8].copy_from_slice(&now_ms.to_le_bytes());
+        s
+    });
     let mut x = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")) | 1;
     let mut next = move || {
         // xorshift64*: names only need to differ, not to be unpredictable.

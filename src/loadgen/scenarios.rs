@@ -24,10 +24,7 @@ pub const UNPINNED: &str = "io_uring unpinned";
 pub type Log<'a> = &'a mut dyn FnMut(&str);
 
 fn secret() -> String {
-    crate::wire::sender::random_salt()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::config::generate_secret()
 }
 
 struct Ctx<'a> {

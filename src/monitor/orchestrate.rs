@@ -131,19 +131,17 @@ pub fn decide(this: &str, nodes: &[NodeView], global: GlobalExpect, ready: bool)
     };
     let holders: Vec<&NodeView> = nodes.iter().filter(|n| alive(n) && n.holds).collect();
     let kept = keeper(&holders);
+    // The same on every node sharing the view, whatever each then does.
+    let leader = kept.or_else(|| placement(nodes)).map(|n| n.name.as_str());
     if !ready {
         return Decision::new(
             HaAction::Nothing,
-            kept.map(|n| n.name.as_str()),
+            leader,
             "waiting to hear the peers after the daemon's start",
         );
     }
     if me.frozen {
-        return Decision::new(
-            HaAction::Nothing,
-            kept.map(|n| n.name.as_str()),
-            "this node is frozen",
-        );
+        return Decision::new(HaAction::Nothing, leader, "this node is frozen");
     }
     if holders.len() > 1
         && let Some(k) = kept
@@ -191,11 +189,7 @@ pub fn decide(this: &str, nodes: &[NodeView], global: GlobalExpect, ready: bool)
                 None => Decision::new(HaAction::Nothing, None, no_candidate_reason(nodes)),
             },
         },
-        _ => Decision::new(
-            HaAction::Nothing,
-            kept.map(|n| n.name.as_str()),
-            "no global_expect",
-        ),
+        _ => Decision::new(HaAction::Nothing, leader, "no global_expect"),
     }
 }
 

@@ -134,6 +134,16 @@ fn check(head: &[u8], total: usize) -> Result<(Kind, &str, &[u8; SALT_LEN]), Hea
     Ok((kind, nodename, salt))
 }
 
+/// How many of a frame's first bytes `FrameView::header` needs, given what `head` holds so
+/// far (at least the 3-byte prefix, else 3) and the frame's length `total`: the prefix, then
+/// the whole header, never more than the frame.
+pub fn head_len(head: &[u8], total: usize) -> usize {
+    match head.get(2) {
+        Some(&n) => header_len(n as usize).min(total),
+        None => FIXED_PREFIX.min(total),
+    }
+}
+
 /// Outcome of a header parse that failed: the error and, when it could be read, the nodename.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderFailure<'a> {
@@ -158,28 +168,37 @@ impl<'a> FrameView<'a> {
     /// with its tag, mutable, to be decrypted in place while the fields are in use.
     pub fn split_mut(buf: &'a mut [u8]) -> Result<SplitFrame<'a>, HeaderFailure<'a>> {
         let total = buf.len();
-        let at = buf
-            .get(2)
-            .map_or(total, |&n| header_len(n as usize).min(total));
+        let at = head_len(buf, total);
         let (header, body) = buf.split_at_mut(at);
         let header: &'a [u8] = header;
-        let (kind, nodename, salt) = check(header, total)?;
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&header[at..at + 8]);
-            u64::from_be_bytes(b)
-        };
-        let ts_at = FIXED_PREFIX + nodename.len() + SALT_LEN;
+        let fields = Self::header(header, total)?;
         Ok(SplitFrame {
-            fields: Header {
-                kind,
-                nodename,
-                salt,
-                ts_ms: u64_at(ts_at),
-                counter: u64_at(ts_at + 8),
-            },
+            fields,
             header,
             body,
+        })
+    }
+
+    /// The header checks of `parse` on the first bytes of a frame of `total` bytes, before
+    /// the rest has arrived: `head` holds at least `head_len(head, total)` bytes (a stream
+    /// reads the first 3, then up to the whole header, and decides before the body).
+    pub fn header(head: &'a [u8], total: usize) -> Result<Header<'a>, HeaderFailure<'a>> {
+        let (kind, nodename, salt) = check(head, total)?;
+        let ts_at = FIXED_PREFIX + nodename.len() + SALT_LEN;
+        // `check` found the salt, so the ts and the counter that end the header are there.
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            if let Some(s) = head.get(at..at + 8) {
+                b.copy_from_slice(s);
+            }
+            u64::from_be_bytes(b)
+        };
+        Ok(Header {
+            kind,
+            nodename,
+            salt,
+            ts_ms: u64_at(ts_at),
+            counter: u64_at(ts_at + 8),
         })
     }
 
@@ -269,6 +288,8 @@ pub enum EncodeError {
     EmptyPayload,
     #[error("payload too large to seal")]
     TooLarge,
+    #[error("the OS random generator failed: no salt for a new session")]
+    NoRandomness,
 }
 
 impl Header<'_> {

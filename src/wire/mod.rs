@@ -6,6 +6,7 @@ pub mod fasthash;
 pub mod frame;
 pub mod heartbeat;
 pub mod json;
+pub mod local;
 pub mod payload;
 pub mod replay;
 pub mod sender;

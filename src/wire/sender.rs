@@ -9,19 +9,21 @@ use super::frame::{EncodeError, Header, Kind, SALT_LEN};
 pub const SALT_MAX_AGE_MS: u64 = 3_600_000;
 pub const COUNTER_LIMIT: u64 = 1 << 32;
 
-/// 16 random bytes from the OS generator.
-pub fn random_salt() -> [u8; SALT_LEN] {
+/// Where a sender's salts come from: the OS generator, or a test's stand-in.
+pub type SaltSource = fn(&mut [u8; SALT_LEN]) -> Result<(), EncodeError>;
+
+fn os_salt(salt: &mut [u8; SALT_LEN]) -> Result<(), EncodeError> {
+    SystemRandom::new()
+        .fill(salt)
+        .map_err(|_| EncodeError::NoRandomness)
+}
+
+/// 16 random bytes from the OS generator, or an error: a salt from anything predictable (the
+/// clock) could repeat, and a repeated salt repeats the key and its nonces.
+pub fn random_salt() -> Result<[u8; SALT_LEN], EncodeError> {
     let mut salt = [0u8; SALT_LEN];
-    // The OS generator does not fail on Linux once booted; a zero salt would still be unique
-    // per key only by chance, so fall back to the clock mixed in rather than give up.
-    if SystemRandom::new().fill(&mut salt).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        salt.copy_from_slice(&t.to_le_bytes());
-    }
-    salt
+    os_salt(&mut salt)?;
+    Ok(salt)
 }
 
 pub struct Sender {
@@ -32,11 +34,32 @@ pub struct Sender {
     key: SessionKey,
     counter: u64,
     started_ms: u64,
+    /// False until a salt came from `salts`: nothing is sealed before.
+    has_salt: bool,
+    salts: SaltSource,
 }
 
 impl Sender {
+    /// A session under a fresh salt from the OS. If the OS generator fails, the sender holds
+    /// no session and every `seal` fails until one succeeds.
     pub fn new(secret: &[u8], cluster: &str, nodename: &str, now_ms: u64) -> Self {
-        Self::with_salt(secret, cluster, nodename, random_salt(), now_ms)
+        Self::with_salt_source(secret, cluster, nodename, now_ms, os_salt)
+    }
+
+    /// `new`, with salts from `salts`.
+    pub fn with_salt_source(
+        secret: &[u8],
+        cluster: &str,
+        nodename: &str,
+        now_ms: u64,
+        salts: SaltSource,
+    ) -> Self {
+        let mut salt = [0u8; SALT_LEN];
+        let has_salt = salts(&mut salt).is_ok();
+        let mut s = Self::with_salt(secret, cluster, nodename, salt, now_ms);
+        s.has_salt = has_salt;
+        s.salts = salts;
+        s
     }
 
     pub fn with_salt(
@@ -54,6 +77,8 @@ impl Sender {
             salt,
             counter: 0,
             started_ms: now_ms,
+            has_salt: true,
+            salts: os_salt,
         }
     }
 
@@ -77,10 +102,14 @@ impl Sender {
         now_ms: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        if self.counter >= COUNTER_LIMIT
+        if !self.has_salt
+            || self.counter >= COUNTER_LIMIT
             || now_ms.saturating_sub(self.started_ms) >= SALT_MAX_AGE_MS
         {
-            self.rotate(random_salt(), now_ms);
+            // A session that is due for a new salt and cannot get one seals nothing more.
+            let mut salt = [0u8; SALT_LEN];
+            (self.salts)(&mut salt)?;
+            self.rotate(salt, now_ms);
         }
         let header = Header {
             kind,
@@ -100,6 +129,7 @@ impl Sender {
         self.key = SessionKey::derive(&self.secret, &self.cluster, &self.nodename, &salt);
         self.counter = 0;
         self.started_ms = now_ms;
+        self.has_salt = true;
     }
 }
 
@@ -132,5 +162,30 @@ mod tests {
         let mut a = Vec::new();
         s.seal(Kind::Request, b"{}", 1, &mut a).unwrap();
         assert_eq!(FrameView::parse(&a).unwrap().counter(), 0);
+    }
+
+    fn no_randomness(_: &mut [u8; SALT_LEN]) -> Result<(), EncodeError> {
+        Err(EncodeError::NoRandomness)
+    }
+
+    /// Without OS randomness nothing is sealed, neither at the start nor at a rotation.
+    #[test]
+    fn fails_closed_without_randomness() {
+        let mut s = Sender::with_salt_source(b"k", "c", "n", 0, no_randomness);
+        let mut out = Vec::new();
+        assert_eq!(
+            s.seal(Kind::Request, b"{}", 1, &mut out),
+            Err(EncodeError::NoRandomness)
+        );
+        assert!(out.is_empty());
+        let mut s = Sender::with_salt(b"k", "c", "n", [1; 16], 0);
+        s.salts = no_randomness;
+        s.seal(Kind::Request, b"{}", 1, &mut out).unwrap();
+        out.clear();
+        assert_eq!(
+            s.seal(Kind::Request, b"{}", SALT_MAX_AGE_MS, &mut out),
+            Err(EncodeError::NoRandomness)
+        );
+        assert!(out.is_empty());
     }
 }
