@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::listener::now_ms;
+use crate::clock::now_ms;
 use crate::wire::{FrameView, Kind, Request, Response, Sender, SessionKey};
 
 #[derive(Debug, thiserror::Error)]

@@ -193,7 +193,7 @@ impl Runner {
             // An earlier failure of the same name is kept too.
             let mut dest = dir.join(&name);
             if dest.exists() {
-                dest = dir.join(format!("{name}.{}", crate::listener::now_ms()));
+                dest = dir.join(format!("{name}.{}", crate::clock::now_ms()));
             }
             let mut err = dest.clone().into_os_string();
             err.push(".err");

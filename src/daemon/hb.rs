@@ -13,9 +13,9 @@ use tokio::sync::watch;
 
 use super::peer_addr;
 use super::state::{DaemonState, lock};
+use crate::clock::now_ms;
 use crate::config::NodeConfig;
 use crate::hb::HbSender;
-use crate::listener::now_ms;
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Sender};
 

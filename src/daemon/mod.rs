@@ -53,7 +53,7 @@ pub fn listener_config(c: &NodeConfig) -> ListenerConfig {
             members: c.cluster.nodes.iter().cloned().collect::<HashSet<_>>(),
             max_clock_skew_ms: c.listener.max_clock_skew_ms,
             accept_joins: c.listener.accept_joins,
-            started_ms: crate::listener::process_started_ms(),
+            started_ms: crate::clock::process_started_ms(),
         }),
         nodename: c.nodename.clone(),
         addr: SocketAddr::new(c.listener.addr, c.listener.port),
@@ -90,7 +90,7 @@ pub struct RunOptions {
 /// Runs the daemon in the foreground until it is stopped or shut down.
 pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     // Before anything can receive a frame: frames stamped earlier are refused.
-    let started_ms = crate::listener::process_started_ms();
+    let started_ms = crate::clock::process_started_ms();
     let paths = Paths::new(opts.root.as_deref());
     let (_, config) = config::load(&paths.node_conf())?;
     for dir in [&paths.var, &paths.actions()] {

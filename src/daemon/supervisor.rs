@@ -360,7 +360,7 @@ impl Supervisor {
     /// Keeps the guard's tables to what still matters: sessions whose frames could still pass
     /// the freshness check, blacklist entries with a count or a ban.
     fn sweep(&self) {
-        let now = crate::listener::now_ms();
+        let now = crate::clock::now_ms();
         let skew = self.state.config().listener.max_clock_skew_ms;
         let sessions = self.state.guard.replay.expire(now, skew);
         self.state.guard.blacklist.compact(now);

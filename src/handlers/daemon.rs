@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Map, json};
 
+use crate::clock::now_ms;
 use crate::config::NodeConfig;
 use crate::daemon::state::{DaemonState, PeerStatus, SupervisorCmd, lock, presence_label};
 use crate::guard::InvalidClass;
-use crate::listener::now_ms;
 use crate::wire::Response;
 
 pub fn status(state: &DaemonState) -> Response {

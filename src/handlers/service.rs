@@ -164,7 +164,7 @@ pub fn set_monitor(
     }
     if let Some(ge) = global_expect {
         m.global_expect = ge;
-        m.global_expect_updated_ms = crate::listener::now_ms();
+        m.global_expect_updated_ms = crate::clock::now_ms();
     }
     if reset_retries {
         m.restarts.clear();
@@ -324,7 +324,7 @@ pub fn action(
     );
     lock(&state.actions).insert(
         id.clone(),
-        json!({"service": svcname, "action": verb, "command": args, "started_ms": crate::listener::now_ms()}),
+        json!({"service": svcname, "action": verb, "command": args, "started_ms": crate::clock::now_ms()}),
     );
     if lifecycle {
         shard.deferred.push(Deferred {
@@ -499,7 +499,7 @@ fn aggregate(
     let mut answered = std::collections::BTreeSet::new();
     let mut warnings = Vec::new();
     let warn = |node: &str, why: &str| svclog::Record {
-        time: crate::listener::now_ms(),
+        time: crate::clock::now_ms(),
         level: "warn".into(),
         node: c.nodename.clone(),
         service: cfg.name.clone(),
@@ -814,7 +814,7 @@ fn ha_verb(
     node_frozen: bool,
 ) -> (Option<&'static str>, bool) {
     let c = state.config();
-    let now = crate::listener::now_ms();
+    let now = crate::clock::now_ms();
     let mut views = Vec::with_capacity(cfg.nodes.len());
     let mut goals = Vec::new();
     let ready;

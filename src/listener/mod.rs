@@ -9,15 +9,6 @@ pub mod sockets;
 pub mod uring_udp;
 mod worker;
 
-pub use worker::now_ms;
-
-/// When this process started, as the receive gate's step 5 needs it: read once, on the first
-/// call (the daemon makes it first thing).
-pub fn process_started_ms() -> u64 {
-    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *STARTED.get_or_init(now_ms)
-}
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::now_ms;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,12 +25,6 @@ use crate::guard::{
 };
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Response, Sender};
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 pub struct Worker {
     id: usize,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::daemon::{Daemon, DaemonSpec};
 use super::frames::{heartbeat_payload, node_names, senders};
-use crate::listener::now_ms;
+use crate::clock::now_ms;
 use crate::wire::Kind;
 
 #[derive(Clone, Debug, Default)]

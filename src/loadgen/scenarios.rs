@@ -13,7 +13,7 @@ use super::send::{Blast, Lane, Paced, connected_socket};
 use super::sink::NullSink;
 use super::sys;
 use super::{Options, Scenario};
-use crate::listener::now_ms;
+use crate::clock::now_ms;
 use crate::wire::Request;
 
 const BANNED: &str = "banned01";

@@ -246,7 +246,7 @@ impl Paced {
                     if n == 0 {
                         continue;
                     }
-                    let now = crate::listener::now_ms();
+                    let now = crate::clock::now_ms();
                     for _ in 0..n {
                         let (buf, ends) = &mut bufs[node % k];
                         if senders[node]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{Identity, open_response};
-use crate::listener::now_ms;
+use crate::clock::now_ms;
 use crate::wire::{Kind, Request, Sender};
 
 #[derive(Clone, Debug, Default)]

@@ -11,6 +11,7 @@ use super::exec::{Outcome, run_shell};
 use super::log::{self, Record};
 use super::state::{ResourceView, instance_status};
 use super::svcconf::{Resource, ServiceConfig};
+use crate::clock::now_ms;
 
 pub const CHECK_TIMEOUT_CAP: Duration = Duration::from_secs(30);
 
@@ -25,10 +26,6 @@ pub struct Instance<'a> {
 pub struct ActionReport {
     pub ok: bool,
     pub lines: Vec<String>,
-}
-
-pub fn now_ms() -> u64 {
-    crate::listener::now_ms()
 }
 
 impl<'a> Instance<'a> {
