@@ -15,4 +15,5 @@ pub mod hb;
 pub mod listener;
 pub mod loadgen;
 pub mod monitor;
+pub mod state;
 pub mod wire;

@@ -6,7 +6,6 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::client::{Identity, Target};
 use crate::config::{self, Paths};
-use crate::daemon;
 
 /// The local daemon, or with `--node NAME` that peer over encrypted TCP (address from
 /// `[node.NAME] addr` or name resolution, the cluster secret from this node's node.conf).
@@ -16,7 +15,7 @@ pub fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
     };
     let (_, conf) = config::load(&paths.node_conf())
         .context("--node needs this node's node.conf for the cluster secret")?;
-    let addr = daemon::peer_addr(&conf, node).ok_or_else(|| {
+    let addr = conf.peer_addr(node).ok_or_else(|| {
         anyhow!("cannot resolve node {node:?} (set [node.{node}] addr in node.conf)")
     })?;
     Ok(Target::Peer {

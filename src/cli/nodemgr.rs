@@ -435,7 +435,7 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
                 .ok()
                 .map(|ip| std::net::SocketAddr::new(ip, conf.listener.port))
         })
-        .or_else(|| daemon::peer_addr(&conf, peer))
+        .or_else(|| conf.peer_addr(peer))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "cannot resolve node {peer:?}: give its address, or set [node.{peer}] addr in node.conf"
@@ -526,7 +526,8 @@ fn daemon_leave(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
     let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
     let mut failed = Vec::new();
     for member in conf.cluster.nodes.iter().filter(|n| **n != conf.nodename) {
-        let told = daemon::peer_addr(&conf, member)
+        let told = conf
+            .peer_addr(member)
             .ok_or_else(|| "cannot resolve its address".to_string())
             .and_then(|addr| {
                 client::call_peer(addr, &identity, &Request::Leave, timeout)

@@ -143,6 +143,23 @@ pub struct NodeConfig {
     pub peers: BTreeMap<String, PeerConfig>,
 }
 
+impl NodeConfig {
+    /// Where a peer listens: `[node.NAME] addr`, else its name resolved, on this node's
+    /// listener port (a cluster shares one).
+    pub fn peer_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        use std::net::ToSocketAddrs;
+        let host = self
+            .peers
+            .get(name)
+            .and_then(|p| p.addr.clone())
+            .unwrap_or_else(|| name.to_string());
+        (host.as_str(), self.listener.port)
+            .to_socket_addrs()
+            .ok()?
+            .next()
+    }
+}
+
 pub const DEFAULT_MONITOR_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_MAINTENANCE_GRACE_MS: u64 = 60_000;
 

@@ -10,14 +10,13 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::Thread;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::listener::DequeueTrigger;
+use crate::state::Dequeue;
 
 /// How long a run waits after its trigger for the rest of a burst.
 const SETTLE: Duration = Duration::from_millis(50);
@@ -27,48 +26,6 @@ const POLL: Duration = Duration::from_millis(20);
 /// Output kept of each stream of an action, for its log line.
 const MAX_OUTPUT: usize = 16 * 1024;
 
-pub struct Dequeue {
-    pending: AtomicBool,
-    thread: Mutex<Option<Thread>>,
-    /// `[dequeue] timeout`, in ms, applied from the next action on.
-    timeout_ms: AtomicU64,
-    pub triggers: AtomicU64,
-    pub runs: AtomicU64,
-    pub actions_run: AtomicU64,
-    pub actions_failed: AtomicU64,
-    pub actions_timed_out: AtomicU64,
-}
-
-impl Default for Dequeue {
-    fn default() -> Self {
-        Dequeue {
-            pending: AtomicBool::new(false),
-            thread: Mutex::new(None),
-            timeout_ms: AtomicU64::new(crate::config::DEFAULT_DEQUEUE_TIMEOUT_MS),
-            triggers: AtomicU64::new(0),
-            runs: AtomicU64::new(0),
-            actions_run: AtomicU64::new(0),
-            actions_failed: AtomicU64::new(0),
-            actions_timed_out: AtomicU64::new(0),
-        }
-    }
-}
-
-impl DequeueTrigger for Dequeue {
-    fn trigger(&self) {
-        self.triggers.fetch_add(1, Ordering::Relaxed);
-        if !self.pending.swap(true, Ordering::AcqRel)
-            && let Some(t) = self
-                .thread
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-        {
-            t.unpark();
-        }
-    }
-}
-
 /// How a queued action is run: which binaries may be named, and the root to pass them.
 pub struct Runner {
     pub actions_dir: PathBuf,
@@ -76,32 +33,26 @@ pub struct Runner {
     pub root: Option<PathBuf>,
 }
 
-impl Dequeue {
-    pub fn set_timeout_ms(&self, ms: u64) {
-        self.timeout_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// The `dequeue` thread's body, until `stop` turns true.
-    pub fn run(&self, runner: &Runner, stop: watch::Receiver<bool>) -> Result<(), String> {
-        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
-        while !*stop.borrow() {
-            if self.pending.load(Ordering::Acquire) {
-                std::thread::sleep(SETTLE);
-                self.pending.store(false, Ordering::Release);
-                self.runs.fetch_add(1, Ordering::Relaxed);
-                let timeout = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
-                let r = runner.run_all(timeout, || *stop.borrow());
-                self.actions_run.fetch_add(r.ok, Ordering::Relaxed);
-                self.actions_failed.fetch_add(r.failed, Ordering::Relaxed);
-                self.actions_timed_out
-                    .fetch_add(r.timed_out, Ordering::Relaxed);
-            } else {
-                std::thread::park_timeout(Duration::from_millis(200));
-            }
+/// The `dequeue` thread's body, until `stop` turns true.
+pub fn run(dq: &Dequeue, runner: &Runner, stop: watch::Receiver<bool>) -> Result<(), String> {
+    *dq.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
+    while !*stop.borrow() {
+        if dq.pending.load(Ordering::Acquire) {
+            std::thread::sleep(SETTLE);
+            dq.pending.store(false, Ordering::Release);
+            dq.runs.fetch_add(1, Ordering::Relaxed);
+            let timeout = Duration::from_millis(dq.timeout_ms.load(Ordering::Relaxed));
+            let r = runner.run_all(timeout, || *stop.borrow());
+            dq.actions_run.fetch_add(r.ok, Ordering::Relaxed);
+            dq.actions_failed.fetch_add(r.failed, Ordering::Relaxed);
+            dq.actions_timed_out
+                .fetch_add(r.timed_out, Ordering::Relaxed);
+        } else {
+            std::thread::park_timeout(Duration::from_millis(200));
         }
-        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        Ok(())
     }
+    *dq.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    Ok(())
 }
 
 /// What one run of the queue did.
@@ -369,24 +320,9 @@ fn is_hidden(p: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
-/// Shared handle for the daemon.
-pub type DequeueHandle = Arc<Dequeue>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn triggers_coalesce_while_nobody_runs() {
-        let d = Dequeue::default();
-        for _ in 0..1000 {
-            d.trigger();
-        }
-        assert_eq!(d.triggers.load(Ordering::Relaxed), 1000);
-        // One pending run, whatever the number of triggers.
-        assert!(d.pending.swap(false, Ordering::AcqRel));
-        assert!(!d.pending.load(Ordering::Acquire));
-    }
 
     fn scratch(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("osvc-dq-{}-{tag}", std::process::id()));

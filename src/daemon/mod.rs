@@ -2,27 +2,24 @@
 
 pub mod control;
 pub mod dequeue;
-pub mod hb;
+pub mod hb_tx;
 pub mod monitor_thread;
 mod signals;
-pub mod state;
 pub mod supervisor;
 
-use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, mpsc};
-use std::time::Duration;
 
-use crate::config::{self, ConfigError, NodeConfig, Paths};
+use crate::config::{self, ConfigError, Paths};
 use crate::dispatch::Dispatcher;
-use crate::guard::{GateConfig, SharedGuard};
+use crate::guard::SharedGuard;
 use crate::handlers::{self, Handlers};
 use crate::listener::{self, ListenerConfig, ListenerShared};
+use crate::state::DaemonState;
+use crate::state::Dequeue;
 use crate::wire::payload::NodeLocalExpect;
-use dequeue::{Dequeue, Runner};
-use state::DaemonState;
+use dequeue::Runner;
 use std::sync::atomic::AtomicBool;
 use supervisor::{Exit, Supervisor};
 
@@ -42,43 +39,6 @@ pub enum DaemonError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
     let what = what.into();
     move |source| DaemonError::Io { what, source }
-}
-
-/// The listener's view of a node configuration.
-pub fn listener_config(c: &NodeConfig) -> ListenerConfig {
-    ListenerConfig {
-        gate: Arc::new(GateConfig {
-            cluster_name: c.cluster.name.clone(),
-            secret: c.cluster.secret.clone(),
-            members: c.cluster.nodes.iter().cloned().collect::<HashSet<_>>(),
-            max_clock_skew_ms: c.listener.max_clock_skew_ms,
-            accept_joins: c.listener.accept_joins,
-            started_ms: crate::clock::process_started_ms(),
-        }),
-        nodename: c.nodename.clone(),
-        addr: SocketAddr::new(c.listener.addr, c.listener.port),
-        threads: c.listener.threads,
-        backend: c.listener.backend,
-        max_frame: c.listener.max_frame,
-        max_connections: c.listener.max_connections,
-        max_unauth_frame: c.listener.max_unauth_frame,
-        max_unauth_per_addr: c.listener.max_unauth_per_addr,
-        idle_timeout: Duration::from_millis(c.listener.idle_timeout_ms),
-        read_timeout: Duration::from_millis(c.listener.read_timeout_ms),
-    }
-}
-
-/// Where a peer listens: `[node.NAME] addr`, else its name resolved, on our listener port.
-pub fn peer_addr(c: &NodeConfig, name: &str) -> Option<SocketAddr> {
-    let host = c
-        .peers
-        .get(name)
-        .and_then(|p| p.addr.clone())
-        .unwrap_or_else(|| name.to_string());
-    (host.as_str(), c.listener.port)
-        .to_socket_addrs()
-        .ok()?
-        .next()
 }
 
 pub struct RunOptions {
@@ -132,7 +92,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         stopping: AtomicBool::new(false),
         maintenance: AtomicBool::new(false),
         orchestration_ready: AtomicBool::new(false),
-        hb_out: Mutex::new(hb::HbOut::new(started_ms)),
+        hb_out: Mutex::new(crate::state::HbOut::new(started_ms)),
     });
     let shards = match config.listener.shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -144,7 +104,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
             .map_err(io_err("cannot start the shard threads"))?;
     let _ = state.dispatcher.set(dispatcher.clone());
     let shared = Arc::new(ListenerShared::new(
-        listener_config(&config),
+        ListenerConfig::from_node(&config),
         guard,
         dispatcher.clone(),
         dequeue,

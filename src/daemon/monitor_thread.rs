@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::state::{DaemonState, lock};
 use crate::dispatch::{Job, SubmitError};
 use crate::monitor::list_services;
+use crate::state::{DaemonState, lock};
 
 pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
     let dispatcher = state

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::state::{DaemonState, SupervisorCmd};
+use crate::state::{DaemonState, SupervisorCmd};
 
 pub fn listen(state: &Arc<DaemonState>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;

@@ -12,11 +12,10 @@ use sd_notify::NotifyState;
 use tokio::sync::watch;
 
 use super::dequeue::Runner;
-use super::hb::advertise_maintenance;
-use super::listener_config;
-use super::state::{DaemonState, SupervisorCmd, ThreadStatus, lock};
+use super::hb_tx::advertise_maintenance;
 use crate::config;
 use crate::listener;
+use crate::state::{DaemonState, SupervisorCmd, ThreadStatus, lock};
 
 pub const THREADS: [&str; 4] = ["listener", "hb.tx", "monitor", "dequeue"];
 const TICK: Duration = Duration::from_millis(100);
@@ -96,7 +95,7 @@ impl Supervisor {
             }
             "hb.tx" => {
                 let state = self.state.clone();
-                builder.spawn(move || super::hb::run(state, rx))
+                builder.spawn(move || super::hb_tx::run(state, rx))
             }
             "monitor" => {
                 let state = self.state.clone();
@@ -105,7 +104,7 @@ impl Supervisor {
             "dequeue" => {
                 let dq = self.state.dequeue.clone();
                 let runner = self.runner.clone();
-                builder.spawn(move || dq.run(&runner, rx))
+                builder.spawn(move || super::dequeue::run(&dq, &runner, rx))
             }
             other => return Err(format!("unknown thread {other:?}")),
         }
@@ -404,7 +403,7 @@ impl Supervisor {
             guard.replay.clear();
         }
         let old_l = shared.config.get();
-        let new_l = listener_config(&new);
+        let new_l = crate::listener::ListenerConfig::from_node(&new);
         let rebind = old_l.addr != new_l.addr
             || old_l.threads != new_l.threads
             || old_l.backend != new_l.backend;

@@ -1,8 +1,8 @@
 //! `blacklist_status`, `blacklist_clear`.
 
 use crate::clock::now_ms;
-use crate::daemon::state::DaemonState;
 use crate::dispatch::Origin;
+use crate::state::DaemonState;
 use crate::wire::Response;
 
 pub fn status(state: &DaemonState) -> Response {

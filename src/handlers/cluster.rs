@@ -7,9 +7,8 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{self, Identity};
 use crate::config;
-use crate::daemon::peer_addr;
-use crate::daemon::state::{DaemonState, lock};
 use crate::dispatch::Origin;
+use crate::state::{DaemonState, lock};
 use crate::wire::{Request, Response};
 
 const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +37,8 @@ fn add_member(state: &DaemonState, name: &str, addr: Option<&str>) -> Result<boo
 /// Takes the new config at once (the supervisor's reload would also see it, a moment later).
 fn apply_now(state: &DaemonState, new: config::NodeConfig) {
     if let Some(l) = state.listener.get() {
-        l.config.set(crate::daemon::listener_config(&new));
+        l.config
+            .set(crate::listener::ListenerConfig::from_node(&new));
     }
     *state.config.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
 }
@@ -92,7 +92,7 @@ pub fn join(state: &DaemonState, origin: &Origin, addr_option: Option<String>) -
         addr: Some(joiner_addr.clone()),
     };
     for member in others {
-        let Some(to) = peer_addr(&c, &member) else {
+        let Some(to) = c.peer_addr(&member) else {
             tracing::warn!(member, "cannot resolve member to relay a join");
             continue;
         };

@@ -7,8 +7,8 @@ use serde_json::{Map, json};
 
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
-use crate::daemon::state::{DaemonState, PeerStatus, SupervisorCmd, lock, presence_label};
 use crate::guard::InvalidClass;
+use crate::state::{DaemonState, PeerStatus, SupervisorCmd, lock, presence_label};
 use crate::wire::Response;
 
 pub fn status(state: &DaemonState) -> Response {
@@ -85,9 +85,9 @@ pub fn status(state: &DaemonState) -> Response {
             "actions_timed_out": dq.actions_timed_out.load(Relaxed),
         },
         "blacklist": state.guard.blacklist.status(now),
-        "monitor": *crate::daemon::state::lock(&state.node_monitor),
-        "services": *crate::daemon::state::lock(&state.services),
-        "actions": *crate::daemon::state::lock(&state.actions),
+        "monitor": *crate::state::lock(&state.node_monitor),
+        "services": *crate::state::lock(&state.services),
+        "actions": *crate::state::lock(&state.actions),
     });
     // Every peer's content is raw JSON already: it is written into the answer as it is, not
     // turned into documents and back (a large cluster's status is mostly this).

@@ -9,8 +9,8 @@ pub mod service;
 
 use std::sync::Arc;
 
-use crate::daemon::state::{DaemonState, PeerStatus, lock};
 use crate::dispatch::{Origin, ReceivedHeartbeat, Reply, ShardHandler};
+use crate::state::{DaemonState, PeerStatus, lock};
 use crate::wire::Request;
 
 pub struct Handlers {

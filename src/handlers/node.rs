@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use crate::config::Paths;
-use crate::daemon::state::{DaemonState, NodeMonitor, lock};
 use crate::monitor::instance::write_json_atomic;
+use crate::state::{DaemonState, NodeMonitor, lock};
 use crate::wire::Response;
 use crate::wire::payload::{NodeLocalExpect, NodeMonitorStatus};
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::daemon::state::{DaemonState, lock};
 use crate::dispatch::{Origin, Reply, StreamReply};
 use crate::monitor::exec::{Outcome, run_program};
 use crate::monitor::instance::write_json_atomic;
@@ -16,6 +15,7 @@ use crate::monitor::log::{self as svclog, Follower};
 use crate::monitor::orchestrate::{Decision, HaAction, NodeView, Presence};
 use crate::monitor::svcconf::{Orchestrate, config_path};
 use crate::monitor::{Instance, Plan, ServiceConfig, ServiceMonitor, list_services};
+use crate::state::{DaemonState, lock};
 use crate::wire::Response;
 use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus};
 
@@ -446,7 +446,7 @@ fn aggregate(
     let (backlog_tx, backlog_rx) = std::sync::mpsc::channel();
     let (follow_tx, follow_rx) = std::sync::mpsc::channel::<Vec<svclog::Record>>();
     for node in &others {
-        let Some(addr) = crate::daemon::peer_addr(&c, node) else {
+        let Some(addr) = c.peer_addr(node) else {
             let _ = backlog_tx.send((node.clone(), Err("cannot resolve its address".to_string())));
             continue;
         };
@@ -769,7 +769,7 @@ fn start_or_stop_failed(status: Option<&str>) -> bool {
 fn orchestration_ready(
     state: &DaemonState,
     c: &crate::config::NodeConfig,
-    peers: &crate::daemon::state::PeerMap,
+    peers: &crate::state::PeerMap,
     now: u64,
 ) -> bool {
     if state.orchestration_ready.load(Ordering::Acquire) {

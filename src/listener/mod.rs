@@ -37,6 +37,32 @@ pub struct ListenerConfig {
     pub read_timeout: Duration,
 }
 
+impl ListenerConfig {
+    /// The listener's view of a node configuration.
+    pub fn from_node(c: &crate::config::NodeConfig) -> ListenerConfig {
+        ListenerConfig {
+            gate: Arc::new(GateConfig {
+                cluster_name: c.cluster.name.clone(),
+                secret: c.cluster.secret.clone(),
+                members: c.cluster.nodes.iter().cloned().collect(),
+                max_clock_skew_ms: c.listener.max_clock_skew_ms,
+                accept_joins: c.listener.accept_joins,
+                started_ms: crate::clock::process_started_ms(),
+            }),
+            nodename: c.nodename.clone(),
+            addr: SocketAddr::new(c.listener.addr, c.listener.port),
+            threads: c.listener.threads,
+            backend: c.listener.backend,
+            max_frame: c.listener.max_frame,
+            max_connections: c.listener.max_connections,
+            max_unauth_frame: c.listener.max_unauth_frame,
+            max_unauth_per_addr: c.listener.max_unauth_per_addr,
+            idle_timeout: Duration::from_millis(c.listener.idle_timeout_ms),
+            read_timeout: Duration::from_millis(c.listener.read_timeout_ms),
+        }
+    }
+}
+
 /// The current config and a generation number workers compare against on each wakeup.
 pub struct ConfigCell {
     current: RwLock<Arc<ListenerConfig>>,

@@ -1,4 +1,9 @@
-//! What the daemon's threads share: configuration, guard state, thread table, peers.
+//! What the daemon's threads share: configuration, guard state, thread table, peers. Handlers
+//! read it and its owners write it; it knows nothing of the daemon that runs them.
+
+mod dequeue;
+
+pub use dequeue::Dequeue;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -9,11 +14,12 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::Serialize;
 
-use super::dequeue::Dequeue;
 use crate::config::{NodeConfig, Paths};
 use crate::guard::SharedGuard;
+use crate::hb::HbSender;
 use crate::listener::ListenerShared;
 use crate::monitor::orchestrate::Presence;
+use crate::wire::Sender;
 
 /// A command for the supervisor, with where to send its outcome.
 pub enum SupervisorCmd {
@@ -125,7 +131,7 @@ pub struct DaemonState {
     /// What this node sends in its heartbeats, and the session that seals them: shared by
     /// the `hb.tx` thread and the maintenance notice, so the notice continues the same
     /// generations and counters.
-    pub hb_out: Mutex<crate::daemon::hb::HbOut>,
+    pub hb_out: Mutex<HbOut>,
 }
 
 #[derive(Default, Debug)]
@@ -179,5 +185,24 @@ impl DaemonState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// This node's heartbeat content and the session sealing it.
+pub struct HbOut {
+    pub(crate) content: HbSender,
+    /// The identity (secret, cluster, nodename) the session was made for.
+    pub(crate) session: Option<((String, String, String), Sender)>,
+    pub(crate) oversize_logged: bool,
+}
+
+impl HbOut {
+    pub fn new(boot: u64) -> Self {
+        // The boot stamp tells peers a restarted node's generations start over.
+        HbOut {
+            content: HbSender::default().with_boot(boot),
+            session: None,
+            oversize_logged: false,
+        }
     }
 }

@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use super::peer_addr;
-use super::state::{DaemonState, lock};
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
-use crate::hb::HbSender;
+use crate::state::{DaemonState, lock};
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Sender};
 
@@ -58,7 +56,7 @@ fn send_to_peers(
     payload: &[u8],
 ) -> Result<(), usize> {
     for peer in c.cluster.nodes.iter().filter(|n| **n != c.nodename) {
-        let Some(addr) = peer_addr(c, peer) else {
+        let Some(addr) = c.peer_addr(peer) else {
             tracing::debug!(peer, "cannot resolve peer");
             continue;
         };
@@ -75,25 +73,6 @@ fn send_to_peers(
         let _ = sock.send_to(&frame, addr);
     }
     Ok(())
-}
-
-/// This node's heartbeat content and the session sealing it.
-pub struct HbOut {
-    content: HbSender,
-    /// The identity (secret, cluster, nodename) the session was made for.
-    session: Option<((String, String, String), Sender)>,
-    oversize_logged: bool,
-}
-
-impl HbOut {
-    pub fn new(boot: u64) -> Self {
-        // The boot stamp tells peers a restarted node's generations start over.
-        HbOut {
-            content: HbSender::default().with_boot(boot),
-            session: None,
-            oversize_logged: false,
-        }
-    }
 }
 
 /// The node monitor as heartbeats carry it: `maintenance` once the daemon is stopping, so
