@@ -14,6 +14,6 @@ pub mod handlers;
 pub mod hb;
 pub mod listener;
 pub mod loadgen;
-pub mod monitor;
+pub mod service;
 pub mod state;
 pub mod wire;

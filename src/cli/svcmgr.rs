@@ -15,9 +15,9 @@ use super::nodemgr::Format;
 use super::output::json_line;
 use crate::client::{self, ClientError, Target};
 use crate::config::{self, Paths};
-use crate::monitor::log::Record;
-use crate::monitor::svcconf::config_path;
-use crate::monitor::{Instance, ServiceConfig};
+use crate::service::config::config_path;
+use crate::service::log::Record;
+use crate::service::{Instance, ServiceConfig};
 use crate::wire::Request;
 use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus, valid_svcname};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::dispatch::{Job, SubmitError};
-use crate::monitor::list_services;
+use crate::service::list_services;
 use crate::state::{DaemonState, lock};
 
 pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {

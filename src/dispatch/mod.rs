@@ -40,7 +40,7 @@ pub enum Reply {
 
 pub struct StreamReply {
     pub chunks: Vec<Response>,
-    pub follow: Option<crate::monitor::log::MergedFollower>,
+    pub follow: Option<crate::service::log::MergedFollower>,
 }
 
 impl From<Response> for Reply {

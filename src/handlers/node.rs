@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use crate::config::Paths;
-use crate::monitor::instance::write_json_atomic;
+use crate::service::instance::write_json_atomic;
 use crate::state::{DaemonState, NodeMonitor, lock};
 use crate::wire::Response;
 use crate::wire::payload::{NodeLocalExpect, NodeMonitorStatus};

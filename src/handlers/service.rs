@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::dispatch::{Origin, Reply, StreamReply};
-use crate::monitor::exec::{Outcome, run_program};
-use crate::monitor::instance::write_json_atomic;
-use crate::monitor::log::{self as svclog, Follower};
-use crate::monitor::orchestrate::{Decision, HaAction, NodeView, Presence};
-use crate::monitor::svcconf::{Orchestrate, config_path};
-use crate::monitor::{Instance, Plan, ServiceConfig, ServiceMonitor, list_services};
+use crate::service::config::{Orchestrate, config_path};
+use crate::service::exec::{Outcome, run_program};
+use crate::service::instance::write_json_atomic;
+use crate::service::log::{self as svclog, Follower};
+use crate::service::orchestrate::{Decision, HaAction, NodeView, Presence};
+use crate::service::{Instance, Plan, ServiceConfig, ServiceMonitor, list_services};
 use crate::state::{DaemonState, lock};
 use crate::wire::Response;
 use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus};
@@ -541,7 +541,7 @@ fn refresh(
     shard: &mut ServiceShard,
     state: &DaemonState,
     cfg: &ServiceConfig,
-) -> Vec<crate::monitor::ResourceView> {
+) -> Vec<crate::service::ResourceView> {
     let node = state.config().nodename.clone();
     let inst = Instance::new(cfg, &node, &state.paths.services());
     let (views, status) = inst.refresh_status();
@@ -666,7 +666,7 @@ pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
     let node_frozen = state.node_frozen.load(Ordering::Acquire);
     let node = state.config().nodename.clone();
     let inst = Instance::new(&cfg, &node, &state.paths.services());
-    let avail = crate::monitor::state::instance_status(&views);
+    let avail = crate::service::monitor::instance_status(&views);
     let (verb, may_restart) = if cfg.orchestrate == Orchestrate::Ha {
         ha_verb(shard, state, &cfg, &inst, avail, node_frozen)
     } else {
@@ -899,7 +899,7 @@ fn ha_verb(
     }
     let m = shard.monitor(state, &cfg.name);
     goals.push((m.global_expect, m.global_expect_updated_ms));
-    if let Some((ge, at)) = crate::monitor::orchestrate::newest_global(goals)
+    if let Some((ge, at)) = crate::service::orchestrate::newest_global(goals)
         && at > m.global_expect_updated_ms
     {
         m.global_expect = ge;
@@ -907,7 +907,7 @@ fn ha_verb(
         shard.persist(state, &cfg.name);
     }
     let global = shard.monitor(state, &cfg.name).global_expect;
-    let d = crate::monitor::orchestrate::decide(&c.nodename, &views, global, ready);
+    let d = crate::service::orchestrate::decide(&c.nodename, &views, global, ready);
     publish_decision(state, &cfg.name, &d);
     let others_hold = views
         .iter()

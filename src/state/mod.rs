@@ -18,7 +18,7 @@ use crate::config::{NodeConfig, Paths};
 use crate::guard::SharedGuard;
 use crate::hb::HbSender;
 use crate::listener::ListenerShared;
-use crate::monitor::orchestrate::Presence;
+use crate::service::orchestrate::Presence;
 use crate::wire::Sender;
 
 /// A command for the supervisor, with where to send its outcome.

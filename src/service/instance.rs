@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::config::{Resource, ServiceConfig};
 use super::exec::{Outcome, run_shell};
 use super::log::{self, Record};
-use super::state::{ResourceView, instance_status};
-use super::svcconf::{Resource, ServiceConfig};
+use super::monitor::{ResourceView, instance_status};
 use crate::clock::now_ms;
 
 pub const CHECK_TIMEOUT_CAP: Duration = Duration::from_secs(30);
