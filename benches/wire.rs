@@ -16,11 +16,9 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use divan::counter::BytesCount;
 use divan::{Bencher, black_box};
 use osvc_agent::guard::{DropReason, Gate, GateConfig, Message, Opened, Outcome, SharedGuard};
-use osvc_agent::hb::HbView;
+use osvc_agent::hb::{HbView, Heartbeat};
 use osvc_agent::wire::frame::{TAG_LEN, header_len};
-use osvc_agent::wire::{
-    Heartbeat, Kind, Request, RequestParser, Sender, SessionKey, derive_key_bytes, json,
-};
+use osvc_agent::wire::{Kind, Request, RequestParser, Sender, SessionKey, derive_key_bytes, json};
 
 fn main() {
     divan::main();

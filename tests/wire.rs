@@ -9,12 +9,11 @@ use std::sync::Arc;
 use osvc_agent::guard::{
     DropReason, Gate, GateConfig, Invalid, InvalidClass, Message, Notice, Outcome, SharedGuard,
 };
+use osvc_agent::hb::Heartbeat;
 use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
 use osvc_agent::wire::payload::PayloadError;
 use osvc_agent::wire::replay::WINDOW;
-use osvc_agent::wire::{
-    FrameView, Header, HeaderError, Heartbeat, Kind, Request, Sender, SessionKey, Stale,
-};
+use osvc_agent::wire::{FrameView, Header, HeaderError, Kind, Request, Sender, SessionKey, Stale};
 use proptest::prelude::*;
 
 /// The fuzz targets' bodies: `fuzz_regressions` replays crashers through exactly this code.

@@ -14,13 +14,13 @@ use osvc_agent::guard::{
     CloseReason, DropReason, FrameLimits, Framer, Gate, GateConfig, Invalid, Message, Outcome,
     SharedGuard, Step,
 };
+use osvc_agent::hb::Heartbeat;
 use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
 use osvc_agent::wire::json;
 use osvc_agent::wire::local::{self, LocalStep};
 use osvc_agent::wire::payload::{ACTIONS, parse_request, valid_svcname};
 use osvc_agent::wire::{
-    FrameView, Header, Heartbeat, Kind, PayloadError, Request, RequestParser, Response, Sender,
-    SessionKey, Stale,
+    FrameView, Header, Kind, Request, RequestParser, Response, Sender, SessionKey, Stale,
 };
 
 /// The receiver every target runs: fixed secret, cluster, members and clock, so that a crasher
@@ -210,10 +210,12 @@ fn check_outcome(data: &[u8], outcome: &Outcome<'_>) {
                 .expect("a delivered frame must authenticate");
             let payload = &mut copy[range];
             let reparsed = match view.kind() {
-                Kind::Request => parse_request(payload).map(Message::Request),
+                Kind::Request => parse_request(payload)
+                    .map(Message::Request)
+                    .map_err(|e| e.to_string()),
                 Kind::Heartbeat => Heartbeat::parse(payload)
                     .map(Message::Heartbeat)
-                    .map_err(PayloadError::from),
+                    .map_err(|e| e.to_string()),
                 other => panic!("delivered a frame of kind {other:?}"),
             };
             assert_eq!(reparsed.as_ref(), Ok(message));
@@ -270,10 +272,12 @@ pub fn receive_sealed(data: &[u8]) {
         };
         let copy = data.to_vec();
         let parsed = match kind {
-            Kind::Request => parse_request(&copy).map(Message::Request),
+            Kind::Request => parse_request(&copy)
+                .map(Message::Request)
+                .map_err(|e| e.to_string()),
             _ => Heartbeat::parse(&copy)
                 .map(Message::Heartbeat)
-                .map_err(PayloadError::from),
+                .map_err(|e| e.to_string()),
         };
         let member = MEMBERS.contains(&nodename);
         // Step 7: whatever an authenticated payload says, it is not an invalid message.

@@ -18,7 +18,8 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use crate::wire::{Heartbeat, Request, Response};
+use crate::hb::Heartbeat;
+use crate::wire::{Request, Response};
 
 /// Who sent a request: the local administration socket, or a peer (by nodename).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use super::blacklist::{Blacklist, Strike, Verdict};
 use super::ratelimit::RateLimit;
+use crate::hb::{HbError, Heartbeat};
 use crate::wire::crypto::SessionKey;
 use crate::wire::fasthash::FastState;
 use crate::wire::frame::{FrameView, Header, HeaderError, Kind};
-use crate::wire::heartbeat::Heartbeat;
 use crate::wire::payload::{PayloadError, Request, RequestParser};
 use crate::wire::replay::{Stale, within_skew};
 use crate::wire::session::{KeyCache, ReplayError, ReplayTable};
@@ -549,7 +549,7 @@ impl Gate {
     /// A member's heartbeat. Between changes a node sends the same content beat after beat:
     /// a payload equal, byte for byte, to the last one read from that member is that
     /// heartbeat again (read and checked already), handed out as a clone (no allocation).
-    fn heartbeat(&mut self, nodename: &str, payload: &[u8]) -> Result<Heartbeat, PayloadError> {
+    fn heartbeat(&mut self, nodename: &str, payload: &[u8]) -> Result<Heartbeat, HbError> {
         if let Some(last) = self.last_heartbeat.get(nodename)
             && last.text().as_bytes() == payload
         {

@@ -45,7 +45,7 @@
 //!
 //! # Receiver
 //!
-//! `wire::Heartbeat::parse` reads and checks each payload on its own (in the listener worker,
+//! [`Heartbeat::parse`] (`codec.rs`) reads and checks each payload on its own (in the listener worker,
 //! where a payload that fails is an invalid message); a repeated field or service name is an
 //! error there. [`HbView::apply`], one view per peer: a full snapshot replaces everything; parts are
 //! assembled per `gen` (a newer `gen` drops an unfinished older assembly); a delta applies
@@ -54,14 +54,16 @@
 //! older than what the view holds is stale. The view is synced when its services are those
 //! of the newest generation it has heard of.
 
+mod codec;
 mod sender;
 mod view;
 
 #[cfg(test)]
 mod tests;
 
+pub use codec::{HbError, Heartbeat, MAX_PARTS, RawJson};
 pub use sender::HbSender;
-pub use view::{Applied, HbError, HbView};
+pub use view::{Applied, HbView};
 
 /// Production bound on a heartbeat payload, in bytes of JSON: what a sealed UDP datagram
 /// leaves room for.
@@ -69,8 +71,6 @@ pub const MAX_PAYLOAD: usize = 60_000;
 
 /// Production period of full snapshots, in beats, when a node needs several datagrams.
 pub const FULL_EVERY: u32 = 6;
-
-pub use crate::wire::heartbeat::MAX_PARTS;
 
 /// Counts bytes instead of storing them, so sizes are measured without allocating.
 struct Count(usize);

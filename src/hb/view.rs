@@ -2,14 +2,13 @@
 //!
 //! The view keeps the peer's monitor and services as raw JSON text ([`RawJson`]), shared with
 //! the payload they came in: applying a heartbeat moves references, it parses nothing (the
-//! listener worker read and checked the payload, `wire::Heartbeat`).
+//! listener worker read and checked the payload, `codec.rs`).
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-pub use crate::wire::heartbeat::HbError;
-use crate::wire::heartbeat::{Heartbeat, RawJson};
+use super::codec::{HbError, Heartbeat, RawJson};
 
 /// What [`HbView::apply`] did with a well-formed payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

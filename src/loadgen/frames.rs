@@ -203,7 +203,7 @@ pub fn filler_pool(size: usize, count: usize) -> Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Heartbeat;
+    use crate::hb::Heartbeat;
 
     #[test]
     fn heartbeats_have_the_exact_size_and_parse() {

@@ -4,7 +4,6 @@
 pub mod crypto;
 pub mod fasthash;
 pub mod frame;
-pub mod heartbeat;
 pub mod json;
 pub mod local;
 pub mod payload;
@@ -14,7 +13,6 @@ pub mod session;
 
 pub use crypto::{OpenError, SessionKey, derive_key_bytes};
 pub use frame::{FrameView, Header, HeaderError, Kind};
-pub use heartbeat::{HbError, Heartbeat, RawJson};
 pub use payload::{Args, PayloadError, Request, RequestParser, Response};
 pub use replay::{ReplayWindow, Stale};
 pub use sender::Sender;

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::heartbeat::HbError;
 use super::json::{Fail, Peek, Scalar, Scanner, Str};
 
 /// Why a payload is not a valid request. Every message names the action or field at fault.
@@ -36,8 +35,6 @@ pub enum PayloadError {
         field: &'static str,
         message: String,
     },
-    #[error("{0}")]
-    Heartbeat(#[from] HbError),
 }
 
 macro_rules! string_enum {

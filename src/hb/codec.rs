@@ -10,7 +10,7 @@
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
-use super::json::{Fail, JsonError, Peek, Scalar, Scanner, Str};
+use crate::wire::json::{Fail, JsonError, Peek, Scalar, Scanner, Str};
 
 /// Most parts in one split snapshot. Bounds what a receiver holds for an unfinished assembly
 /// (about 60 MB at `crate::hb::MAX_PAYLOAD`, far beyond any real node's services).
