@@ -14,32 +14,37 @@ pub const MIN_MAX_FRAME: u32 = 64;
 pub const DEFAULT_MAX_UNAUTH_FRAME: u32 = 64 * 1024;
 pub const DEFAULT_DEQUEUE_TIMEOUT_MS: u64 = 60_000;
 
-/// I/O backend of the listener.
+/// The listener I/O backend `listener.backend` asks for (`auto` picks io_uring where the
+/// kernel allows it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub enum Backend {
+pub enum BackendChoice {
     #[default]
     Auto,
     IoUring,
     Epoll,
 }
 
-impl Backend {
+impl BackendChoice {
     pub fn as_str(self) -> &'static str {
         match self {
-            Backend::Auto => "auto",
-            Backend::IoUring => "io_uring",
-            Backend::Epoll => "epoll",
+            BackendChoice::Auto => "auto",
+            BackendChoice::IoUring => "io_uring",
+            BackendChoice::Epoll => "epoll",
         }
     }
 
-    fn parse(s: &str) -> Option<Backend> {
-        [Backend::Auto, Backend::IoUring, Backend::Epoll]
-            .into_iter()
-            .find(|b| b.as_str().eq_ignore_ascii_case(s))
+    fn parse(s: &str) -> Option<BackendChoice> {
+        [
+            BackendChoice::Auto,
+            BackendChoice::IoUring,
+            BackendChoice::Epoll,
+        ]
+        .into_iter()
+        .find(|b| b.as_str().eq_ignore_ascii_case(s))
     }
 }
 
-impl fmt::Display for Backend {
+impl fmt::Display for BackendChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -69,7 +74,7 @@ pub struct ListenerConfig {
     pub threads: usize,
     /// 0 = automatic.
     pub shards: usize,
-    pub backend: Backend,
+    pub backend: BackendChoice,
     pub max_connections: u32,
     /// Largest frame accepted on a TCP connection before one of its frames authenticated.
     pub max_unauth_frame: u32,
@@ -91,7 +96,7 @@ impl Default for ListenerConfig {
             accept_joins: true,
             threads: 0,
             shards: 0,
-            backend: Backend::Auto,
+            backend: BackendChoice::Auto,
             max_connections: 4096,
             max_unauth_frame: DEFAULT_MAX_UNAUTH_FRAME,
             max_unauth_per_addr: 32,
@@ -342,7 +347,8 @@ impl NodeConfig {
             threads: r.value(l, "threads", d.threads, int_in(0, usize_max()))?,
             shards: r.value(l, "shards", d.shards, int_in(0, usize_max()))?,
             backend: r.value(l, "backend", d.backend, |s| {
-                Backend::parse(s).ok_or_else(|| "expected one of auto, io_uring, epoll".to_string())
+                BackendChoice::parse(s)
+                    .ok_or_else(|| "expected one of auto, io_uring, epoll".to_string())
             })?,
             // Zero would make the listener refuse every connection.
             max_connections: r.value(
@@ -489,7 +495,7 @@ mod tests {
         assert_eq!(cfg.listener.join_rate, 20);
         assert!(cfg.listener.accept_joins);
         assert_eq!((cfg.listener.threads, cfg.listener.shards), (0, 0));
-        assert_eq!(cfg.listener.backend, Backend::Auto);
+        assert_eq!(cfg.listener.backend, BackendChoice::Auto);
         assert_eq!(cfg.listener.max_connections, 4096);
         assert_eq!(cfg.listener.idle_timeout_ms, 60_000);
         assert_eq!(cfg.listener.read_timeout_ms, 10_000);
@@ -533,7 +539,7 @@ mod tests {
         assert_eq!(l.join_rate, 0);
         assert!(!l.accept_joins);
         assert_eq!((l.threads, l.shards), (4, 2));
-        assert_eq!(l.backend, Backend::IoUring);
+        assert_eq!(l.backend, BackendChoice::IoUring);
         assert_eq!(l.max_connections, 10);
         assert_eq!(l.idle_timeout_ms, 120_000);
         assert_eq!(l.read_timeout_ms, 3_600_000);
@@ -733,8 +739,8 @@ mod tests {
             assert_eq!(parse_bool(f), Some(false));
         }
         assert_eq!(parse_bool("2"), None);
-        assert_eq!(Backend::parse("EPOLL"), Some(Backend::Epoll));
-        assert_eq!(Backend::IoUring.to_string(), "io_uring");
+        assert_eq!(BackendChoice::parse("EPOLL"), Some(BackendChoice::Epoll));
+        assert_eq!(BackendChoice::IoUring.to_string(), "io_uring");
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         dequeue: dequeue.clone(),
         listener: OnceLock::new(),
         threads: Mutex::new(Default::default()),
+        control_error: Mutex::new(None),
         commands: Mutex::new(cmd_tx),
         peers: Mutex::new(Default::default()),
         started_ms,
@@ -117,6 +118,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     let _ = state.listener.set(shared);
 
+    let control_state = state.clone();
     let control =
         control::bind(&sock).map_err(io_err(format!("cannot bind {}", sock.display())))?;
     std::thread::Builder::new()
@@ -124,6 +126,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         .spawn(move || {
             if let Err(e) = control::serve(control, dispatcher) {
                 tracing::error!("control socket failed: {e}");
+                *crate::state::lock(&control_state.control_error) = Some(e.to_string());
             }
         })
         .map_err(io_err("cannot start the control thread"))?;

@@ -166,12 +166,18 @@ impl Supervisor {
                 },
             );
         }
+        // The local socket is not restarted: it serves until the process exits, or fails.
+        let control_error = lock(&self.state.control_error).clone();
         t.insert(
             "control",
             ThreadStatus {
-                state: "running",
+                state: if control_error.is_some() {
+                    "stopped"
+                } else {
+                    "running"
+                },
                 restarts: 0,
-                last_error: None,
+                last_error: control_error,
             },
         );
     }

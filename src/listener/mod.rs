@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::Backend as BackendChoice;
+use crate::config::BackendChoice;
 use crate::dispatch::Dispatcher;
 use crate::guard::{GateConfig, GateStats, InvalidClass, SharedGuard};
 use io::Backend as _;

@@ -98,6 +98,8 @@ pub struct DaemonState {
     pub dequeue: Arc<Dequeue>,
     pub listener: OnceLock<Arc<ListenerShared>>,
     pub threads: Mutex<BTreeMap<&'static str, ThreadStatus>>,
+    /// Why the local socket's thread stopped serving, once it has.
+    pub control_error: Mutex<Option<String>>,
     pub commands: Mutex<mpsc::Sender<SupervisorCmd>>,
     /// Written by the heartbeat shard (and by join/leave); read by status and orchestration.
     /// Hashed, not sorted: the heartbeat shard looks a peer up per heartbeat (readers that
