@@ -875,6 +875,13 @@ fn idle_connection_flood_does_not_lock_members_out(backend: &str) {
         assert!(t.elapsed() < Duration::from_secs(30), "connects too slow");
     }
     assert!(idle.len() >= 4_096, "{} connected", idle.len());
+    // connect() returns once the kernel has the connection, before the daemon accepts it:
+    // the flood is in place when every connection went through admission.
+    wait_for("the flood admitted", Duration::from_secs(20), || {
+        let c = &n.status()["listener"]["counters"];
+        let seen = c["tcp_accepted"].as_u64()? + c["tcp_refused"].as_u64()?;
+        (seen >= idle.len() as u64).then_some(())
+    });
     let counters = n.status()["listener"]["counters"].clone();
     eprintln!(
         "{backend}: {} idle connections made in {:?}; open {}, evicted {}",

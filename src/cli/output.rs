@@ -68,16 +68,24 @@ pub fn status_table(d: &Value) -> String {
         str_of(&l["threads"]),
         str_of(&d["shards"]),
     );
-    s += &format!(
-        "          received {}  delivered {}  decrypted {}  blacklisted-dropped {}  join-rate-dropped {}  invalid {}  dequeues {}\n",
-        str_of(&c["received"]),
-        str_of(&c["delivered"]),
-        str_of(&c["decrypted"]),
-        str_of(&c["dropped_blacklisted"]),
-        str_of(&c["dropped_join_rate"]),
-        str_of(&c["invalid_total"]),
-        str_of(&c["dequeues"]),
-    );
+    // Every counter of the gate's table, in its order, then the connections'.
+    let mut line = String::from("         ");
+    for (name, _) in crate::guard::GateStats::COUNTERS {
+        line += &format!(" {name} {}", str_of(&c[*name]));
+    }
+    line += &format!(" invalid {}", str_of(&c["invalid_total"]));
+    s += &line;
+    s += "\n         ";
+    for name in [
+        "tcp_accepted",
+        "tcp_refused",
+        "tcp_open",
+        "tcp_evicted",
+        "tcp_closed_length",
+    ] {
+        s += &format!(" {name} {}", str_of(&c[name]));
+    }
+    s += "\n";
     s += "threads\n";
     if let Some(t) = d["threads"].as_object() {
         for (name, v) in t {

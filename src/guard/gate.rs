@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::blacklist::{Blacklist, Strike, Verdict};
 use super::ratelimit::RateLimit;
+pub use super::stats::GateStats;
 use crate::hb::{HbError, Heartbeat};
 use crate::wire::crypto::SessionKey;
 use crate::wire::fasthash::FastState;
@@ -190,60 +191,6 @@ pub enum Opened<'b> {
 pub enum Notice {
     Banned(String),
     BanExpired(String),
-}
-
-/// Per-worker counters: plain integers, no sharing; the listener sums them when asked.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GateStats {
-    pub received: u64,
-    pub dequeues: u64,
-    pub dropped_blacklisted: u64,
-    pub dropped_join_rate: u64,
-    pub dropped_session_full: u64,
-    /// Members' authenticated heartbeats of the wrong shape (step 7).
-    pub heartbeats_refused: u64,
-    /// Authenticated requests answered with an error instead of being served (step 7).
-    pub requests_refused: u64,
-    pub invalid: [u64; InvalidClass::ALL.len()],
-    pub decrypted: u64,
-    pub delivered: u64,
-    /// Delivered heartbeats that repeated their sender's previous one (not parsed again).
-    pub heartbeat_repeats: u64,
-}
-
-impl GateStats {
-    pub fn invalid_total(&self) -> u64 {
-        self.invalid.iter().sum()
-    }
-
-    /// Frames with a known fate; every received frame has exactly one, so this equals
-    /// `received`.
-    pub fn fates(&self) -> u64 {
-        self.dequeues
-            + self.dropped_blacklisted
-            + self.dropped_join_rate
-            + self.dropped_session_full
-            + self.heartbeats_refused
-            + self.requests_refused
-            + self.invalid_total()
-            + self.delivered
-    }
-
-    pub fn add(&mut self, o: &GateStats) {
-        self.received += o.received;
-        self.dequeues += o.dequeues;
-        self.dropped_blacklisted += o.dropped_blacklisted;
-        self.dropped_join_rate += o.dropped_join_rate;
-        self.dropped_session_full += o.dropped_session_full;
-        self.heartbeats_refused += o.heartbeats_refused;
-        self.requests_refused += o.requests_refused;
-        for (a, b) in self.invalid.iter_mut().zip(o.invalid.iter()) {
-            *a += *b;
-        }
-        self.decrypted += o.decrypted;
-        self.delivered += o.delivered;
-        self.heartbeat_repeats += o.heartbeat_repeats;
-    }
 }
 
 fn member_set(config: &GateConfig) -> HashSet<Box<str>, FastState> {

@@ -5,6 +5,7 @@ pub mod blacklist;
 pub mod conn;
 pub mod gate;
 pub mod ratelimit;
+pub mod stats;
 
 pub use blacklist::{BAN_THRESHOLD, Blacklist, Strike, Verdict};
 pub use conn::{CloseReason, FrameLimits, Framer, Step};
@@ -13,3 +14,4 @@ pub use gate::{
     Opened, Outcome, SharedGuard,
 };
 pub use ratelimit::RateLimit;
+pub use stats::AtomicGateStats;

@@ -26,28 +26,21 @@ pub fn status(state: &DaemonState) -> Response {
         listener.insert("backend".into(), json!(running.map(|r| r.0)));
         listener.insert("addr".into(), json!(running.map(|r| r.1.to_string())));
         listener.insert("threads".into(), json!(l.slots_len()));
-        listener.insert(
-            "counters".into(),
-            json!({
-                "received": stats.received,
-                "dequeues": stats.dequeues,
-                "dropped_blacklisted": stats.dropped_blacklisted,
-                "dropped_join_rate": stats.dropped_join_rate,
-                "dropped_session_full": stats.dropped_session_full,
-                "heartbeats_refused": stats.heartbeats_refused,
-                "requests_refused": stats.requests_refused,
-                "invalid": invalid,
-                "invalid_total": stats.invalid_total(),
-                "decrypted": stats.decrypted,
-                "delivered": stats.delivered,
-                "heartbeat_repeats": stats.heartbeat_repeats,
-                "tcp_accepted": accepted,
-                "tcp_refused": refused,
-                "tcp_open": l.conns.open(),
-                "tcp_evicted": l.conns.evicted.load(std::sync::atomic::Ordering::Relaxed),
-                "tcp_closed_length": l.tcp_closed_length(),
-            }),
+        let mut counters = Map::new();
+        stats.for_each(|name, value| {
+            counters.insert(name.into(), json!(value));
+        });
+        counters.insert("invalid".into(), json!(invalid));
+        counters.insert("invalid_total".into(), json!(stats.invalid_total()));
+        counters.insert("tcp_accepted".into(), json!(accepted));
+        counters.insert("tcp_refused".into(), json!(refused));
+        counters.insert("tcp_open".into(), json!(l.conns.open()));
+        counters.insert(
+            "tcp_evicted".into(),
+            json!(l.conns.evicted.load(std::sync::atomic::Ordering::Relaxed)),
         );
+        counters.insert("tcp_closed_length".into(), json!(l.tcp_closed_length()));
+        listener.insert("counters".into(), counters.into());
     }
     let peers = {
         let peers = lock(&state.peers);

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::BackendChoice;
 use crate::dispatch::Dispatcher;
-use crate::guard::{GateConfig, GateStats, InvalidClass, SharedGuard};
+use crate::guard::{AtomicGateStats, GateConfig, GateStats, SharedGuard};
 use io::Backend as _;
 
 /// What the listener needs of the configuration (swapped whole on reload).
@@ -94,17 +94,7 @@ impl ConfigCell {
 /// Counters one worker publishes; only that worker writes them (no contention).
 #[derive(Default)]
 pub struct WorkerSlot {
-    pub received: AtomicU64,
-    pub dequeues: AtomicU64,
-    pub dropped_blacklisted: AtomicU64,
-    pub dropped_join_rate: AtomicU64,
-    pub dropped_session_full: AtomicU64,
-    pub heartbeats_refused: AtomicU64,
-    pub requests_refused: AtomicU64,
-    pub invalid: [AtomicU64; InvalidClass::ALL.len()],
-    pub decrypted: AtomicU64,
-    pub delivered: AtomicU64,
-    pub heartbeat_repeats: AtomicU64,
+    pub gate: AtomicGateStats,
     pub tcp_accepted: AtomicU64,
     pub tcp_refused: AtomicU64,
     /// Connections closed for a frame length out of bounds (0, above `max_frame`, or above
@@ -114,67 +104,13 @@ pub struct WorkerSlot {
 
 impl WorkerSlot {
     fn snapshot(&self) -> GateStats {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut s = GateStats {
-            received: l(&self.received),
-            dequeues: l(&self.dequeues),
-            dropped_blacklisted: l(&self.dropped_blacklisted),
-            dropped_join_rate: l(&self.dropped_join_rate),
-            dropped_session_full: l(&self.dropped_session_full),
-            heartbeats_refused: l(&self.heartbeats_refused),
-            requests_refused: l(&self.requests_refused),
-            decrypted: l(&self.decrypted),
-            delivered: l(&self.delivered),
-            heartbeat_repeats: l(&self.heartbeat_repeats),
-            ..Default::default()
-        };
-        for (d, a) in s.invalid.iter_mut().zip(self.invalid.iter()) {
-            *d = l(a);
-        }
-        s
+        self.gate.load()
     }
 
     /// Publishes `base + stats` (base: what this slot held when the worker started, so
     /// totals survive listener restarts).
     fn publish(&self, base: &GateStats, stats: &GateStats) {
-        let st = |a: &AtomicU64, b: u64, v: u64| a.store(b + v, Ordering::Relaxed);
-        st(&self.received, base.received, stats.received);
-        st(&self.dequeues, base.dequeues, stats.dequeues);
-        st(
-            &self.dropped_blacklisted,
-            base.dropped_blacklisted,
-            stats.dropped_blacklisted,
-        );
-        st(
-            &self.dropped_join_rate,
-            base.dropped_join_rate,
-            stats.dropped_join_rate,
-        );
-        st(
-            &self.dropped_session_full,
-            base.dropped_session_full,
-            stats.dropped_session_full,
-        );
-        st(
-            &self.heartbeats_refused,
-            base.heartbeats_refused,
-            stats.heartbeats_refused,
-        );
-        st(
-            &self.requests_refused,
-            base.requests_refused,
-            stats.requests_refused,
-        );
-        st(&self.decrypted, base.decrypted, stats.decrypted);
-        st(&self.delivered, base.delivered, stats.delivered);
-        st(
-            &self.heartbeat_repeats,
-            base.heartbeat_repeats,
-            stats.heartbeat_repeats,
-        );
-        for i in 0..self.invalid.len() {
-            st(&self.invalid[i], base.invalid[i], stats.invalid[i]);
-        }
+        self.gate.store(base, stats);
     }
 }
 
