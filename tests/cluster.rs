@@ -630,3 +630,109 @@ fn systemd_is_told_ready_watchdog_and_stopping() {
     assert!(seen.contains("STATUS=listening on"), "{seen}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Cuts `a` and `b` apart: each one's address for the other points where nothing listens.
+fn cut(a: &Node, b: &Node) {
+    for (from, to) in [(a, b), (b, a)] {
+        from.nodemgr(&[
+            "set",
+            "--param",
+            &format!("node.{}.addr", to.name),
+            "--value",
+            "127.0.0.254",
+        ]);
+    }
+}
+
+fn heal(a: &Node, b: &Node) {
+    for (from, to) in [(a, b), (b, a)] {
+        from.nodemgr(&[
+            "set",
+            "--param",
+            &format!("node.{}.addr", to.name),
+            "--value",
+            &to.ip.to_string(),
+        ]);
+    }
+}
+
+/// With quorum, a node cut off from the others stops its ha instance; the two others, which
+/// hold quorum, start it once the takeover delay (and the lost node's stop timeout) has
+/// passed: never on two nodes. Healed, the service stays where it runs.
+#[test]
+fn quorum_cut_off_node_stops_and_the_majority_takes_over_without_overlap() {
+    let nodes = cluster_with("n1 n2 n3", 3, "");
+    for n in &nodes {
+        n.nodemgr(&["set", "--param", "cluster.quorum", "--value", "true"]);
+    }
+    let flags: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            n.flag_service(
+                "ha1",
+                "nodes = n1 n2 n3\norchestrate = ha",
+                "",
+                "timeout = 1\n",
+            )
+        })
+        .collect();
+    wait_converged(&nodes);
+    wait_for("quorum on", Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .all(|n| n.status()["quorum"]["enabled"] == true)
+            .then_some(())
+    });
+    assert_eq!(nodes[0].status()["quorum"]["votes"], 3);
+    nodes[0].svcmgr("ha1", &["set", "monitor", "--global-expect", "started"]);
+    wait_for("ha1 on n1", Duration::from_secs(15), || {
+        flags[0].exists().then_some(())
+    });
+    let t = std::time::Instant::now();
+    cut(&nodes[0], &nodes[1]);
+    cut(&nodes[0], &nodes[2]);
+    // Watch until the majority runs it: never two instances.
+    let mut stopped_at = None;
+    let mut started_at = None;
+    while t.elapsed() < Duration::from_secs(20) && started_at.is_none() {
+        let on = running_on(&nodes, &flags);
+        assert!(on.len() <= 1, "two instances: {on:?} at {:?}", t.elapsed());
+        if stopped_at.is_none() && !flags[0].exists() {
+            stopped_at = Some(t.elapsed());
+        }
+        if flags[1].exists() || flags[2].exists() {
+            started_at = Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (stopped_at, started_at) = (
+        stopped_at.expect("n1 stopped it"),
+        started_at.expect("taken over"),
+    );
+    eprintln!(
+        "cut at 0: n1 stopped ha1 at {stopped_at:?}, the majority started it at {started_at:?}"
+    );
+    assert!(stopped_at < started_at);
+    let s1 = nodes[0].status();
+    assert_eq!(s1["quorum"]["has_quorum"], false, "{}", s1["quorum"]);
+    assert!(
+        s1["services"]["ha1"]["ha"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no quorum"),
+        "{}",
+        s1["services"]["ha1"]
+    );
+    let (twice, _, _) = watch(&nodes, &flags, Duration::from_millis(1500));
+    assert_eq!(twice, Duration::ZERO);
+    // Healed: n1 back with quorum, the service stays where it runs.
+    heal(&nodes[0], &nodes[1]);
+    heal(&nodes[0], &nodes[2]);
+    wait_for("n1 has quorum again", Duration::from_secs(10), || {
+        (nodes[0].status()["quorum"]["has_quorum"] == true).then_some(())
+    });
+    let (twice, nowhere, seen) = watch(&nodes, &flags, Duration::from_millis(2000));
+    assert_eq!((twice, nowhere), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(!flags[0].exists());
+}

@@ -20,7 +20,8 @@ pub use ini::IniDocument;
 pub use model::{
     BackendChoice, ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_DEQUEUE_TIMEOUT_MS,
     DEFAULT_MAX_FRAME, DEFAULT_MAX_UNAUTH_FRAME, DEFAULT_PORT, HbConfig, ListenerConfig,
-    MIN_MAX_FRAME, NodeConfig, PeerConfig, parse_bool, parse_duration_ms, short_hostname,
+    MIN_MAX_FRAME, NodeConfig, PeerConfig, SplitAction, parse_bool, parse_duration_ms,
+    short_hostname,
 };
 pub use param::Param;
 pub use paths::Paths;

@@ -141,6 +141,15 @@ pub struct NodeConfig {
     /// `[node] rejoin_grace_period`: how long a starting daemon waits to hear its peers before
     /// it orchestrates alone (default `hb.timeout`).
     pub rejoin_grace_ms: u64,
+    /// `[cluster] quorum`: a node starts ha services only while it sees more than half of the
+    /// votes (default false).
+    pub quorum: bool,
+    /// `[node] split_action`: what a node that lost quorum does to the ha instances it runs.
+    pub split_action: SplitAction,
+    /// `[node] takeover_delay`: how long a node that held a service must have been gone before
+    /// the side with quorum starts it (default `hb.timeout`; the stop timeout and a monitor
+    /// interval are added when `split_action = stop`).
+    pub takeover_delay_ms: u64,
     /// `[dequeue] timeout`: how long one queued action may run before its process group is
     /// killed (default 60 s).
     pub dequeue_timeout_ms: u64,
@@ -167,6 +176,34 @@ impl NodeConfig {
 
 pub const DEFAULT_MONITOR_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_MAINTENANCE_GRACE_MS: u64 = 60_000;
+
+/// What a node that lost quorum does to the ha instances it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitAction {
+    /// Stop them: the side with quorum takes them over once they are stopped.
+    #[default]
+    Stop,
+    /// Keep them as they are and take no action on them.
+    Freeze,
+    /// Reboot the node at once (sysrq), for sites that need fencing.
+    Crash,
+}
+
+impl SplitAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitAction::Stop => "stop",
+            SplitAction::Freeze => "freeze",
+            SplitAction::Crash => "crash",
+        }
+    }
+
+    fn parse(s: &str) -> Option<SplitAction> {
+        [SplitAction::Stop, SplitAction::Freeze, SplitAction::Crash]
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
 
 /// `true/false/yes/no/on/off/1/0`, case-insensitive.
 pub fn parse_bool(s: &str) -> Option<bool> {
@@ -414,6 +451,11 @@ impl NodeConfig {
             duration,
         )?;
         let rejoin_grace_ms = r.value("node", "rejoin_grace_period", hb.timeout_ms, duration)?;
+        let quorum = r.value("cluster", "quorum", false, boolean)?;
+        let split_action = r.value("node", "split_action", SplitAction::Stop, |s| {
+            SplitAction::parse(s).ok_or_else(|| "expected one of stop, freeze, crash".to_string())
+        })?;
+        let takeover_delay_ms = r.value("node", "takeover_delay", hb.timeout_ms, duration)?;
 
         let dequeue_timeout_ms = r.value(
             "dequeue",
@@ -454,6 +496,9 @@ impl NodeConfig {
             monitor_interval_ms,
             maintenance_grace_ms,
             rejoin_grace_ms,
+            quorum,
+            split_action,
+            takeover_delay_ms,
             dequeue_timeout_ms,
             peers,
         })
@@ -511,6 +556,9 @@ mod tests {
         );
         assert_eq!(cfg.maintenance_grace_ms, 60_000);
         assert_eq!(cfg.rejoin_grace_ms, 15_000, "hb.timeout by default");
+        assert!(!cfg.quorum);
+        assert_eq!(cfg.split_action, SplitAction::Stop);
+        assert_eq!(cfg.takeover_delay_ms, 15_000, "hb.timeout by default");
         assert!(cfg.peers.is_empty());
     }
 

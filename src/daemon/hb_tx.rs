@@ -82,6 +82,19 @@ fn monitor_summary(state: &DaemonState) -> Value {
     if state.maintenance.load(Ordering::Acquire) {
         monitor["status"] = json!("maintenance");
     }
+    // The members this node hears: a peer counts this node's vote only while this node hears
+    // it too, so a one-way loss cannot leave both sides with quorum.
+    let c = state.config();
+    let now = now_ms();
+    let mut sees: Vec<&str> = Vec::new();
+    let peers = lock(&state.peers);
+    for (name, p) in peers.iter() {
+        if p.presence(now, &c) == crate::service::orchestrate::Presence::Up {
+            sees.push(name);
+        }
+    }
+    sees.sort_unstable();
+    monitor["sees"] = json!(sees);
     monitor
 }
 

@@ -56,6 +56,7 @@ pub fn status(state: &DaemonState) -> Response {
         "started_ms": state.started_ms,
         "stopping": state.stopping.load(Relaxed),
         "orchestration_ready": state.orchestration_ready.load(Relaxed),
+        "quorum": quorum_json(state, &config, now),
         "uptime_s": now.saturating_sub(state.started_ms) / 1000,
         "pid": std::process::id(),
         "threads": state.threads(),
@@ -90,6 +91,19 @@ pub fn status(state: &DaemonState) -> Response {
     text.push_str(&peers);
     text.push('}');
     Response::ok_encoded(text)
+}
+
+/// Whether quorum is on, this node's votes, and whether it holds quorum (and so may start ha
+/// services).
+fn quorum_json(state: &DaemonState, config: &NodeConfig, now: u64) -> serde_json::Value {
+    let votes = crate::state::votes(config, &lock(&state.peers), now);
+    json!({
+        "enabled": config.quorum,
+        "votes": votes.votes,
+        "total": votes.total,
+        "has_quorum": votes.has_quorum(),
+        "split_action": config.split_action.as_str(),
+    })
 }
 
 /// The `peers` object of the status, written from the peers' raw JSON: a copy of text,

@@ -13,7 +13,7 @@ use crate::service::config::{Orchestrate, config_path};
 use crate::service::exec::{Outcome, run_program};
 use crate::service::instance::write_json_atomic;
 use crate::service::log::{self as svclog, Follower};
-use crate::service::orchestrate::{Decision, HaAction, NodeView, Presence};
+use crate::service::orchestrate::{Decision, NodeView, Presence};
 use crate::service::{Instance, Plan, ServiceConfig, ServiceMonitor, list_services};
 use crate::state::{DaemonState, lock};
 use crate::wire::Response;
@@ -747,23 +747,6 @@ fn local_verb(
     verb
 }
 
-/// Whether a node's instance holds the service, from what its monitor publishes: it runs,
-/// its monitor is about to start (`ready`), starting, restarting or stopping it (or failed
-/// to stop it), or it is expected started and not given up on. A node holding it keeps it; nobody else starts it.
-fn holds(avail: Option<&str>, status: Option<&str>, local_expect: Option<&str>) -> bool {
-    let running = matches!(avail, Some("up" | "warn"));
-    let busy = matches!(
-        status,
-        Some("ready" | "starting" | "restarting" | "stopping" | "stop failed")
-    );
-    let expected = local_expect == Some("started") && status != Some("start failed");
-    running || busy || expected
-}
-
-fn start_or_stop_failed(status: Option<&str>) -> bool {
-    matches!(status, Some("start failed" | "stop failed"))
-}
-
 /// True once the daemon has heard every other member since it started (a full snapshot from
 /// each), or its rejoin grace period has passed: before that it does not know what runs where.
 fn orchestration_ready(
@@ -801,10 +784,24 @@ fn orchestration_ready(
     true
 }
 
+/// How long the side with quorum waits, after a node that held the service went stale, before
+/// it starts it: the takeover delay, and with `split_action = stop` the time the lost node may
+/// take to stop it and to notice (a monitor interval).
+fn takeover_wait_ms(c: &crate::config::NodeConfig, cfg: &ServiceConfig) -> u64 {
+    if !c.quorum {
+        return 0;
+    }
+    let mut wait = c.takeover_delay_ms;
+    if c.split_action == crate::config::SplitAction::Stop {
+        let stop: Duration = cfg.resources.iter().map(|r| r.timeout).sum();
+        wait += stop.as_millis() as u64 + c.monitor_interval_ms;
+    }
+    wait
+}
+
 /// `global_expect` for an `ha` service, from the cluster data: adopt the newest goal set on
-/// any node, then decide as `orchestrate::decide` says. Returns the action to run here, and
-/// whether the monitor may restart a resource found down (only where no other node holds the
-/// service and the peers were heard).
+/// any node, then decide and step as `orchestrate` says. Returns the action to run here, and
+/// whether the monitor may restart a resource found down.
 fn ha_verb(
     shard: &mut ServiceShard,
     state: &DaemonState,
@@ -813,11 +810,13 @@ fn ha_verb(
     avail: &str,
     node_frozen: bool,
 ) -> (Option<&'static str>, bool) {
+    use crate::service::orchestrate::{self, Policy, Step};
     let c = state.config();
     let now = crate::clock::now_ms();
     let mut views = Vec::with_capacity(cfg.nodes.len());
     let mut goals = Vec::new();
     let ready;
+    let votes;
     // Every peer of the service that is up has been heard from since this node went `ready`
     // plus one heartbeat interval: what it decided before it saw our `ready` is known.
     let mut confirmed = true;
@@ -825,6 +824,7 @@ fn ha_verb(
     {
         let peers = lock(&state.peers);
         ready = orchestration_ready(state, &c, &peers, now);
+        votes = crate::state::votes(&c, &peers, now);
         for n in &cfg.nodes {
             if *n == c.nodename {
                 let m = shard.monitor(state, &cfg.name);
@@ -837,9 +837,10 @@ fn ha_verb(
                     presence: Presence::Up,
                     frozen: node_frozen,
                     configured: true,
-                    running: matches!(avail, "up" | "warn"),
-                    holds: holds(Some(avail), status, Some(m.local_expect.as_str())),
+                    running: orchestrate::running(Some(avail)),
+                    holds: orchestrate::holds(Some(avail), status, Some(m.local_expect.as_str())),
                     failed: m.failed(),
+                    gone_for_ms: 0,
                 });
                 continue;
             }
@@ -852,6 +853,7 @@ fn ha_verb(
                     running: false,
                     holds: false,
                     failed: false,
+                    gone_for_ms: u64::MAX,
                 });
                 continue;
             };
@@ -887,19 +889,20 @@ fn ha_verb(
                 presence,
                 frozen: p.view.monitor().get_str("local_expect").as_deref() == Some("frozen"),
                 configured: svc.is_some(),
-                running: matches!(peer_avail.as_deref(), Some("up" | "warn")),
-                holds: holds(
+                running: orchestrate::running(peer_avail.as_deref()),
+                holds: orchestrate::holds(
                     peer_avail.as_deref(),
                     status.as_deref(),
                     local_expect.as_deref(),
                 ),
-                failed: start_or_stop_failed(status.as_deref()),
+                failed: orchestrate::failed(status.as_deref()),
+                gone_for_ms: p.gone_for_ms(now, &c),
             });
         }
     }
     let m = shard.monitor(state, &cfg.name);
     goals.push((m.global_expect, m.global_expect_updated_ms));
-    if let Some((ge, at)) = crate::service::orchestrate::newest_global(goals)
+    if let Some((ge, at)) = orchestrate::newest_global(goals)
         && at > m.global_expect_updated_ms
     {
         m.global_expect = ge;
@@ -907,24 +910,15 @@ fn ha_verb(
         shard.persist(state, &cfg.name);
     }
     let global = shard.monitor(state, &cfg.name).global_expect;
-    let d = crate::service::orchestrate::decide(&c.nodename, &views, global, ready);
+    let policy = Policy {
+        quorum: c.quorum.then_some(votes.has_quorum()),
+        takeover_wait_ms: takeover_wait_ms(&c, cfg),
+    };
+    let d = orchestrate::decide(&c.nodename, &views, global, ready, policy);
     publish_decision(state, &cfg.name, &d);
-    let others_hold = views
-        .iter()
-        .any(|v| v.name != c.nodename && v.presence != Presence::Gone && v.holds);
-    let may_restart = ready && !others_hold;
-    let running_here = matches!(avail, "up" | "warn");
     let m = shard.monitor(state, &cfg.name);
-    let is_ready = m.status == ServiceMonitorStatus::Ready;
-    // Held here only because it is expected started (nothing runs, nothing in progress).
-    let expected_only = !running_here
-        && matches!(
-            m.status,
-            ServiceMonitorStatus::Idle | ServiceMonitorStatus::Ready
-        );
-    match d.action {
-        // Elected: announce `ready` first, start once the peers confirm nobody else did.
-        HaAction::Start if !is_ready => {
+    match orchestrate::step(&d, m, orchestrate::running(Some(avail)), confirmed) {
+        Step::GoReady => {
             m.status = ServiceMonitorStatus::Ready;
             m.ready_since_ms = now;
             shard.persist(state, &cfg.name);
@@ -935,10 +929,8 @@ fn ha_verb(
             );
             (None, false)
         }
-        HaAction::Start if confirmed => (Some("start"), false),
-        HaAction::Start => (None, false),
-        // Nothing runs here: standing down is forgetting the claim, no stop to run.
-        HaAction::Stop if expected_only => {
+        Step::Start => (Some("start"), false),
+        Step::DropClaim => {
             m.status = ServiceMonitorStatus::Idle;
             m.local_expect = ServiceLocalExpect::Unset;
             shard.persist(state, &cfg.name);
@@ -949,13 +941,13 @@ fn ha_verb(
             );
             (None, false)
         }
-        HaAction::Nothing if is_ready => {
+        Step::AbortReady => {
             m.status = ServiceMonitorStatus::Idle;
             shard.persist(state, &cfg.name);
             inst.log("info", None, format!("no longer starting it: {}", d.reason));
             (None, false)
         }
-        HaAction::Stop => {
+        Step::Stop => {
             if let Some(holders) = &d.duplicate {
                 tracing::error!(
                     service = %cfg.name,
@@ -975,7 +967,56 @@ fn ha_verb(
             }
             (Some("stop"), false)
         }
-        HaAction::Nothing => (None, may_restart),
+        Step::Split => split_action(state, &c, inst, &votes),
+        Step::Idle { may_restart } => (None, may_restart),
+    }
+}
+
+/// Quorum lost while this node holds the service: `stop` it, keep it `freeze`d (no action at
+/// all), or `crash` the node so that the side with quorum can take over at once.
+fn split_action(
+    state: &DaemonState,
+    c: &crate::config::NodeConfig,
+    inst: &Instance<'_>,
+    votes: &crate::state::Votes,
+) -> (Option<&'static str>, bool) {
+    use crate::config::SplitAction;
+    let why = format!(
+        "quorum lost ({} of {} votes): split action {}",
+        votes.votes,
+        votes.total,
+        c.split_action.as_str()
+    );
+    match c.split_action {
+        SplitAction::Stop => {
+            tracing::error!(service = %inst.config.name, "{why}");
+            inst.log("error", None, why);
+            (Some("stop"), false)
+        }
+        SplitAction::Freeze => (None, false),
+        SplitAction::Crash => {
+            tracing::error!(service = %inst.config.name, "{why}");
+            inst.log("error", None, why);
+            crash_node(&state.paths);
+            (None, false)
+        }
+    }
+}
+
+/// The `crash` split action: an immediate reboot through sysrq, so that the side with quorum
+/// takes over from a node that is certainly down. With `OSVC_SPLIT_CRASH_DRY_RUN` set (tests),
+/// only `<var>/split_crash` is written.
+fn crash_node(paths: &crate::config::Paths) {
+    let marker = paths.var.join("split_crash");
+    if std::env::var_os("OSVC_SPLIT_CRASH_DRY_RUN").is_some() {
+        let _ = std::fs::write(&marker, crate::clock::now_ms().to_string());
+        tracing::error!(marker = %marker.display(), "split action crash (dry run): the node would reboot now");
+        return;
+    }
+    tracing::error!("split action crash: rebooting through sysrq");
+    // 'b': reboot at once, without syncing or unmounting: the point is to be down now.
+    if let Err(e) = std::fs::write("/proc/sysrq-trigger", b"b") {
+        tracing::error!("split action crash failed: cannot write /proc/sysrq-trigger: {e}");
     }
 }
 

@@ -9,6 +9,16 @@
 //! - It does not run nowhere while a node could run it: when no node holds it, the first
 //!   candidate of its `nodes` (up, thawed, configured, not failed) starts it.
 //! - No automatic failback: a node holding it keeps it, whatever the placement order says.
+//! - With quorum on, a node without quorum starts nothing and applies its split action to what
+//!   it holds; the side with quorum starts what a lost node held only once that node has been
+//!   gone long enough to have applied its own (`Policy::takeover_wait_ms`).
+//!
+//! [`decide`] says what the cluster rule wants of this node; [`step`] turns that into what this
+//! node's monitor does now, given its own state (the `ready` handshake before a start). Both
+//! are pure: the daemon's shard and the simulation (`crate::sim`) run the same code.
+
+use crate::service::monitor::ServiceMonitor;
+use crate::wire::payload::ServiceMonitorStatus;
 
 use crate::wire::payload::GlobalExpect;
 
@@ -40,6 +50,77 @@ pub struct NodeView {
     pub holds: bool,
     /// Its start failed there: not elected again until `clear`.
     pub failed: bool,
+    /// How long it has been `Gone` (0 otherwise): a holder gone for less than the takeover
+    /// wait may still be stopping what it ran.
+    pub gone_for_ms: u64,
+}
+
+/// Whether a node's instance holds the service, from what its monitor publishes: it runs, its
+/// monitor is about to start it (`ready`), starting, restarting or stopping it (or failed to
+/// stop it), or it is expected started and not given up on. A node holding it keeps it; nobody
+/// else starts it.
+pub fn holds(avail: Option<&str>, status: Option<&str>, local_expect: Option<&str>) -> bool {
+    let busy = matches!(
+        status,
+        Some("ready" | "starting" | "restarting" | "stopping" | "stop failed")
+    );
+    let expected = local_expect == Some("started") && status != Some("start failed");
+    running(avail) || busy || expected
+}
+
+/// The instance runs (`up`, or `warn`: some of it).
+pub fn running(avail: Option<&str>) -> bool {
+    matches!(avail, Some("up" | "warn"))
+}
+
+/// Its start or its stop failed there.
+pub fn failed(status: Option<&str>) -> bool {
+    matches!(status, Some("start failed" | "stop failed"))
+}
+
+/// How a peer is seen from its last heartbeat: up while fresh; after a maintenance notice,
+/// in maintenance until `maintenance_grace_ms` without a heartbeat; otherwise gone.
+pub fn presence(
+    age_ms: u64,
+    in_maintenance: bool,
+    hb_timeout_ms: u64,
+    maintenance_grace_ms: u64,
+) -> Presence {
+    if in_maintenance {
+        if age_ms <= maintenance_grace_ms {
+            Presence::Maintenance
+        } else {
+            Presence::Gone
+        }
+    } else if age_ms <= hb_timeout_ms {
+        Presence::Up
+    } else {
+        Presence::Gone
+    }
+}
+
+/// What the cluster's settings add to the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// None: quorum off. Some(q): quorum on, and whether this node has it.
+    pub quorum: Option<bool>,
+    /// How long a node that held the service must have been gone before another starts it.
+    pub takeover_wait_ms: u64,
+}
+
+impl Policy {
+    /// Quorum off, immediate takeover.
+    pub const PLAIN: Policy = Policy {
+        quorum: None,
+        takeover_wait_ms: 0,
+    };
+}
+
+/// A node's votes: itself, each member it sees up that (by its last heartbeat) sees it too, or
+/// in maintenance, and the arbitrators' votes it holds. It has quorum with more than half of
+/// all votes (members and arbitrators).
+pub fn has_quorum(votes: usize, members: usize, arbitrators: usize) -> bool {
+    2 * votes > members + arbitrators
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +128,8 @@ pub enum HaAction {
     Nothing,
     Start,
     Stop,
+    /// Quorum lost while holding the service: apply the split action.
+    Split,
 }
 
 /// What this node does, and why (shown in `daemon status` and logged when it acts).
@@ -58,6 +141,9 @@ pub struct Decision {
     pub reason: String,
     /// Held by more than one node: the nodes that hold it.
     pub duplicate: Option<Vec<String>>,
+    /// The monitor may restart a resource found down here: the peers were heard, quorum (if
+    /// on) is held, and no other live node holds the service.
+    pub may_restart: bool,
 }
 
 impl Decision {
@@ -67,6 +153,7 @@ impl Decision {
             leader: leader.map(str::to_string),
             reason: reason.into(),
             duplicate: None,
+            may_restart: false,
         }
     }
 }
@@ -121,7 +208,13 @@ fn no_candidate_reason(nodes: &[NodeView]) -> String {
 
 /// What `this` node does for the service. `ready` is false while the daemon has not yet
 /// heard its peers after its start: it then does nothing, not knowing what runs where.
-pub fn decide(this: &str, nodes: &[NodeView], global: GlobalExpect, ready: bool) -> Decision {
+pub fn decide(
+    this: &str,
+    nodes: &[NodeView],
+    global: GlobalExpect,
+    ready: bool,
+    policy: Policy,
+) -> Decision {
     let Some(me) = nodes.iter().find(|n| n.name == this) else {
         return Decision::new(
             HaAction::Nothing,
@@ -143,27 +236,31 @@ pub fn decide(this: &str, nodes: &[NodeView], global: GlobalExpect, ready: bool)
     if me.frozen {
         return Decision::new(HaAction::Nothing, leader, "this node is frozen");
     }
+    if policy.quorum == Some(false) {
+        return if me.holds {
+            Decision::new(HaAction::Split, leader, "no quorum: split action")
+        } else {
+            Decision::new(HaAction::Nothing, leader, "no quorum: starts nothing")
+        };
+    }
     if holders.len() > 1
         && let Some(k) = kept
     {
         let names: Vec<String> = holders.iter().map(|n| n.name.clone()).collect();
-        let mut d = if me.holds && k.name != me.name {
-            Decision::new(
-                HaAction::Stop,
-                Some(&k.name),
-                format!("held by {}: {} keeps it", names.join(", "), k.name),
-            )
+        let action = if me.holds && k.name != me.name {
+            HaAction::Stop
         } else {
-            Decision::new(
-                HaAction::Nothing,
-                Some(&k.name),
-                format!("held by {}: {} keeps it", names.join(", "), k.name),
-            )
+            HaAction::Nothing
         };
+        let mut d = Decision::new(
+            action,
+            Some(&k.name),
+            format!("held by {}: {} keeps it", names.join(", "), k.name),
+        );
         d.duplicate = Some(names);
         return d;
     }
-    match global {
+    let mut d = match global {
         GlobalExpect::Stopped if me.holds => {
             Decision::new(HaAction::Stop, None, "global_expect stopped")
         }
@@ -177,19 +274,85 @@ pub fn decide(this: &str, nodes: &[NodeView], global: GlobalExpect, ready: bool)
                 Some(&k.name),
                 format!("runs on {}", k.name),
             ),
-            None => match placement(nodes) {
-                Some(l) if l.name == me.name => {
-                    Decision::new(HaAction::Start, Some(&l.name), "elected: nobody runs it")
+            None => {
+                // A holder gone for less than the takeover wait may still be stopping it.
+                let lost = nodes.iter().find(|n| {
+                    n.presence == Presence::Gone
+                        && n.holds
+                        && n.gone_for_ms < policy.takeover_wait_ms
+                });
+                match (placement(nodes), lost) {
+                    (Some(l), Some(g)) => Decision::new(
+                        HaAction::Nothing,
+                        Some(&l.name),
+                        format!(
+                            "{} held it: waiting {} ms more before a takeover",
+                            g.name,
+                            policy.takeover_wait_ms - g.gone_for_ms
+                        ),
+                    ),
+                    (Some(l), None) if l.name == me.name => {
+                        Decision::new(HaAction::Start, Some(&l.name), "elected: nobody runs it")
+                    }
+                    (Some(l), None) => Decision::new(
+                        HaAction::Nothing,
+                        Some(&l.name),
+                        format!("{} is elected to start it", l.name),
+                    ),
+                    (None, _) => Decision::new(HaAction::Nothing, None, no_candidate_reason(nodes)),
                 }
-                Some(l) => Decision::new(
-                    HaAction::Nothing,
-                    Some(&l.name),
-                    format!("{} is elected to start it", l.name),
-                ),
-                None => Decision::new(HaAction::Nothing, None, no_candidate_reason(nodes)),
-            },
+            }
         },
         _ => Decision::new(HaAction::Nothing, leader, "no global_expect"),
+    };
+    d.may_restart = d.action == HaAction::Nothing
+        && !nodes
+            .iter()
+            .any(|n| n.name != me.name && alive(n) && n.holds);
+    d
+}
+
+/// What this node's monitor does on this tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing for the orchestration; the monitor may restart a resource found down.
+    Idle { may_restart: bool },
+    /// Elected: announce `ready` (published), start on a later tick once confirmed.
+    GoReady,
+    /// Start it now.
+    Start,
+    /// Stop it (a duplicate, or the goal is stopped).
+    Stop,
+    /// Nothing runs here: forget the claim (local_expect unset), no stop to run.
+    DropClaim,
+    /// Was `ready`, no longer elected: back to idle.
+    AbortReady,
+    /// Quorum lost while holding it: the split action.
+    Split,
+}
+
+/// Turns the cluster's decision into this node's step. `confirmed`: every peer that is up has
+/// been heard since this node went `ready`, plus a heartbeat interval (what it decided before
+/// it saw our `ready` is known).
+pub fn step(d: &Decision, m: &ServiceMonitor, running_here: bool, confirmed: bool) -> Step {
+    let is_ready = m.status == ServiceMonitorStatus::Ready;
+    // Held here only because it is expected started (nothing runs, nothing in progress).
+    let expected_only = !running_here
+        && matches!(
+            m.status,
+            ServiceMonitorStatus::Idle | ServiceMonitorStatus::Ready
+        );
+    match d.action {
+        HaAction::Start if !is_ready => Step::GoReady,
+        HaAction::Start if confirmed => Step::Start,
+        HaAction::Start => Step::Idle { may_restart: false },
+        HaAction::Stop | HaAction::Split if expected_only => Step::DropClaim,
+        HaAction::Nothing if is_ready => Step::AbortReady,
+        HaAction::Stop => Step::Stop,
+        HaAction::Split => Step::Split,
+        HaAction::Nothing => Step::Idle {
+            may_restart: d.may_restart,
+        },
     }
 }
 
@@ -214,13 +377,14 @@ mod tests {
             running,
             holds: running,
             failed: false,
+            gone_for_ms: 0,
         }
     }
 
     use Presence::{Gone, Maintenance, Up};
 
     fn act(this: &str, nodes: &[NodeView]) -> HaAction {
-        decide(this, nodes, GlobalExpect::Started, true).action
+        decide(this, nodes, GlobalExpect::Started, true, Policy::PLAIN).action
     }
 
     #[test]
@@ -238,7 +402,7 @@ mod tests {
         assert_eq!(act("n1", &nodes), HaAction::Nothing);
         assert_eq!(act("n2", &nodes), HaAction::Nothing);
         assert_eq!(
-            decide("n1", &nodes, GlobalExpect::Started, true)
+            decide("n1", &nodes, GlobalExpect::Started, true, Policy::PLAIN)
                 .leader
                 .as_deref(),
             Some("n2")
@@ -257,7 +421,7 @@ mod tests {
     #[test]
     fn nothing_before_the_peers_are_heard() {
         let nodes = vec![nv("n1", Up, false), nv("n2", Gone, false)];
-        let d = decide("n1", &nodes, GlobalExpect::Started, false);
+        let d = decide("n1", &nodes, GlobalExpect::Started, false, Policy::PLAIN);
         assert_eq!(d.action, HaAction::Nothing);
         assert!(d.reason.contains("waiting"), "{}", d.reason);
     }
@@ -268,11 +432,11 @@ mod tests {
         assert_eq!(act("n1", &nodes), HaAction::Nothing);
         assert_eq!(act("n2", &nodes), HaAction::Stop);
         assert_eq!(act("n3", &nodes), HaAction::Nothing);
-        let d = decide("n2", &nodes, GlobalExpect::Started, true);
+        let d = decide("n2", &nodes, GlobalExpect::Started, true, Policy::PLAIN);
         assert_eq!(d.duplicate, Some(vec!["n1".to_string(), "n2".to_string()]));
         // Whatever global_expect says.
         assert_eq!(
-            decide("n2", &nodes, GlobalExpect::Unset, true).action,
+            decide("n2", &nodes, GlobalExpect::Unset, true, Policy::PLAIN).action,
             HaAction::Stop
         );
         // A node in maintenance keeps it: its daemon cannot stop anything.
@@ -297,7 +461,7 @@ mod tests {
         assert_eq!(act("n4", &nodes), HaAction::Start);
         assert_eq!(act("n1", &nodes), HaAction::Nothing);
         let nodes = vec![n1, n2, n3];
-        let d = decide("n1", &nodes, GlobalExpect::Started, true);
+        let d = decide("n1", &nodes, GlobalExpect::Started, true, Policy::PLAIN);
         assert_eq!(d.action, HaAction::Nothing);
         assert_eq!(
             d.reason,
@@ -309,13 +473,79 @@ mod tests {
     fn stopped_goal_stops_every_holder() {
         let nodes = vec![nv("n1", Up, true), nv("n2", Up, false)];
         assert_eq!(
-            decide("n1", &nodes, GlobalExpect::Stopped, true).action,
+            decide("n1", &nodes, GlobalExpect::Stopped, true, Policy::PLAIN).action,
             HaAction::Stop
         );
         assert_eq!(
-            decide("n2", &nodes, GlobalExpect::Stopped, true).action,
+            decide("n2", &nodes, GlobalExpect::Stopped, true, Policy::PLAIN).action,
             HaAction::Nothing
         );
+    }
+
+    #[test]
+    fn without_quorum_nothing_starts_and_holders_split() {
+        let lost = Policy {
+            quorum: Some(false),
+            takeover_wait_ms: 0,
+        };
+        let nodes = vec![nv("n1", Up, true), nv("n2", Up, false)];
+        assert_eq!(
+            decide("n1", &nodes, GlobalExpect::Started, true, lost).action,
+            HaAction::Split
+        );
+        let nodes = vec![nv("n1", Up, false), nv("n2", Gone, false)];
+        let d = decide("n1", &nodes, GlobalExpect::Started, true, lost);
+        assert_eq!(d.action, HaAction::Nothing);
+        assert!(d.reason.contains("no quorum"), "{}", d.reason);
+        assert!(!d.may_restart);
+        assert!(has_quorum(2, 3, 0) && !has_quorum(1, 3, 0) && !has_quorum(1, 2, 0));
+        assert!(has_quorum(2, 2, 1), "two nodes and an arbitrator's vote");
+    }
+
+    #[test]
+    fn a_lost_holder_is_taken_over_only_after_the_takeover_wait() {
+        let policy = Policy {
+            quorum: Some(true),
+            takeover_wait_ms: 5_000,
+        };
+        let mut gone = nv("n1", Gone, true);
+        gone.gone_for_ms = 4_000;
+        let nodes = vec![gone.clone(), nv("n2", Up, false)];
+        let d = decide("n2", &nodes, GlobalExpect::Started, true, policy);
+        assert_eq!(d.action, HaAction::Nothing);
+        assert!(d.reason.contains("1000 ms more"), "{}", d.reason);
+        gone.gone_for_ms = 5_000;
+        let nodes = vec![gone, nv("n2", Up, false)];
+        assert_eq!(
+            decide("n2", &nodes, GlobalExpect::Started, true, policy).action,
+            HaAction::Start
+        );
+    }
+
+    #[test]
+    fn steps_of_the_ready_handshake() {
+        let nodes = vec![nv("n1", Up, false), nv("n2", Up, false)];
+        let d = decide("n1", &nodes, GlobalExpect::Started, true, Policy::PLAIN);
+        let mut m = ServiceMonitor::default();
+        assert_eq!(step(&d, &m, false, false), Step::GoReady);
+        m.status = ServiceMonitorStatus::Ready;
+        assert_eq!(
+            step(&d, &m, false, false),
+            Step::Idle { may_restart: false }
+        );
+        assert_eq!(step(&d, &m, false, true), Step::Start);
+        // Someone else holds it meanwhile: stand down.
+        let nodes = vec![nv("n1", Up, false), nv("n2", Up, true)];
+        let d = decide("n1", &nodes, GlobalExpect::Started, true, Policy::PLAIN);
+        assert_eq!(step(&d, &m, false, true), Step::AbortReady);
+    }
+
+    #[test]
+    fn presence_from_age_and_maintenance() {
+        assert_eq!(super::presence(100, false, 1_000, 5_000), Up);
+        assert_eq!(super::presence(1_001, false, 1_000, 5_000), Gone);
+        assert_eq!(super::presence(4_000, true, 1_000, 5_000), Maintenance);
+        assert_eq!(super::presence(5_001, true, 1_000, 5_000), Gone);
     }
 
     fn presence() -> impl Strategy<Value = Presence> {
@@ -343,13 +573,14 @@ mod tests {
                     running: *running,
                     holds: *running || (*restarting && !*failed),
                     failed: *failed,
+                    gone_for_ms: 0,
                 })
                 .collect();
             // Only nodes that are up decide (a daemon in maintenance or dead does not).
             let deciding: Vec<&NodeView> = nodes.iter().filter(|n| n.presence == Up).collect();
             let decisions: Vec<(&NodeView, Decision)> = deciding
                 .iter()
-                .map(|n| (*n, decide(&n.name, &nodes, GlobalExpect::Started, true)))
+                .map(|n| (*n, decide(&n.name, &nodes, GlobalExpect::Started, true, Policy::PLAIN)))
                 .collect();
             let starts = decisions.iter().filter(|(_, d)| d.action == HaAction::Start).count();
             let holders: Vec<&NodeView> = nodes.iter().filter(|n| alive(n) && n.holds).collect();

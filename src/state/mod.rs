@@ -66,18 +66,67 @@ impl PeerStatus {
     /// `maintenance_grace_ms` without a heartbeat (a host powered off after its daemon was
     /// stopped must not hold its services forever); otherwise stale.
     pub fn presence(&self, now_ms: u64, config: &NodeConfig) -> Presence {
-        let age = now_ms.saturating_sub(self.last_seen_ms);
-        if self.in_maintenance() {
-            if age <= config.maintenance_grace_ms {
-                Presence::Maintenance
-            } else {
-                Presence::Gone
-            }
-        } else if age <= config.hb.timeout_ms {
-            Presence::Up
+        crate::service::orchestrate::presence(
+            now_ms.saturating_sub(self.last_seen_ms),
+            self.in_maintenance(),
+            config.hb.timeout_ms,
+            config.maintenance_grace_ms,
+        )
+    }
+
+    /// How long it has been stale (0 while up or in maintenance).
+    pub fn gone_for_ms(&self, now_ms: u64, config: &NodeConfig) -> u64 {
+        let limit = if self.in_maintenance() {
+            config.maintenance_grace_ms
         } else {
-            Presence::Gone
-        }
+            config.hb.timeout_ms
+        };
+        now_ms
+            .saturating_sub(self.last_seen_ms)
+            .saturating_sub(limit)
+    }
+
+    /// Whether its last heartbeat said it sees `name` up; None when it does not say.
+    pub fn sees(&self, name: &str) -> Option<bool> {
+        let monitor = self.view.monitor().to_value();
+        let list = monitor.get("sees")?.as_array()?;
+        Some(list.iter().any(|n| n.as_str() == Some(name)))
+    }
+}
+
+/// This node's votes for quorum: itself, every member it sees up that sees it too (by that
+/// member's last heartbeat; one that does not say is taken at its word), and every member in
+/// maintenance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Votes {
+    pub votes: usize,
+    pub total: usize,
+}
+
+impl Votes {
+    pub fn has_quorum(&self) -> bool {
+        crate::service::orchestrate::has_quorum(self.votes, self.total, 0)
+    }
+}
+
+pub fn votes(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> Votes {
+    let mut votes = 1;
+    for name in config
+        .cluster
+        .nodes
+        .iter()
+        .filter(|n| **n != config.nodename)
+    {
+        let Some(p) = peers.get(name) else { continue };
+        votes += match p.presence(now_ms, config) {
+            Presence::Up => usize::from(p.sees(&config.nodename) != Some(false)),
+            Presence::Maintenance => 1,
+            Presence::Gone => 0,
+        };
+    }
+    Votes {
+        votes,
+        total: config.cluster.nodes.len().max(1),
     }
 }
 
