@@ -15,5 +15,7 @@ pub mod hb;
 pub mod listener;
 pub mod loadgen;
 pub mod service;
+#[doc(hidden)]
+pub mod sim;
 pub mod state;
 pub mod wire;

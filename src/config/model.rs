@@ -158,6 +158,22 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// How long the side with quorum waits, after a node went stale, before it starts what
+    /// that node may have run: the takeover delay, and with `split_action = stop` the time the
+    /// lost node may take to stop it (`stop_timeout_ms`) and to notice (a monitor interval).
+    /// 0 with quorum off.
+    pub fn takeover_wait_ms(&self, stop_timeout_ms: u64) -> u64 {
+        if !self.quorum {
+            return 0;
+        }
+        match self.split_action {
+            SplitAction::Stop => {
+                self.takeover_delay_ms + stop_timeout_ms + self.monitor_interval_ms
+            }
+            _ => self.takeover_delay_ms,
+        }
+    }
+
     /// Where a peer listens: `[node.NAME] addr`, else its name resolved, on this node's
     /// listener port (a cluster shares one).
     pub fn peer_addr(&self, name: &str) -> Option<std::net::SocketAddr> {

@@ -82,14 +82,15 @@ fn monitor_summary(state: &DaemonState) -> Value {
     if state.maintenance.load(Ordering::Acquire) {
         monitor["status"] = json!("maintenance");
     }
-    // The members this node hears: a peer counts this node's vote only while this node hears
-    // it too, so a one-way loss cannot leave both sides with quorum.
+    // The members this node hears (or holds in maintenance): a peer counts this node's vote
+    // only while this node hears it too, so a one-way loss cannot leave both sides with
+    // quorum; and a peer that cannot reach a member learns from this list that it is not gone.
     let c = state.config();
     let now = now_ms();
     let mut sees: Vec<&str> = Vec::new();
     let peers = lock(&state.peers);
     for (name, p) in peers.iter() {
-        if p.presence(now, &c) == crate::service::orchestrate::Presence::Up {
+        if p.presence(now, &c) != crate::service::orchestrate::Presence::Gone {
             sees.push(name);
         }
     }

@@ -80,6 +80,8 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         control_error: Mutex::new(None),
         commands: Mutex::new(cmd_tx),
         peers: Mutex::new(Default::default()),
+        seen_via: Mutex::new(Default::default()),
+        quorum_since: Mutex::new(None),
         started_ms,
         shards: OnceLock::new(),
         dispatcher: OnceLock::new(),

@@ -10,7 +10,7 @@ pub mod service;
 use std::sync::Arc;
 
 use crate::dispatch::{Origin, ReceivedHeartbeat, Reply, ShardHandler};
-use crate::state::{DaemonState, PeerStatus, lock};
+use crate::state::{DaemonState, lock};
 use crate::wire::Request;
 
 pub struct Handlers {
@@ -91,6 +91,7 @@ impl ShardHandler for Handlers {
         {
             // One lock for the batch: `daemon status` waits for one batch at most.
             let mut peers = lock(&self.state.peers);
+            let mut seen_via = lock(&self.state.seen_via);
             for ReceivedHeartbeat {
                 nodename,
                 heartbeat,
@@ -98,15 +99,15 @@ impl ShardHandler for Handlers {
                 at_ms,
             } in batch
             {
-                let peer = peers.entry(nodename).or_insert_with(|| PeerStatus {
+                match crate::state::apply_heartbeat(
+                    &mut peers,
+                    &mut seen_via,
+                    nodename,
+                    heartbeat,
                     addr,
-                    last_seen_ms: at_ms,
-                    view: Default::default(),
-                });
-                match peer.view.apply(heartbeat) {
+                    at_ms,
+                ) {
                     Ok(a) => {
-                        peer.addr = addr;
-                        peer.last_seen_ms = at_ms;
                         applied += 1;
                         news += u64::from(a != crate::hb::Applied::Stale);
                     }

@@ -585,7 +585,12 @@ pub fn census(state: &DaemonState) -> usize {
         let Ok(cfg) = load(state, name) else { return };
         let inst = Instance::new(&cfg, &node, &state.paths.services());
         let (_, status) = inst.refresh_status();
-        let monitor = read_monitor(state, name);
+        let mut monitor = read_monitor(state, name);
+        let before = monitor.status;
+        monitor.settle();
+        if monitor.status != before {
+            write_monitor(state, name, &monitor);
+        }
         lock(&state.services).insert(name.clone(), snapshot(&cfg, status, &monitor));
     });
     names.len()
@@ -784,21 +789,6 @@ fn orchestration_ready(
     true
 }
 
-/// How long the side with quorum waits, after a node that held the service went stale, before
-/// it starts it: the takeover delay, and with `split_action = stop` the time the lost node may
-/// take to stop it and to notice (a monitor interval).
-fn takeover_wait_ms(c: &crate::config::NodeConfig, cfg: &ServiceConfig) -> u64 {
-    if !c.quorum {
-        return 0;
-    }
-    let mut wait = c.takeover_delay_ms;
-    if c.split_action == crate::config::SplitAction::Stop {
-        let stop: Duration = cfg.resources.iter().map(|r| r.timeout).sum();
-        wait += stop.as_millis() as u64 + c.monitor_interval_ms;
-    }
-    wait
-}
-
 /// `global_expect` for an `ha` service, from the cluster data: adopt the newest goal set on
 /// any node, then decide and step as `orchestrate` says. Returns the action to run here, and
 /// whether the monitor may restart a resource found down.
@@ -823,6 +813,8 @@ fn ha_verb(
     let ready_since = shard.monitor(state, &cfg.name).ready_since_ms;
     {
         let peers = lock(&state.peers);
+        let seen_via = lock(&state.seen_via);
+        let gone_for = |name: &str| crate::state::gone_for_ms(name, &peers, &seen_via, &c, now);
         ready = orchestration_ready(state, &c, &peers, now);
         votes = crate::state::votes(&c, &peers, now);
         for n in &cfg.nodes {
@@ -853,7 +845,7 @@ fn ha_verb(
                     running: false,
                     holds: false,
                     failed: false,
-                    gone_for_ms: u64::MAX,
+                    gone_for_ms: gone_for(n),
                 });
                 continue;
             };
@@ -896,7 +888,11 @@ fn ha_verb(
                     local_expect.as_deref(),
                 ),
                 failed: orchestrate::failed(status.as_deref()),
-                gone_for_ms: p.gone_for_ms(now, &c),
+                gone_for_ms: if presence == Presence::Gone {
+                    gone_for(n)
+                } else {
+                    0
+                },
             });
         }
     }
@@ -912,7 +908,14 @@ fn ha_verb(
     let global = shard.monitor(state, &cfg.name).global_expect;
     let policy = Policy {
         quorum: c.quorum.then_some(votes.has_quorum()),
-        takeover_wait_ms: takeover_wait_ms(&c, cfg),
+        quorum_held_ms: state.quorum_held_ms(votes.has_quorum(), now),
+        takeover_wait_ms: c.takeover_wait_ms(
+            cfg.resources
+                .iter()
+                .map(|r| r.timeout)
+                .sum::<Duration>()
+                .as_millis() as u64,
+        ),
     };
     let d = orchestrate::decide(&c.nodename, &views, global, ready, policy);
     publish_decision(state, &cfg.name, &d);

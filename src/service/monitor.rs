@@ -106,6 +106,21 @@ impl ServiceMonitor {
         }
     }
 
+    /// At a daemon's start: a status that only means "an action of mine is under way"
+    /// (`ready`, `starting`, `restarting`, `stopping`) belongs to the previous daemon, which
+    /// can no longer finish it; what runs is what the checks now say.
+    pub fn settle(&mut self) {
+        if matches!(
+            self.status,
+            ServiceMonitorStatus::Ready
+                | ServiceMonitorStatus::Starting
+                | ServiceMonitorStatus::Restarting
+                | ServiceMonitorStatus::Stopping
+        ) {
+            self.status = ServiceMonitorStatus::Idle;
+        }
+    }
+
     /// `clear`: forget the failed state and the restart counts.
     pub fn clear(&mut self) {
         if self.failed() {

@@ -50,8 +50,9 @@ pub struct NodeView {
     pub holds: bool,
     /// Its start failed there: not elected again until `clear`.
     pub failed: bool,
-    /// How long it has been `Gone` (0 otherwise): a holder gone for less than the takeover
-    /// wait may still be stopping what it ran.
+    /// How long it has been `Gone`, since this node or a peer it hears last saw it (0 while
+    /// not gone): a node gone for less than the takeover wait may still be stopping what it
+    /// ran.
     pub gone_for_ms: u64,
 }
 
@@ -104,6 +105,11 @@ pub fn presence(
 pub struct Policy {
     /// None: quorum off. Some(q): quorum on, and whether this node has it.
     pub quorum: Option<bool>,
+    /// How long this node has held quorum without a break. A node that just gained it (it
+    /// was cut off, or it just started) may know nothing of what the nodes it could not hear
+    /// ran: before it starts anything, those must have had the takeover wait to notice their
+    /// own loss of quorum and apply their split action.
+    pub quorum_held_ms: u64,
     /// How long a node that held the service must have been gone before another starts it.
     pub takeover_wait_ms: u64,
 }
@@ -112,6 +118,7 @@ impl Policy {
     /// Quorum off, immediate takeover.
     pub const PLAIN: Policy = Policy {
         quorum: None,
+        quorum_held_ms: 0,
         takeover_wait_ms: 0,
     };
 }
@@ -260,6 +267,30 @@ pub fn decide(
         d.duplicate = Some(names);
         return d;
     }
+    // What holds back a start (an election's, or a restart of what does not run): a node
+    // gone for less than the takeover wait may still be stopping it, and what this node knows
+    // of it may be older than its loss (it may have been out of reach here while others still
+    // saw it), so whatever it last said it held; and a node that just gained quorum may know
+    // nothing of what the nodes it could not hear ran.
+    let lost = nodes
+        .iter()
+        .find(|n| n.presence == Presence::Gone && n.gone_for_ms < policy.takeover_wait_ms);
+    let held_back = match lost {
+        Some(g) => Some(format!(
+            "{} is gone for {} ms: waiting {} ms more before a start",
+            g.name,
+            g.gone_for_ms,
+            policy.takeover_wait_ms - g.gone_for_ms
+        )),
+        None if policy.quorum == Some(true) && policy.quorum_held_ms < policy.takeover_wait_ms => {
+            Some(format!(
+                "quorum held for {} ms: waiting {} ms more before a start",
+                policy.quorum_held_ms,
+                policy.takeover_wait_ms - policy.quorum_held_ms
+            ))
+        }
+        None => None,
+    };
     let mut d = match global {
         GlobalExpect::Stopped if me.holds => {
             Decision::new(HaAction::Stop, None, "global_expect stopped")
@@ -274,41 +305,27 @@ pub fn decide(
                 Some(&k.name),
                 format!("runs on {}", k.name),
             ),
-            None => {
-                // A holder gone for less than the takeover wait may still be stopping it.
-                let lost = nodes.iter().find(|n| {
-                    n.presence == Presence::Gone
-                        && n.holds
-                        && n.gone_for_ms < policy.takeover_wait_ms
-                });
-                match (placement(nodes), lost) {
-                    (Some(l), Some(g)) => Decision::new(
-                        HaAction::Nothing,
-                        Some(&l.name),
-                        format!(
-                            "{} held it: waiting {} ms more before a takeover",
-                            g.name,
-                            policy.takeover_wait_ms - g.gone_for_ms
-                        ),
-                    ),
-                    (Some(l), None) if l.name == me.name => {
-                        Decision::new(HaAction::Start, Some(&l.name), "elected: nobody runs it")
-                    }
-                    (Some(l), None) => Decision::new(
-                        HaAction::Nothing,
-                        Some(&l.name),
-                        format!("{} is elected to start it", l.name),
-                    ),
-                    (None, _) => Decision::new(HaAction::Nothing, None, no_candidate_reason(nodes)),
+            None => match (placement(nodes), held_back.clone()) {
+                (Some(l), Some(why)) => Decision::new(HaAction::Nothing, Some(&l.name), why),
+                (Some(l), None) if l.name == me.name => {
+                    Decision::new(HaAction::Start, Some(&l.name), "elected: nobody runs it")
                 }
-            }
+                (Some(l), None) => Decision::new(
+                    HaAction::Nothing,
+                    Some(&l.name),
+                    format!("{} is elected to start it", l.name),
+                ),
+                (None, _) => Decision::new(HaAction::Nothing, None, no_candidate_reason(nodes)),
+            },
         },
         _ => Decision::new(HaAction::Nothing, leader, "no global_expect"),
     };
+    // A restart of what does not run here is a start: held back alike.
     d.may_restart = d.action == HaAction::Nothing
         && !nodes
             .iter()
-            .any(|n| n.name != me.name && alive(n) && n.holds);
+            .any(|n| n.name != me.name && alive(n) && n.holds)
+        && (me.running || held_back.is_none());
     d
 }
 
@@ -486,6 +503,7 @@ mod tests {
     fn without_quorum_nothing_starts_and_holders_split() {
         let lost = Policy {
             quorum: Some(false),
+            quorum_held_ms: 0,
             takeover_wait_ms: 0,
         };
         let nodes = vec![nv("n1", Up, true), nv("n2", Up, false)];
@@ -506,14 +524,20 @@ mod tests {
     fn a_lost_holder_is_taken_over_only_after_the_takeover_wait() {
         let policy = Policy {
             quorum: Some(true),
+            quorum_held_ms: 60_000,
             takeover_wait_ms: 5_000,
         };
-        let mut gone = nv("n1", Gone, true);
+        let mut gone = nv("n1", Gone, false);
         gone.gone_for_ms = 4_000;
         let nodes = vec![gone.clone(), nv("n2", Up, false)];
         let d = decide("n2", &nodes, GlobalExpect::Started, true, policy);
         assert_eq!(d.action, HaAction::Nothing);
-        assert!(d.reason.contains("1000 ms more"), "{}", d.reason);
+        assert!(
+            d.reason
+                .contains("n1 is gone for 4000 ms: waiting 1000 ms more"),
+            "{}",
+            d.reason
+        );
         gone.gone_for_ms = 5_000;
         let nodes = vec![gone, nv("n2", Up, false)];
         assert_eq!(

@@ -50,6 +50,9 @@ pub struct PeerStatus {
     pub addr: SocketAddr,
     pub last_seen_ms: u64,
     pub view: crate::hb::HbView,
+    /// The members its last heartbeat said it sees up or in maintenance (None: it does not
+    /// say).
+    pub sees: Option<Vec<String>>,
 }
 
 impl PeerStatus {
@@ -74,24 +77,98 @@ impl PeerStatus {
         )
     }
 
-    /// How long it has been stale (0 while up or in maintenance).
-    pub fn gone_for_ms(&self, now_ms: u64, config: &NodeConfig) -> u64 {
-        let limit = if self.in_maintenance() {
-            config.maintenance_grace_ms
-        } else {
-            config.hb.timeout_ms
-        };
-        now_ms
-            .saturating_sub(self.last_seen_ms)
-            .saturating_sub(limit)
-    }
-
     /// Whether its last heartbeat said it sees `name` up; None when it does not say.
     pub fn sees(&self, name: &str) -> Option<bool> {
-        let monitor = self.view.monitor().to_value();
-        let list = monitor.get("sees")?.as_array()?;
-        Some(list.iter().any(|n| n.as_str() == Some(name)))
+        self.sees.as_ref().map(|l| l.iter().any(|n| n == name))
     }
+
+    /// Reads the `sees` list of the monitor just received, if the monitor changed; the names
+    /// it no longer lists were last seen through it when its previous heartbeat came.
+    pub fn take_sees(&mut self, previous_seen_ms: u64, seen_via: &mut SeenVia) {
+        let monitor = self.view.monitor().to_value();
+        let now: Option<Vec<String>> = monitor["sees"].as_array().map(|l| {
+            l.iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        });
+        for gone in self.sees.iter().flatten() {
+            if now.as_ref().is_none_or(|l| !l.contains(gone)) {
+                let at = seen_via.entry(gone.clone()).or_insert(0);
+                *at = (*at).max(previous_seen_ms);
+            }
+        }
+        self.sees = now;
+    }
+}
+
+/// Takes one authenticated heartbeat from `nodename` into its view.
+pub fn apply_heartbeat(
+    peers: &mut PeerMap,
+    seen_via: &mut SeenVia,
+    nodename: String,
+    heartbeat: crate::hb::Heartbeat,
+    addr: SocketAddr,
+    at_ms: u64,
+) -> Result<crate::hb::Applied, crate::hb::HbError> {
+    let peer = peers.entry(nodename).or_insert_with(|| PeerStatus {
+        addr,
+        last_seen_ms: at_ms,
+        view: Default::default(),
+        sees: None,
+    });
+    let monitor_before = peer.view.monitor().clone();
+    let applied = peer.view.apply(heartbeat)?;
+    // Read only when it changed: a repeated monitor lists the same names.
+    if *peer.view.monitor() != monitor_before {
+        peer.take_sees(peer.last_seen_ms, seen_via);
+    }
+    peer.addr = addr;
+    peer.last_seen_ms = at_ms;
+    Ok(applied)
+}
+
+/// When each member was last seen up by a peer that still heard it (by that peer's
+/// heartbeats), as far as those heartbeats told.
+pub type SeenVia = std::collections::HashMap<String, u64>;
+
+/// The last time `name` was seen up by this node or by a peer it hears: a member that some peer
+/// still sees is not gone, even if this node cannot reach it (its state here may be stale).
+pub fn last_seen_by_anyone(
+    name: &str,
+    peers: &PeerMap,
+    seen_via: &SeenVia,
+    config: &NodeConfig,
+    now_ms: u64,
+) -> u64 {
+    let mut at = peers.get(name).map_or(0, |p| p.last_seen_ms);
+    at = at.max(seen_via.get(name).copied().unwrap_or(0));
+    for p in peers.values() {
+        if p.presence(now_ms, config) == Presence::Up && p.sees(name) == Some(true) {
+            at = at.max(p.last_seen_ms);
+        }
+    }
+    at
+}
+
+/// How long `name` has been gone: since this node or a peer it hears last saw it up, past
+/// the limit that makes it stale (`hb.timeout`, or the maintenance grace after a maintenance
+/// notice). 0 while it is not gone; `u64::MAX` when nobody ever saw it.
+pub fn gone_for_ms(
+    name: &str,
+    peers: &PeerMap,
+    seen_via: &SeenVia,
+    config: &NodeConfig,
+    now_ms: u64,
+) -> u64 {
+    let last = last_seen_by_anyone(name, peers, seen_via, config, now_ms);
+    if last == 0 {
+        return u64::MAX;
+    }
+    let limit = match peers.get(name) {
+        Some(p) if p.in_maintenance() => config.maintenance_grace_ms,
+        _ => config.hb.timeout_ms,
+    };
+    now_ms.saturating_sub(last).saturating_sub(limit)
 }
 
 /// This node's votes for quorum: itself, every member it sees up that sees it too (by that
@@ -154,6 +231,10 @@ pub struct DaemonState {
     /// Hashed, not sorted: the heartbeat shard looks a peer up per heartbeat (readers that
     /// list peers sort them). Its keys are members' names, from authenticated heartbeats.
     pub peers: Mutex<PeerMap>,
+    /// Written with `peers`, by the heartbeat shard: see [`last_seen_by_anyone`].
+    pub seen_via: Mutex<SeenVia>,
+    /// Since when this node has held quorum without a break, as the monitor last found.
+    pub quorum_since: Mutex<Option<u64>>,
     pub started_ms: u64,
     pub shards: OnceLock<usize>,
     pub dispatcher: OnceLock<crate::dispatch::Dispatcher>,
@@ -216,6 +297,23 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl DaemonState {
+    /// Records whether this node has quorum now; returns how long it has held it without a
+    /// break (0 without it).
+    pub fn quorum_held_ms(&self, has_quorum: bool, now_ms: u64) -> u64 {
+        let mut since = lock(&self.quorum_since);
+        match (has_quorum, *since) {
+            (false, _) => {
+                *since = None;
+                0
+            }
+            (true, Some(t)) => now_ms.saturating_sub(t),
+            (true, None) => {
+                *since = Some(now_ms);
+                0
+            }
+        }
+    }
+
     pub fn config(&self) -> Arc<NodeConfig> {
         self.config
             .read()
