@@ -136,9 +136,10 @@ fn beat(state: &DaemonState, sock: &UdpSocket) {
     }
 }
 
-/// Copies of the maintenance notice: a lost datagram must not make peers find this node
-/// stale and start what it still runs.
-const MAINTENANCE_COPIES: u32 = 3;
+/// When the copies of the maintenance notice go out (ms after the first): a lost datagram,
+/// or a short burst of loss, must not make peers find this node stale and start what it
+/// still runs.
+pub const MAINTENANCE_COPIES_MS: [u64; 4] = [0, 100, 300, 700];
 
 /// Tells every peer this node is in maintenance: its daemon stops, its instances keep running
 /// as the heartbeat lists them. Call it once the `hb.tx` thread is stopped, so no ordinary
@@ -148,10 +149,10 @@ pub fn advertise_maintenance(state: &DaemonState) {
     let c = state.config();
     match heartbeat_socket(&c) {
         Ok(sock) => {
-            for i in 0..MAINTENANCE_COPIES {
-                if i > 0 {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+            let start = Instant::now();
+            for at in MAINTENANCE_COPIES_MS {
+                let due = Duration::from_millis(at);
+                std::thread::sleep(due.saturating_sub(start.elapsed()));
                 beat(state, &sock);
             }
             let services = lock(&state.services).len();

@@ -513,7 +513,11 @@ impl Sim {
             6..=7 => {
                 if self.nodes[i].daemon == Daemon::Running {
                     self.note(format!("{} daemon stop", self.nodes[i].name));
-                    self.beat(i, true);
+                    // The notice's copies, as the daemon sends them (spread over 700 ms here
+                    // all at once: each is lost or delayed on its own).
+                    for _ in crate::daemon::hb_tx::MAINTENANCE_COPIES_MS {
+                        self.beat(i, true);
+                    }
                     let node = &mut self.nodes[i];
                     node.daemon = Daemon::Stopped;
                     node.life += 1;
