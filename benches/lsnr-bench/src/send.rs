@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::frames::Pool;
-use crate::wire::{Kind, Sender};
+use crate::frames::Pool;
+use osvc_agent::wire::{Kind, Sender};
 
 /// Datagrams per `sendmmsg` call.
 pub const BATCH: usize = 64;
@@ -181,11 +181,6 @@ impl Blast {
         self.sent.load(Ordering::Relaxed)
     }
 
-    /// When a thread ran out of frames, if one did.
-    pub fn exhausted_at(&self) -> Option<Instant> {
-        *self.exhausted_at.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Stops and joins; returns the total sent.
     pub fn finish(mut self) -> u64 {
         self.join_all();
@@ -246,7 +241,7 @@ impl Paced {
                     if n == 0 {
                         continue;
                     }
-                    let now = crate::clock::now_ms();
+                    let now = osvc_agent::clock::now_ms();
                     for _ in 0..n {
                         let (buf, ends) = &mut bufs[node % k];
                         if senders[node]
@@ -282,10 +277,6 @@ impl Paced {
             sent,
             join: Some(join),
         }
-    }
-
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
     }
 
     pub fn finish(mut self) -> u64 {
