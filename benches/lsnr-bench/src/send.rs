@@ -18,17 +18,8 @@ pub const BATCH: usize = 64;
 pub fn connected_socket(local: IpAddr, target: SocketAddr) -> std::io::Result<UdpSocket> {
     let s = UdpSocket::bind((local, 0))?;
     s.connect(target)?;
-    let size: libc::c_int = 4 << 20;
-    // SAFETY: a valid fd and a pointer to a live c_int. Best effort (capped by wmem_max).
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // Best effort: the kernel caps it at net.core.wmem_max.
+    let _ = socket2::SockRef::from(&s).set_send_buffer_size(4 << 20);
     Ok(s)
 }
 
