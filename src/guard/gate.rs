@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::blacklist::{Blacklist, Strike, Verdict};
 use super::ratelimit::RateLimit;
+use crate::wire::FastState;
 use crate::wire::crypto::SessionKey;
-use crate::wire::fasthash::FastState;
 use crate::wire::frame::{FrameView, Header, HeaderError, Kind};
 use crate::wire::heartbeat::Heartbeat;
 use crate::wire::payload::{PayloadError, Request, RequestParser};
@@ -247,7 +247,7 @@ impl GateStats {
 }
 
 fn member_set(config: &GateConfig) -> HashSet<Box<str>, FastState> {
-    let mut set = HashSet::with_capacity_and_hasher(config.members.len(), FastState::new());
+    let mut set = HashSet::with_capacity_and_hasher(config.members.len(), FastState::default());
     set.extend(config.members.iter().map(|m| Box::from(m.as_str())));
     set
 }
@@ -280,7 +280,7 @@ impl Gate {
             shared,
             keys: KeyCache::new(8192),
             parser: RequestParser::new(),
-            last_heartbeat: HashMap::with_hasher(FastState::new()),
+            last_heartbeat: HashMap::with_hasher(FastState::default()),
             stats: GateStats::default(),
             notices: Vec::new(),
         }
