@@ -374,7 +374,7 @@ fn hkdf_derive() -> SessionKey {
 /// Heartbeat frame sizes, as `lsnr-bench hb-udp` sends them.
 const HB_SIZES: [usize; 2] = [256, 1024];
 
-/// Heartbeats in the shape `lsnr-bench` sends (`loadgen::frames::heartbeat_payload`: a node
+/// Heartbeats in the shape `lsnr-bench` sends (`bench_support::heartbeat_payload`: a node
 /// monitor padded to the size and as many services as fit), frame `i` at generation `i + 1`,
 /// so that each one applied to a view is news (a full snapshot replacing the last).
 struct HbFixture {
@@ -384,7 +384,7 @@ struct HbFixture {
 
 impl HbFixture {
     fn new(frame_size: usize) -> Self {
-        let base = osvc_agent::loadgen::frames::heartbeat_payload(frame_size, NODE.len());
+        let base = osvc_agent::bench_support::heartbeat_payload(frame_size, NODE.len());
         let base = String::from_utf8(base).unwrap();
         assert!(base.starts_with(r#"{"gen":1,"#));
         let payloads: Vec<Vec<u8>> = (0..FRAMES)

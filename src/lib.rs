@@ -3,6 +3,9 @@
 //! Pure cores (`wire`, `guard`, `config` parsing) carry no I/O so they can be unit-tested,
 //! fuzzed and benched; the I/O lives at the edges.
 
+// Not API: the listener internals and frame helpers the load generator and the benches use.
+#[doc(hidden)]
+pub mod bench_support;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -13,7 +16,6 @@ pub mod guard;
 pub mod handlers;
 pub mod hb;
 pub mod listener;
-pub mod loadgen;
 pub mod service;
 #[doc(hidden)]
 pub mod sim;

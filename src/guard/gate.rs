@@ -8,8 +8,8 @@ use super::blacklist::{Blacklist, Strike, Verdict};
 use super::ratelimit::RateLimit;
 pub use super::stats::GateStats;
 use crate::hb::{HbError, Heartbeat};
+use crate::wire::FastState;
 use crate::wire::crypto::SessionKey;
-use crate::wire::fasthash::FastState;
 use crate::wire::frame::{FrameView, Header, HeaderError, Kind};
 use crate::wire::payload::{PayloadError, Request, RequestParser};
 use crate::wire::replay::{Stale, within_skew};
@@ -194,7 +194,7 @@ pub enum Notice {
 }
 
 fn member_set(config: &GateConfig) -> HashSet<Box<str>, FastState> {
-    let mut set = HashSet::with_capacity_and_hasher(config.members.len(), FastState::new());
+    let mut set = HashSet::with_capacity_and_hasher(config.members.len(), FastState::default());
     set.extend(config.members.iter().map(|m| Box::from(m.as_str())));
     set
 }
@@ -227,7 +227,7 @@ impl Gate {
             shared,
             keys: KeyCache::new(8192),
             parser: RequestParser::new(),
-            last_heartbeat: HashMap::with_hasher(FastState::new()),
+            last_heartbeat: HashMap::with_hasher(FastState::default()),
             stats: GateStats::default(),
             notices: Vec::new(),
         }

@@ -3,11 +3,16 @@
 //! io_uring (tokio-uring) where the kernel allows it, tokio's epoll otherwise. Workers run
 //! every frame through `guard::Gate` and act on its `Outcome`.
 
-pub mod admission;
-pub mod io;
-pub mod sockets;
-pub mod uring_udp;
+// Private to the crate; what the load generator and the benches borrow from them is
+// re-exported by `crate::bench_support`, not part of the listener's API.
+mod admission;
+pub(crate) mod io;
+pub(crate) mod pin;
+pub(crate) mod sockets;
+pub(crate) mod uring_udp;
 mod worker;
+
+pub use sockets::connect_from;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -268,7 +273,7 @@ pub fn run(shared: Arc<ListenerShared>, stop: watch::Receiver<bool>) -> Result<(
         let spawn = std::thread::Builder::new()
             .name(format!("lsnr.{i}"))
             .spawn(move || {
-                pin_worker(i, threads);
+                pin::pin_worker(i, threads);
                 let ctx = worker::Worker::new(i, shared, slot);
                 if backend == io::Uring::NAME {
                     worker::run_worker::<io::Uring>(ctx, udp, tcp, stop, failed)
@@ -319,42 +324,7 @@ pub fn run(shared: Arc<ListenerShared>, stop: watch::Receiver<bool>) -> Result<(
     }
 }
 
-/// The CPUs this thread may run on (its affinity mask), in order.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: index below CPU_SETSIZE.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
-}
-
-/// Pins the calling thread, worker `index` of `workers`, to one CPU of those it may use:
-/// one worker per core keeps each socket's datagrams, its ring and its caches on one core.
-/// With more workers than CPUs nothing is pinned (the scheduler spreads them better), nor
-/// with `OSVC_LISTENER_PIN=0` in the environment (a host where other busy processes share
-/// these CPUs). Returns the CPU, if pinned.
-pub fn pin_worker(index: usize, workers: usize) -> Option<usize> {
-    if std::env::var_os("OSVC_LISTENER_PIN").is_some_and(|v| v == "0") {
-        return None;
-    }
-    let cpus = allowed_cpus();
-    if cpus.len() < 2 || workers > cpus.len() {
-        return None;
-    }
-    let cpu = cpus[index % cpus.len()];
-    // SAFETY: as above; the set holds one CPU the thread is allowed on.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    (r == 0).then_some(cpu)
-}
-
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         format!("panicked: {s}")
     } else if let Some(s) = panic.downcast_ref::<String>() {

@@ -42,7 +42,7 @@ pub struct ThreadStatus {
     pub last_error: Option<String>,
 }
 
-pub type PeerMap = std::collections::HashMap<String, PeerStatus, crate::wire::fasthash::FastState>;
+pub type PeerMap = std::collections::HashMap<String, PeerStatus, crate::wire::FastState>;
 
 /// What this node knows of a peer: its heartbeat content, rebuilt from its datagrams.
 #[derive(Clone, Debug)]

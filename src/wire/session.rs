@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::FastState;
 use super::crypto::SessionKey;
-use super::fasthash::FastState;
 use super::frame::SALT_LEN;
 use super::replay::{ReplayWindow, Stale};
 
@@ -25,7 +25,7 @@ impl KeyCache {
     pub fn new(capacity: usize) -> Self {
         KeyCache {
             // Grown as sessions come: most workers see far fewer than the bound.
-            map: HashMap::with_capacity_and_hasher(capacity.min(64), FastState::new()),
+            map: HashMap::with_capacity_and_hasher(capacity.min(64), FastState::default()),
             capacity: capacity.max(1),
             hits: 0,
             misses: 0,

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::options::{BACKENDS, UNPINNED};
+
 /// One measured run.
 /// The heartbeat scenarios: the steady state (every heartbeat repeats its node's last one)
 /// and the worst case (every heartbeat is news).
@@ -55,7 +57,7 @@ impl Run {
     }
 }
 
-/// A target of issue 6 and whether this run met it.
+/// A target the listener is held to and whether this run met it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     pub name: String,
@@ -122,7 +124,7 @@ impl Summary {
                 ratios.insert(k, a / b);
             }
         };
-        for b in super::BACKENDS {
+        for b in BACKENDS {
             for &s in sizes {
                 for hb in HB_SCENARIOS {
                     put(
@@ -170,11 +172,11 @@ impl Summary {
         }
         for &s in sizes {
             for hb in HB_SCENARIOS {
-                for b in super::BACKENDS {
+                for b in BACKENDS {
                     put(
                         format!("{hb}/{s}/{b}: pipeline / null-sink unpinned"),
                         self.fig(hb, b, s, "applied_per_s"),
-                        self.fig("null-sink", super::scenarios::UNPINNED, s, "received_per_s"),
+                        self.fig("null-sink", UNPINNED, s, "received_per_s"),
                     );
                 }
                 put(
@@ -242,7 +244,7 @@ impl Summary {
             });
         };
         let r = |k: &str| self.ratios.get(k).copied();
-        for b in super::BACKENDS {
+        for b in BACKENDS {
             for &s in sizes {
                 for hb in HB_SCENARIOS {
                     target(
@@ -362,7 +364,7 @@ impl Summary {
             }
         }
         if !self.targets.is_empty() {
-            let _ = writeln!(out, "\n== targets (issue 6)");
+            let _ = writeln!(out, "\n== targets");
             let w = self
                 .targets
                 .iter()

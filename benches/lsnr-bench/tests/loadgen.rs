@@ -3,14 +3,40 @@
 //! with tiny windows against real daemons (both backends), and its JSON summary checked for
 //! non-zero figures. A smoke test of the tool, not a measurement.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The agent's `nodemgr`, built into the target directory that holds this test's
+/// `lsnr-bench`: a binary of another package of the workspace has no `CARGO_BIN_EXE_` here,
+/// and `cargo test -p lsnr-bench` alone does not build it. Up to date, the build is a no-op.
+fn nodemgr() -> PathBuf {
+    let bench = Path::new(env!("CARGO_BIN_EXE_lsnr-bench"));
+    let profile_dir = bench.parent().unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("no profile directory above {}", bench.display()),
+    };
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "osvc-agent", "--bin", "nodemgr"])
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build --bin nodemgr failed");
+    profile_dir.join("nodemgr")
+}
+
 #[test]
 fn quick_hb_udp_reports_nonzero_figures() {
     let json = std::env::temp_dir().join(format!("lsnr-bench-smoke-{}.json", std::process::id()));
+    let nodemgr = nodemgr();
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_lsnr-bench"))
         .args([
@@ -23,7 +49,7 @@ fn quick_hb_udp_reports_nonzero_figures() {
         .args(["--nodes", "50", "--duration", "0.5", "--warmup", "0.2"])
         .args(["--max-pool-mib", "16"])
         .arg("--nodemgr")
-        .arg(env!("CARGO_BIN_EXE_nodemgr"))
+        .arg(&nodemgr)
         .arg("--json")
         .arg(&json)
         .output()

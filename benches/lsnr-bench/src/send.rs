@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::frames::Pool;
-use crate::wire::{Kind, Sender};
+use crate::frames::Pool;
+use osvc_agent::wire::{Kind, Sender};
 
 /// Datagrams per `sendmmsg` call.
 pub const BATCH: usize = 64;
@@ -18,17 +18,8 @@ pub const BATCH: usize = 64;
 pub fn connected_socket(local: IpAddr, target: SocketAddr) -> std::io::Result<UdpSocket> {
     let s = UdpSocket::bind((local, 0))?;
     s.connect(target)?;
-    let size: libc::c_int = 4 << 20;
-    // SAFETY: a valid fd and a pointer to a live c_int. Best effort (capped by wmem_max).
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // Best effort: the kernel caps it at net.core.wmem_max.
+    let _ = socket2::SockRef::from(&s).set_send_buffer_size(4 << 20);
     Ok(s)
 }
 
@@ -181,11 +172,6 @@ impl Blast {
         self.sent.load(Ordering::Relaxed)
     }
 
-    /// When a thread ran out of frames, if one did.
-    pub fn exhausted_at(&self) -> Option<Instant> {
-        *self.exhausted_at.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Stops and joins; returns the total sent.
     pub fn finish(mut self) -> u64 {
         self.join_all();
@@ -246,7 +232,7 @@ impl Paced {
                     if n == 0 {
                         continue;
                     }
-                    let now = crate::clock::now_ms();
+                    let now = osvc_agent::clock::now_ms();
                     for _ in 0..n {
                         let (buf, ends) = &mut bufs[node % k];
                         if senders[node]
@@ -282,10 +268,6 @@ impl Paced {
             sent,
             join: Some(join),
         }
-    }
-
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
     }
 
     pub fn finish(mut self) -> u64 {

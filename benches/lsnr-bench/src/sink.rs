@@ -1,5 +1,5 @@
 //! The null sink: what the kernel delivers to a receiver that does nothing but count. Same
-//! sockets as the listener (`listener::sockets::udp_reuseport`: SO_REUSEPORT, the same
+//! sockets as the listener (`bench_support::udp_reuseport`: SO_REUSEPORT, the same
 //! receive buffer), the same number of them and the same pinning, and the same io_uring
 //! receive ring (multishot recvmsg over provided buffers) — but each thread blocks on its ring
 //! instead of running a pipeline. Where io_uring is refused (a container's seccomp profile),
@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::listener::sockets::udp_reuseport;
-use crate::listener::uring_udp::RecvRing;
+use osvc_agent::bench_support::RecvRing;
+use osvc_agent::bench_support::udp_reuseport;
 
 pub struct NullSink {
     pub addr: SocketAddr,
@@ -22,7 +22,7 @@ pub struct NullSink {
 }
 
 impl NullSink {
-    /// `pin`: pin thread i as the listener pins worker i (`listener::pin_worker`). `uring`:
+    /// `pin`: pin thread i as the listener pins worker i (`bench_support::pin_worker`). `uring`:
     /// the io_uring ring, else `recvmmsg`.
     pub fn start(ip: IpAddr, threads: usize, pin: bool, uring: bool) -> std::io::Result<NullSink> {
         let threads = threads.max(1);
@@ -44,7 +44,7 @@ impl NullSink {
                     .name(format!("sink.{i}"))
                     .spawn(move || {
                         if pin {
-                            crate::listener::pin_worker(i, threads);
+                            osvc_agent::bench_support::pin_worker(i, threads);
                         }
                         if !uring {
                             return recvmmsg_loop(&sock, &stop, &count);
@@ -101,7 +101,7 @@ fn recvmmsg_loop(
 ) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     const BATCH: usize = 64;
-    const LEN: usize = crate::listener::uring_udp::PAYLOAD_MAX;
+    const LEN: usize = osvc_agent::bench_support::PAYLOAD_MAX;
     sock.set_nonblocking(false)?;
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     let mut bufs = vec![0u8; BATCH * LEN];

@@ -1,4 +1,17 @@
-//! `lsnr-bench`: the listener's load generator. See `--help` and benches/LOADGEN.md.
+//! `lsnr-bench`: the listener's load generator. Named scenarios against a real daemon, each
+//! bounded in count and time, on both backends in one invocation, with the kernel's limit for
+//! the same sender (`null-sink`) as the reference. See `--help` and benches/LOADGEN.md.
+
+mod cluster_hb;
+mod daemon;
+mod frames;
+mod options;
+mod report;
+mod scenarios;
+mod send;
+mod sink;
+mod sys;
+mod tcp;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -6,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use osvc_agent::loadgen::{self, BACKENDS, Options, Scenario};
+use options::{BACKENDS, Options, Scenario};
 
 const ABOUT: &str = "Load generator for the daemon's listener: named scenarios against a real \
 daemon (`nodemgr daemon run` started as a child process with a temporary root), each run on the \
@@ -61,7 +74,7 @@ Scenarios:
 
 Every daemon run reports its RSS when ready, at the end, and its peak (VmHWM), and the CPU time
 of each of its threads over the window. The summary prints the ratios (pipeline / null-sink,
-io_uring / epoll, legit under flood / alone) and issue 6's targets; --json writes every figure.";
+io_uring / epoll, legit under flood / alone) and the targets; --json writes every figure.";
 
 #[derive(Parser, Debug)]
 #[command(name = "lsnr-bench", about = ABOUT, long_about = LONG_ABOUT)]
@@ -194,7 +207,7 @@ fn options(cli: Cli) -> Result<(Options, Option<PathBuf>), String> {
     o.nodes = cli.nodes;
     if !cli.size.is_empty() {
         // The random names of random-names-flood are the longest (16 bytes).
-        let min = osvc_agent::loadgen::frames::min_size(16);
+        let min = frames::min_size(16);
         if let Some(bad) = cli.size.iter().find(|s| **s < min || **s > 65_507) {
             return Err(format!("--size {bad}: must be between {min} and 65507"));
         }
@@ -225,15 +238,15 @@ fn options(cli: Cli) -> Result<(Options, Option<PathBuf>), String> {
     Ok((o, cli.json))
 }
 
-/// `--cluster-hb`: issue 5's check, a table and (with --json) the figures.
-fn cluster_hb(opts: &loadgen::Options, secs: u64, json: Option<PathBuf>) -> ExitCode {
+/// `--cluster-hb`: a table and (with --json) the figures.
+fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>) -> ExitCode {
     let mut rows = Vec::new();
     for backend in ["io_uring", "epoll"] {
         eprintln!(
             "cluster-hb: {backend}, {} nodes at 1 Hz for {secs} s",
             opts.nodes
         );
-        match loadgen::cluster_hb::run(&opts.nodemgr, backend, opts.nodes, secs, 512) {
+        match cluster_hb::run(&opts.nodemgr, backend, opts.nodes, secs, 512) {
             Ok(r) => rows.push((backend, r)),
             Err(e) => {
                 eprintln!("lsnr-bench: cluster-hb on {backend}: {e:#}");
@@ -287,7 +300,7 @@ fn main() -> ExitCode {
         return cluster_hb(&opts, secs.map_or(20, |d| d.max(1.0) as u64), json);
     }
     let mut log = |s: &str| eprintln!("{s}");
-    let summary = match loadgen::scenarios::run_all(&opts, &mut log) {
+    let summary = match scenarios::run_all(&opts, &mut log) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("lsnr-bench: {e:#}");

@@ -1,4 +1,4 @@
-//! `cluster-hb`: issue 5's check. N simulated members heartbeat at 1 Hz each (paced, spread
+//! `cluster-hb`: a cluster's steady state at scale. N simulated members heartbeat at 1 Hz each (paced, spread
 //! evenly over every second, as a real cluster's beats are) into one daemon, while `daemon
 //! status` is asked every 100 ms over the local socket. Reports the status latency
 //! percentiles and how many heartbeats were delivered. Bounded by `secs`.
@@ -7,10 +7,10 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::daemon::{Daemon, DaemonSpec};
-use super::frames::{heartbeat_payload, node_names, senders};
-use crate::clock::now_ms;
-use crate::wire::Kind;
+use crate::daemon::{Daemon, DaemonSpec};
+use crate::frames::{heartbeat_payload, node_names, senders};
+use osvc_agent::clock::now_ms;
+use osvc_agent::wire::Kind;
 
 #[derive(Clone, Debug, Default)]
 pub struct ClusterHb {

@@ -1,8 +1,8 @@
 //! The frames the scenarios send: heartbeats of an exact size sealed ahead of time, frames
 //! under a banned name or random names, requests.
 
-use crate::wire::frame::{MAX_UDP_FRAME, TAG_LEN, header_len};
-use crate::wire::{Kind, Sender};
+pub use osvc_agent::bench_support::{heartbeat_payload, heartbeat_payload_at, min_size, overhead};
+use osvc_agent::wire::{Kind, Sender};
 
 /// Frames of one size laid out back to back, in the order they are to be sent.
 #[derive(Clone, Debug, Default)]
@@ -42,58 +42,6 @@ impl Pool {
 pub fn node_names(n: usize) -> Vec<String> {
     let width = n.saturating_sub(1).to_string().len().max(4);
     (0..n).map(|i| format!("node{i:0width$}")).collect()
-}
-
-/// Bytes of frame around a payload for a nodename of `name_len` bytes.
-pub const fn overhead(name_len: usize) -> usize {
-    header_len(name_len) + TAG_LEN
-}
-
-/// Smallest frame size `heartbeat_payload` can fill.
-pub fn min_size(name_len: usize) -> usize {
-    overhead(name_len) + 96
-}
-
-/// A heartbeat payload that makes a frame of exactly `frame_size` bytes: a full snapshot in
-/// the shape of `crate::hb` (`gen`, `since` 0, the node monitor, a few services with their
-/// status), padded with a string in the monitor. The generation stays at 1, as a node's does
-/// while nothing changes.
-pub fn heartbeat_payload(frame_size: usize, name_len: usize) -> Vec<u8> {
-    heartbeat_payload_at(frame_size, name_len, 1)
-}
-
-/// The same content at generation `generation`: what a node sends after its content changed
-/// (the padding absorbs the generation's digits, so the frame size stays exact).
-pub fn heartbeat_payload_at(frame_size: usize, name_len: usize, generation: u64) -> Vec<u8> {
-    assert!(
-        frame_size >= min_size(name_len) && frame_size <= MAX_UDP_FRAME,
-        "frame size {frame_size} out of range"
-    );
-    let target = frame_size - overhead(name_len);
-    let build = |services: &str, pad: usize| {
-        format!(
-            r#"{{"gen":{generation},"since":0,"monitor":{{"status":"idle","pad":"{}"}},"services":{{{services}}}}}"#,
-            "x".repeat(pad)
-        )
-    };
-    let mut services = String::new();
-    let mut i = 0;
-    loop {
-        let entry = format!(
-            r#"{}"svc{i}":{{"avail":"up","overall":"up","frozen":false,"monitor":{{"status":"idle"}}}}"#,
-            if i == 0 { "" } else { "," }
-        );
-        // Room for a generation of up to 20 digits whatever this one's.
-        if build(&services, 0).len() + entry.len() + 36 > target {
-            break;
-        }
-        services.push_str(&entry);
-        i += 1;
-    }
-    let pad = target - build(&services, 0).len();
-    let p = build(&services, pad).into_bytes();
-    debug_assert_eq!(p.len(), target);
-    p
 }
 
 /// One sender per simulated node, for a cluster's secret and name.
@@ -162,7 +110,7 @@ pub fn random_names_pool(
     now_ms: u64,
 ) -> Pool {
     // Names only need to differ from one run to the next, not to be unpredictable.
-    let seed = crate::wire::sender::random_salt().unwrap_or_else(|_| {
+    let seed = osvc_agent::wire::sender::random_salt().unwrap_or_else(|_| {
         let mut s = [0u8; 16];
         s[..8].copy_from_slice(&now_ms.to_le_bytes());
         s
@@ -203,23 +151,16 @@ pub fn filler_pool(size: usize, count: usize) -> Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hb::Heartbeat;
 
     #[test]
-    fn heartbeats_have_the_exact_size_and_parse() {
-        for size in [min_size(8), 256, 1024, 4096] {
-            let p = heartbeat_payload(size, 8);
-            assert_eq!(p.len() + overhead(8), size);
-            let hb = Heartbeat::parse(&p).unwrap();
-            assert_eq!(hb.r#gen, 1);
-        }
+    fn pools_hold_frames_of_the_exact_size_in_order() {
         let names = node_names(1000);
         assert_eq!(names[0], "node0000");
         assert_eq!(names[999], "node0999");
         let mut s = senders("s", "c", &names[..3], 1);
         let pool = heartbeat_pool(&mut s, &heartbeat_payload(256, 8), 2, 1);
         assert_eq!((pool.count, pool.size), (6, 256));
-        let v = crate::wire::FrameView::parse(pool.frame(4)).unwrap();
+        let v = osvc_agent::wire::FrameView::parse(pool.frame(4)).unwrap();
         assert_eq!((v.nodename(), v.counter()), ("node0001", 1));
         let r = random_names_pool("s", "c", 256, 4, 1);
         assert_eq!((r.count, r.size), (4, 256));

@@ -6,25 +6,23 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::daemon::{CLUSTER, Counters, Daemon, DaemonSpec};
-use super::frames::{self, Pool};
-use super::report::{Run, Summary};
-use super::send::{Blast, Lane, Paced, connected_socket};
-use super::sink::NullSink;
-use super::sys;
-use super::{Options, Scenario};
-use crate::clock::now_ms;
-use crate::wire::Request;
+use crate::daemon::{CLUSTER, Counters, Daemon, DaemonSpec};
+use crate::frames::{self, Pool};
+use crate::options::{Options, Scenario, UNPINNED};
+use crate::report::{Run, Summary};
+use crate::send::{Blast, Lane, Paced, connected_socket};
+use crate::sink::NullSink;
+use crate::sys;
+use osvc_agent::clock::now_ms;
+use osvc_agent::wire::Request;
 
 const BANNED: &str = "banned01";
-/// The backend label of the null sink left unpinned.
-pub const UNPINNED: &str = "io_uring unpinned";
 
 /// Progress lines go here (stderr in the binary).
 pub type Log<'a> = &'a mut dyn FnMut(&str);
 
 fn secret() -> String {
-    crate::config::generate_secret()
+    osvc_agent::config::generate_secret()
 }
 
 struct Ctx<'a> {
@@ -277,7 +275,7 @@ fn finish_run(run: &mut Run, d: &Daemon, rss_start: sys::Rss, w: &Window) {
 pub fn run_all(opts: &Options, log: Log<'_>) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let mut opts = opts.clone();
-    if let Err(e) = crate::listener::io::uring_available() {
+    if let Err(e) = osvc_agent::bench_support::uring_available() {
         log(&format!(
             "io_uring unavailable ({e}): epoll backend only, recvmmsg null sink"
         ));
@@ -401,7 +399,7 @@ fn options_json(o: &Options) -> serde_json::Value {
 /// CPU alone, and the sender goes faster).
 fn null_sink(ctx: &Ctx<'_>, size: usize, pinned: bool) -> anyhow::Result<Run> {
     let o = ctx.opts;
-    let uring = crate::listener::io::uring_available().is_ok();
+    let uring = osvc_agent::bench_support::uring_available().is_ok();
     let sink = NullSink::start(o.ip, o.resolved_threads(), pinned && o.pin, uring)?;
     let lanes = ctx.cyclic_lanes(o.sockets, sink.addr, frames::filler_pool(size, 64))?;
     let snmp0 = sys::udp_snmp();
@@ -499,7 +497,7 @@ fn hb_udp(
     let now = now_ms();
     let t_seal = Instant::now();
     // Node i goes out on socket i % k, so its frames stay in order on one listener socket.
-    let mut groups: Vec<Vec<crate::wire::Sender>> = (0..k).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<osvc_agent::wire::Sender>> = (0..k).map(|_| Vec::new()).collect();
     for (i, s) in frames::senders(&d.secret, CLUSTER, &ctx.names, now)
         .into_iter()
         .enumerate()
@@ -756,7 +754,7 @@ fn tcp_req(ctx: &Ctx<'_>, backend: &'static str) -> anyhow::Result<Run> {
     let snap0 = SysSnap::take(Some(d.pid));
     let cpu0 = sys::thread_cpu(d.pid);
     let c0 = d.counters()?;
-    let out = super::tcp::run(
+    let out = crate::tcp::run(
         d.addr,
         &d.identity(&names[0]),
         &names,

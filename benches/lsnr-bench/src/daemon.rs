@@ -6,16 +6,16 @@
 //! it is the binary users run.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::sys::{self, Rss};
-use crate::client::{self, Identity};
-use crate::wire::Request;
+use crate::sys::{self, Rss};
+use osvc_agent::client::{self, Identity};
+use osvc_agent::wire::Request;
 
 pub const CLUSTER: &str = "bench";
 pub const NODENAME: &str = "target";
@@ -203,10 +203,6 @@ impl Daemon {
             nodename: nodename.into(),
             source: None,
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

@@ -1,16 +1,4 @@
-//! The listener's load generator (`lsnr-bench`): named scenarios against a real daemon, each
-//! bounded in count and time, on both backends in one invocation, with the kernel's limit for
-//! the same sender (`null-sink`) as the reference. See `benches/LOADGEN.md`.
-
-pub mod cluster_hb;
-pub mod daemon;
-pub mod frames;
-pub mod report;
-pub mod scenarios;
-pub mod send;
-pub mod sink;
-pub mod sys;
-pub mod tcp;
+//! What a run is asked to do: the scenarios, the backends, the sizes and bounds.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -65,6 +53,9 @@ impl Scenario {
 }
 
 pub const BACKENDS: [&str; 2] = ["io_uring", "epoll"];
+
+/// The backend label of the null sink left unpinned (a run of its own in the report).
+pub const UNPINNED: &str = "io_uring unpinned";
 
 /// What a run is asked to do. `Options::quick()` and `Options::full()` are the presets.
 #[derive(Clone, Debug)]
