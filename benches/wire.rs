@@ -113,6 +113,7 @@ fn gate_config() -> Arc<GateConfig> {
     Arc::new(GateConfig {
         cluster_name: CLUSTER.into(),
         secret: SECRET.into(),
+        alt_secret: None,
         members: ["node1", "node2", "node3"]
             .iter()
             .map(|s| s.to_string())

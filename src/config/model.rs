@@ -54,6 +54,9 @@ impl fmt::Display for BackendChoice {
 pub struct ClusterConfig {
     pub name: String,
     pub secret: String,
+    /// The keyring's second secret, under which frames are also opened (never sealed): what
+    /// lets a cluster move to another secret without two members failing each other.
+    pub alt_secret: Option<String>,
     /// Deduplicated, in configuration order.
     pub nodes: Vec<String>,
 }
@@ -310,6 +313,15 @@ impl NodeConfig {
                 Ok(s.to_string())
             }
         })?;
+        // The value is not echoed back on error: only an empty one is refused, and "" says
+        // nothing of a secret.
+        let alt_secret = r.value("cluster", "alt_secret", None, |s| {
+            if s.is_empty() {
+                Err("expected a non-empty secret, or no alt_secret at all".to_string())
+            } else {
+                Ok(Some(s.to_string()))
+            }
+        })?;
         let mut nodes = r.value("cluster", "nodes", Vec::new(), |s| {
             let mut out: Vec<String> = Vec::new();
             for n in s.split_whitespace() {
@@ -447,6 +459,7 @@ impl NodeConfig {
             cluster: ClusterConfig {
                 name,
                 secret,
+                alt_secret,
                 nodes,
             },
             listener,

@@ -207,7 +207,10 @@ mod tests {
         let fp = Fingerprint::of(b"correct horse battery staple", "prod1");
         assert_eq!(fp.to_string(), "8213a94a1a4da7c3");
         // The cluster name is part of it: one secret has another name in another cluster.
-        assert_ne!(Fingerprint::of(b"correct horse battery staple", "prod2"), fp);
+        assert_ne!(
+            Fingerprint::of(b"correct horse battery staple", "prod2"),
+            fp
+        );
     }
 
     #[test]
