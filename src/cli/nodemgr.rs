@@ -480,12 +480,21 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
         .as_str()
         .unwrap_or(secret)
         .to_string();
+    // Mid-rotation, the cluster's second secret: without it this node could not open what
+    // the members already seal under the new one.
+    let alt_secret = data["cluster"]["alt_secret"].as_str().map(str::to_string);
     let hb_interval = data["hb"]["interval_ms"].as_u64();
     let hb_timeout = data["hb"]["timeout_ms"].as_u64();
     let port = data["listener"]["port"].as_u64();
     let new = config::update(&conf_path, |doc, _| {
         doc.set("cluster", "name", &name)?;
         doc.set("cluster", "secret", &cluster_secret)?;
+        match &alt_secret {
+            Some(alt) => doc.set("cluster", "alt_secret", alt)?,
+            None => {
+                doc.unset("cluster", "alt_secret");
+            }
+        }
         doc.set("cluster", "nodes", &nodes.join(" "))?;
         if let Some(ms) = hb_interval {
             doc.set("hb", "interval", &format!("{ms}ms"))?;
