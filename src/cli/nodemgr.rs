@@ -444,6 +444,7 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
     let cluster = cluster.unwrap_or(&conf.cluster.name).to_string();
     let identity = client::Identity {
         secret: secret.to_string(),
+        alt_secret: None,
         cluster: cluster.clone(),
         ..client::Identity::of(&conf)
     };

@@ -558,10 +558,12 @@ fn request_from_options(
         "leave" => opts.done(Request::Leave, &[])?,
         "keyring_list" => opts.done(Request::KeyringList, &[])?,
         "keyring_install" => {
-            let secret = opts.opt_string("secret")?.ok_or(PayloadError::MissingField {
-                action,
-                field: "secret",
-            })?;
+            let secret = opts
+                .opt_string("secret")?
+                .ok_or(PayloadError::MissingField {
+                    action,
+                    field: "secret",
+                })?;
             let secret = Secret::new(secret).map_err(|m| opts.bad("secret", m))?;
             opts.done(Request::KeyringInstall { secret }, &["secret"])?
         }
