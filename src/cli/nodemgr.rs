@@ -72,10 +72,20 @@ pub enum Command {
     /// Edit a configuration with $EDITOR, validated before it replaces the file
     #[command(subcommand)]
     Edit(EditCmd),
+    /// The cluster as a whole: every member in turn
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Freeze the node: the monitor runs no automatic service action
     Freeze,
     /// Thaw the node: automatic service actions resume
     Thaw,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Change the cluster secret without downtime: install, use, remove (see PROTOCOL.md)
+    #[command(subcommand)]
+    Keyring(super::keyring::KeyringCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +199,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(code)
         }
+        Command::Cluster(ClusterCmd::Keyring(cmd)) => super::keyring::run(
+            cmd,
+            &paths,
+            cli.format,
+            Duration::from_secs_f64(cli.timeout.max(0.1)),
+        ),
         Command::Freeze | Command::Thaw => {
             let frozen = matches!(cli.command, Command::Freeze);
             let request = Request::SetNodeMonitor {
