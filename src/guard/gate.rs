@@ -531,11 +531,6 @@ impl Gate {
         }
     }
 
-    /// Fingerprints of the keyring's secrets, the primary first.
-    pub fn fingerprints(&self) -> impl Iterator<Item = Fingerprint> + '_ {
-        self.keyring.iter().map(|(fp, _)| *fp)
-    }
-
     /// A member's heartbeat. Between changes a node sends the same content beat after beat:
     /// a payload equal, byte for byte, to the last one read from that member is that
     /// heartbeat again (read and checked already), handed out as a clone (no allocation).

@@ -65,8 +65,8 @@ fn step(
             tracing::info!(
                 action,
                 changed,
-                primary = %keyring["primary"],
-                alternate = %keyring["alternate"],
+                primary = keyring["primary"].as_str().unwrap_or("-"),
+                alternate = keyring["alternate"].as_str().unwrap_or("-"),
                 "keyring"
             );
             answer(&new, changed)
