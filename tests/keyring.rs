@@ -158,6 +158,24 @@ fn rotation_without_downtime() {
         );
         assert!(holds(&rows, &old_fp, Some(&new_fp)), "{rows:?}");
     });
+    // What a step refuses, it refuses by fingerprint, never showing a secret.
+    let third = "a-third-secret";
+    let r = nodes[1].raw(&format!(
+        r#"{{"action":"keyring_install","options":{{"secret":"{third}"}}}}"#
+    ));
+    assert_ne!(r["status"], 0, "{r}");
+    let e = r["error"].as_str().unwrap();
+    assert!(
+        e.contains(&new_fp) && !e.contains(third) && !e.contains(&new),
+        "{e}"
+    );
+    let r = nodes[1].raw(&format!(
+        r#"{{"action":"keyring_remove","options":{{"fingerprint":"{old_fp}"}}}}"#
+    ));
+    assert_ne!(r["status"], 0, "the primary is not removed: {r}");
+    let r =
+        nodes[1].raw(r#"{"action":"keyring_use","options":{"fingerprint":"0123456789abcdef"}}"#);
+    assert_ne!(r["status"], 0, "{r}");
     // Run again, it changes nothing.
     let rows = keyring(
         n1,

@@ -50,7 +50,7 @@ impl fmt::Display for BackendChoice {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub name: String,
     pub secret: String,
@@ -59,6 +59,19 @@ pub struct ClusterConfig {
     pub alt_secret: Option<String>,
     /// Deduplicated, in configuration order.
     pub nodes: Vec<String>,
+}
+
+/// Secrets are not shown (config sits below `wire`, where fingerprints are computed).
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |_: &String| "..";
+        f.debug_struct("ClusterConfig")
+            .field("name", &self.name)
+            .field("secret", &hidden(&self.secret))
+            .field("alt_secret", &self.alt_secret.as_ref().map(hidden))
+            .field("nodes", &self.nodes)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use crate::wire::replay::{Stale, within_skew};
 use crate::wire::session::{KeyCache, ReplayError, ReplayTable};
 
 /// What the receiver needs of the configuration, swapped as a whole on reload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct GateConfig {
     pub cluster_name: String,
     /// The keyring (PROTOCOL.md, "Keys"): frames open under the primary or the alternate.
@@ -28,6 +28,22 @@ pub struct GateConfig {
     /// When the receiving process started (ms since the epoch): a frame stamped earlier was
     /// recorded before this process's replay windows existed (PROTOCOL.md step 5).
     pub started_ms: u64,
+}
+
+/// Secrets are shown by fingerprint only.
+impl std::fmt::Debug for GateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fp = |s: &str| Fingerprint::of(s.as_bytes(), &self.cluster_name);
+        f.debug_struct("GateConfig")
+            .field("cluster_name", &self.cluster_name)
+            .field("secret", &fp(&self.secret))
+            .field("alt_secret", &self.alt_secret.as_deref().map(fp))
+            .field("members", &self.members)
+            .field("max_clock_skew_ms", &self.max_clock_skew_ms)
+            .field("accept_joins", &self.accept_joins)
+            .field("started_ms", &self.started_ms)
+            .finish()
+    }
 }
 
 /// State shared by every worker of one listener.
