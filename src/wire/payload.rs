@@ -1046,6 +1046,31 @@ mod tests {
         );
     }
 
+    /// A secret travels in `keyring_install` but shows in no `Debug` of the request, and
+    /// the parser's errors about it say what is wrong, not what it is.
+    #[test]
+    fn keyring_requests_hide_the_secret() {
+        let r =
+            parse(r#"{"action":"keyring_install","options":{"secret":"s3cr3t-value"}}"#).unwrap();
+        assert_eq!(r.action(), "keyring_install");
+        assert!(!format!("{r:?}").contains("s3cr3t"));
+        let e = parse(r#"{"action":"keyring_install","options":{"secret":" s3cr3t-value"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secret") && !e.contains("s3cr3t"), "{e}");
+        assert_eq!(
+            parse(r#"{"action":"keyring_use","options":{"fingerprint":"8213A94A1A4DA7C3"}}"#),
+            Ok(Request::KeyringUse {
+                fingerprint: "8213a94a1a4da7c3".into()
+            })
+        );
+        assert!(parse(r#"{"action":"keyring_remove","options":{"fingerprint":"xyz"}}"#).is_err());
+        assert_eq!(
+            parse(r#"{"action":"keyring_list"}"#),
+            Ok(Request::KeyringList)
+        );
+    }
+
     fn arb_name() -> impl Strategy<Value = String> {
         "[a-z0-9][a-z0-9_.-]{0,20}"
     }
