@@ -20,8 +20,8 @@ use crate::wire::{Request, Response};
 
 #[derive(Subcommand, Debug)]
 pub enum KeyringCmd {
-    /// Step 1: every member gets SECRET as its alternate (it opens frames under it, and
-    /// still seals under its primary)
+    /// Step 1: every member gets the secret of --secret-file as its alternate (it opens
+    /// frames under it, and still seals under its primary)
     Install {
         /// File holding the new secret (`-`: standard input); a secret is never taken on the
         /// command line, where other users and the shell history would see it

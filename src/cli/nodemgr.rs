@@ -199,12 +199,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(code)
         }
-        Command::Cluster(ClusterCmd::Keyring(cmd)) => super::keyring::run(
-            cmd,
-            &paths,
-            cli.format,
-            Duration::from_secs_f64(cli.timeout.max(0.1)),
-        ),
+        Command::Cluster(ClusterCmd::Keyring(cmd)) => {
+            // Every member is driven from this node's node.conf.
+            refuse_remote(&cli, "cluster keyring")?;
+            super::keyring::run(
+                cmd,
+                &paths,
+                cli.format,
+                Duration::from_secs_f64(cli.timeout.max(0.1)),
+            )
+        }
         Command::Freeze | Command::Thaw => {
             let frozen = matches!(cli.command, Command::Freeze);
             let request = Request::SetNodeMonitor {
