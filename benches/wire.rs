@@ -113,6 +113,7 @@ fn gate_config() -> Arc<GateConfig> {
     Arc::new(GateConfig {
         cluster_name: CLUSTER.into(),
         secret: SECRET.into(),
+        alt_secret: None,
         members: ["node1", "node2", "node3"]
             .iter()
             .map(|s| s.to_string())
@@ -546,6 +547,116 @@ fn paired_ratios_1k() {
         col(2),
         ratio(1),
         ratio(2)
+    );
+}
+
+/// The keyring's price (PROTOCOL.md, "Keys"): `Gate::open` of 1 KiB frames by a gate that
+/// holds a primary and an alternate secret, for frames sealed under each, on a key-cache hit
+/// (one session, its key cached) and on a miss (each frame a new session: HKDF, then the open;
+/// under the alternate, the failed open under the primary first). The four paths take turns
+/// in rounds, as in `paired_ratios_1k`; prints the per-round ratios alternate / primary.
+#[divan::bench(sample_count = 1, sample_size = 1)]
+fn paired_keyring_1k() {
+    const ROUNDS: usize = 100;
+    const PER_ROUND: usize = 256;
+    const ALT: &str = "the next cluster secret";
+    let plain = request_of_size(1024).to_vec();
+    // Frame k: counter k of one session, or counter 0 of session k.
+    let sealed = |secret: &str, new_sessions: bool| -> Vec<Vec<u8>> {
+        let mut one = Sender::with_salt(secret.as_bytes(), CLUSTER, NODE, SALT, T0);
+        (0..FRAMES)
+            .map(|k| {
+                let mut f = Vec::new();
+                if new_sessions {
+                    // Spread over the replay table's shards (by the salt's first byte), as random
+                    // salts are.
+                    let salt = (k as u128 + 1).to_le_bytes();
+                    Sender::with_salt(secret.as_bytes(), CLUSTER, NODE, salt, T0)
+                        .seal(Kind::Request, &plain, T0, &mut f)
+                        .unwrap();
+                } else {
+                    one.seal(Kind::Request, &plain, T0, &mut f).unwrap();
+                }
+                f
+            })
+            .collect()
+    };
+    let config = |extra_member: bool| {
+        let mut c = (*gate_config()).clone();
+        c.alt_secret = Some(ALT.into());
+        if extra_member {
+            // Another member set: `set_config` empties the key cache.
+            c.members.insert("node9".into());
+        }
+        Arc::new(c)
+    };
+    struct Path {
+        frames: Vec<Vec<u8>>,
+        gate: Gate,
+        shared: Arc<SharedGuard>,
+        i: usize,
+        misses: bool,
+        wraps: usize,
+    }
+    let mut paths: Vec<Path> = [(SECRET, false), (ALT, false), (SECRET, true), (ALT, true)]
+        .into_iter()
+        .map(|(secret, misses)| {
+            let shared = Arc::new(SharedGuard::new(600_000, 20));
+            Path {
+                frames: sealed(secret, misses),
+                gate: Gate::new(config(false), shared.clone()),
+                shared,
+                i: 0,
+                misses,
+                wraps: 0,
+            }
+        })
+        .collect();
+    let mut buf = vec![0u8; paths[0].frames[0].len()];
+    let mut per_round: Vec<[f64; 4]> = Vec::with_capacity(ROUNDS);
+    let mut failures = 0usize;
+    for _ in 0..ROUNDS {
+        let mut t = [0f64; 4];
+        for (slot, p) in t.iter_mut().zip(paths.iter_mut()) {
+            let start = std::time::Instant::now();
+            for _ in 0..PER_ROUND {
+                let c = next(&mut p.i);
+                if c == 0 {
+                    p.shared.replay.clear();
+                    if p.misses {
+                        // Each session is seen once per cycle: empty the cache between.
+                        p.wraps += 1;
+                        p.gate.set_config(config(p.wraps % 2 == 1));
+                    }
+                }
+                buf.copy_from_slice(&p.frames[c]);
+                failures += usize::from(!matches!(p.gate.open(&mut buf, T0), Opened::Plain { .. }));
+            }
+            *slot = start.elapsed().as_nanos() as f64 / PER_ROUND as f64;
+        }
+        per_round.push(t);
+    }
+    assert_eq!(failures, 0);
+    for p in &paths {
+        assert_eq!(p.gate.stats().invalid_total(), 0);
+    }
+    // Alternate hits are the one session that opened under it once, then its cached key.
+    assert_eq!(paths[1].gate.stats().opened_alternate, 1);
+    assert_eq!(paths[0].gate.stats().opened_alternate, 0);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let col = |k: usize| median(per_round.iter().map(|r| r[k]).collect());
+    let ratio = |a: usize, b: usize| median(per_round.iter().map(|r| r[a] / r[b]).collect());
+    eprintln!(
+        "paired keyring, 1 KiB, {ROUNDS} rounds of {PER_ROUND} frames: hit primary {:.0} ns, hit alternate {:.0} ns, miss primary {:.0} ns, miss alternate {:.0} ns; median per-round ratio alternate / primary: hit {:.2}, miss {:.2}",
+        col(0),
+        col(1),
+        col(2),
+        col(3),
+        ratio(1, 0),
+        ratio(3, 2)
     );
 }
 

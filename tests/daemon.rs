@@ -165,6 +165,7 @@ fn non_member_without_join_is_refused(backend: &str) {
 fn open_as(nodename: &str, mut resp: Vec<u8>) -> osvc_agent::wire::Response {
     let identity = osvc_agent::client::Identity {
         secret: SECRET.into(),
+        alt_secret: None,
         cluster: CLUSTER.into(),
         nodename: nodename.into(),
         source: None,

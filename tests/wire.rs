@@ -36,6 +36,7 @@ fn config(members: &[&str]) -> GateConfig {
     GateConfig {
         cluster_name: CLUSTER.to_owned(),
         secret: String::from_utf8(SECRET.to_vec()).unwrap(),
+        alt_secret: None,
         members: members
             .iter()
             .map(|m| m.to_string())
@@ -632,6 +633,61 @@ fn new_secret_drops_cached_keys() {
     );
 }
 
+/// PROTOCOL.md, "Keys": a frame opens under the primary or the alternate; the key cache
+/// keeps the keys of secrets still held across a swap and forgets those of a dropped one.
+#[test]
+fn keyring_opens_under_either_secret() {
+    let mut r = rig(&["node1", "node2"]);
+    let mut c = config(&["node1", "node2"]);
+    c.alt_secret = Some("next".into());
+    r.gate.set_config(Arc::new(c.clone()));
+    let mut old = sender("node1");
+    let mut new = Sender::with_salt(b"next", CLUSTER, "node2", [9; 16], NOW);
+    for _ in 0..3 {
+        assert_eq!(
+            r.admit(request(&mut old, &Request::DaemonStatus)),
+            delivered_request("node1", Request::DaemonStatus)
+        );
+        assert_eq!(
+            r.admit(request(&mut new, &Request::DaemonStatus)),
+            delivered_request("node2", Request::DaemonStatus)
+        );
+    }
+    // One alternate open for node2's session, then its cached key.
+    assert_eq!(r.gate.stats().opened_alternate, 1);
+    // Under neither secret: one invalid message, not two.
+    let mut forged = Sender::with_salt(b"neither", CLUSTER, "node1", [7; 16], NOW);
+    assert_eq!(
+        r.admit(request(&mut forged, &Request::DaemonStatus)),
+        invalid(Invalid::Decrypt)
+    );
+    assert_eq!(r.gate.stats().invalid_total(), 1);
+    // use: the secrets swap; both sessions keep opening.
+    let (primary, alternate) = (c.secret.clone(), c.alt_secret.clone());
+    c.secret = alternate.unwrap();
+    c.alt_secret = Some(primary);
+    r.gate.set_config(Arc::new(c.clone()));
+    assert_eq!(
+        r.admit(request(&mut old, &Request::DaemonStatus)),
+        delivered_request("node1", Request::DaemonStatus)
+    );
+    assert_eq!(
+        r.admit(request(&mut new, &Request::DaemonStatus)),
+        delivered_request("node2", Request::DaemonStatus)
+    );
+    // remove: the old secret's session no longer opens, even with its key cached before.
+    c.alt_secret = None;
+    r.gate.set_config(Arc::new(c));
+    assert_eq!(
+        r.admit(request(&mut old, &Request::DaemonStatus)),
+        invalid(Invalid::Decrypt)
+    );
+    assert_eq!(
+        r.admit(request(&mut new, &Request::DaemonStatus)),
+        delivered_request("node2", Request::DaemonStatus)
+    );
+}
+
 #[test]
 fn large_request_after_a_small_one() {
     // The parser keeps its buffers between frames: they must grow for a larger payload.
@@ -667,6 +723,7 @@ fn protocol_test_vector() {
     let c = GateConfig {
         cluster_name: "prod1".into(),
         secret: "correct horse battery staple".into(),
+        alt_secret: None,
         members: ["node2".to_string()].into_iter().collect(),
         max_clock_skew_ms: SKEW,
         accept_joins: false,

@@ -40,6 +40,7 @@ pub fn gate_config() -> GateConfig {
     GateConfig {
         cluster_name: CLUSTER.to_owned(),
         secret: SECRET.to_owned(),
+        alt_secret: None,
         members: MEMBERS
             .iter()
             .map(|m| m.to_string())

@@ -72,10 +72,20 @@ pub enum Command {
     /// Edit a configuration with $EDITOR, validated before it replaces the file
     #[command(subcommand)]
     Edit(EditCmd),
+    /// The cluster as a whole: every member in turn
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Freeze the node: the monitor runs no automatic service action
     Freeze,
     /// Thaw the node: automatic service actions resume
     Thaw,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Change the cluster secret without downtime: install, use, remove (see PROTOCOL.md)
+    #[command(subcommand)]
+    Keyring(super::keyring::KeyringCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +198,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 .context("the daemon did not exit in time")?;
             }
             Ok(code)
+        }
+        Command::Cluster(ClusterCmd::Keyring(cmd)) => {
+            // Every member is driven from this node's node.conf.
+            refuse_remote(&cli, "cluster keyring")?;
+            super::keyring::run(
+                cmd,
+                &paths,
+                cli.format,
+                Duration::from_secs_f64(cli.timeout.max(0.1)),
+            )
         }
         Command::Freeze | Command::Thaw => {
             let frozen = matches!(cli.command, Command::Freeze);
@@ -444,6 +464,7 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
     let cluster = cluster.unwrap_or(&conf.cluster.name).to_string();
     let identity = client::Identity {
         secret: secret.to_string(),
+        alt_secret: None,
         cluster: cluster.clone(),
         ..client::Identity::of(&conf)
     };
@@ -480,12 +501,21 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
         .as_str()
         .unwrap_or(secret)
         .to_string();
+    // Mid-rotation, the cluster's second secret: without it this node could not open what
+    // the members already seal under the new one.
+    let alt_secret = data["cluster"]["alt_secret"].as_str().map(str::to_string);
     let hb_interval = data["hb"]["interval_ms"].as_u64();
     let hb_timeout = data["hb"]["timeout_ms"].as_u64();
     let port = data["listener"]["port"].as_u64();
     let new = config::update(&conf_path, |doc, _| {
         doc.set("cluster", "name", &name)?;
         doc.set("cluster", "secret", &cluster_secret)?;
+        match &alt_secret {
+            Some(alt) => doc.set("cluster", "alt_secret", alt)?,
+            None => {
+                doc.unset("cluster", "alt_secret");
+            }
+        }
         doc.set("cluster", "nodes", &nodes.join(" "))?;
         if let Some(ms) = hb_interval {
             doc.set("hb", "interval", &format!("{ms}ms"))?;

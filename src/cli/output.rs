@@ -59,6 +59,11 @@ pub fn status_table(d: &Value) -> String {
         str_of(&d["pid"]),
         str_of(&d["uptime_s"]),
     );
+    s += &format!(
+        "keyring   primary {}   alternate {}\n",
+        str_of(&d["keyring"]["primary"]),
+        str_of(&d["keyring"]["alternate"]),
+    );
     let l = &d["listener"];
     let c = &l["counters"];
     s += &format!(

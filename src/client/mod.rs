@@ -32,9 +32,12 @@ pub enum ClientError {
 
 /// Who we are when talking to a peer: the cluster's secret and name, and our nodename; and
 /// the address we speak from (this node's `listener.addr` when it is a specific one).
-#[derive(Clone, Debug)]
+/// Requests are sealed under `secret`; responses open under it or `alt_secret`, since during
+/// a rotation a member may seal under either.
+#[derive(Clone)]
 pub struct Identity {
     pub secret: String,
+    pub alt_secret: Option<String>,
     pub cluster: String,
     pub nodename: String,
     pub source: Option<std::net::IpAddr>,
@@ -44,10 +47,25 @@ impl Identity {
     pub fn of(c: &crate::config::NodeConfig) -> Identity {
         Identity {
             secret: c.cluster.secret.clone(),
+            alt_secret: c.cluster.alt_secret.clone(),
             cluster: c.cluster.name.clone(),
             nodename: c.nodename.clone(),
             source: Some(c.listener.addr).filter(|a| !a.is_unspecified()),
         }
+    }
+}
+
+/// Secrets are shown by fingerprint only.
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fp = |s: &str| crate::wire::Fingerprint::of(s.as_bytes(), &self.cluster);
+        f.debug_struct("Identity")
+            .field("secret", &fp(&self.secret))
+            .field("alt_secret", &self.alt_secret.as_deref().map(fp))
+            .field("cluster", &self.cluster)
+            .field("nodename", &self.nodename)
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -250,16 +268,28 @@ pub fn open_response(identity: &Identity, frame: &mut [u8]) -> Result<Response, 
     if !matches!(view.kind(), Kind::Response | Kind::StreamChunk) {
         return Err(format!("unexpected frame kind {}", view.kind().as_str()));
     }
-    let key = SessionKey::derive(
-        identity.secret.as_bytes(),
-        &identity.cluster,
-        view.nodename(),
-        view.salt(),
-    );
-    let range = key
-        .open_in_place(frame)
-        .map_err(|_| "response does not authenticate under our secret".to_string())?;
-    Response::parse(&mut frame[range]).map_err(|e| e.to_string())
+    let (nodename, salt) = (view.nodename().to_owned(), *view.salt());
+    // A failed open leaves the buffer unspecified: the alternate is tried on a copy.
+    let copy = identity.alt_secret.as_ref().map(|_| frame.to_vec());
+    let key =
+        |secret: &str| SessionKey::derive(secret.as_bytes(), &identity.cluster, &nodename, &salt);
+    let opened = match key(&identity.secret).open_in_place(frame) {
+        Ok(range) => Some((range, None)),
+        Err(_) => match (&identity.alt_secret, copy) {
+            (Some(alt), Some(mut copy)) => key(alt)
+                .open_in_place(&mut copy)
+                .ok()
+                .map(|range| (range, Some(copy))),
+            _ => None,
+        },
+    };
+    match opened {
+        Some((range, None)) => Response::parse(&mut frame[range]).map_err(|e| e.to_string()),
+        Some((range, Some(mut copy))) => {
+            Response::parse(&mut copy[range]).map_err(|e| e.to_string())
+        }
+        None => Err("response does not authenticate under our secrets".to_string()),
+    }
 }
 
 /// One request to a peer over TCP, encrypted; waits for its response.

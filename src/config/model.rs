@@ -50,12 +50,28 @@ impl fmt::Display for BackendChoice {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub name: String,
     pub secret: String,
+    /// The keyring's second secret, under which frames are also opened (never sealed): what
+    /// lets a cluster move to another secret without two members failing each other.
+    pub alt_secret: Option<String>,
     /// Deduplicated, in configuration order.
     pub nodes: Vec<String>,
+}
+
+/// Secrets are not shown (config sits below `wire`, where fingerprints are computed).
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |_: &String| "..";
+        f.debug_struct("ClusterConfig")
+            .field("name", &self.name)
+            .field("secret", &hidden(&self.secret))
+            .field("alt_secret", &self.alt_secret.as_ref().map(hidden))
+            .field("nodes", &self.nodes)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +379,15 @@ impl NodeConfig {
                 Ok(s.to_string())
             }
         })?;
+        // The value is not echoed back on error: only an empty one is refused, and "" says
+        // nothing of a secret.
+        let alt_secret = r.value("cluster", "alt_secret", None, |s| {
+            if s.is_empty() {
+                Err("expected a non-empty secret, or no alt_secret at all".to_string())
+            } else {
+                Ok(Some(s.to_string()))
+            }
+        })?;
         let mut nodes = r.value("cluster", "nodes", Vec::new(), |s| {
             let mut out: Vec<String> = Vec::new();
             for n in s.split_whitespace() {
@@ -505,6 +530,7 @@ impl NodeConfig {
             cluster: ClusterConfig {
                 name,
                 secret,
+                alt_secret,
                 nodes,
             },
             listener,

@@ -405,7 +405,18 @@ impl Supervisor {
         guard.blacklist.set_ttl_ms(new.listener.blacklist_ttl_ms);
         guard.join_limit.set_rate(new.listener.join_rate);
         self.state.dequeue.set_timeout_ms(new.dequeue_timeout_ms);
-        if old.cluster.secret != new.cluster.secret || old.cluster.name != new.cluster.name {
+        // Replay windows are forgotten only when no frame of the old keyring can open any
+        // more: during a rotation the old secret stays held, and so must its sessions' windows.
+        let held = |c: &crate::config::NodeConfig, s: &String| {
+            c.cluster.secret == *s || c.cluster.alt_secret.as_ref() == Some(s)
+        };
+        let keeps_a_secret = held(&new, &old.cluster.secret)
+            || old
+                .cluster
+                .alt_secret
+                .as_ref()
+                .is_some_and(|s| held(&new, s));
+        if !keeps_a_secret || old.cluster.name != new.cluster.name {
             guard.replay.clear();
         }
         let old_l = shared.config.get();

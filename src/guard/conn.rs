@@ -144,6 +144,7 @@ mod tests {
         let config = Arc::new(GateConfig {
             cluster_name: "c".into(),
             secret: "s".into(),
+            alt_secret: None,
             members: ["node1".to_string()].into_iter().collect(),
             max_clock_skew_ms: 60_000,
             accept_joins: false,

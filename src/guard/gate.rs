@@ -9,23 +9,41 @@ use super::ratelimit::RateLimit;
 pub use super::stats::GateStats;
 use crate::hb::{HbError, Heartbeat};
 use crate::wire::FastState;
-use crate::wire::crypto::SessionKey;
+use crate::wire::crypto::{Fingerprint, OpenError, SessionKey};
 use crate::wire::frame::{FrameView, Header, HeaderError, Kind};
 use crate::wire::payload::{PayloadError, Request, RequestParser};
 use crate::wire::replay::{Stale, within_skew};
 use crate::wire::session::{KeyCache, ReplayError, ReplayTable};
 
 /// What the receiver needs of the configuration, swapped as a whole on reload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct GateConfig {
     pub cluster_name: String,
+    /// The keyring (PROTOCOL.md, "Keys"): frames open under the primary or the alternate.
     pub secret: String,
+    pub alt_secret: Option<String>,
     pub members: HashSet<String>,
     pub max_clock_skew_ms: u64,
     pub accept_joins: bool,
     /// When the receiving process started (ms since the epoch): a frame stamped earlier was
     /// recorded before this process's replay windows existed (PROTOCOL.md step 5).
     pub started_ms: u64,
+}
+
+/// Secrets are shown by fingerprint only.
+impl std::fmt::Debug for GateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fp = |s: &str| Fingerprint::of(s.as_bytes(), &self.cluster_name);
+        f.debug_struct("GateConfig")
+            .field("cluster_name", &self.cluster_name)
+            .field("secret", &fp(&self.secret))
+            .field("alt_secret", &self.alt_secret.as_deref().map(fp))
+            .field("members", &self.members)
+            .field("max_clock_skew_ms", &self.max_clock_skew_ms)
+            .field("accept_joins", &self.accept_joins)
+            .field("started_ms", &self.started_ms)
+            .finish()
+    }
 }
 
 /// State shared by every worker of one listener.
@@ -204,6 +222,23 @@ fn member_set(config: &GateConfig) -> HashSet<Box<str>, FastState> {
 /// rarely repeats a datagram.
 const MAX_REMEMBERED_HEARTBEAT: usize = 8 * 1024;
 
+/// The secrets a frame may open under, the primary first, each with its fingerprint (which
+/// the key cache records as the source of a key).
+fn keyring(config: &GateConfig) -> Vec<(Fingerprint, Box<[u8]>)> {
+    std::iter::once(&config.secret)
+        .chain(config.alt_secret.as_ref())
+        .map(|s| {
+            (
+                Fingerprint::of(s.as_bytes(), &config.cluster_name),
+                s.as_bytes().into(),
+            )
+        })
+        .collect()
+}
+
+/// A copy of a frame's body larger than this is not kept between frames (see `open_uncached`).
+const MAX_KEPT_RETRY: usize = 64 * 1024;
+
 /// One worker's receiver: shared guard state plus its own key cache and parser buffers.
 pub struct Gate {
     config: Arc<GateConfig>,
@@ -212,6 +247,10 @@ pub struct Gate {
     members: HashSet<Box<str>, FastState>,
     shared: Arc<SharedGuard>,
     keys: KeyCache,
+    keyring: Vec<(Fingerprint, Box<[u8]>)>,
+    /// The sealed body of a frame tried under more than one secret: a failed open leaves the
+    /// buffer unspecified, so the next secret is tried on this copy's bytes.
+    retry: Vec<u8>,
     parser: RequestParser,
     /// Each member's last heartbeat read by this worker, to recognise a repeat.
     last_heartbeat: HashMap<Box<str>, Heartbeat, FastState>,
@@ -223,6 +262,8 @@ impl Gate {
     pub fn new(config: Arc<GateConfig>, shared: Arc<SharedGuard>) -> Self {
         Gate {
             members: member_set(&config),
+            keyring: keyring(&config),
+            retry: Vec::new(),
             config,
             shared,
             keys: KeyCache::new(8192),
@@ -239,8 +280,17 @@ impl Gate {
 
     /// Takes effect for the next frame. Cached keys are dropped if they may no longer be valid.
     pub fn set_config(&mut self, config: Arc<GateConfig>) {
-        if config.secret != self.config.secret || config.cluster_name != self.config.cluster_name {
+        if config.cluster_name != self.config.cluster_name {
             self.keys.clear();
+        }
+        if config.secret != self.config.secret
+            || config.alt_secret != self.config.alt_secret
+            || config.cluster_name != self.config.cluster_name
+        {
+            self.keyring = keyring(&config);
+            // A key derived from a secret still held stays valid, whichever slot it is in now.
+            let held: Vec<Fingerprint> = self.keyring.iter().map(|(fp, _)| *fp).collect();
+            self.keys.retain_sources(&held);
         }
         if config.members != self.config.members {
             self.members = member_set(&config);
@@ -445,22 +495,23 @@ impl Gate {
         };
         let skew = self.config.max_clock_skew_ms;
         // 6. Decrypt in place, with the cached session key if this session authenticated
-        //    before.
+        //    before, else under each secret of the keyring in turn.
         let opened = match self.keys.peek(nodename, &salt) {
             Some(key) => key
                 .open_with_header(header, body, counter)
                 .map(|n| (n, None)),
-            None => {
-                let key = SessionKey::derive(
-                    self.config.secret.as_bytes(),
-                    &self.config.cluster_name,
-                    nodename,
-                    &salt,
-                );
-                key.open_with_header(header, body, counter)
-                    .map(|n| (n, Some(key)))
-            }
+            None => open_uncached(
+                &self.keyring,
+                &mut self.retry,
+                &self.config.cluster_name,
+                &fields,
+                header,
+                body,
+            )
+            .map(|(n, key)| (n, Some(key))),
         };
+        // However many secrets were tried, a frame that opened under none is one invalid
+        // message.
         let Ok((plain_len, new_key)) = opened else {
             return Opened::Drop(self.invalid(Some(nodename), Invalid::Decrypt, now_ms));
         };
@@ -479,10 +530,13 @@ impl Gate {
                 return Opened::Drop(DropReason::SessionTableFull);
             }
         }
-        if let Some(key) = new_key
-            && member
-        {
-            self.keys.insert_authenticated(nodename, &salt, key);
+        if let Some((key, source)) = new_key {
+            if Some(&source) != self.keyring.first().map(|(fp, _)| fp) {
+                self.stats.opened_alternate += 1;
+            }
+            if member {
+                self.keys.insert_authenticated(nodename, &salt, key, source);
+            }
         }
         let payload: &'b [u8] = &body[..plain_len];
         Opened::Plain {
@@ -532,6 +586,38 @@ impl Gate {
     }
 }
 
+/// Step 6 on a key-cache miss: the frame opened under the primary, else under the alternate.
+/// Returns the plaintext length, the session key and the fingerprint of its secret.
+fn open_uncached(
+    keyring: &[(Fingerprint, Box<[u8]>)],
+    retry: &mut Vec<u8>,
+    cluster: &str,
+    h: &Header<'_>,
+    header: &[u8],
+    body: &mut [u8],
+) -> Result<(usize, (SessionKey, Fingerprint)), OpenError> {
+    let several = keyring.len() > 1;
+    if several {
+        retry.clear();
+        retry.extend_from_slice(body);
+    }
+    let mut result = Err(OpenError);
+    for (i, (fp, secret)) in keyring.iter().enumerate() {
+        if i > 0 {
+            body.copy_from_slice(retry);
+        }
+        let key = SessionKey::derive(secret, cluster, h.nodename, h.salt);
+        if let Ok(n) = key.open_with_header(header, body, h.counter) {
+            result = Ok((n, (key, *fp)));
+            break;
+        }
+    }
+    if several && retry.capacity() > MAX_KEPT_RETRY {
+        *retry = Vec::new();
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +629,7 @@ mod tests {
         Arc::new(GateConfig {
             cluster_name: "c".into(),
             secret: "s".into(),
+            alt_secret: None,
             members: members.iter().map(|m| m.to_string()).collect(),
             max_clock_skew_ms: 60_000,
             accept_joins: false,

@@ -88,8 +88,10 @@ counter_table! {
     heartbeats_refused, fate: true;
     /// Authenticated requests answered with an error instead of being served (step 7).
     requests_refused, fate: true;
-    /// Frames that opened under the cluster secret.
+    /// Frames that opened under the cluster secret (primary or alternate).
     decrypted, fate: false;
+    /// New sessions opened under the keyring's alternate secret (the primary failed first).
+    opened_alternate, fate: false;
     /// Requests and heartbeats handed to the handlers.
     delivered, fate: true;
     /// Delivered heartbeats that repeated their sender's previous one (not parsed again).

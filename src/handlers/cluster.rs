@@ -35,7 +35,7 @@ fn add_member(state: &DaemonState, name: &str, addr: Option<&str>) -> Result<boo
 }
 
 /// Takes the new config at once (the supervisor's reload would also see it, a moment later).
-fn apply_now(state: &DaemonState, new: config::NodeConfig) {
+pub(super) fn apply_now(state: &DaemonState, new: config::NodeConfig) {
     if let Some(l) = state.listener.get() {
         l.config
             .set(crate::listener::ListenerConfig::from_node(&new));
@@ -108,6 +108,8 @@ pub fn join(state: &DaemonState, origin: &Origin, addr_option: Option<String>) -
         "cluster": {
             "name": c.cluster.name,
             "secret": c.cluster.secret,
+            // A joiner in the middle of a rotation must open what every member seals.
+            "alt_secret": c.cluster.alt_secret,
             "nodes": c.cluster.nodes,
         },
         "hb": { "interval_ms": c.hb.interval_ms, "timeout_ms": c.hb.timeout_ms },

@@ -53,6 +53,7 @@ pub fn status(state: &DaemonState) -> Response {
     let data = json!({
         "nodename": config.nodename,
         "cluster": { "name": config.cluster.name, "nodes": config.cluster.nodes },
+        "keyring": super::keyring::fingerprints(&config),
         "started_ms": state.started_ms,
         "stopping": state.stopping.load(Relaxed),
         "orchestration_ready": state.orchestration_ready.load(Relaxed),

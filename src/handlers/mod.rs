@@ -4,6 +4,7 @@
 mod blacklist;
 mod cluster;
 mod daemon;
+mod keyring;
 pub mod node;
 pub mod service;
 
@@ -78,6 +79,10 @@ impl ShardHandler for Handlers {
                 cluster::join_relay(st, origin, &nodename, addr.as_deref())
             }
             Request::Leave => cluster::leave(st, origin),
+            Request::KeyringInstall { secret } => keyring::install(st, &secret),
+            Request::KeyringUse { fingerprint } => keyring::use_secret(st, &fingerprint),
+            Request::KeyringRemove { fingerprint } => keyring::remove(st, &fingerprint),
+            Request::KeyringList => keyring::list(st),
         };
         if response.status != 0 {
             tracing::debug!(action, ?origin, error = ?response.error, "request failed");

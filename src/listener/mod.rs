@@ -49,6 +49,7 @@ impl ListenerConfig {
             gate: Arc::new(GateConfig {
                 cluster_name: c.cluster.name.clone(),
                 secret: c.cluster.secret.clone(),
+                alt_secret: c.cluster.alt_secret.clone(),
                 members: c.cluster.nodes.iter().cloned().collect(),
                 max_clock_skew_ms: c.listener.max_clock_skew_ms,
                 accept_joins: c.listener.accept_joins,

@@ -32,6 +32,49 @@ pub fn derive_key_bytes(
     out
 }
 
+pub const FINGERPRINT_LEN: usize = 8;
+const FINGERPRINT_INFO_PREFIX: &[u8] = b"osvc-lsnr v1 fingerprint|";
+
+/// What names a secret in commands, logs and status without revealing it (PROTOCOL.md,
+/// "Secret rotation"): 8 bytes of HKDF-SHA256 under an empty salt, shown in lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; FINGERPRINT_LEN]);
+
+impl Fingerprint {
+    pub fn of(secret: &[u8], cluster: &str) -> Self {
+        struct Len8;
+        impl hkdf::KeyType for Len8 {
+            fn len(&self) -> usize {
+                FINGERPRINT_LEN
+            }
+        }
+        let info = [FINGERPRINT_INFO_PREFIX, cluster.as_bytes()];
+        let mut out = [0u8; FINGERPRINT_LEN];
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(secret);
+        // expand() fails only if the output is longer than 255 hash lengths; 8 bytes never is.
+        if let Ok(okm) = prk.expand(&info, Len8) {
+            let _ = okm.fill(&mut out);
+        }
+        Fingerprint(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; FINGERPRINT_LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
 /// An AES-256-GCM key for one (cluster, nodename, salt) session.
 pub struct SessionKey {
     key: LessSafeKey,
@@ -156,6 +199,18 @@ mod tests {
 
         let range = sk.open_in_place(&mut frame).unwrap();
         assert_eq!(&frame[range], br#"{"action":"daemon_status"}"#);
+    }
+
+    /// PROTOCOL.md's fingerprint vector, computed with Python `cryptography`'s HKDF.
+    #[test]
+    fn fingerprint_test_vector() {
+        let fp = Fingerprint::of(b"correct horse battery staple", "prod1");
+        assert_eq!(fp.to_string(), "8213a94a1a4da7c3");
+        // The cluster name is part of it: one secret has another name in another cluster.
+        assert_ne!(
+            Fingerprint::of(b"correct horse battery staple", "prod2"),
+            fp
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod replay;
 pub mod sender;
 pub mod session;
 
-pub use crypto::{OpenError, SessionKey, derive_key_bytes};
+pub use crypto::{Fingerprint, OpenError, SessionKey, derive_key_bytes};
 pub use frame::{FrameView, Header, HeaderError, Kind};
 pub use payload::{Args, PayloadError, Request, RequestParser, Response};
 pub use replay::{ReplayWindow, Stale};

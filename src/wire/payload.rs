@@ -125,6 +125,65 @@ pub enum Request {
         backlog: Option<u64>,
         follow: bool,
     },
+    /// Sets the keyring's alternate secret.
+    KeyringInstall {
+        secret: Secret,
+    },
+    /// Swaps primary and alternate if the alternate has this fingerprint.
+    KeyringUse {
+        fingerprint: String,
+    },
+    /// Drops the alternate if it has this fingerprint.
+    KeyringRemove {
+        fingerprint: String,
+    },
+    KeyringList,
+}
+
+/// A cluster secret carried by a request: its `Debug` shows nothing of it, so that no log of
+/// a request can reveal one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Longer than any secret an operator writes, short enough for one line of node.conf.
+    pub const MAX_LEN: usize = 1024;
+
+    /// A secret that `node.conf` stores as it is: 1 to `MAX_LEN` bytes, no control
+    /// character, no surrounding whitespace (an INI value is trimmed). The error says what
+    /// is wrong, never what the secret is.
+    pub fn new(secret: String) -> Result<Secret, &'static str> {
+        if secret.is_empty() || secret.len() > Self::MAX_LEN {
+            return Err("a secret is 1 to 1024 bytes");
+        }
+        if secret.chars().any(char::is_control) {
+            return Err("a secret has no control characters");
+        }
+        if secret.trim() != secret {
+            return Err("a secret neither starts nor ends with whitespace");
+        }
+        Ok(Secret(secret))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// A fingerprint option: 16 hex digits, returned in lowercase (PROTOCOL.md, "Secret
+/// rotation").
+pub fn valid_fingerprint(fp: &str) -> Result<String, &'static str> {
+    if fp.len() == 16 && fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(fp.to_ascii_lowercase())
+    } else {
+        Err("expected 16 hexadecimal digits")
+    }
 }
 
 /// Every action name a request may carry.
@@ -144,6 +203,10 @@ pub const ACTIONS: &[&str] = &[
     "leave",
     "service_action",
     "service_logs",
+    "keyring_install",
+    "keyring_use",
+    "keyring_remove",
+    "keyring_list",
 ];
 
 impl Request {
@@ -164,6 +227,10 @@ impl Request {
             Request::Leave => "leave",
             Request::ServiceAction { .. } => "service_action",
             Request::ServiceLogs { .. } => "service_logs",
+            Request::KeyringInstall { .. } => "keyring_install",
+            Request::KeyringUse { .. } => "keyring_use",
+            Request::KeyringRemove { .. } => "keyring_remove",
+            Request::KeyringList => "keyring_list",
         }
     }
 
@@ -253,7 +320,12 @@ impl Request {
             | Request::BlacklistStatus
             | Request::BlacklistClear
             | Request::Join
-            | Request::Leave => {}
+            | Request::Leave
+            | Request::KeyringList => {}
+            Request::KeyringInstall { secret } => put("secret", json!(secret.expose())),
+            Request::KeyringUse { fingerprint } | Request::KeyringRemove { fingerprint } => {
+                put("fingerprint", json!(fingerprint))
+            }
             Request::JoinRelay { nodename, addr } => {
                 put("nodename", json!(nodename));
                 if let Some(a) = addr {
@@ -484,6 +556,25 @@ fn request_from_options(
             }
         },
         "leave" => opts.done(Request::Leave, &[])?,
+        "keyring_list" => opts.done(Request::KeyringList, &[])?,
+        "keyring_install" => {
+            let secret = opts
+                .opt_string("secret")?
+                .ok_or(PayloadError::MissingField {
+                    action,
+                    field: "secret",
+                })?;
+            let secret = Secret::new(secret).map_err(|m| opts.bad("secret", m))?;
+            opts.done(Request::KeyringInstall { secret }, &["secret"])?
+        }
+        "keyring_use" => {
+            let fingerprint = opts.fingerprint()?;
+            opts.done(Request::KeyringUse { fingerprint }, &["fingerprint"])?
+        }
+        "keyring_remove" => {
+            let fingerprint = opts.fingerprint()?;
+            opts.done(Request::KeyringRemove { fingerprint }, &["fingerprint"])?
+        }
         "daemon_stop" => {
             let thread_id = opts.opt_string("thread_id")?;
             opts.done(Request::DaemonStop { thread_id }, &["thread_id"])?
@@ -668,6 +759,16 @@ impl Options<'_, '_> {
             })?;
         valid_svcname(&name).map_err(|m| self.bad("svcname", m))?;
         Ok(name)
+    }
+
+    fn fingerprint(&self) -> Result<String, PayloadError> {
+        let fp = self
+            .opt_string("fingerprint")?
+            .ok_or(PayloadError::MissingField {
+                action: self.action,
+                field: "fingerprint",
+            })?;
+        valid_fingerprint(&fp).map_err(|m| self.bad("fingerprint", m))
     }
 
     fn opt_bool(&self, field: &'static str) -> Result<Option<bool>, PayloadError> {
@@ -945,6 +1046,31 @@ mod tests {
         );
     }
 
+    /// A secret travels in `keyring_install` but shows in no `Debug` of the request, and
+    /// the parser's errors about it say what is wrong, not what it is.
+    #[test]
+    fn keyring_requests_hide_the_secret() {
+        let r =
+            parse(r#"{"action":"keyring_install","options":{"secret":"s3cr3t-value"}}"#).unwrap();
+        assert_eq!(r.action(), "keyring_install");
+        assert!(!format!("{r:?}").contains("s3cr3t"));
+        let e = parse(r#"{"action":"keyring_install","options":{"secret":" s3cr3t-value"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secret") && !e.contains("s3cr3t"), "{e}");
+        assert_eq!(
+            parse(r#"{"action":"keyring_use","options":{"fingerprint":"8213A94A1A4DA7C3"}}"#),
+            Ok(Request::KeyringUse {
+                fingerprint: "8213a94a1a4da7c3".into()
+            })
+        );
+        assert!(parse(r#"{"action":"keyring_remove","options":{"fingerprint":"xyz"}}"#).is_err());
+        assert_eq!(
+            parse(r#"{"action":"keyring_list"}"#),
+            Ok(Request::KeyringList)
+        );
+    }
+
     fn arb_name() -> impl Strategy<Value = String> {
         "[a-z0-9][a-z0-9_.-]{0,20}"
     }
@@ -959,6 +1085,12 @@ mod tests {
             opt_str.prop_map(|thread_id| Request::DaemonStart { thread_id }),
             Just(Request::BlacklistClear),
             Just(Request::Join),
+            Just(Request::KeyringList),
+            "[!-~]([ -~]{0,30}[!-~])?".prop_map(|s| Request::KeyringInstall {
+                secret: Secret::new(s).unwrap()
+            }),
+            "[0-9a-f]{16}".prop_map(|fingerprint| Request::KeyringUse { fingerprint }),
+            "[0-9a-f]{16}".prop_map(|fingerprint| Request::KeyringRemove { fingerprint }),
             arb_name().prop_map(|svcname| Request::Clear { svcname }),
             (
                 arb_name(),

@@ -5,17 +5,20 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::FastState;
-use super::crypto::SessionKey;
+use super::crypto::{Fingerprint, SessionKey};
 use super::frame::SALT_LEN;
 use super::replay::{ReplayWindow, Stale};
 
 type Salt = [u8; SALT_LEN];
 
 /// Bounded cache of session keys by (nodename, salt). Only keys of frames that authenticated
-/// are inserted (PROTOCOL.md, "Keys"); a salt seen under another nodename is a miss.
+/// are inserted (PROTOCOL.md, "Keys"); a salt seen under another nodename is a miss. Each key
+/// remembers the fingerprint of the secret it was derived from, so that a keyring change
+/// forgets the keys of a secret no longer held and keeps the others (no re-derivation, no
+/// second AES try, for sessions that stay valid).
 pub struct KeyCache {
     /// Inserted only once a frame authenticated, so a fast hasher is safe here.
-    map: HashMap<Salt, (Box<str>, SessionKey), FastState>,
+    map: HashMap<Salt, CachedKey, FastState>,
     capacity: usize,
     hits: u64,
     misses: u64,
@@ -34,7 +37,7 @@ impl KeyCache {
 
     pub fn get(&mut self, nodename: &str, salt: &Salt) -> Option<&SessionKey> {
         match self.map.get(salt) {
-            Some((name, key)) if &**name == nodename => {
+            Some(CachedKey { name, key, .. }) if &**name == nodename => {
                 self.hits += 1;
                 Some(key)
             }
@@ -48,13 +51,20 @@ impl KeyCache {
     /// `get` without counting a hit or a miss (a second look at the same frame).
     pub fn peek(&self, nodename: &str, salt: &Salt) -> Option<&SessionKey> {
         match self.map.get(salt) {
-            Some((name, key)) if &**name == nodename => Some(key),
+            Some(CachedKey { name, key, .. }) if &**name == nodename => Some(key),
             _ => None,
         }
     }
 
-    /// Inserts the key of a session whose frame just authenticated.
-    pub fn insert_authenticated(&mut self, nodename: &str, salt: &Salt, key: SessionKey) {
+    /// Inserts the key of a session whose frame just authenticated, derived from the secret
+    /// of fingerprint `source`.
+    pub fn insert_authenticated(
+        &mut self,
+        nodename: &str,
+        salt: &Salt,
+        key: SessionKey,
+        source: Fingerprint,
+    ) {
         if self.map.len() >= self.capacity && !self.map.contains_key(salt) {
             // Evict an arbitrary entry: HashMap iteration order is randomized, so this is a
             // random eviction, which costs nothing to track.
@@ -62,12 +72,24 @@ impl KeyCache {
                 self.map.remove(&victim);
             }
         }
-        self.map.insert(*salt, (nodename.into(), key));
+        self.map.insert(
+            *salt,
+            CachedKey {
+                name: nodename.into(),
+                key,
+                source,
+            },
+        );
     }
 
-    /// Forgets every key: the secret or the cluster name changed.
+    /// Forgets every key: the cluster name or the members changed.
     pub fn clear(&mut self) {
         self.map.clear();
+    }
+
+    /// Forgets the keys derived from a secret whose fingerprint is not in `held`.
+    pub fn retain_sources(&mut self, held: &[Fingerprint]) {
+        self.map.retain(|_, k| held.contains(&k.source));
     }
 
     pub fn len(&self) -> usize {
@@ -81,6 +103,12 @@ impl KeyCache {
     pub fn hits_misses(&self) -> (u64, u64) {
         (self.hits, self.misses)
     }
+}
+
+struct CachedKey {
+    name: Box<str>,
+    key: SessionKey,
+    source: Fingerprint,
 }
 
 struct SessionState {
@@ -235,13 +263,28 @@ mod tests {
     fn key_cache_is_bounded_and_keyed_by_name() {
         let mut c = KeyCache::new(2);
         let k = || SessionKey::from_bytes(&[1; 32]);
-        c.insert_authenticated("a", &[1; 16], k());
+        let fp = Fingerprint::of(b"s", "c");
+        c.insert_authenticated("a", &[1; 16], k(), fp);
         assert!(c.get("a", &[1; 16]).is_some());
         assert!(c.get("b", &[1; 16]).is_none());
-        c.insert_authenticated("b", &[2; 16], k());
-        c.insert_authenticated("c", &[3; 16], k());
+        c.insert_authenticated("b", &[2; 16], k(), fp);
+        c.insert_authenticated("c", &[3; 16], k(), fp);
         assert_eq!(c.len(), 2);
         assert!(c.get("c", &[3; 16]).is_some());
+    }
+
+    #[test]
+    fn key_cache_forgets_the_keys_of_a_dropped_secret_only() {
+        let mut c = KeyCache::new(8);
+        let k = || SessionKey::from_bytes(&[1; 32]);
+        let (a, b) = (Fingerprint::of(b"a", "c"), Fingerprint::of(b"b", "c"));
+        c.insert_authenticated("n1", &[1; 16], k(), a);
+        c.insert_authenticated("n2", &[2; 16], k(), b);
+        c.retain_sources(&[a, b]);
+        assert_eq!(c.len(), 2);
+        c.retain_sources(&[b]);
+        assert!(c.peek("n1", &[1; 16]).is_none());
+        assert!(c.peek("n2", &[2; 16]).is_some());
     }
 
     #[test]

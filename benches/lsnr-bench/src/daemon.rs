@@ -199,6 +199,7 @@ impl Daemon {
     pub fn identity(&self, nodename: &str) -> Identity {
         Identity {
             secret: self.secret.clone(),
+            alt_secret: None,
             cluster: CLUSTER.into(),
             nodename: nodename.into(),
             source: None,
