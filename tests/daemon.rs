@@ -860,7 +860,7 @@ fn typos_are_answered_and_never_ban_a_member(backend: &str) {
 /// 4,096 idle connections held open from one address, and more from the member's own
 /// address, under the default limits: a member's request is answered within 100 ms.
 fn idle_connection_flood_does_not_lock_members_out(backend: &str) {
-    use osvc_agent::listener::connect_from;
+    use osvc_agent::client::connect_from;
     let n = Node::start(Opts {
         backend,
         ..Default::default()
@@ -952,7 +952,7 @@ fn idle_connection_flood_does_not_lock_members_out(backend: &str) {
 /// more than max_unauth_frame at its length, and many connections holding partial frames
 /// cost the daemon little memory.
 fn unauthenticated_frames_are_not_buffered(backend: &str) {
-    use osvc_agent::listener::connect_from;
+    use osvc_agent::client::connect_from;
     use std::io::{Read, Write};
     let n = Node::start(Opts {
         backend,

@@ -2,13 +2,26 @@
 //! or to a peer over TCP, encrypted under the cluster secret.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::wire::{FrameView, Kind, Request, Response, Sender, SessionKey};
+
+/// A TCP connection from `local` (a specific address of this node, port chosen by the
+/// kernel) to `to`, within `timeout`, returned blocking: a multi-homed node speaks to its
+/// peers from its cluster address, which is the address they record for it.
+pub fn connect_from(local: IpAddr, to: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::for_address(*to), Type::STREAM.cloexec(), None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SockAddr::from(SocketAddr::new(local, 0)))?;
+    // socket2 connects non-blocking with a deadline, then leaves the socket blocking.
+    socket.connect_timeout(&SockAddr::from(*to), timeout)?;
+    Ok(socket.into())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -150,7 +163,7 @@ impl Connection {
             Target::Peer { addr, identity } => {
                 let conn = match identity.source {
                     Some(ip) if ip.is_ipv4() == addr.is_ipv4() => {
-                        crate::listener::sockets::connect_from(ip, addr, timeout)
+                        connect_from(ip, addr, timeout)
                     }
                     _ => TcpStream::connect_timeout(addr, timeout),
                 }
@@ -307,4 +320,26 @@ pub fn call_peer(
         request,
         timeout,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_from_a_given_address_and_refused_when_closed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = listener.local_addr().unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let c = connect_from(local, &to, Duration::from_secs(2)).unwrap();
+        assert_eq!(c.local_addr().unwrap().ip(), local);
+        // Returned blocking: a read with a timeout waits instead of failing at once.
+        c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let started = std::time::Instant::now();
+        assert!((&c).read(&mut [0u8; 1]).is_err());
+        assert!(started.elapsed() >= Duration::from_millis(15));
+        drop(listener);
+        let e = connect_from(local, &to, Duration::from_secs(2)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    }
 }

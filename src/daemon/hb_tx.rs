@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
+use crate::hb::MAINTENANCE_COPIES_MS;
 use crate::state::{DaemonState, lock};
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Sender};
@@ -136,10 +137,6 @@ fn beat(state: &DaemonState, sock: &UdpSocket) {
     }
 }
 
-/// When the copies of the maintenance notice go out (ms after the first): a lost datagram,
-/// or a short burst of loss, must not make peers find this node stale and start what it
-/// still runs.
-pub const MAINTENANCE_COPIES_MS: [u64; 4] = [0, 100, 300, 700];
 
 /// Tells every peer this node is in maintenance: its daemon stops, its instances keep running
 /// as the heartbeat lists them. Call it once the `hb.tx` thread is stopped, so no ordinary

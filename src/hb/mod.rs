@@ -69,6 +69,10 @@ pub use view::{Applied, HbView};
 /// leaves room for.
 pub const MAX_PAYLOAD: usize = 60_000;
 
+/// When the copies of a maintenance notice go out (ms after the first): a lost datagram, or a
+/// short burst of loss, must not make peers find a node stale and start what it still runs.
+pub const MAINTENANCE_COPIES_MS: [u64; 4] = [0, 100, 300, 700];
+
 /// Production period of full snapshots, in beats, when a node needs several datagrams.
 pub const FULL_EVERY: u32 = 6;
 

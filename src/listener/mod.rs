@@ -4,7 +4,7 @@
 //! every frame through `guard::Gate` and act on its `Outcome`.
 
 // Private to the crate; what the load generator and the benches borrow from them is
-// re-exported by `crate::bench_support`, not part of the listener's API.
+// re-exported by the hidden `bench_support` module, not part of the listener's API.
 mod admission;
 pub(crate) mod io;
 pub(crate) mod pin;
@@ -12,7 +12,6 @@ pub(crate) mod sockets;
 pub(crate) mod uring_udp;
 mod worker;
 
-pub use sockets::connect_from;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

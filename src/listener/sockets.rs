@@ -2,8 +2,7 @@
 //! SO_REUSEPORT so the kernel spreads datagrams and connections over the workers.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -34,16 +33,6 @@ pub fn tcp_reuseport(addr: &SocketAddr, backlog: i32) -> io::Result<TcpListener>
     Ok(socket.into())
 }
 
-/// A TCP connection from `local` (a specific address of this node, port chosen by the
-/// kernel) to `to`, within `timeout`, returned blocking: a multi-homed node speaks to its
-/// peers from its cluster address, which is the address they record for it.
-pub fn connect_from(local: IpAddr, to: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let socket = bound_socket(&SocketAddr::new(local, 0), Type::STREAM)?;
-    // Leaves the socket blocking once connected.
-    socket.connect_timeout(&SockAddr::from(*to), timeout)?;
-    Ok(socket.into())
-}
-
 /// A UDP socket bound to `local` (port chosen by the kernel), blocking, for heartbeats.
 pub fn udp_from(local: IpAddr) -> io::Result<UdpSocket> {
     let socket = bound_socket(&SocketAddr::new(local, 0), Type::DGRAM)?;
@@ -68,7 +57,6 @@ pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<(UdpSocket, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     #[test]
     fn same_port_for_every_worker() {
@@ -82,22 +70,5 @@ mod tests {
         let mut buf = [0u8; 16];
         let e = socks[0].0.recv(&mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-    }
-
-    #[test]
-    fn connect_from_a_given_address_and_refused_when_closed() {
-        let listener = tcp_reuseport(&"127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let to = listener.local_addr().unwrap();
-        let local: IpAddr = "127.0.0.1".parse().unwrap();
-        let c = connect_from(local, &to, Duration::from_secs(2)).unwrap();
-        assert_eq!(c.local_addr().unwrap().ip(), local);
-        // Returned blocking: a read with a timeout waits instead of failing at once.
-        c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        let started = std::time::Instant::now();
-        assert!((&c).read(&mut [0u8; 1]).is_err());
-        assert!(started.elapsed() >= Duration::from_millis(15));
-        drop(listener);
-        let e = connect_from(local, &to, Duration::from_secs(2)).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
     }
 }

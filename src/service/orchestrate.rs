@@ -15,7 +15,7 @@
 //!
 //! [`decide`] says what the cluster rule wants of this node; [`step`] turns that into what this
 //! node's monitor does now, given its own state (the `ready` handshake before a start). Both
-//! are pure: the daemon's shard and the simulation (`crate::sim`) run the same code.
+//! are pure: the daemon's shard and the cluster simulation run the same code.
 
 use crate::service::monitor::ServiceMonitor;
 use crate::wire::payload::ServiceMonitorStatus;

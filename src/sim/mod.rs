@@ -515,7 +515,7 @@ impl Sim {
                     self.note(format!("{} daemon stop", self.nodes[i].name));
                     // The notice's copies, as the daemon sends them (spread over 700 ms here
                     // all at once: each is lost or delayed on its own).
-                    for _ in crate::daemon::hb_tx::MAINTENANCE_COPIES_MS {
+                    for _ in crate::hb::MAINTENANCE_COPIES_MS {
                         self.beat(i, true);
                     }
                     let node = &mut self.nodes[i];
