@@ -15,10 +15,14 @@ use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use divan::counter::BytesCount;
 use divan::{Bencher, black_box};
-use osvc_agent::guard::{DropReason, Gate, GateConfig, Message, Opened, Outcome, SharedGuard};
-use osvc_agent::hb::{HbView, Heartbeat};
-use osvc_agent::wire::frame::{TAG_LEN, header_len};
-use osvc_agent::wire::{Kind, Request, RequestParser, Sender, SessionKey, derive_key_bytes, json};
+use osvc_agent::internals::guard::{
+    DropReason, Gate, GateConfig, Message, Opened, Outcome, SharedGuard,
+};
+use osvc_agent::internals::hb::{HbView, Heartbeat};
+use osvc_agent::internals::wire::frame::{TAG_LEN, header_len};
+use osvc_agent::internals::wire::{
+    Kind, Request, RequestParser, Sender, SessionKey, derive_key_bytes, json,
+};
 
 fn main() {
     divan::main();
@@ -385,7 +389,7 @@ struct HbFixture {
 
 impl HbFixture {
     fn new(frame_size: usize) -> Self {
-        let base = osvc_agent::bench_support::heartbeat_payload(frame_size, NODE.len());
+        let base = osvc_agent::internals::bench_support::heartbeat_payload(frame_size, NODE.len());
         let base = String::from_utf8(base).unwrap();
         assert!(base.starts_with(r#"{"gen":1,"#));
         let payloads: Vec<Vec<u8>> = (0..FRAMES)

@@ -1,23 +1,23 @@
 //! An OpenSVC-style cluster agent: the daemon's listener and what it serves.
 //!
-//! Pure cores (`wire`, `guard`, `config` parsing) carry no I/O so they can be unit-tested,
-//! fuzzed and benched; the I/O lives at the edges.
+//! The binaries' entry points are [`cli`]. Everything else is private to the crate, but for
+//! the pure cores and helpers that the tests, the fuzz targets, the benches and the load
+//! generator drive directly: those sit in [`internals`], hidden and not API.
+//!
+//! Pure cores (`wire`, `guard`, `hb`, `config` parsing, the orchestration rules) carry no I/O
+//! and read no clock of their own, so they can be unit-tested, fuzzed, benched and simulated;
+//! the I/O lives at the edges.
 
-// Not API: the listener internals and frame helpers the load generator and the benches use.
-#[doc(hidden)]
-pub mod bench_support;
 pub mod cli;
-pub mod client;
-pub mod clock;
-pub mod config;
-pub mod daemon;
-pub mod dispatch;
-pub mod guard;
-pub mod handlers;
-pub mod hb;
-pub mod listener;
-pub mod service;
+mod daemon;
+mod dispatch;
+mod handlers;
+mod listener;
+mod service;
+mod state;
+
+/// Not API: the pieces the tests, fuzz targets, benches, load generator and simulation use.
 #[doc(hidden)]
-pub mod sim;
-pub mod state;
-pub mod wire;
+pub mod internals;
+
+pub(crate) use internals::{client, clock, config, guard, hb, wire};

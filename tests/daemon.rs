@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use osvc_agent::wire::{Kind, Request, Sender};
+use osvc_agent::internals::wire::{Kind, Request, Sender};
 
 /// Runs a test body against both backends.
 macro_rules! both_backends {
@@ -162,15 +162,15 @@ fn non_member_without_join_is_refused(backend: &str) {
 }
 
 /// A response frame to a request sent as `nodename`, opened.
-fn open_as(nodename: &str, mut resp: Vec<u8>) -> osvc_agent::wire::Response {
-    let identity = osvc_agent::client::Identity {
+fn open_as(nodename: &str, mut resp: Vec<u8>) -> osvc_agent::internals::wire::Response {
+    let identity = osvc_agent::internals::client::Identity {
         secret: SECRET.into(),
         alt_secret: None,
         cluster: CLUSTER.into(),
         nodename: nodename.into(),
         source: None,
     };
-    osvc_agent::client::open_response(&identity, &mut resp).unwrap()
+    osvc_agent::internals::client::open_response(&identity, &mut resp).unwrap()
 }
 
 fn replay_is_refused(backend: &str) {
@@ -860,7 +860,7 @@ fn typos_are_answered_and_never_ban_a_member(backend: &str) {
 /// 4,096 idle connections held open from one address, and more from the member's own
 /// address, under the default limits: a member's request is answered within 100 ms.
 fn idle_connection_flood_does_not_lock_members_out(backend: &str) {
-    use osvc_agent::client::connect_from;
+    use osvc_agent::internals::client::connect_from;
     let n = Node::start(Opts {
         backend,
         ..Default::default()
@@ -952,7 +952,7 @@ fn idle_connection_flood_does_not_lock_members_out(backend: &str) {
 /// more than max_unauth_frame at its length, and many connections holding partial frames
 /// cost the daemon little memory.
 fn unauthenticated_frames_are_not_buffered(backend: &str) {
-    use osvc_agent::client::connect_from;
+    use osvc_agent::internals::client::connect_from;
     use std::io::{Read, Write};
     let n = Node::start(Opts {
         backend,

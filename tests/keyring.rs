@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use osvc_agent::client::{self, Identity};
-use osvc_agent::wire::{Fingerprint, Kind, Request, Sender};
+use osvc_agent::internals::client::{self, Identity};
+use osvc_agent::internals::wire::{Fingerprint, Kind, Request, Sender};
 use serde_json::{Value, json};
 
 const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
@@ -69,7 +69,8 @@ fn watch(nodes: &[Node]) -> Watch {
                 }
             }
             for (from, to) in [(0, 1), (1, 0)] {
-                let conf = osvc_agent::config::load(&roots[from].1.join("etc/node.conf"));
+                let conf =
+                    osvc_agent::internals::config::load(&roots[from].1.join("etc/node.conf"));
                 let Ok((_, conf)) = conf else {
                     problems.push(format!("{} node.conf unreadable", roots[from].0));
                     continue;

@@ -6,18 +6,21 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use osvc_agent::guard::{
+use osvc_agent::internals::guard::{
     DropReason, Gate, GateConfig, Invalid, InvalidClass, Message, Notice, Outcome, SharedGuard,
 };
-use osvc_agent::hb::Heartbeat;
-use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
-use osvc_agent::wire::payload::PayloadError;
-use osvc_agent::wire::replay::WINDOW;
-use osvc_agent::wire::{FrameView, Header, HeaderError, Kind, Request, Sender, SessionKey, Stale};
+use osvc_agent::internals::hb::Heartbeat;
+use osvc_agent::internals::wire::frame::{EncodeError, TAG_LEN, header_len};
+use osvc_agent::internals::wire::payload::PayloadError;
+use osvc_agent::internals::wire::replay::WINDOW;
+use osvc_agent::internals::wire::{
+    FrameView, Header, HeaderError, Kind, Request, Sender, SessionKey, Stale,
+};
 use proptest::prelude::*;
 
 /// The fuzz targets' bodies: `fuzz_regressions` replays crashers through exactly this code.
 #[path = "../fuzz/src/lib.rs"]
+#[allow(unreachable_pub)] // pub for the fuzz crate, private here
 mod fuzz_harness;
 
 const SECRET: &[u8] = b"s3cret s3cret";
@@ -1274,7 +1277,7 @@ fn write_fuzz_seeds() {
 /// parsers keep the last: peers could read one request differently. Refused now.
 #[test]
 fn duplicate_keys_are_refused() {
-    use osvc_agent::wire::payload::parse_request;
+    use osvc_agent::internals::wire::payload::parse_request;
     let parse = |s: &str| parse_request(s.as_bytes());
     let dup = |action: &'static str, field: &str| {
         Err::<Request, _>(PayloadError::DuplicateKey {

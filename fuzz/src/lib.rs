@@ -9,17 +9,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use osvc_agent::guard::conn::LEN_PREFIX;
-use osvc_agent::guard::{
+use osvc_agent::internals::guard::conn::LEN_PREFIX;
+use osvc_agent::internals::guard::{
     CloseReason, DropReason, FrameLimits, Framer, Gate, GateConfig, Invalid, Message, Outcome,
     SharedGuard, Step,
 };
-use osvc_agent::hb::Heartbeat;
-use osvc_agent::wire::frame::{EncodeError, TAG_LEN, header_len};
-use osvc_agent::wire::json;
-use osvc_agent::wire::local::{self, LocalStep};
-use osvc_agent::wire::payload::{ACTIONS, parse_request, valid_svcname};
-use osvc_agent::wire::{
+use osvc_agent::internals::hb::Heartbeat;
+use osvc_agent::internals::wire::frame::{EncodeError, TAG_LEN, header_len};
+use osvc_agent::internals::wire::json;
+use osvc_agent::internals::wire::local::{self, LocalStep};
+use osvc_agent::internals::wire::payload::{ACTIONS, parse_request, valid_svcname};
+use osvc_agent::internals::wire::{
     FrameView, Header, Kind, Request, RequestParser, Response, Sender, SessionKey, Stale,
 };
 
@@ -419,7 +419,7 @@ pub fn tcp_conn(data: &[u8]) {
 }
 
 /// `tcp_conn`, returning the receiver's counters.
-pub fn tcp_conn_stats(data: &[u8]) -> osvc_agent::guard::GateStats {
+pub fn tcp_conn_stats(data: &[u8]) -> osvc_agent::internals::guard::GateStats {
     let Some((&chunk, stream)) = data.split_first() else {
         return Default::default();
     };
@@ -537,16 +537,18 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "set_service_monitor.json",
             Request::SetServiceMonitor {
                 svcname: "svc1".into(),
-                status: Some(osvc_agent::wire::payload::ServiceMonitorStatus::Idle),
-                local_expect: Some(osvc_agent::wire::payload::ServiceLocalExpect::Started),
-                global_expect: Some(osvc_agent::wire::payload::GlobalExpect::Frozen),
+                status: Some(osvc_agent::internals::wire::payload::ServiceMonitorStatus::Idle),
+                local_expect: Some(
+                    osvc_agent::internals::wire::payload::ServiceLocalExpect::Started,
+                ),
+                global_expect: Some(osvc_agent::internals::wire::payload::GlobalExpect::Frozen),
                 reset_retries: true,
             },
         ),
         (
             "set_node_monitor.json",
             Request::SetNodeMonitor {
-                status: Some(osvc_agent::wire::payload::NodeMonitorStatus::Freezing),
+                status: Some(osvc_agent::internals::wire::payload::NodeMonitorStatus::Freezing),
                 local_expect: None,
             },
         ),

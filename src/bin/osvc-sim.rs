@@ -1,4 +1,4 @@
-//! `osvc-sim`: runs the deterministic cluster simulation (`osvc_agent::sim`) over many seeds
+//! `osvc-sim`: runs the deterministic cluster simulation (`osvc_agent::internals::sim`) over many seeds
 //! and says whether the orchestration's invariants held, or prints the failing seed and the
 //! events that led to it.
 
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use osvc_agent::sim::{SimConfig, run_seeds};
+use osvc_agent::internals::sim::{SimConfig, run_seeds};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -9,7 +9,7 @@ use crate::config::{self, Paths};
 
 /// The local daemon, or with `--node NAME` that peer over encrypted TCP (address from
 /// `[node.NAME] addr` or name resolution, the cluster secret from this node's node.conf).
-pub fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
+pub(super) fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
     let Some(node) = node else {
         return Ok(Target::Local(paths.lsnr_sock()));
     };
@@ -25,7 +25,7 @@ pub fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
 }
 
 /// `2026-11-25 14:03:07.123` (UTC) from milliseconds since the epoch.
-pub fn format_ms(ms: u64) -> String {
+pub(super) fn format_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -52,7 +52,7 @@ pub fn format_ms(ms: u64) -> String {
 /// Edits a copy of `path` with $VISUAL/$EDITOR (default vi), then hands the edited text to
 /// `apply`, which validates it and writes it in place (atomically). An edit `apply` refuses
 /// is left in the copy, whose path the error gives.
-pub fn edit_file(path: &Path, apply: impl FnOnce(&str) -> Result<()>) -> Result<()> {
+pub(super) fn edit_file(path: &Path, apply: impl FnOnce(&str) -> Result<()>) -> Result<()> {
     let original =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let name = path
@@ -96,7 +96,7 @@ pub fn edit_file(path: &Path, apply: impl FnOnce(&str) -> Result<()>) -> Result<
     Ok(())
 }
 
-pub fn stdout_is_terminal() -> bool {
+pub(super) fn stdout_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stdout().is_terminal()
 }

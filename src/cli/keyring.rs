@@ -19,7 +19,7 @@ use crate::wire::payload::{Secret, valid_fingerprint};
 use crate::wire::{Request, Response};
 
 #[derive(Subcommand, Debug)]
-pub enum KeyringCmd {
+pub(crate) enum KeyringCmd {
     /// Step 1: every member gets the secret of --secret-file as its alternate (it opens
     /// frames under it, and still seals under its primary)
     Install {
@@ -162,7 +162,12 @@ fn fingerprint_arg(fp: &str) -> Result<String> {
     valid_fingerprint(fp).map_err(|e| anyhow::anyhow!("--fingerprint {fp:?}: {e}"))
 }
 
-pub fn run(cmd: &KeyringCmd, paths: &Paths, format: Format, timeout: Duration) -> Result<ExitCode> {
+pub(super) fn run(
+    cmd: &KeyringCmd,
+    paths: &Paths,
+    format: Format,
+    timeout: Duration,
+) -> Result<ExitCode> {
     let request = match cmd {
         KeyringCmd::Generate => {
             println!("{}", config::try_generate_secret()?);

@@ -1,7 +1,7 @@
 //! Command-line front ends. `nodemgr` and `svcmgr` live here so the binaries stay thin.
 
-pub mod common;
-pub mod keyring;
+mod common;
+mod keyring;
 pub mod nodemgr;
-pub mod output;
+mod output;
 pub mod svcmgr;

@@ -23,7 +23,7 @@ use crate::wire::{Request, Response};
         Requests go to the local daemon over its unix socket (<var>/lsnr.sock), or with --node \
         to a peer's listener over TCP, encrypted with the cluster secret of this node's node.conf."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Agent root: etc is DIR/etc, var is DIR/var (default: /etc/opensvc and /var/lib/opensvc)
     #[arg(long, global = true, env = "OSVC_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
@@ -45,13 +45,13 @@ pub struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Table,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// The daemon: run, start, stop, status, blacklist
     #[command(subcommand)]
     Daemon(DaemonCmd),
@@ -82,27 +82,27 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ClusterCmd {
+pub(crate) enum ClusterCmd {
     /// Change the cluster secret without downtime: install, use, remove (see PROTOCOL.md)
     #[command(subcommand)]
     Keyring(super::keyring::KeyringCmd),
 }
 
 #[derive(Subcommand, Debug)]
-pub enum EditCmd {
+pub(crate) enum EditCmd {
     /// node.conf
     Config,
 }
 
 #[derive(Args, Debug)]
-pub struct ThreadArg {
+pub(crate) struct ThreadArg {
     /// One daemon thread (listener, dequeue) instead of the whole daemon
     #[arg(long, value_name = "ID")]
     pub thread_id: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum DaemonCmd {
+pub(crate) enum DaemonCmd {
     /// Run the daemon in the foreground (creates a default node.conf on first run)
     Run,
     /// Start the daemon in the background, or one of its threads
@@ -134,7 +134,7 @@ pub enum DaemonCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum BlacklistCmd {
+pub(crate) enum BlacklistCmd {
     /// Consecutive invalid message counts (5 = banned)
     Status,
     /// Forget every count and ban
@@ -153,7 +153,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub fn run(cli: Cli) -> Result<ExitCode> {
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::new(cli.root.as_deref());
     match &cli.command {
         Command::Daemon(DaemonCmd::Run) => daemon_run(&cli, &paths),

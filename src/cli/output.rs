@@ -30,7 +30,7 @@ impl Formatter for Spaced {
     }
 }
 
-pub fn json_line<T: Serialize>(value: &T) -> String {
+pub(super) fn json_line<T: Serialize>(value: &T) -> String {
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, Spaced);
     if value.serialize(&mut ser).is_err() {
@@ -40,7 +40,7 @@ pub fn json_line<T: Serialize>(value: &T) -> String {
 }
 
 /// `daemon status` for a terminal.
-pub fn status_table(d: &Value) -> String {
+pub(super) fn status_table(d: &Value) -> String {
     let mut s = String::new();
     let str_of = |v: &Value| match v {
         Value::String(x) => x.clone(),

@@ -32,7 +32,7 @@ use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatu
         restart it) and timeout. Actions and monitor requests go through the daemon; with --node, \
         to a peer's daemon."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The service
     #[arg(short = 's', long = "service", value_name = "NAME")]
     pub service: String,
@@ -58,7 +58,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create the service: from --config FILE, or an empty configuration to edit
     Create {
         #[arg(long, value_name = "FILE")]
@@ -97,25 +97,25 @@ pub enum Command {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ActionArgs {
+pub(crate) struct ActionArgs {
     /// Answer at once with an action id (shown in `nodemgr daemon status` until it ends)
     #[arg(long = "async")]
     pub r#async: bool,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum PrintCmd {
+pub(crate) enum PrintCmd {
     Config,
     Monitor,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum EditCmd {
+pub(crate) enum EditCmd {
     Config,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum SetCmd {
+pub(crate) enum SetCmd {
     /// e.g. `svcmgr -s web set monitor --local-expect started`
     Monitor {
         #[arg(long, value_parser = ServiceMonitorStatus::ALL.to_vec())]
@@ -129,6 +129,7 @@ pub enum SetCmd {
     },
 }
 
+/// Entry point for the binary: errors become one line on stderr and a non-zero exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -142,7 +143,7 @@ pub fn main() -> ExitCode {
 
 const EMPTY_CONFIG: &str = "[DEFAULT]\n# nodes = node1 node2\n# orchestrate = no\n\n# [app#1]\n# start = /path/to/start\n# stop = /path/to/stop\n# check = /path/to/check\n# restart = 0\n# timeout = 60\n";
 
-pub fn run(cli: Cli) -> Result<ExitCode> {
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::new(cli.root.as_deref());
     let name = cli.service.as_str();
     if let Err(e) = valid_svcname(name) {

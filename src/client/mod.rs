@@ -162,9 +162,7 @@ impl Connection {
             }
             Target::Peer { addr, identity } => {
                 let conn = match identity.source {
-                    Some(ip) if ip.is_ipv4() == addr.is_ipv4() => {
-                        connect_from(ip, addr, timeout)
-                    }
+                    Some(ip) if ip.is_ipv4() == addr.is_ipv4() => connect_from(ip, addr, timeout),
                     _ => TcpStream::connect_timeout(addr, timeout),
                 }
                 .map_err(|e| ClientError::Connect {

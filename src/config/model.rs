@@ -206,8 +206,8 @@ impl NodeConfig {
     }
 }
 
-pub const DEFAULT_MONITOR_INTERVAL_MS: u64 = 2_000;
-pub const DEFAULT_MAINTENANCE_GRACE_MS: u64 = 60_000;
+pub(super) const DEFAULT_MONITOR_INTERVAL_MS: u64 = 2_000;
+pub(super) const DEFAULT_MAINTENANCE_GRACE_MS: u64 = 60_000;
 
 /// What a node that lost quorum does to the ha instances it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -16,7 +16,7 @@ use crate::wire::{RequestParser, Response, local};
 const IDLE: Duration = Duration::from_secs(300);
 
 /// Binds the socket (replacing a stale one) and restricts it to the owner.
-pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+pub(crate) fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -32,7 +32,7 @@ pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
 }
 
 /// Serves until the process exits.
-pub fn serve(
+pub(crate) fn serve(
     listener: std::os::unix::net::UnixListener,
     dispatcher: Dispatcher,
 ) -> std::io::Result<()> {

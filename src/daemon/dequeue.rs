@@ -27,14 +27,18 @@ const POLL: Duration = Duration::from_millis(20);
 const MAX_OUTPUT: usize = 16 * 1024;
 
 /// How a queued action is run: which binaries may be named, and the root to pass them.
-pub struct Runner {
+pub(crate) struct Runner {
     pub actions_dir: PathBuf,
     pub bin_dir: PathBuf,
     pub root: Option<PathBuf>,
 }
 
 /// The `dequeue` thread's body, until `stop` turns true.
-pub fn run(dq: &Dequeue, runner: &Runner, stop: watch::Receiver<bool>) -> Result<(), String> {
+pub(crate) fn run(
+    dq: &Dequeue,
+    runner: &Runner,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
     *dq.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
     while !*stop.borrow() {
         if dq.pending.load(Ordering::Acquire) {
@@ -57,7 +61,7 @@ pub fn run(dq: &Dequeue, runner: &Runner, stop: watch::Receiver<bool>) -> Result
 
 /// What one run of the queue did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     pub ok: u64,
     /// Set aside in `failed/` (timed out ones included).
     pub failed: u64,
@@ -85,14 +89,14 @@ enum ActionError {
 
 impl Runner {
     /// Where the files of actions that did not succeed are kept, each with a `.err` beside.
-    pub fn failed_dir(&self) -> PathBuf {
+    pub(crate) fn failed_dir(&self) -> PathBuf {
         self.actions_dir.join("failed")
     }
 
     /// Runs every queued action in name order, each within `timeout`, until `stopping` says
     /// the daemon stops: the actions not started yet stay queued for the next run, and the
     /// stop waits at most for the one running.
-    pub fn run_all(&self, timeout: Duration, stopping: impl Fn() -> bool) -> RunSummary {
+    pub(crate) fn run_all(&self, timeout: Duration, stopping: impl Fn() -> bool) -> RunSummary {
         let mut summary = RunSummary::default();
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.actions_dir) {
             Ok(rd) => rd

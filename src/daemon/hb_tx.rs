@@ -137,11 +137,10 @@ fn beat(state: &DaemonState, sock: &UdpSocket) {
     }
 }
 
-
 /// Tells every peer this node is in maintenance: its daemon stops, its instances keep running
 /// as the heartbeat lists them. Call it once the `hb.tx` thread is stopped, so no ordinary
 /// beat follows it.
-pub fn advertise_maintenance(state: &DaemonState) {
+pub(crate) fn advertise_maintenance(state: &DaemonState) {
     state.maintenance.store(true, Ordering::Release);
     let c = state.config();
     match heartbeat_socket(&c) {
@@ -163,7 +162,7 @@ pub fn advertise_maintenance(state: &DaemonState) {
     }
 }
 
-pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
+pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
     let sock = heartbeat_socket(&state.config())?;
     while !*stop.borrow() {
         let started = Instant::now();

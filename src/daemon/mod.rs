@@ -1,11 +1,11 @@
 //! The daemon: state, supervisor, threads, reload, local control socket.
 
-pub mod control;
-pub mod dequeue;
-pub mod hb_tx;
-pub mod monitor_thread;
+pub(crate) mod control;
+pub(crate) mod dequeue;
+pub(crate) mod hb_tx;
+pub(crate) mod monitor_thread;
 mod signals;
-pub mod supervisor;
+pub(crate) mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -15,7 +15,7 @@ use crate::config::{self, ConfigError, Paths};
 use crate::dispatch::Dispatcher;
 use crate::guard::SharedGuard;
 use crate::handlers::{self, Handlers};
-use crate::listener::{self, ListenerConfig, ListenerShared};
+use crate::listener::{ListenerConfig, ListenerShared};
 use crate::state::DaemonState;
 use crate::state::Dequeue;
 use crate::wire::payload::NodeLocalExpect;
@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 use supervisor::{Exit, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("a daemon is already running on {0}")]
@@ -41,14 +41,14 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError
     move |source| DaemonError::Io { what, source }
 }
 
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub root: Option<PathBuf>,
     /// Where the nodemgr/svcmgr binaries are, for queued actions.
     pub bin_dir: PathBuf,
 }
 
 /// Runs the daemon in the foreground until it is stopped or shut down.
-pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
+pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
     // Before anything can receive a frame: frames stamped earlier are refused.
     let started_ms = crate::clock::process_started_ms();
     let paths = Paths::new(opts.root.as_deref());
@@ -102,9 +102,8 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         n => n,
     };
     let _ = state.shards.set(shards);
-    let (dispatcher, _shard_threads) =
-        Dispatcher::start(shards, |shard| Handlers::new(shard, state.clone()))
-            .map_err(io_err("cannot start the shard threads"))?;
+    let (dispatcher, _shard_threads) = Dispatcher::start(shards, |_| Handlers::new(state.clone()))
+        .map_err(io_err("cannot start the shard threads"))?;
     let _ = state.dispatcher.set(dispatcher.clone());
     let shared = Arc::new(ListenerShared::new(
         ListenerConfig::from_node(&config),
@@ -161,5 +160,3 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     Ok(())
 }
-
-pub use listener::ListenerError;

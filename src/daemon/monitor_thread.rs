@@ -11,7 +11,7 @@ use crate::dispatch::{Job, SubmitError};
 use crate::service::list_services;
 use crate::state::{DaemonState, lock};
 
-pub fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
+pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
     let dispatcher = state
         .dispatcher
         .get()

@@ -9,7 +9,7 @@ use signal_hook::iterator::Signals;
 
 use crate::state::{DaemonState, SupervisorCmd};
 
-pub fn listen(state: &Arc<DaemonState>) -> std::io::Result<()> {
+pub(super) fn listen(state: &Arc<DaemonState>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let state = state.clone();
     std::thread::Builder::new()

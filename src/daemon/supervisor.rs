@@ -17,7 +17,7 @@ use crate::config;
 use crate::listener;
 use crate::state::{DaemonState, SupervisorCmd, ThreadStatus, lock};
 
-pub const THREADS: [&str; 4] = ["listener", "hb.tx", "monitor", "dequeue"];
+pub(crate) const THREADS: [&str; 4] = ["listener", "hb.tx", "monitor", "dequeue"];
 const TICK: Duration = Duration::from_millis(100);
 const CONFIG_POLL: Duration = Duration::from_millis(500);
 /// How often forgotten sessions and forgiven blacklist entries are swept.
@@ -40,12 +40,12 @@ struct Managed {
     last_error: Option<String>,
 }
 
-pub enum Exit {
+pub(crate) enum Exit {
     Stop,
     Shutdown,
 }
 
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     state: Arc<DaemonState>,
     runner: Arc<Runner>,
     threads: BTreeMap<&'static str, Managed>,
@@ -66,7 +66,7 @@ fn conf_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
 }
 
 impl Supervisor {
-    pub fn new(state: Arc<DaemonState>, runner: Runner) -> Self {
+    pub(crate) fn new(state: Arc<DaemonState>, runner: Runner) -> Self {
         let conf_stamp = conf_stamp(&state.paths.node_conf());
         Supervisor {
             state,
@@ -183,7 +183,7 @@ impl Supervisor {
     }
 
     /// Runs until asked to stop or shut down.
-    pub fn run(mut self, commands: Receiver<SupervisorCmd>) -> Exit {
+    pub(crate) fn run(mut self, commands: Receiver<SupervisorCmd>) -> Exit {
         for id in THREADS {
             if let Err(e) = self.start(id) {
                 tracing::error!(thread = id, "{e}");

@@ -23,14 +23,14 @@ use crate::wire::{Request, Response};
 
 /// Who sent a request: the local administration socket, or a peer (by nodename).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     Local,
     Peer { nodename: String, addr: SocketAddr },
 }
 
 /// A handler's answer: one response, or a stream of chunks (kind 4 on the wire) that may
 /// go on following a log until the client goes away.
-pub enum Reply {
+pub(crate) enum Reply {
     Response(Response),
     Stream(StreamReply),
     /// The answer comes later, from work the handler handed to another thread so that its
@@ -39,7 +39,7 @@ pub enum Reply {
     Later(oneshot::Receiver<Reply>),
 }
 
-pub struct StreamReply {
+pub(crate) struct StreamReply {
     pub chunks: Vec<Response>,
     pub follow: Option<crate::service::log::MergedFollower>,
 }
@@ -50,7 +50,7 @@ impl From<Response> for Reply {
     }
 }
 
-pub enum Job {
+pub(crate) enum Job {
     Request {
         origin: Origin,
         request: Request,
@@ -75,7 +75,7 @@ impl Job {
 
 /// A heartbeat as the listener received it.
 #[derive(Debug)]
-pub struct ReceivedHeartbeat {
+pub(crate) struct ReceivedHeartbeat {
     pub nodename: String,
     pub heartbeat: Heartbeat,
     pub addr: SocketAddr,
@@ -83,7 +83,7 @@ pub struct ReceivedHeartbeat {
 }
 
 /// A shard's handler: owns its state, called on its own thread, one job at a time.
-pub trait ShardHandler: Send + 'static {
+pub(crate) trait ShardHandler: Send + 'static {
     fn handle(&mut self, origin: &Origin, request: Request) -> Reply;
     /// Heartbeats, in the order received.
     fn heartbeats(&mut self, batch: Vec<ReceivedHeartbeat>);
@@ -94,7 +94,7 @@ pub trait ShardHandler: Send + 'static {
 
 /// Cloneable handle used by listener workers and the local socket to submit jobs.
 #[derive(Clone)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     /// Node shard, service shards, heartbeat shard last.
     shards: Vec<mpsc::SyncSender<Job>>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -103,12 +103,12 @@ pub struct Dispatcher {
     hasher: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
 }
 
-pub const NODE_SHARD: usize = 0;
+pub(crate) const NODE_SHARD: usize = 0;
 
-pub mod stream;
+pub(crate) mod stream;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SubmitError {
+pub(crate) enum SubmitError {
     #[error("the handler layer is busy")]
     Full,
     #[error("the handler layer is not running")]
@@ -116,17 +116,17 @@ pub enum SubmitError {
 }
 
 /// Jobs one shard may have waiting.
-pub const QUEUE_DEPTH: usize = 1024;
+pub(crate) const QUEUE_DEPTH: usize = 1024;
 
 /// Bytes of heartbeat payload the heartbeat shard may have waiting (its jobs are batches of
 /// any size, so they are bounded by what they hold): at 1 KiB a heartbeat, some 80 ms of a
 /// 200k/s flood, which absorbs the shard thread losing its CPU for a scheduler slice.
-pub const HEARTBEAT_QUEUE_BYTES: usize = 16 << 20;
+pub(crate) const HEARTBEAT_QUEUE_BYTES: usize = 16 << 20;
 
 impl Dispatcher {
     /// Starts the node shard (0), `service_shards` service shards (1..=N) and the heartbeat
     /// shard (N+1), each with the handler `make(i)` builds.
-    pub fn start<H: ShardHandler>(
+    pub(crate) fn start<H: ShardHandler>(
         service_shards: usize,
         mut make: impl FnMut(usize) -> H,
     ) -> std::io::Result<(Dispatcher, Vec<JoinHandle<()>>)> {
@@ -164,7 +164,7 @@ impl Dispatcher {
     }
 
     /// Service shards, the node and heartbeat shards not included.
-    pub fn service_shards(&self) -> usize {
+    pub(crate) fn service_shards(&self) -> usize {
         self.shards.len() - 2
     }
 
@@ -173,26 +173,26 @@ impl Dispatcher {
     }
 
     /// Jobs dropped or refused because their shard's queue was full.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The shard a request runs on.
-    pub fn shard_for(&self, request: &Request) -> usize {
+    pub(crate) fn shard_for(&self, request: &Request) -> usize {
         match request.svcname() {
             Some(svc) => self.shard_of_service(svc),
             None => NODE_SHARD,
         }
     }
 
-    pub fn shard_of_service(&self, svcname: &str) -> usize {
+    pub(crate) fn shard_of_service(&self, svcname: &str) -> usize {
         let mut h = self.hasher.build_hasher();
         h.write(svcname.as_bytes());
         1 + (h.finish() % self.service_shards() as u64) as usize
     }
 
     /// Queues a job without ever blocking the caller.
-    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+    pub(crate) fn submit(&self, job: Job) -> Result<(), SubmitError> {
         use std::sync::atomic::Ordering;
         let shard = match &job {
             Job::Request { request, .. } => self.shard_for(request),
@@ -228,7 +228,7 @@ impl Dispatcher {
     }
 
     /// Submits a request and waits for its reply.
-    pub async fn call(&self, origin: Origin, request: Request) -> Reply {
+    pub(crate) async fn call(&self, origin: Origin, request: Request) -> Reply {
         let (tx, rx) = oneshot::channel();
         let job = Job::Request {
             origin,
@@ -250,7 +250,7 @@ impl Dispatcher {
     }
 
     /// For paths that carry one response only (UDP): a stream is refused with an error.
-    pub async fn call_single(&self, origin: Origin, request: Request) -> Response {
+    pub(crate) async fn call_single(&self, origin: Origin, request: Request) -> Response {
         let action = request.action();
         match self.call(origin, request).await {
             Reply::Response(r) => r,

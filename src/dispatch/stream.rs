@@ -13,7 +13,7 @@ const POLL: Duration = Duration::from_millis(200);
 const KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// `send` writes one chunk; its error ends the stream.
-pub async fn send_stream<F, Fut>(reply: StreamReply, mut send: F) -> io::Result<()>
+pub(crate) async fn send_stream<F, Fut>(reply: StreamReply, mut send: F) -> io::Result<()>
 where
     F: FnMut(Response) -> Fut,
     Fut: Future<Output = io::Result<()>>,

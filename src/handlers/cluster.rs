@@ -64,7 +64,7 @@ fn peers_map(state: &DaemonState, joiner: &str, joiner_addr: &str) -> Map<String
     out
 }
 
-pub fn join(state: &DaemonState, origin: &Origin, addr_option: Option<String>) -> Response {
+pub(super) fn join(state: &DaemonState, origin: &Origin, addr_option: Option<String>) -> Response {
     let Origin::Peer { nodename, addr } = origin else {
         return Response::error(
             "join: comes from the joining node over the network (nodemgr daemon join --node PEER)",
@@ -126,7 +126,7 @@ fn relay_to(to: SocketAddr, member: &str, identity: &Identity, relay: &Request) 
     }
 }
 
-pub fn join_relay(
+pub(super) fn join_relay(
     state: &DaemonState,
     origin: &Origin,
     nodename: &str,
@@ -144,7 +144,7 @@ pub fn join_relay(
     }
 }
 
-pub fn leave(state: &DaemonState, origin: &Origin) -> Response {
+pub(super) fn leave(state: &DaemonState, origin: &Origin) -> Response {
     let Origin::Peer { nodename, .. } = origin else {
         return Response::error("leave: use `nodemgr daemon leave`, which tells every member");
     };

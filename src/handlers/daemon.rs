@@ -11,7 +11,7 @@ use crate::guard::InvalidClass;
 use crate::state::{DaemonState, PeerStatus, SupervisorCmd, lock, presence_label};
 use crate::wire::Response;
 
-pub fn status(state: &DaemonState) -> Response {
+pub(super) fn status(state: &DaemonState) -> Response {
     let config = state.config();
     let now = now_ms();
     let mut listener = Map::new();
@@ -167,7 +167,7 @@ fn thread_cmd(
     }
 }
 
-pub fn stop(state: &DaemonState, thread_id: Option<String>) -> Response {
+pub(super) fn stop(state: &DaemonState, thread_id: Option<String>) -> Response {
     match thread_id {
         Some(t) => thread_cmd(state, SupervisorCmd::StopThread, t),
         None if state.send(SupervisorCmd::Stop) => Response::ok(json!("daemon stopping")),
@@ -175,7 +175,7 @@ pub fn stop(state: &DaemonState, thread_id: Option<String>) -> Response {
     }
 }
 
-pub fn start(state: &DaemonState, thread_id: Option<String>) -> Response {
+pub(super) fn start(state: &DaemonState, thread_id: Option<String>) -> Response {
     match thread_id {
         Some(t) => thread_cmd(state, SupervisorCmd::StartThread, t),
         None => Response::ok(json!("daemon already running")),
@@ -184,7 +184,7 @@ pub fn start(state: &DaemonState, thread_id: Option<String>) -> Response {
 
 /// Answers once every local instance was stopped (or failed to), with what happened to each;
 /// the daemon then announces maintenance and exits.
-pub fn shutdown(state: &DaemonState) -> Response {
+pub(super) fn shutdown(state: &DaemonState) -> Response {
     let (tx, rx) = mpsc::channel();
     if !state.send(SupervisorCmd::Shutdown(tx)) {
         return Response::error("the supervisor is not running");

@@ -14,7 +14,7 @@ fn fingerprint(c: &NodeConfig, secret: &str) -> Fingerprint {
 }
 
 /// The keyring's fingerprints, as `keyring_list` and `daemon_status` show them.
-pub fn fingerprints(c: &NodeConfig) -> Value {
+pub(super) fn fingerprints(c: &NodeConfig) -> Value {
     json!({
         "primary": fingerprint(c, &c.cluster.secret).to_string(),
         "alternate": c.cluster.alt_secret.as_ref().map(|s| fingerprint(c, s).to_string()),
@@ -74,7 +74,7 @@ fn step(
     }
 }
 
-pub fn install(state: &DaemonState, secret: &Secret) -> Response {
+pub(super) fn install(state: &DaemonState, secret: &Secret) -> Response {
     let secret = secret.expose();
     step(state, "keyring_install", |c, doc| {
         if c.cluster.secret == secret || c.cluster.alt_secret.as_deref() == Some(secret) {
@@ -94,7 +94,7 @@ pub fn install(state: &DaemonState, secret: &Secret) -> Response {
     })
 }
 
-pub fn use_secret(state: &DaemonState, fp: &str) -> Response {
+pub(super) fn use_secret(state: &DaemonState, fp: &str) -> Response {
     step(state, "keyring_use", |c, doc| {
         if fingerprint(c, &c.cluster.secret).to_string() == fp {
             return Ok(Step::Unchanged);
@@ -115,7 +115,7 @@ pub fn use_secret(state: &DaemonState, fp: &str) -> Response {
     })
 }
 
-pub fn remove(state: &DaemonState, fp: &str) -> Response {
+pub(super) fn remove(state: &DaemonState, fp: &str) -> Response {
     step(state, "keyring_remove", |c, doc| {
         if fingerprint(c, &c.cluster.secret).to_string() == fp {
             return Ok(Step::Refused(format!(
@@ -134,6 +134,6 @@ pub fn remove(state: &DaemonState, fp: &str) -> Response {
     })
 }
 
-pub fn list(state: &DaemonState) -> Response {
+pub(super) fn list(state: &DaemonState) -> Response {
     Response::ok(fingerprints(&state.config()))
 }

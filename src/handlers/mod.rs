@@ -5,8 +5,8 @@ mod blacklist;
 mod cluster;
 mod daemon;
 mod keyring;
-pub mod node;
-pub mod service;
+pub(crate) mod node;
+pub(crate) mod service;
 
 use std::sync::Arc;
 
@@ -14,16 +14,14 @@ use crate::dispatch::{Origin, ReceivedHeartbeat, Reply, ShardHandler};
 use crate::state::{DaemonState, lock};
 use crate::wire::Request;
 
-pub struct Handlers {
-    pub shard: usize,
+pub(crate) struct Handlers {
     pub state: Arc<DaemonState>,
     services: service::ServiceShard,
 }
 
 impl Handlers {
-    pub fn new(shard: usize, state: Arc<DaemonState>) -> Self {
+    pub(crate) fn new(state: Arc<DaemonState>) -> Self {
         Handlers {
-            shard,
             state,
             services: Default::default(),
         }

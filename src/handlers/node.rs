@@ -15,14 +15,14 @@ fn path(paths: &Paths) -> std::path::PathBuf {
 }
 
 /// The node monitor as last persisted (a frozen node stays frozen across restarts).
-pub fn load_node_monitor(paths: &Paths) -> NodeMonitor {
+pub(crate) fn load_node_monitor(paths: &Paths) -> NodeMonitor {
     std::fs::read(path(paths))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
-pub fn set(
+pub(crate) fn set(
     state: &DaemonState,
     status: Option<NodeMonitorStatus>,
     local_expect: Option<NodeLocalExpect>,

@@ -32,7 +32,7 @@ const RECORDS_PER_CHUNK: usize = 500;
 static ACTION_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// An async action accepted and answered, to run once the reply is sent.
-pub struct Deferred {
+pub(crate) struct Deferred {
     pub id: String,
     pub svcname: String,
     pub args: Vec<String>,
@@ -40,7 +40,7 @@ pub struct Deferred {
 
 /// The slice of service state one shard owns.
 #[derive(Default)]
-pub struct ServiceShard {
+pub(crate) struct ServiceShard {
     monitors: HashMap<String, ServiceMonitor>,
     pub deferred: Vec<Deferred>,
 }
@@ -89,7 +89,7 @@ impl ServiceShard {
 }
 
 /// The service's configuration, or the error answer naming what is wrong.
-pub fn load(state: &DaemonState, svcname: &str) -> Result<ServiceConfig, Response> {
+pub(crate) fn load(state: &DaemonState, svcname: &str) -> Result<ServiceConfig, Response> {
     let path = config_path(&state.paths.etc, svcname);
     if !path.is_file() {
         return Err(Response::error(format!("unknown service {svcname}")));
@@ -98,7 +98,7 @@ pub fn load(state: &DaemonState, svcname: &str) -> Result<ServiceConfig, Respons
         .map_err(|e| Response::error(format!("service {svcname}: {e}")))
 }
 
-pub fn get_config(state: &DaemonState, svcname: &str) -> Response {
+pub(crate) fn get_config(state: &DaemonState, svcname: &str) -> Response {
     if let Err(e) = load(state, svcname) {
         // An invalid file can still be shown: only a missing one is an error here.
         if e.error
@@ -116,7 +116,7 @@ pub fn get_config(state: &DaemonState, svcname: &str) -> Response {
     }
 }
 
-pub fn clear(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) -> Response {
+pub(crate) fn clear(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) -> Response {
     let cfg = match load(state, svcname) {
         Ok(c) => c,
         Err(e) => return e,
@@ -138,7 +138,7 @@ pub fn clear(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) -> Re
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn set_monitor(
+pub(crate) fn set_monitor(
     shard: &mut ServiceShard,
     state: &DaemonState,
     svcname: &str,
@@ -174,7 +174,11 @@ pub fn set_monitor(
     Response::ok(serde_json::to_value(now).unwrap_or_default())
 }
 
-pub fn get_monitor(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) -> Response {
+pub(crate) fn get_monitor(
+    shard: &mut ServiceShard,
+    state: &DaemonState,
+    svcname: &str,
+) -> Response {
     if let Err(e) = load(state, svcname) {
         return e;
     }
@@ -233,7 +237,7 @@ fn outcome_json(out: &Outcome) -> Value {
 
 /// Carries out a lifecycle action (`start`, `stop`, `restart` and their options) and moves
 /// the monitor as it goes.
-pub fn execute(
+pub(crate) fn execute(
     shard: &mut ServiceShard,
     state: &DaemonState,
     cfg: &ServiceConfig,
@@ -281,7 +285,7 @@ fn one_verb(verb: &str) -> Vec<String> {
 /// `service_action`: runs `svcmgr -s NAME` with the command's arguments. Sync: answers when it
 /// ends, with its exit code and output; async: answers an id at once (listed in `daemon
 /// status` until the command ends).
-pub fn action(
+pub(crate) fn action(
     shard: &mut ServiceShard,
     state: &Arc<DaemonState>,
     svcname: &str,
@@ -350,7 +354,7 @@ pub fn action(
 }
 
 /// Runs the async lifecycle actions accepted by the last request, now that it was answered.
-pub fn run_deferred(shard: &mut ServiceShard, state: &Arc<DaemonState>) {
+pub(crate) fn run_deferred(shard: &mut ServiceShard, state: &Arc<DaemonState>) {
     for d in std::mem::take(&mut shard.deferred) {
         let outcome = match load(state, &d.svcname) {
             Ok(cfg) => execute(shard, state, &cfg, &d.args),
@@ -363,7 +367,7 @@ pub fn run_deferred(shard: &mut ServiceShard, state: &Arc<DaemonState>) {
 
 /// `service_logs`: this node's records; asked locally, every node of the service's too,
 /// merged by time (a node that does not answer is named in a warning record).
-pub fn logs(
+pub(crate) fn logs(
     state: &DaemonState,
     origin: &Origin,
     svcname: &str,
@@ -578,7 +582,7 @@ fn in_parallel<T: Sync, R: Send>(
 /// At the daemon's start, before its first heartbeat: checks every configured service and
 /// publishes what runs here, so peers never see this node without the instances it runs.
 /// Returns how many services were checked.
-pub fn census(state: &DaemonState) -> usize {
+pub(crate) fn census(state: &DaemonState) -> usize {
     let names = list_services(&state.paths.etc);
     let node = state.config().nodename.clone();
     in_parallel(&names, SHUTDOWN_PARALLEL, |name| {
@@ -599,7 +603,7 @@ pub fn census(state: &DaemonState) -> usize {
 /// `daemon shutdown`: stops every local instance not found down, in parallel, each bounded by
 /// its service's timeouts; leaves each monitor not expecting it started; publishes the new
 /// status. Returns what stopped and what failed.
-pub fn shutdown_instances(state: &DaemonState) -> Value {
+pub(crate) fn shutdown_instances(state: &DaemonState) -> Value {
     let names = list_services(&state.paths.etc);
     let node = state.config().nodename.clone();
     let outcomes = in_parallel(&names, SHUTDOWN_PARALLEL, |name| {
@@ -652,7 +656,7 @@ pub fn shutdown_instances(state: &DaemonState) -> Value {
 
 /// The monitor's periodic look at one service: check and publish it, then (unless the
 /// daemon is stopping) let the orchestration and the monitor act.
-pub fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
+pub(crate) fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str) {
     let cfg = match load(state, svcname) {
         Ok(c) => c,
         Err(_) if !config_path(&state.paths.etc, svcname).exists() => {

@@ -73,7 +73,7 @@ impl Inner {
 
 /// The open connections of a listener, across its workers.
 #[derive(Default)]
-pub struct ConnTable {
+pub(crate) struct ConnTable {
     inner: Mutex<Inner>,
     open: AtomicUsize,
     pub evicted: AtomicU64,
@@ -81,7 +81,7 @@ pub struct ConnTable {
 
 /// Limits applied at admission.
 #[derive(Clone, Copy, Debug)]
-pub struct AdmissionLimits {
+pub(crate) struct AdmissionLimits {
     pub max_connections: usize,
     pub max_unauth_per_addr: usize,
 }
@@ -91,13 +91,13 @@ impl ConnTable {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Admits a new connection from `ip` on socket `fd`, evicting as the limits ask; None
     /// when it must be refused (the table is full of authenticated connections).
-    pub fn admit(
+    pub(crate) fn admit(
         self: &Arc<Self>,
         ip: IpAddr,
         fd: RawFd,
@@ -159,7 +159,7 @@ fn evict(t: &mut Inner, victim: u64) {
 
 /// A connection's place in the table; leaving the table when dropped. Drop it before the
 /// socket is closed.
-pub struct Registration {
+pub(crate) struct Registration {
     table: Arc<ConnTable>,
     id: u64,
     ip: IpAddr,
@@ -168,18 +168,18 @@ pub struct Registration {
 
 impl Registration {
     /// Bytes came in.
-    pub fn touch(&self, now_ms: u64) {
+    pub(crate) fn touch(&self, now_ms: u64) {
         self.state.last_active_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// Whether the table shut this connection down to make room.
-    pub fn evicted(&self) -> bool {
+    pub(crate) fn evicted(&self) -> bool {
         self.state.evicted.load(Ordering::Acquire)
     }
 
     /// A frame of this connection authenticated: it is never evicted, and no longer counts
     /// against its address.
-    pub fn authenticated(&self) {
+    pub(crate) fn authenticated(&self) {
         if self.state.authenticated.load(Ordering::Relaxed) {
             return;
         }

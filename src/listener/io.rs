@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use super::uring_udp::RecvRing;
 
 /// The sending side of a worker's UDP socket (replies to requests that came over UDP).
-pub trait Datagram: 'static {
+pub(crate) trait Datagram: 'static {
     fn send_to(
         &self,
         buf: Vec<u8>,
@@ -24,7 +24,7 @@ pub trait Datagram: 'static {
 }
 
 /// The receiving side of a worker's UDP socket.
-pub trait UdpRx: 'static {
+pub(crate) trait UdpRx: 'static {
     /// Waits for datagrams, then hands at most `max` of them to `f`, in place, in arrival
     /// order, without waiting again. Returns how many (0 only after socket errors).
     fn recv_batch<F: FnMut(&mut [u8], SocketAddr)>(
@@ -34,7 +34,7 @@ pub trait UdpRx: 'static {
     ) -> impl Future<Output = io::Result<usize>>;
 }
 
-pub trait Stream: 'static {
+pub(crate) trait Stream: 'static {
     /// Appends what arrives to `buf`, at most `max` bytes (the rest stays in the socket);
     /// Ok(0) is end of stream.
     fn read(&self, buf: Vec<u8>, max: usize) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
@@ -45,13 +45,13 @@ pub trait Stream: 'static {
     fn fd(&self) -> RawFd;
 }
 
-pub trait Acceptor: 'static {
+pub(crate) trait Acceptor: 'static {
     type Conn: Stream;
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Conn, SocketAddr)>>;
 }
 
 /// A backend: its socket types and how it runs a worker thread.
-pub trait Backend: 'static {
+pub(crate) trait Backend: 'static {
     const NAME: &'static str;
     type Udp: Datagram;
     type UdpRx: UdpRx;
@@ -64,7 +64,7 @@ pub trait Backend: 'static {
     fn run<R, F: Future<Output = R>>(f: F) -> io::Result<R>;
 }
 
-pub struct Uring;
+pub(crate) struct Uring;
 
 impl Datagram for tokio_uring::net::UdpSocket {
     async fn send_to(&self, buf: Vec<u8>, to: SocketAddr) -> (io::Result<usize>, Vec<u8>) {
@@ -111,7 +111,7 @@ impl AsRawFd for RingFd {
 /// io_uring receive side: one multishot recvmsg over provided buffers (`uring_udp`), its
 /// ring waited on through the reactor of the worker's runtime (tokio-uring runs on tokio's,
 /// so this works beside tokio-uring's own ring).
-pub struct UringUdpRx {
+pub(crate) struct UringUdpRx {
     // Dropped before the ring: deregisters the fd while it is still open.
     ready: AsyncFd<RingFd>,
     ring: RecvRing,
@@ -185,7 +185,7 @@ pub fn uring_available() -> io::Result<()> {
     super::uring_udp::probe()
 }
 
-pub struct Epoll;
+pub(crate) struct Epoll;
 
 /// Most bytes one epoll-backend read takes.
 const READ_CHUNK: usize = 64 * 1024;
@@ -249,7 +249,7 @@ impl Acceptor for tokio::net::TcpListener {
 
 /// epoll receive side: readiness, then one `recvfrom` per datagram until the socket is
 /// empty or the batch full, into one reused buffer.
-pub struct EpollUdpRx {
+pub(crate) struct EpollUdpRx {
     sock: tokio::net::UdpSocket,
     buf: Vec<u8>,
 }

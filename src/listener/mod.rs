@@ -12,7 +12,6 @@ pub(crate) mod sockets;
 pub(crate) mod uring_udp;
 mod worker;
 
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -27,7 +26,7 @@ use io::Backend as _;
 
 /// What the listener needs of the configuration (swapped whole on reload).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenerConfig {
+pub(crate) struct ListenerConfig {
     pub gate: Arc<GateConfig>,
     pub nodename: String,
     pub addr: SocketAddr,
@@ -43,7 +42,7 @@ pub struct ListenerConfig {
 
 impl ListenerConfig {
     /// The listener's view of a node configuration.
-    pub fn from_node(c: &crate::config::NodeConfig) -> ListenerConfig {
+    pub(crate) fn from_node(c: &crate::config::NodeConfig) -> ListenerConfig {
         ListenerConfig {
             gate: Arc::new(GateConfig {
                 cluster_name: c.cluster.name.clone(),
@@ -69,36 +68,36 @@ impl ListenerConfig {
 }
 
 /// The current config and a generation number workers compare against on each wakeup.
-pub struct ConfigCell {
+pub(crate) struct ConfigCell {
     current: RwLock<Arc<ListenerConfig>>,
     generation: AtomicU64,
 }
 
 impl ConfigCell {
-    pub fn new(c: ListenerConfig) -> Self {
+    pub(crate) fn new(c: ListenerConfig) -> Self {
         ConfigCell {
             current: RwLock::new(Arc::new(c)),
             generation: AtomicU64::new(1),
         }
     }
-    pub fn get(&self) -> Arc<ListenerConfig> {
+    pub(crate) fn get(&self) -> Arc<ListenerConfig> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-    pub fn set(&self, c: ListenerConfig) {
+    pub(crate) fn set(&self, c: ListenerConfig) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 }
 
 /// Counters one worker publishes; only that worker writes them (no contention).
 #[derive(Default)]
-pub struct WorkerSlot {
+pub(crate) struct WorkerSlot {
     pub gate: AtomicGateStats,
     pub tcp_accepted: AtomicU64,
     pub tcp_refused: AtomicU64,
@@ -120,12 +119,12 @@ impl WorkerSlot {
 }
 
 /// Where a worker reports an empty packet; the daemon coalesces them.
-pub trait DequeueTrigger: Send + Sync + 'static {
+pub(crate) trait DequeueTrigger: Send + Sync + 'static {
     fn trigger(&self);
 }
 
 /// Everything the workers share, owned by the daemon and kept across listener restarts.
-pub struct ListenerShared {
+pub(crate) struct ListenerShared {
     pub config: ConfigCell,
     pub guard: Arc<SharedGuard>,
     pub dispatcher: Dispatcher,
@@ -139,7 +138,7 @@ pub struct ListenerShared {
 }
 
 impl ListenerShared {
-    pub fn new(
+    pub(crate) fn new(
         config: ListenerConfig,
         guard: Arc<SharedGuard>,
         dispatcher: Dispatcher,
@@ -158,7 +157,7 @@ impl ListenerShared {
     }
 
     /// Sum of every worker's counters.
-    pub fn stats(&self) -> GateStats {
+    pub(crate) fn stats(&self) -> GateStats {
         let mut total = GateStats::default();
         for s in self.slots.read().unwrap_or_else(|p| p.into_inner()).iter() {
             total.add(&s.snapshot());
@@ -166,7 +165,7 @@ impl ListenerShared {
         total
     }
 
-    pub fn tcp_counts(&self) -> (u64, u64) {
+    pub(crate) fn tcp_counts(&self) -> (u64, u64) {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         slots.iter().fold((0, 0), |(a, r), s| {
             (
@@ -176,7 +175,7 @@ impl ListenerShared {
         })
     }
 
-    pub fn tcp_closed_length(&self) -> u64 {
+    pub(crate) fn tcp_closed_length(&self) -> u64 {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         slots
             .iter()
@@ -184,11 +183,11 @@ impl ListenerShared {
             .sum()
     }
 
-    pub fn slots_len(&self) -> usize {
+    pub(crate) fn slots_len(&self) -> usize {
         self.slots.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    pub fn running(&self) -> Option<(&'static str, SocketAddr)> {
+    pub(crate) fn running(&self) -> Option<(&'static str, SocketAddr)> {
         *self.running.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -202,7 +201,7 @@ impl ListenerShared {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ListenerError {
+pub(crate) enum ListenerError {
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -217,7 +216,7 @@ pub enum ListenerError {
 }
 
 /// Which backend to run, and the warning to log when `auto` falls back.
-pub fn choose_backend(
+pub(crate) fn choose_backend(
     choice: BackendChoice,
 ) -> Result<(&'static str, Option<String>), ListenerError> {
     match choice {
@@ -240,7 +239,10 @@ pub fn choose_backend(
 
 /// Runs the listener until `stop` turns true. Returns an error when a worker fails (a panic
 /// included) so the supervisor restarts the whole unit.
-pub fn run(shared: Arc<ListenerShared>, stop: watch::Receiver<bool>) -> Result<(), ListenerError> {
+pub(crate) fn run(
+    shared: Arc<ListenerShared>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ListenerError> {
     let config = shared.config.get();
     let (backend, warning) = choose_backend(config.backend)?;
     if let Some(w) = warning {

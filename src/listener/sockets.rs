@@ -20,6 +20,8 @@ fn bound_socket(addr: &SocketAddr, ty: Type) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// A non-blocking UDP socket on `addr` with SO_REUSEPORT, one per worker, and a large
+/// receive buffer.
 pub fn udp_reuseport(addr: &SocketAddr) -> io::Result<UdpSocket> {
     let socket = bound_socket(addr, Type::DGRAM)?;
     // Best effort: the kernel caps it at net.core.rmem_max.
@@ -27,14 +29,14 @@ pub fn udp_reuseport(addr: &SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-pub fn tcp_reuseport(addr: &SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+pub(crate) fn tcp_reuseport(addr: &SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let socket = bound_socket(addr, Type::STREAM)?;
     socket.listen(backlog)?;
     Ok(socket.into())
 }
 
 /// A UDP socket bound to `local` (port chosen by the kernel), blocking, for heartbeats.
-pub fn udp_from(local: IpAddr) -> io::Result<UdpSocket> {
+pub(crate) fn udp_from(local: IpAddr) -> io::Result<UdpSocket> {
     let socket = bound_socket(&SocketAddr::new(local, 0), Type::DGRAM)?;
     socket.set_nonblocking(false)?;
     Ok(socket.into())
@@ -42,7 +44,10 @@ pub fn udp_from(local: IpAddr) -> io::Result<UdpSocket> {
 
 /// Binds the first worker's pair, then the others on the port it got (the configured port
 /// may be 0 in tests).
-pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<(UdpSocket, TcpListener)>> {
+pub(crate) fn bind_all(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<Vec<(UdpSocket, TcpListener)>> {
     let mut out = Vec::with_capacity(workers);
     let first_tcp = tcp_reuseport(&addr, 1024)?;
     let port = first_tcp.local_addr()?.port();

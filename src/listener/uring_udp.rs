@@ -25,15 +25,16 @@ use crate::wire::frame::MAX_UDP_FRAME;
 
 /// Provided buffers per socket (a power of two). Each one holds a whole datagram, so this
 /// bounds the completions a burst can post before buffers are handed back.
-pub const BUFFERS: u16 = 256;
-/// Room for the kernel's `io_uring_recvmsg_out` header, the source address, and the largest
-/// datagram the old single-buffer loop could take (`MAX_UDP_FRAME + 1`: a larger one is seen
-/// truncated, as before).
+pub(crate) const BUFFERS: u16 = 256;
+/// Room for the kernel's `io_uring_recvmsg_out` header.
 const OUT_HEADER: usize = 16;
+/// Room for the source address.
 const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+/// Room for the payload: the largest frame a datagram may carry, and one byte more, so that a
+/// larger datagram is seen truncated (and refused) rather than taken for a whole one.
 pub const PAYLOAD_MAX: usize = MAX_UDP_FRAME + 1;
 /// A whole number of pages, so a small datagram touches (and makes resident) one page only.
-pub const BUFFER_LEN: usize = (OUT_HEADER + NAME_LEN + PAYLOAD_MAX).next_multiple_of(4096);
+pub(crate) const BUFFER_LEN: usize = (OUT_HEADER + NAME_LEN + PAYLOAD_MAX).next_multiple_of(4096);
 const BGID: u16 = 0x4f53;
 const RECV: u64 = 1;
 const CANCEL: u64 = 2;
@@ -348,7 +349,7 @@ impl RecvRing {
 /// Whether this kernel runs what `RecvRing` needs (multishot recvmsg: Linux 6.0; provided
 /// buffer rings: 5.19): one datagram sent to ourselves over loopback must come back through
 /// a ring. Checked once per process; the error says what failed.
-pub fn probe() -> io::Result<()> {
+pub(crate) fn probe() -> io::Result<()> {
     static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     RESULT
         .get_or_init(|| probe_once().map_err(|e| e.to_string()))

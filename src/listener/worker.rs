@@ -26,7 +26,7 @@ use crate::guard::{
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Response, Sender};
 
-pub struct Worker {
+pub(super) struct Worker {
     id: usize,
     shared: Arc<ListenerShared>,
     slot: Arc<WorkerSlot>,
@@ -46,7 +46,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: usize, shared: Arc<ListenerShared>, slot: Arc<WorkerSlot>) -> Self {
+    pub(super) fn new(id: usize, shared: Arc<ListenerShared>, slot: Arc<WorkerSlot>) -> Self {
         let generation = shared.config.generation();
         let config = shared.config.get();
         let gate = Gate::new(config.gate.clone(), shared.guard.clone());
@@ -202,7 +202,7 @@ fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
     }
 }
 
-pub fn run_worker<B: Backend>(
+pub(super) fn run_worker<B: Backend>(
     worker: Worker,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,

@@ -19,13 +19,13 @@ use std::time::Duration;
 use crate::config::{ConfigError, IniDocument, parse_duration_ms};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Orchestrate {
+pub(crate) enum Orchestrate {
     No,
     Ha,
 }
 
 impl Orchestrate {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Orchestrate::No => "no",
             Orchestrate::Ha => "ha",
@@ -34,7 +34,7 @@ impl Orchestrate {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resource {
+pub(crate) struct Resource {
     /// `app#1`
     pub rid: String,
     pub start: Option<String>,
@@ -46,21 +46,21 @@ pub struct Resource {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceConfig {
+pub(crate) struct ServiceConfig {
     pub name: String,
     pub nodes: Vec<String>,
     pub orchestrate: Orchestrate,
     pub resources: Vec<Resource>,
 }
 
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn config_path(etc: &Path, svcname: &str) -> PathBuf {
+pub(crate) fn config_path(etc: &Path, svcname: &str) -> PathBuf {
     etc.join(format!("{svcname}.conf"))
 }
 
 impl ServiceConfig {
-    pub fn parse(
+    pub(crate) fn parse(
         name: &str,
         text: &str,
         path: &Path,
@@ -170,7 +170,11 @@ impl ServiceConfig {
         })
     }
 
-    pub fn load(etc: &Path, name: &str, this_node: &str) -> Result<ServiceConfig, ConfigError> {
+    pub(crate) fn load(
+        etc: &Path,
+        name: &str,
+        this_node: &str,
+    ) -> Result<ServiceConfig, ConfigError> {
         let path = config_path(etc, name);
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
             path: path.clone(),
@@ -179,13 +183,13 @@ impl ServiceConfig {
         Self::parse(name, &text, &path, this_node)
     }
 
-    pub fn resource(&self, rid: &str) -> Option<&Resource> {
+    pub(crate) fn resource(&self, rid: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.rid == rid)
     }
 }
 
 /// Every service configured on this node: `<etc>/*.conf` but node.conf, sorted.
-pub fn list_services(etc: &Path) -> Vec<String> {
+pub(crate) fn list_services(etc: &Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(etc)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 const MAX_OUTPUT: usize = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// None when killed (timeout or signal).
     pub code: Option<i32>,
     pub timed_out: bool,
@@ -20,12 +20,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.code == Some(0)
     }
 
     /// Standard output then standard error, as one text (what a resource's log shows).
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         match (self.stdout.is_empty(), self.stderr.is_empty()) {
             (_, true) => self.stdout.clone(),
             (true, false) => self.stderr.clone(),
@@ -35,7 +35,7 @@ impl Outcome {
 }
 
 /// Runs `command_line` with `sh -c`, environment `env` added.
-pub fn run_shell(
+pub(crate) fn run_shell(
     command_line: &str,
     timeout: Duration,
     env: &[(&str, &str)],
@@ -44,7 +44,7 @@ pub fn run_shell(
 }
 
 /// Runs `program` with `args` (no shell), environment `env` added.
-pub fn run_program<I, S>(
+pub(crate) fn run_program<I, S>(
     program: impl AsRef<std::ffi::OsStr>,
     args: I,
     timeout: Duration,

@@ -13,23 +13,17 @@ use super::log::{self, Record};
 use super::monitor::{ResourceView, instance_status};
 use crate::clock::now_ms;
 
-pub const CHECK_TIMEOUT_CAP: Duration = Duration::from_secs(30);
+pub(crate) const CHECK_TIMEOUT_CAP: Duration = Duration::from_secs(30);
 
-pub struct Instance<'a> {
+pub(crate) struct Instance<'a> {
     pub config: &'a ServiceConfig,
     pub node: &'a str,
     /// `<var>/services/NAME`
     pub dir: PathBuf,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActionReport {
-    pub ok: bool,
-    pub lines: Vec<String>,
-}
-
 impl<'a> Instance<'a> {
-    pub fn new(config: &'a ServiceConfig, node: &'a str, services_dir: &Path) -> Self {
+    pub(crate) fn new(config: &'a ServiceConfig, node: &'a str, services_dir: &Path) -> Self {
         Instance {
             config,
             node,
@@ -37,11 +31,11 @@ impl<'a> Instance<'a> {
         }
     }
 
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join("log")
     }
 
-    pub fn log(&self, level: &str, resource: Option<&str>, message: impl Into<String>) {
+    pub(crate) fn log(&self, level: &str, resource: Option<&str>, message: impl Into<String>) {
         let record = Record {
             time: now_ms(),
             level: level.into(),
@@ -68,7 +62,7 @@ impl<'a> Instance<'a> {
     }
 
     /// One resource's action (`start` or `stop`), logged.
-    pub fn resource_action(&self, r: &Resource, action: &str) -> Result<(), String> {
+    pub(crate) fn resource_action(&self, r: &Resource, action: &str) -> Result<(), String> {
         let cmd = match action {
             "start" => r.start.as_deref(),
             "stop" => r.stop.as_deref(),
@@ -109,7 +103,7 @@ impl<'a> Instance<'a> {
     }
 
     /// Starts every resource in order, stopping at the first failure.
-    pub fn start(&self) -> Result<(), String> {
+    pub(crate) fn start(&self) -> Result<(), String> {
         self.log("info", None, "start");
         for r in &self.config.resources {
             if let Err(e) = self.resource_action(r, "start") {
@@ -122,7 +116,7 @@ impl<'a> Instance<'a> {
     }
 
     /// Stops every resource in reverse order; goes on past failures, reports the first.
-    pub fn stop(&self) -> Result<(), String> {
+    pub(crate) fn stop(&self) -> Result<(), String> {
         self.log("info", None, "stop");
         let mut first_err = None;
         for r in self.config.resources.iter().rev() {
@@ -143,7 +137,7 @@ impl<'a> Instance<'a> {
     }
 
     /// Runs every resource's check (not logged: checks run on every monitor tick).
-    pub fn check(&self) -> Vec<ResourceView> {
+    pub(crate) fn check(&self) -> Vec<ResourceView> {
         self.config
             .resources
             .iter()
@@ -159,7 +153,7 @@ impl<'a> Instance<'a> {
     }
 
     /// The instance status from fresh checks, written to `status.json`.
-    pub fn refresh_status(&self) -> (Vec<ResourceView>, Value) {
+    pub(crate) fn refresh_status(&self) -> (Vec<ResourceView>, Value) {
         let views = self.check();
         let status = status_json(&views);
         let _ = std::fs::create_dir_all(&self.dir);
@@ -168,7 +162,7 @@ impl<'a> Instance<'a> {
     }
 }
 
-pub fn status_json(views: &[ResourceView]) -> Value {
+pub(crate) fn status_json(views: &[ResourceView]) -> Value {
     let resources: serde_json::Map<String, Value> = views
         .iter()
         .map(|v| {
@@ -188,7 +182,7 @@ pub fn status_json(views: &[ResourceView]) -> Value {
 }
 
 /// Temp file + rename: a reader never sees half a file, a crash never leaves one.
-pub fn write_json_atomic(path: &Path, value: &Value) {
+pub(crate) fn write_json_atomic(path: &Path, value: &Value) {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let ok = std::fs::write(&tmp, value.to_string()).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = ok {

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub const ROTATE_BYTES: u64 = 1 << 20;
-pub const KEEP_ROTATED: usize = 3;
+pub(crate) const ROTATE_BYTES: u64 = 1 << 20;
+pub(crate) const KEEP_ROTATED: usize = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     /// Milliseconds since the Unix epoch.
     pub time: u64,
     pub level: String,
@@ -24,7 +24,7 @@ pub struct Record {
     pub message: String,
 }
 
-pub fn log_path(services_dir: &Path, svcname: &str) -> PathBuf {
+pub(crate) fn log_path(services_dir: &Path, svcname: &str) -> PathBuf {
     services_dir.join(svcname).join("log")
 }
 
@@ -35,7 +35,7 @@ fn rotated(path: &Path, i: usize) -> PathBuf {
 }
 
 /// Appends one record, rotating first when the file is over `ROTATE_BYTES`.
-pub fn append(path: &Path, record: &Record) -> std::io::Result<()> {
+pub(crate) fn append(path: &Path, record: &Record) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -62,7 +62,7 @@ fn parse_lines(text: &str, out: &mut Vec<Record>) {
 
 /// The last `n` records, oldest first, reading rotated files as needed. Returns them with the
 /// position just after the last one, for `Follower::from`.
-pub fn backlog(path: &Path, n: usize) -> (Vec<Record>, Position) {
+pub(crate) fn backlog(path: &Path, n: usize) -> (Vec<Record>, Position) {
     let mut current = Vec::new();
     let mut position = Position::default();
     if let Ok(mut f) = File::open(path) {
@@ -94,20 +94,20 @@ pub fn backlog(path: &Path, n: usize) -> (Vec<Record>, Position) {
 
 /// Where a follower is in the current log file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Position {
+pub(crate) struct Position {
     pub inode: u64,
     pub offset: u64,
 }
 
 /// Reads records appended since the last call.
-pub struct Follower {
+pub(crate) struct Follower {
     path: PathBuf,
     pos: Position,
     partial: String,
 }
 
 impl Follower {
-    pub fn from(path: PathBuf, pos: Position) -> Self {
+    pub(crate) fn from(path: PathBuf, pos: Position) -> Self {
         Follower {
             path,
             pos,
@@ -116,7 +116,7 @@ impl Follower {
     }
 
     /// New complete records since the last poll (a rotation restarts at the new file's start).
-    pub fn poll(&mut self) -> Vec<Record> {
+    pub(crate) fn poll(&mut self) -> Vec<Record> {
         let Ok(mut f) = File::open(&self.path) else {
             return Vec::new();
         };
@@ -151,13 +151,13 @@ impl Follower {
 
 /// A follower of this node's log merged with records other nodes stream in (aggregated
 /// logs): each poll returns what arrived, in time order.
-pub struct MergedFollower {
+pub(crate) struct MergedFollower {
     pub local: Follower,
     pub remote: Option<std::sync::mpsc::Receiver<Vec<Record>>>,
 }
 
 impl MergedFollower {
-    pub fn poll(&mut self) -> Vec<Record> {
+    pub(crate) fn poll(&mut self) -> Vec<Record> {
         let mut out = self.local.poll();
         if let Some(rx) = &self.remote {
             while let Ok(batch) = rx.try_recv() {

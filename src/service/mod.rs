@@ -2,13 +2,13 @@
 //! service monitor's state machine (pure). The `monitor` thread only emits ticks; each tick
 //! runs on the shard owning the service, so actions on one service are serialized.
 
-pub mod config;
-pub mod exec;
-pub mod instance;
-pub mod log;
-pub mod monitor;
-pub mod orchestrate;
+pub(crate) mod config;
+pub(crate) mod exec;
+pub(crate) mod instance;
+pub(crate) mod log;
+pub(crate) mod monitor;
+pub(crate) mod orchestrate;
 
-pub use config::{ServiceConfig, list_services};
-pub use instance::Instance;
-pub use monitor::{Plan, ResourceView, ServiceMonitor};
+pub(crate) use config::{ServiceConfig, list_services};
+pub(crate) use instance::Instance;
+pub(crate) use monitor::{Plan, ResourceView, ServiceMonitor};

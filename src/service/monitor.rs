@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceMonitor {
+pub(crate) struct ServiceMonitor {
     pub status: ServiceMonitorStatus,
     pub local_expect: ServiceLocalExpect,
     pub global_expect: GlobalExpect,
@@ -40,14 +40,14 @@ impl Default for ServiceMonitor {
 
 /// A resource's last check: Some(true) up, Some(false) down, None no check (n/a).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResourceView {
+pub(crate) struct ResourceView {
     pub rid: String,
     pub up: Option<bool>,
     pub restart_limit: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     Nothing,
     /// Start this resource again (its count is incremented by `begin`).
     Restart(String),
@@ -56,7 +56,7 @@ pub enum Plan {
 }
 
 impl ServiceMonitor {
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         matches!(
             self.status,
             ServiceMonitorStatus::StartFailed | ServiceMonitorStatus::StopFailed
@@ -65,7 +65,7 @@ impl ServiceMonitor {
 
     /// What to do on this tick. Nothing while the node or the service is frozen, while the
     /// service is not expected started, or once the monitor has given up.
-    pub fn plan(&self, node_frozen: bool, resources: &[ResourceView]) -> Plan {
+    pub(crate) fn plan(&self, node_frozen: bool, resources: &[ResourceView]) -> Plan {
         if node_frozen
             || self.global_expect == GlobalExpect::Frozen
             || self.local_expect != ServiceLocalExpect::Started
@@ -88,7 +88,7 @@ impl ServiceMonitor {
     }
 
     /// Records the plan's effect on the monitor before it is carried out.
-    pub fn begin(&mut self, plan: &Plan) {
+    pub(crate) fn begin(&mut self, plan: &Plan) {
         match plan {
             Plan::Nothing => {}
             Plan::Restart(rid) => {
@@ -100,7 +100,7 @@ impl ServiceMonitor {
     }
 
     /// After a restart was carried out (whatever its outcome: the next check tells).
-    pub fn end_restart(&mut self) {
+    pub(crate) fn end_restart(&mut self) {
         if self.status == ServiceMonitorStatus::Restarting {
             self.status = ServiceMonitorStatus::Idle;
         }
@@ -109,7 +109,7 @@ impl ServiceMonitor {
     /// At a daemon's start: a status that only means "an action of mine is under way"
     /// (`ready`, `starting`, `restarting`, `stopping`) belongs to the previous daemon, which
     /// can no longer finish it; what runs is what the checks now say.
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         if matches!(
             self.status,
             ServiceMonitorStatus::Ready
@@ -122,7 +122,7 @@ impl ServiceMonitor {
     }
 
     /// `clear`: forget the failed state and the restart counts.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if self.failed() {
             self.status = ServiceMonitorStatus::Idle;
         }
@@ -131,7 +131,7 @@ impl ServiceMonitor {
 }
 
 /// An instance's status from its resources' checks.
-pub fn instance_status(resources: &[ResourceView]) -> &'static str {
+pub(crate) fn instance_status(resources: &[ResourceView]) -> &'static str {
     let checked: Vec<bool> = resources.iter().filter_map(|r| r.up).collect();
     if checked.is_empty() {
         "n/a"

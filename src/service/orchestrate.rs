@@ -24,7 +24,7 @@ use crate::wire::payload::GlobalExpect;
 
 /// How this node sees another node of the service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Presence {
+pub(crate) enum Presence {
     /// This node, or a peer whose heartbeats are fresh.
     Up,
     /// A peer whose daemon is stopped while its instances keep running as it last reported,
@@ -36,7 +36,7 @@ pub enum Presence {
 
 /// One node of the service, as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeView {
+pub(crate) struct NodeView {
     pub name: String,
     pub presence: Presence,
     /// The node is frozen: it takes no automatic action.
@@ -60,7 +60,7 @@ pub struct NodeView {
 /// monitor is about to start it (`ready`), starting, restarting or stopping it (or failed to
 /// stop it), or it is expected started and not given up on. A node holding it keeps it; nobody
 /// else starts it.
-pub fn holds(avail: Option<&str>, status: Option<&str>, local_expect: Option<&str>) -> bool {
+pub(crate) fn holds(avail: Option<&str>, status: Option<&str>, local_expect: Option<&str>) -> bool {
     let busy = matches!(
         status,
         Some("ready" | "starting" | "restarting" | "stopping" | "stop failed")
@@ -70,18 +70,18 @@ pub fn holds(avail: Option<&str>, status: Option<&str>, local_expect: Option<&st
 }
 
 /// The instance runs (`up`, or `warn`: some of it).
-pub fn running(avail: Option<&str>) -> bool {
+pub(crate) fn running(avail: Option<&str>) -> bool {
     matches!(avail, Some("up" | "warn"))
 }
 
 /// Its start or its stop failed there.
-pub fn failed(status: Option<&str>) -> bool {
+pub(crate) fn failed(status: Option<&str>) -> bool {
     matches!(status, Some("start failed" | "stop failed"))
 }
 
 /// How a peer is seen from its last heartbeat: up while fresh; after a maintenance notice,
 /// in maintenance until `maintenance_grace_ms` without a heartbeat; otherwise gone.
-pub fn presence(
+pub(crate) fn presence(
     age_ms: u64,
     in_maintenance: bool,
     hb_timeout_ms: u64,
@@ -102,7 +102,7 @@ pub fn presence(
 
 /// What the cluster's settings add to the rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// None: quorum off. Some(q): quorum on, and whether this node has it.
     pub quorum: Option<bool>,
     /// How long this node has held quorum without a break. A node that just gained it (it
@@ -114,9 +114,10 @@ pub struct Policy {
     pub takeover_wait_ms: u64,
 }
 
+#[cfg(test)]
 impl Policy {
     /// Quorum off, immediate takeover.
-    pub const PLAIN: Policy = Policy {
+    pub(crate) const PLAIN: Policy = Policy {
         quorum: None,
         quorum_held_ms: 0,
         takeover_wait_ms: 0,
@@ -126,12 +127,12 @@ impl Policy {
 /// A node's votes: itself, each member it sees up that (by its last heartbeat) sees it too, or
 /// in maintenance, and the arbitrators' votes it holds. It has quorum with more than half of
 /// all votes (members and arbitrators).
-pub fn has_quorum(votes: usize, members: usize, arbitrators: usize) -> bool {
+pub(crate) fn has_quorum(votes: usize, members: usize, arbitrators: usize) -> bool {
     2 * votes > members + arbitrators
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HaAction {
+pub(crate) enum HaAction {
     Nothing,
     Start,
     Stop,
@@ -141,7 +142,7 @@ pub enum HaAction {
 
 /// What this node does, and why (shown in `daemon status` and logged when it acts).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub action: HaAction,
     /// The node that runs the service or should: the holder kept, else the candidate elected.
     pub leader: Option<String>,
@@ -171,7 +172,7 @@ fn alive(n: &NodeView) -> bool {
 
 /// The node to elect when nobody holds the service: the first of its `nodes` that is up,
 /// thawed, has the service and has not failed to start it.
-pub fn placement(nodes: &[NodeView]) -> Option<&NodeView> {
+pub(crate) fn placement(nodes: &[NodeView]) -> Option<&NodeView> {
     nodes.iter().find(|n| candidate(n))
 }
 
@@ -215,7 +216,7 @@ fn no_candidate_reason(nodes: &[NodeView]) -> String {
 
 /// What `this` node does for the service. `ready` is false while the daemon has not yet
 /// heard its peers after its start: it then does nothing, not knowing what runs where.
-pub fn decide(
+pub(crate) fn decide(
     this: &str,
     nodes: &[NodeView],
     global: GlobalExpect,
@@ -331,7 +332,7 @@ pub fn decide(
 
 /// What this node's monitor does on this tick.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Nothing for the orchestration; the monitor may restart a resource found down.
     Idle { may_restart: bool },
     /// Elected: announce `ready` (published), start on a later tick once confirmed.
@@ -351,7 +352,7 @@ pub enum Step {
 /// Turns the cluster's decision into this node's step. `confirmed`: every peer that is up has
 /// been heard since this node went `ready`, plus a heartbeat interval (what it decided before
 /// it saw our `ready` is known).
-pub fn step(d: &Decision, m: &ServiceMonitor, running_here: bool, confirmed: bool) -> Step {
+pub(crate) fn step(d: &Decision, m: &ServiceMonitor, running_here: bool, confirmed: bool) -> Step {
     let is_ready = m.status == ServiceMonitorStatus::Ready;
     // Held here only because it is expected started (nothing runs, nothing in progress).
     let expected_only = !running_here
@@ -374,7 +375,7 @@ pub fn step(d: &Decision, m: &ServiceMonitor, running_here: bool, confirmed: boo
 }
 
 /// Across nodes, the most recently set `global_expect` wins.
-pub fn newest_global(
+pub(crate) fn newest_global(
     candidates: impl IntoIterator<Item = (GlobalExpect, u64)>,
 ) -> Option<(GlobalExpect, u64)> {
     candidates.into_iter().max_by_key(|(_, t)| *t)

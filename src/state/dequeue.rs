@@ -7,7 +7,7 @@ use std::thread::Thread;
 
 use crate::listener::DequeueTrigger;
 
-pub struct Dequeue {
+pub(crate) struct Dequeue {
     pub(crate) pending: AtomicBool,
     pub(crate) thread: Mutex<Option<Thread>>,
     /// `[dequeue] timeout`, in ms, applied from the next action on.
@@ -50,7 +50,7 @@ impl DequeueTrigger for Dequeue {
 }
 
 impl Dequeue {
-    pub fn set_timeout_ms(&self, ms: u64) {
+    pub(crate) fn set_timeout_ms(&self, ms: u64) {
         self.timeout_ms.store(ms, Ordering::Relaxed);
     }
 }

@@ -3,7 +3,7 @@
 
 mod dequeue;
 
-pub use dequeue::Dequeue;
+pub(crate) use dequeue::Dequeue;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ use crate::service::orchestrate::Presence;
 use crate::wire::Sender;
 
 /// A command for the supervisor, with where to send its outcome.
-pub enum SupervisorCmd {
+pub(crate) enum SupervisorCmd {
     StopThread(String, mpsc::Sender<Result<String, String>>),
     StartThread(String, mpsc::Sender<Result<String, String>>),
     /// Stop the daemon (`daemon stop`, SIGTERM, SIGINT): instances untouched, maintenance
@@ -35,18 +35,18 @@ pub enum SupervisorCmd {
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ThreadStatus {
+pub(crate) struct ThreadStatus {
     pub state: &'static str,
     pub restarts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
-pub type PeerMap = std::collections::HashMap<String, PeerStatus, crate::wire::FastState>;
+pub(crate) type PeerMap = std::collections::HashMap<String, PeerStatus, crate::wire::FastState>;
 
 /// What this node knows of a peer: its heartbeat content, rebuilt from its datagrams.
 #[derive(Clone, Debug)]
-pub struct PeerStatus {
+pub(crate) struct PeerStatus {
     pub addr: SocketAddr,
     pub last_seen_ms: u64,
     pub view: crate::hb::HbView,
@@ -57,18 +57,18 @@ pub struct PeerStatus {
 
 impl PeerStatus {
     /// One of the peer's services, as a document.
-    pub fn service(&self, name: &str) -> Option<serde_json::Value> {
+    pub(crate) fn service(&self, name: &str) -> Option<serde_json::Value> {
         self.view.services().get(name).map(|v| v.to_value())
     }
 
-    pub fn in_maintenance(&self) -> bool {
+    pub(crate) fn in_maintenance(&self) -> bool {
         self.view.monitor().get_str("status").as_deref() == Some("maintenance")
     }
 
     /// Up while its heartbeats are fresh; in maintenance after its notice, until
     /// `maintenance_grace_ms` without a heartbeat (a host powered off after its daemon was
     /// stopped must not hold its services forever); otherwise stale.
-    pub fn presence(&self, now_ms: u64, config: &NodeConfig) -> Presence {
+    pub(crate) fn presence(&self, now_ms: u64, config: &NodeConfig) -> Presence {
         crate::service::orchestrate::presence(
             now_ms.saturating_sub(self.last_seen_ms),
             self.in_maintenance(),
@@ -78,13 +78,13 @@ impl PeerStatus {
     }
 
     /// Whether its last heartbeat said it sees `name` up; None when it does not say.
-    pub fn sees(&self, name: &str) -> Option<bool> {
+    pub(crate) fn sees(&self, name: &str) -> Option<bool> {
         self.sees.as_ref().map(|l| l.iter().any(|n| n == name))
     }
 
     /// Reads the `sees` list of the monitor just received, if the monitor changed; the names
     /// it no longer lists were last seen through it when its previous heartbeat came.
-    pub fn take_sees(&mut self, previous_seen_ms: u64, seen_via: &mut SeenVia) {
+    pub(crate) fn take_sees(&mut self, previous_seen_ms: u64, seen_via: &mut SeenVia) {
         let monitor = self.view.monitor().to_value();
         let now: Option<Vec<String>> = monitor["sees"].as_array().map(|l| {
             l.iter()
@@ -102,7 +102,7 @@ impl PeerStatus {
 }
 
 /// Takes one authenticated heartbeat from `nodename` into its view.
-pub fn apply_heartbeat(
+pub(crate) fn apply_heartbeat(
     peers: &mut PeerMap,
     seen_via: &mut SeenVia,
     nodename: String,
@@ -129,11 +129,11 @@ pub fn apply_heartbeat(
 
 /// When each member was last seen up by a peer that still heard it (by that peer's
 /// heartbeats), as far as those heartbeats told.
-pub type SeenVia = std::collections::HashMap<String, u64>;
+pub(crate) type SeenVia = std::collections::HashMap<String, u64>;
 
 /// The last time `name` was seen up by this node or by a peer it hears: a member that some peer
 /// still sees is not gone, even if this node cannot reach it (its state here may be stale).
-pub fn last_seen_by_anyone(
+pub(crate) fn last_seen_by_anyone(
     name: &str,
     peers: &PeerMap,
     seen_via: &SeenVia,
@@ -153,7 +153,7 @@ pub fn last_seen_by_anyone(
 /// How long `name` has been gone: since this node or a peer it hears last saw it up, past
 /// the limit that makes it stale (`hb.timeout`, or the maintenance grace after a maintenance
 /// notice). 0 while it is not gone; `u64::MAX` when nobody ever saw it.
-pub fn gone_for_ms(
+pub(crate) fn gone_for_ms(
     name: &str,
     peers: &PeerMap,
     seen_via: &SeenVia,
@@ -175,18 +175,18 @@ pub fn gone_for_ms(
 /// member's last heartbeat; one that does not say is taken at its word), and every member in
 /// maintenance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Votes {
+pub(crate) struct Votes {
     pub votes: usize,
     pub total: usize,
 }
 
 impl Votes {
-    pub fn has_quorum(&self) -> bool {
+    pub(crate) fn has_quorum(&self) -> bool {
         crate::service::orchestrate::has_quorum(self.votes, self.total, 0)
     }
 }
 
-pub fn votes(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> Votes {
+pub(crate) fn votes(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> Votes {
     let mut votes = 1;
     for name in config
         .cluster
@@ -208,7 +208,7 @@ pub fn votes(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> Votes {
 }
 
 /// How `daemon status` names a peer's presence.
-pub fn presence_label(p: Presence) -> &'static str {
+pub(crate) fn presence_label(p: Presence) -> &'static str {
     match p {
         Presence::Up => "up",
         Presence::Maintenance => "maintenance",
@@ -216,7 +216,7 @@ pub fn presence_label(p: Presence) -> &'static str {
     }
 }
 
-pub struct DaemonState {
+pub(crate) struct DaemonState {
     pub paths: Paths,
     pub root: Option<PathBuf>,
     pub config: RwLock<Arc<NodeConfig>>,
@@ -267,7 +267,7 @@ pub struct DaemonState {
 }
 
 #[derive(Default, Debug)]
-pub struct HeartbeatCounters {
+pub(crate) struct HeartbeatCounters {
     /// Applied to a peer's view (news or not).
     pub applied: std::sync::atomic::AtomicU64,
     /// Of those, the ones that changed the view (not older than what it held).
@@ -277,7 +277,7 @@ pub struct HeartbeatCounters {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct NodeMonitor {
+pub(crate) struct NodeMonitor {
     pub status: crate::wire::payload::NodeMonitorStatus,
     pub local_expect: crate::wire::payload::NodeLocalExpect,
 }
@@ -292,14 +292,14 @@ impl Default for NodeMonitor {
 }
 
 /// `lock()` that carries on past a poisoned mutex: the data are plain values.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DaemonState {
     /// Records whether this node has quorum now; returns how long it has held it without a
     /// break (0 without it).
-    pub fn quorum_held_ms(&self, has_quorum: bool, now_ms: u64) -> u64 {
+    pub(crate) fn quorum_held_ms(&self, has_quorum: bool, now_ms: u64) -> u64 {
         let mut since = lock(&self.quorum_since);
         match (has_quorum, *since) {
             (false, _) => {
@@ -314,14 +314,14 @@ impl DaemonState {
         }
     }
 
-    pub fn config(&self) -> Arc<NodeConfig> {
+    pub(crate) fn config(&self) -> Arc<NodeConfig> {
         self.config
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn send(&self, cmd: SupervisorCmd) -> bool {
+    pub(crate) fn send(&self, cmd: SupervisorCmd) -> bool {
         self.commands
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -329,7 +329,7 @@ impl DaemonState {
             .is_ok()
     }
 
-    pub fn threads(&self) -> BTreeMap<&'static str, ThreadStatus> {
+    pub(crate) fn threads(&self) -> BTreeMap<&'static str, ThreadStatus> {
         self.threads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -338,7 +338,7 @@ impl DaemonState {
 }
 
 /// This node's heartbeat content and the session sealing it.
-pub struct HbOut {
+pub(crate) struct HbOut {
     pub(crate) content: HbSender,
     /// The identity (secret, cluster, nodename) the session was made for.
     pub(crate) session: Option<((String, String, String), Sender)>,
@@ -346,7 +346,7 @@ pub struct HbOut {
 }
 
 impl HbOut {
-    pub fn new(boot: u64) -> Self {
+    pub(crate) fn new(boot: u64) -> Self {
         // The boot stamp tells peers a restarted node's generations start over.
         HbOut {
             content: HbSender::default().with_boot(boot),

@@ -1,6 +1,7 @@
 //! Test harness shared by the integration test binaries: real daemons on 127.0.0.x with a
 //! temporary root, driven by the real CLIs and by hand-made frames.
-#![allow(dead_code)]
+// Each test binary uses part of it; its items are pub for them, not for another crate.
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use osvc_agent::wire::{Kind, Sender};
+use osvc_agent::internals::wire::{Kind, Sender};
 use serde_json::Value;
 
 pub const SECRET: &str = "integration-secret";

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::frames::{heartbeat_payload, node_names, senders};
-use osvc_agent::clock::now_ms;
-use osvc_agent::wire::Kind;
+use osvc_agent::internals::clock::now_ms;
+use osvc_agent::internals::wire::Kind;
 
 #[derive(Clone, Debug, Default)]
 pub struct ClusterHb {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::sys::{self, Rss};
-use osvc_agent::client::{self, Identity};
-use osvc_agent::wire::Request;
+use osvc_agent::internals::client::{self, Identity};
+use osvc_agent::internals::wire::Request;
 
 pub const CLUSTER: &str = "bench";
 pub const NODENAME: &str = "target";

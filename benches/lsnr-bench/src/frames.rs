@@ -1,8 +1,10 @@
 //! The frames the scenarios send: heartbeats of an exact size sealed ahead of time, frames
 //! under a banned name or random names, requests.
 
-pub use osvc_agent::bench_support::{heartbeat_payload, heartbeat_payload_at, min_size, overhead};
-use osvc_agent::wire::{Kind, Sender};
+pub use osvc_agent::internals::bench_support::{
+    heartbeat_payload, heartbeat_payload_at, min_size, overhead,
+};
+use osvc_agent::internals::wire::{Kind, Sender};
 
 /// Frames of one size laid out back to back, in the order they are to be sent.
 #[derive(Clone, Debug, Default)]
@@ -110,7 +112,7 @@ pub fn random_names_pool(
     now_ms: u64,
 ) -> Pool {
     // Names only need to differ from one run to the next, not to be unpredictable.
-    let seed = osvc_agent::wire::sender::random_salt().unwrap_or_else(|_| {
+    let seed = osvc_agent::internals::wire::sender::random_salt().unwrap_or_else(|_| {
         let mut s = [0u8; 16];
         s[..8].copy_from_slice(&now_ms.to_le_bytes());
         s
@@ -160,7 +162,7 @@ mod tests {
         let mut s = senders("s", "c", &names[..3], 1);
         let pool = heartbeat_pool(&mut s, &heartbeat_payload(256, 8), 2, 1);
         assert_eq!((pool.count, pool.size), (6, 256));
-        let v = osvc_agent::wire::FrameView::parse(pool.frame(4)).unwrap();
+        let v = osvc_agent::internals::wire::FrameView::parse(pool.frame(4)).unwrap();
         assert_eq!((v.nodename(), v.counter()), ("node0001", 1));
         let r = random_names_pool("s", "c", 256, 4, 1);
         assert_eq!((r.count, r.size), (4, 256));

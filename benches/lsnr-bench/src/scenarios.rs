@@ -13,8 +13,8 @@ use crate::report::{Run, Summary};
 use crate::send::{Blast, Lane, Paced, connected_socket};
 use crate::sink::NullSink;
 use crate::sys;
-use osvc_agent::clock::now_ms;
-use osvc_agent::wire::Request;
+use osvc_agent::internals::clock::now_ms;
+use osvc_agent::internals::wire::Request;
 
 const BANNED: &str = "banned01";
 
@@ -22,7 +22,7 @@ const BANNED: &str = "banned01";
 pub type Log<'a> = &'a mut dyn FnMut(&str);
 
 fn secret() -> String {
-    osvc_agent::config::generate_secret()
+    osvc_agent::internals::config::generate_secret()
 }
 
 struct Ctx<'a> {
@@ -275,7 +275,7 @@ fn finish_run(run: &mut Run, d: &Daemon, rss_start: sys::Rss, w: &Window) {
 pub fn run_all(opts: &Options, log: Log<'_>) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let mut opts = opts.clone();
-    if let Err(e) = osvc_agent::bench_support::uring_available() {
+    if let Err(e) = osvc_agent::internals::bench_support::uring_available() {
         log(&format!(
             "io_uring unavailable ({e}): epoll backend only, recvmmsg null sink"
         ));
@@ -399,7 +399,7 @@ fn options_json(o: &Options) -> serde_json::Value {
 /// CPU alone, and the sender goes faster).
 fn null_sink(ctx: &Ctx<'_>, size: usize, pinned: bool) -> anyhow::Result<Run> {
     let o = ctx.opts;
-    let uring = osvc_agent::bench_support::uring_available().is_ok();
+    let uring = osvc_agent::internals::bench_support::uring_available().is_ok();
     let sink = NullSink::start(o.ip, o.resolved_threads(), pinned && o.pin, uring)?;
     let lanes = ctx.cyclic_lanes(o.sockets, sink.addr, frames::filler_pool(size, 64))?;
     let snmp0 = sys::udp_snmp();
@@ -497,7 +497,8 @@ fn hb_udp(
     let now = now_ms();
     let t_seal = Instant::now();
     // Node i goes out on socket i % k, so its frames stay in order on one listener socket.
-    let mut groups: Vec<Vec<osvc_agent::wire::Sender>> = (0..k).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<osvc_agent::internals::wire::Sender>> =
+        (0..k).map(|_| Vec::new()).collect();
     for (i, s) in frames::senders(&d.secret, CLUSTER, &ctx.names, now)
         .into_iter()
         .enumerate()

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::frames::Pool;
-use osvc_agent::wire::{Kind, Sender};
+use osvc_agent::internals::wire::{Kind, Sender};
 
 /// Datagrams per `sendmmsg` call.
 pub const BATCH: usize = 64;
@@ -232,7 +232,7 @@ impl Paced {
                     if n == 0 {
                         continue;
                     }
-                    let now = osvc_agent::clock::now_ms();
+                    let now = osvc_agent::internals::clock::now_ms();
                     for _ in 0..n {
                         let (buf, ends) = &mut bufs[node % k];
                         if senders[node]

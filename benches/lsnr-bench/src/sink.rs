@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use osvc_agent::bench_support::RecvRing;
-use osvc_agent::bench_support::udp_reuseport;
+use osvc_agent::internals::bench_support::RecvRing;
+use osvc_agent::internals::bench_support::udp_reuseport;
 
 pub struct NullSink {
     pub addr: SocketAddr,
@@ -44,7 +44,7 @@ impl NullSink {
                     .name(format!("sink.{i}"))
                     .spawn(move || {
                         if pin {
-                            osvc_agent::bench_support::pin_worker(i, threads);
+                            osvc_agent::internals::bench_support::pin_worker(i, threads);
                         }
                         if !uring {
                             return recvmmsg_loop(&sock, &stop, &count);
@@ -101,7 +101,7 @@ fn recvmmsg_loop(
 ) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     const BATCH: usize = 64;
-    const LEN: usize = osvc_agent::bench_support::PAYLOAD_MAX;
+    const LEN: usize = osvc_agent::internals::bench_support::PAYLOAD_MAX;
     sock.set_nonblocking(false)?;
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     let mut bufs = vec![0u8; BATCH * LEN];

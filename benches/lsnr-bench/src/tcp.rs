@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use osvc_agent::client::{Identity, open_response};
-use osvc_agent::clock::now_ms;
-use osvc_agent::wire::{Kind, Request, Sender};
+use osvc_agent::internals::client::{Identity, open_response};
+use osvc_agent::internals::clock::now_ms;
+use osvc_agent::internals::wire::{Kind, Request, Sender};
 
 #[derive(Clone, Debug, Default)]
 pub struct TcpOutcome {
