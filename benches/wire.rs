@@ -2,7 +2,7 @@
 //!
 //! Every frame bench copies a pre-sealed frame into one reused buffer per iteration (decryption
 //! works in place), so each includes the same copy; `copy_only` measures that copy alone, to
-//! subtract. Frames come from a batch of `FRAMES` sealed by a `Sender` with increasing
+//! subtract. Frames come from a batch of `FRAMES` sealed by a `Sealer` with increasing
 //! counters, and every frame bench cycles through the same batch, so all see the same cache
 //! state. The payload of every request frame is a valid `service_action` request of exactly
 //! the benched size, so the whole path parses a real request into the typed `Request`; the
@@ -21,7 +21,7 @@ use osvc_agent::internals::guard::{
 use osvc_agent::internals::hb::{HbView, Heartbeat};
 use osvc_agent::internals::wire::frame::{TAG_LEN, header_len};
 use osvc_agent::internals::wire::{
-    Kind, Request, RequestParser, Sender, SessionKey, derive_key_bytes, json,
+    Kind, Request, RequestParser, Sealer, SessionKey, derive_key_bytes, json,
 };
 
 fn main() {
@@ -85,7 +85,7 @@ impl Fixture {
     fn new(size: usize) -> Self {
         let request = request_of_size(size);
         let plain = request.to_vec();
-        let mut sender = Sender::with_salt(SECRET.as_bytes(), CLUSTER, NODE, SALT, T0);
+        let mut sender = Sealer::with_salt(SECRET.as_bytes(), CLUSTER, NODE, SALT, T0);
         let frames = (0..FRAMES)
             .map(|_| {
                 let mut f = Vec::new();
@@ -398,7 +398,7 @@ impl HbFixture {
                     .into_bytes()
             })
             .collect();
-        let mut sender = Sender::with_salt(SECRET.as_bytes(), CLUSTER, NODE, SALT, T0);
+        let mut sender = Sealer::with_salt(SECRET.as_bytes(), CLUSTER, NODE, SALT, T0);
         let frames = payloads
             .iter()
             .map(|p| {
@@ -567,7 +567,7 @@ fn paired_keyring_1k() {
     let plain = request_of_size(1024).to_vec();
     // Frame k: counter k of one session, or counter 0 of session k.
     let sealed = |secret: &str, new_sessions: bool| -> Vec<Vec<u8>> {
-        let mut one = Sender::with_salt(secret.as_bytes(), CLUSTER, NODE, SALT, T0);
+        let mut one = Sealer::with_salt(secret.as_bytes(), CLUSTER, NODE, SALT, T0);
         (0..FRAMES)
             .map(|k| {
                 let mut f = Vec::new();
@@ -575,7 +575,7 @@ fn paired_keyring_1k() {
                     // Spread over the replay table's shards (by the salt's first byte), as random
                     // salts are.
                     let salt = (k as u128 + 1).to_le_bytes();
-                    Sender::with_salt(secret.as_bytes(), CLUSTER, NODE, salt, T0)
+                    Sealer::with_salt(secret.as_bytes(), CLUSTER, NODE, salt, T0)
                         .seal(Kind::Request, &plain, T0, &mut f)
                         .unwrap();
                 } else {
@@ -674,7 +674,7 @@ fn paired_heartbeats_1k() {
     const PER_ROUND: usize = 256;
     let news = HbFixture::new(1024);
     let repeat = {
-        let mut sender = Sender::with_salt(SECRET.as_bytes(), CLUSTER, "node3", SALT, T0);
+        let mut sender = Sealer::with_salt(SECRET.as_bytes(), CLUSTER, "node3", SALT, T0);
         (0..FRAMES)
             .map(|_| {
                 let mut f = Vec::new();

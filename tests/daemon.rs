@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use osvc_agent::internals::wire::{Kind, Request, Sender};
+use osvc_agent::internals::wire::{Kind, Request, Sealer};
 
 /// Runs a test body against both backends.
 macro_rules! both_backends {
@@ -84,7 +84,7 @@ fn blacklist_bans_after_five_and_clear_restores(backend: &str) {
         backend,
         ..Default::default()
     });
-    let mut forger = Sender::new(b"wrong secret", CLUSTER, "peer1", now_ms());
+    let mut forger = Sealer::new(b"wrong secret", CLUSTER, "peer1", now_ms());
     for _ in 0..5 {
         n.udp(&heartbeat(&mut forger));
     }
@@ -790,11 +790,11 @@ fn random_name_flood_fills_no_blacklist() {
     assert!(received >= sent / 2, "{received} of {sent}");
     assert_eq!(bl.trim(), r#"{"data": {}, "status": 0}"#);
     // A member's five bad frames: banned, the flood notwithstanding.
-    let mut forger = Sender::new(b"wrong secret", CLUSTER, "peer1", now_ms());
+    let mut forger = Sealer::new(b"wrong secret", CLUSTER, "peer1", now_ms());
     for _ in 0..5 {
         n.udp(&heartbeat(&mut forger));
     }
-    let mut forger2 = Sender::new(b"wrong secret", CLUSTER, "peer2", now_ms());
+    let mut forger2 = Sealer::new(b"wrong secret", CLUSTER, "peer2", now_ms());
     n.udp(&heartbeat(&mut forger2));
     wait_for(
         "peer1 banned, peer2 counted",
@@ -983,7 +983,7 @@ fn unauthenticated_frames_are_not_buffered(backend: &str) {
     // the header, long before the read timeout, the body unread.
     let body = vec![b' '; 60 * 1024];
     let stranger = frame(&mut peer("stranger"), Kind::Heartbeat, &body);
-    let mut old = Sender::new(SECRET.as_bytes(), CLUSTER, "peer1", now_ms() - 3_600_000);
+    let mut old = Sealer::new(SECRET.as_bytes(), CLUSTER, "peer1", now_ms() - 3_600_000);
     let mut stale = Vec::new();
     old.seal(Kind::Heartbeat, &body, now_ms() - 3_600_000, &mut stale)
         .unwrap();
@@ -999,7 +999,7 @@ fn unauthenticated_frames_are_not_buffered(backend: &str) {
     // frame under a member's name (its header passes: names travel in clear): the daemon
     // holds at most max_unauth_frame for each.
     let before = rss_kib();
-    let mut forger = Sender::new(b"forged", CLUSTER, "peer2", now_ms());
+    let mut forger = Sealer::new(b"forged", CLUSTER, "peer2", now_ms());
     let mut held = Vec::new();
     let f = frame(&mut forger, Kind::Heartbeat, &vec![b' '; 64 * 1024 - 200]);
     for i in 0..512 {

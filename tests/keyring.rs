@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use osvc_agent::internals::client::{self, Identity};
-use osvc_agent::internals::wire::{Fingerprint, Kind, Request, Sender};
+use osvc_agent::internals::wire::{Fingerprint, Kind, Request, Sealer};
 use serde_json::{Value, json};
 
 const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
@@ -110,7 +110,7 @@ fn holds(rows: &[Value], primary: &str, alternate: Option<&str>) -> bool {
 /// A request under `secret` alone, as `n1`, over TCP: whether the daemon answered at all
 /// (it closes the connection on a frame that does not open).
 fn old_client_served(to: &Node, secret: &str) -> bool {
-    let mut s = Sender::new(secret.as_bytes(), CLUSTER, "n1", now_ms());
+    let mut s = Sealer::new(secret.as_bytes(), CLUSTER, "n1", now_ms());
     let f = frame(&mut s, Kind::Request, &Request::DaemonStatus.to_vec());
     tcp_request(to.addr(), &f).is_some()
 }

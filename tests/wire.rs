@@ -1,4 +1,4 @@
-//! The full receive path (PROTOCOL.md, "Validation order on receipt"): frames built by `Sender`
+//! The full receive path (PROTOCOL.md, "Validation order on receipt"): frames built by `Sealer`
 //! and `SessionKey` (or by hand when malformed) through `Gate::admit`, asserting the exact
 //! outcome, the blacklist and the gate's counters. Also the fuzz targets' regression cases
 //! (`fuzz_regressions`) and their seed corpus.
@@ -14,7 +14,7 @@ use osvc_agent::internals::wire::frame::{EncodeError, TAG_LEN, header_len};
 use osvc_agent::internals::wire::payload::PayloadError;
 use osvc_agent::internals::wire::replay::WINDOW;
 use osvc_agent::internals::wire::{
-    FrameView, Header, HeaderError, Kind, Request, Sender, SessionKey, Stale,
+    FrameView, Header, HeaderError, Kind, Request, Sealer, SessionKey, Stale,
 };
 use proptest::prelude::*;
 
@@ -113,21 +113,21 @@ fn salt_for(nodename: &str) -> [u8; 16] {
     salt
 }
 
-fn sender(nodename: &str) -> Sender {
-    Sender::with_salt(SECRET, CLUSTER, nodename, salt_for(nodename), NOW)
+fn sender(nodename: &str) -> Sealer {
+    Sealer::with_salt(SECRET, CLUSTER, nodename, salt_for(nodename), NOW)
 }
 
-fn seal(s: &mut Sender, kind: Kind, payload: &[u8]) -> Vec<u8> {
+fn seal(s: &mut Sealer, kind: Kind, payload: &[u8]) -> Vec<u8> {
     seal_at(s, kind, payload, NOW)
 }
 
-fn seal_at(s: &mut Sender, kind: Kind, payload: &[u8], now_ms: u64) -> Vec<u8> {
+fn seal_at(s: &mut Sealer, kind: Kind, payload: &[u8], now_ms: u64) -> Vec<u8> {
     let mut out = Vec::new();
     s.seal(kind, payload, now_ms, &mut out).unwrap();
     out
 }
 
-fn request(s: &mut Sender, r: &Request) -> Vec<u8> {
+fn request(s: &mut Sealer, r: &Request) -> Vec<u8> {
     seal(s, Kind::Request, &r.to_vec())
 }
 
@@ -358,14 +358,14 @@ fn responses_and_stream_chunks_are_not_received() {
 
 #[test]
 fn wrong_secret() {
-    let mut s = Sender::with_salt(b"not the secret", CLUSTER, "node1", [1; 16], NOW);
+    let mut s = Sealer::with_salt(b"not the secret", CLUSTER, "node1", [1; 16], NOW);
     let f = request(&mut s, &Request::DaemonStatus);
     assert_invalid(f, Invalid::Decrypt, Some("node1"), InvalidClass::Decrypt, 0);
 }
 
 #[test]
 fn wrong_cluster_name() {
-    let mut s = Sender::with_salt(SECRET, "staging", "node1", [1; 16], NOW);
+    let mut s = Sealer::with_salt(SECRET, "staging", "node1", [1; 16], NOW);
     let f = request(&mut s, &Request::DaemonStatus);
     assert_invalid(f, Invalid::Decrypt, Some("node1"), InvalidClass::Decrypt, 0);
 }
@@ -511,7 +511,7 @@ fn invalid_options_and_heartbeats() {
 fn refused_requests_reset_the_count_and_never_ban() {
     let mut r = rig(&["node1"]);
     let mut s = sender("node1");
-    let mut forger = Sender::with_salt(b"wrong", CLUSTER, "node1", [7; 16], NOW);
+    let mut forger = Sealer::with_salt(b"wrong", CLUSTER, "node1", [7; 16], NOW);
     for _ in 0..4 {
         assert_eq!(
             r.admit(request(&mut forger, &Request::DaemonStatus)),
@@ -629,7 +629,7 @@ fn new_secret_drops_cached_keys() {
         r.admit(request(&mut s, &Request::DaemonStatus)),
         invalid(Invalid::Decrypt)
     );
-    let mut s2 = Sender::with_salt(b"rotated", CLUSTER, "node1", [9; 16], NOW);
+    let mut s2 = Sealer::with_salt(b"rotated", CLUSTER, "node1", [9; 16], NOW);
     assert_eq!(
         r.admit(request(&mut s2, &Request::Leave)),
         delivered_request("node1", Request::Leave)
@@ -645,7 +645,7 @@ fn keyring_opens_under_either_secret() {
     c.alt_secret = Some("next".into());
     r.gate.set_config(Arc::new(c.clone()));
     let mut old = sender("node1");
-    let mut new = Sender::with_salt(b"next", CLUSTER, "node2", [9; 16], NOW);
+    let mut new = Sealer::with_salt(b"next", CLUSTER, "node2", [9; 16], NOW);
     for _ in 0..3 {
         assert_eq!(
             r.admit(request(&mut old, &Request::DaemonStatus)),
@@ -659,7 +659,7 @@ fn keyring_opens_under_either_secret() {
     // One alternate open for node2's session, then its cached key.
     assert_eq!(r.gate.stats().opened_alternate, 1);
     // Under neither secret: one invalid message, not two.
-    let mut forged = Sender::with_salt(b"neither", CLUSTER, "node1", [7; 16], NOW);
+    let mut forged = Sealer::with_salt(b"neither", CLUSTER, "node1", [7; 16], NOW);
     assert_eq!(
         r.admit(request(&mut forged, &Request::DaemonStatus)),
         invalid(Invalid::Decrypt)
@@ -907,7 +907,7 @@ fn non_member_join_is_delivered() {
     );
     assert!(r.status().is_empty());
     // Still subject to authentication.
-    let mut wrong = Sender::with_salt(b"guess", CLUSTER, "node7", [3; 16], NOW);
+    let mut wrong = Sealer::with_salt(b"guess", CLUSTER, "node7", [3; 16], NOW);
     assert_eq!(
         r.admit(request(&mut wrong, &Request::Join)),
         invalid(Invalid::Decrypt)
@@ -1011,9 +1011,9 @@ proptest! {
             prop_assert_eq!(v.payload_len(), payload.len());
             prop_assert_eq!(v.aad().len(), header_len(nodename.len()));
         }
-        // A Sender's first frame is the same frame at counter 0.
+        // A Sealer's first frame is the same frame at counter 0.
         if counter == 0 {
-            let mut s = Sender::with_salt(SECRET, CLUSTER, &nodename, salt, ts);
+            let mut s = Sealer::with_salt(SECRET, CLUSTER, &nodename, salt, ts);
             prop_assert_eq!(&seal_at(&mut s, kind, &payload, ts), &frame);
         }
         let key = SessionKey::derive(SECRET, CLUSTER, &nodename, &salt);
@@ -1026,7 +1026,7 @@ proptest! {
     fn any_nodename_is_delivered(nodename in arb_nodename(), member in any::<bool>()) {
         let members: Vec<&str> = if member { vec![nodename.as_str()] } else { vec!["other"] };
         let mut r = rig(&members);
-        let mut s = Sender::new(SECRET, CLUSTER, &nodename, NOW);
+        let mut s = Sealer::new(SECRET, CLUSTER, &nodename, NOW);
         let req = if member { Request::Leave } else { Request::Join };
         let mut f = request(&mut s, &req);
         match r.gate.admit(&mut f, NOW) {
@@ -1415,7 +1415,7 @@ fn no_frame_is_sealed_without_os_randomness() {
     fn broken(_: &mut [u8; 16]) -> Result<(), EncodeError> {
         Err(EncodeError::NoRandomness)
     }
-    let mut s = Sender::with_salt_source(SECRET, CLUSTER, "node1", NOW, broken);
+    let mut s = Sealer::with_salt_source(SECRET, CLUSTER, "node1", NOW, broken);
     let mut out = Vec::new();
     assert_eq!(
         s.seal(Kind::Request, b"{}", NOW, &mut out),
@@ -1423,7 +1423,7 @@ fn no_frame_is_sealed_without_os_randomness() {
     );
     assert!(out.is_empty());
     // With the OS generator, two senders never share a salt.
-    let a = Sender::new(SECRET, CLUSTER, "node1", NOW);
-    let b = Sender::new(SECRET, CLUSTER, "node1", NOW);
+    let a = Sealer::new(SECRET, CLUSTER, "node1", NOW);
+    let b = Sealer::new(SECRET, CLUSTER, "node1", NOW);
     assert_ne!(a.salt(), b.salt());
 }

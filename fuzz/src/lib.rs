@@ -20,7 +20,7 @@ use osvc_agent::internals::wire::json;
 use osvc_agent::internals::wire::local::{self, LocalStep};
 use osvc_agent::internals::wire::payload::{ACTIONS, parse_request, valid_svcname};
 use osvc_agent::internals::wire::{
-    FrameView, Header, Kind, Request, RequestParser, Response, Sender, SessionKey, Stale,
+    FrameView, Header, Kind, Request, RequestParser, Response, Sealer, SessionKey, Stale,
 };
 
 /// The receiver every target runs: fixed secret, cluster, members and clock, so that a crasher
@@ -60,7 +60,7 @@ pub fn new_gate() -> (Gate, Arc<SharedGuard>) {
 
 /// The first frame of a session, sealed as a peer of the fuzzed receiver would seal it.
 pub fn seal(nodename: &str, kind: Kind, payload: &[u8]) -> Result<Vec<u8>, EncodeError> {
-    let mut sender = Sender::with_salt(SECRET.as_bytes(), CLUSTER, nodename, SALT, NOW_MS);
+    let mut sender = Sealer::with_salt(SECRET.as_bytes(), CLUSTER, nodename, SALT, NOW_MS);
     let mut out = Vec::new();
     sender.seal(kind, payload, NOW_MS, &mut out)?;
     Ok(out)

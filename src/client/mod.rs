@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock::now_ms;
-use crate::wire::{FrameView, Kind, Request, Response, Sender, SessionKey};
+use crate::wire::{FrameView, Kind, Request, Response, Sealer, SessionKey};
 
 /// A TCP connection from `local` (a specific address of this node, port chosen by the
 /// kernel) to `to`, within `timeout`, returned blocking: a multi-homed node speaks to its
@@ -195,7 +195,7 @@ impl Connection {
         let r = match &mut self.wire {
             Wire::Unix(s) => write_frame(s, &body),
             Wire::Tcp(s, identity) => {
-                let mut sender = Sender::new(
+                let mut sender = Sealer::new(
                     identity.secret.as_bytes(),
                     &identity.cluster,
                     &identity.nodename,

@@ -16,7 +16,7 @@ use crate::config::NodeConfig;
 use crate::hb::MAINTENANCE_COPIES_MS;
 use crate::state::{DaemonState, lock};
 use crate::wire::frame::MAX_UDP_FRAME;
-use crate::wire::{Kind, Sender};
+use crate::wire::{Kind, Sealer};
 
 /// What a heartbeat says of a service: enough for peers to orchestrate, not the whole status.
 fn services_summary(state: &DaemonState) -> Map<String, Value> {
@@ -52,7 +52,7 @@ fn heartbeat_socket(c: &NodeConfig) -> Result<UdpSocket, String> {
 /// does not fit one datagram.
 fn send_to_peers(
     c: &NodeConfig,
-    sender: &mut Sender,
+    sender: &mut Sealer,
     sock: &UdpSocket,
     payload: &[u8],
 ) -> Result<(), usize> {
@@ -117,7 +117,7 @@ fn beat(state: &DaemonState, sock: &UdpSocket) {
         c.nodename.clone(),
     );
     if out.session.as_ref().is_none_or(|(id, _)| *id != identity) {
-        let s = Sender::new(identity.0.as_bytes(), &identity.1, &identity.2, now_ms());
+        let s = Sealer::new(identity.0.as_bytes(), &identity.1, &identity.2, now_ms());
         out.session = Some((identity, s));
     }
     let Some((_, session)) = out.session.as_mut() else {

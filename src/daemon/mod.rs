@@ -15,7 +15,7 @@ use crate::config::{self, ConfigError, Paths};
 use crate::dispatch::Dispatcher;
 use crate::guard::SharedGuard;
 use crate::handlers::{self, Handlers};
-use crate::listener::{ListenerConfig, ListenerShared};
+use crate::listener::{ListenerSettings, ListenerShared};
 use crate::state::DaemonState;
 use crate::state::Dequeue;
 use crate::wire::payload::NodeLocalExpect;
@@ -106,7 +106,7 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
         .map_err(io_err("cannot start the shard threads"))?;
     let _ = state.dispatcher.set(dispatcher.clone());
     let shared = Arc::new(ListenerShared::new(
-        ListenerConfig::from_node(&config),
+        ListenerSettings::from_node(&config),
         guard,
         dispatcher.clone(),
         dequeue,

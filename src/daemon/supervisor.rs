@@ -420,7 +420,7 @@ impl Supervisor {
             guard.replay.clear();
         }
         let old_l = shared.config.get();
-        let new_l = crate::listener::ListenerConfig::from_node(&new);
+        let new_l = crate::listener::ListenerSettings::from_node(&new);
         let rebind = old_l.addr != new_l.addr
             || old_l.threads != new_l.threads
             || old_l.backend != new_l.backend;

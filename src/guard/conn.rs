@@ -131,7 +131,7 @@ impl Framer {
 mod tests {
     use super::*;
     use crate::guard::{GateConfig, SharedGuard};
-    use crate::wire::{Kind, Request, Sender};
+    use crate::wire::{Kind, Request, Sealer};
     use std::sync::Arc;
 
     const NOW: u64 = 1_764_000_000_000;
@@ -160,7 +160,7 @@ mod tests {
     }
 
     fn request(name: &str, payload: &[u8]) -> Vec<u8> {
-        let mut s = Sender::with_salt(b"s", "c", name, [9; 16], NOW);
+        let mut s = Sealer::with_salt(b"s", "c", name, [9; 16], NOW);
         let mut f = Vec::new();
         s.seal(Kind::Request, payload, NOW, &mut f).unwrap();
         f
@@ -224,7 +224,7 @@ mod tests {
         ));
         assert_eq!(read, 4);
         // After a small frame authenticated, the large one is read.
-        let mut s = Sender::with_salt(b"s", "c", "node1", [9; 16], NOW);
+        let mut s = Sealer::with_salt(b"s", "c", "node1", [9; 16], NOW);
         let mut stream = Vec::new();
         for payload in [Request::DaemonStatus.to_vec(), {
             let mut p = Request::DaemonStatus.to_vec();
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_typo_is_answered_and_the_connection_goes_on() {
-        let mut s = Sender::with_salt(b"s", "c", "node1", [9; 16], NOW);
+        let mut s = Sealer::with_salt(b"s", "c", "node1", [9; 16], NOW);
         let mut stream = Vec::new();
         for payload in [
             &br#"{"action":"no_such"}"#[..],

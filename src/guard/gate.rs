@@ -621,7 +621,7 @@ fn open_uncached(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Sender;
+    use crate::wire::Sealer;
 
     const NOW: u64 = 1_764_000_000_000;
 
@@ -637,14 +637,14 @@ mod tests {
         })
     }
 
-    fn frame(s: &mut Sender) -> Vec<u8> {
+    fn frame(s: &mut Sealer) -> Vec<u8> {
         let mut f = Vec::new();
         s.seal(Kind::Request, &Request::DaemonStatus.to_vec(), NOW, &mut f)
             .unwrap();
         f
     }
 
-    fn heartbeat_frame(s: &mut Sender, payload: &[u8]) -> Vec<u8> {
+    fn heartbeat_frame(s: &mut Sealer, payload: &[u8]) -> Vec<u8> {
         let mut f = Vec::new();
         s.seal(Kind::Heartbeat, payload, NOW, &mut f).unwrap();
         f
@@ -655,7 +655,7 @@ mod tests {
     #[test]
     fn repeated_heartbeats_are_recognised() {
         let mut gate = Gate::new(config(&["node1"]), Arc::new(SharedGuard::new(0, 20)));
-        let mut s = Sender::with_salt(b"s", "c", "node1", [1; 16], NOW);
+        let mut s = Sealer::with_salt(b"s", "c", "node1", [1; 16], NOW);
         let a = br#"{"gen":3,"monitor":{"m":1},"services":{"x":{"avail":"up"}}}"#;
         let b = br#"{"gen":4,"monitor":{"m":1},"services":{"x":{"avail":"up"}}}"#;
         let bad = br#"{"gen":0,"monitor":{},"services":{}}"#;
@@ -693,7 +693,7 @@ mod tests {
     fn membership_follows_set_config() {
         // A join rate of 0 drops every non-member's frame before decryption.
         let mut gate = Gate::new(config(&["node1"]), Arc::new(SharedGuard::new(0, 0)));
-        let mut s = Sender::with_salt(b"s", "c", "node2", [1; 16], NOW);
+        let mut s = Sealer::with_salt(b"s", "c", "node2", [1; 16], NOW);
         let not_member = Outcome::Drop(DropReason::JoinRateLimited);
         assert_eq!(gate.admit(&mut frame(&mut s), NOW), not_member);
         gate.set_config(config(&["node1", "node2"]));

@@ -38,7 +38,7 @@ fn add_member(state: &DaemonState, name: &str, addr: Option<&str>) -> Result<boo
 pub(super) fn apply_now(state: &DaemonState, new: config::NodeConfig) {
     if let Some(l) = state.listener.get() {
         l.config
-            .set(crate::listener::ListenerConfig::from_node(&new));
+            .set(crate::listener::ListenerSettings::from_node(&new));
     }
     *state.config.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
 }

@@ -26,7 +26,7 @@ use io::Backend as _;
 
 /// What the listener needs of the configuration (swapped whole on reload).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ListenerConfig {
+pub(crate) struct ListenerSettings {
     pub gate: Arc<GateConfig>,
     pub nodename: String,
     pub addr: SocketAddr,
@@ -40,10 +40,10 @@ pub(crate) struct ListenerConfig {
     pub read_timeout: Duration,
 }
 
-impl ListenerConfig {
+impl ListenerSettings {
     /// The listener's view of a node configuration.
-    pub(crate) fn from_node(c: &crate::config::NodeConfig) -> ListenerConfig {
-        ListenerConfig {
+    pub(crate) fn from_node(c: &crate::config::NodeConfig) -> ListenerSettings {
+        ListenerSettings {
             gate: Arc::new(GateConfig {
                 cluster_name: c.cluster.name.clone(),
                 secret: c.cluster.secret.clone(),
@@ -69,24 +69,24 @@ impl ListenerConfig {
 
 /// The current config and a generation number workers compare against on each wakeup.
 pub(crate) struct ConfigCell {
-    current: RwLock<Arc<ListenerConfig>>,
+    current: RwLock<Arc<ListenerSettings>>,
     generation: AtomicU64,
 }
 
 impl ConfigCell {
-    pub(crate) fn new(c: ListenerConfig) -> Self {
+    pub(crate) fn new(c: ListenerSettings) -> Self {
         ConfigCell {
             current: RwLock::new(Arc::new(c)),
             generation: AtomicU64::new(1),
         }
     }
-    pub(crate) fn get(&self) -> Arc<ListenerConfig> {
+    pub(crate) fn get(&self) -> Arc<ListenerSettings> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-    pub(crate) fn set(&self, c: ListenerConfig) {
+    pub(crate) fn set(&self, c: ListenerSettings) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -139,7 +139,7 @@ pub(crate) struct ListenerShared {
 
 impl ListenerShared {
     pub(crate) fn new(
-        config: ListenerConfig,
+        config: ListenerSettings,
         guard: Arc<SharedGuard>,
         dispatcher: Dispatcher,
         dequeue: Arc<dyn DequeueTrigger>,

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::admission::{AdmissionLimits, Registration};
 use super::io::{Acceptor, Backend, Datagram, Stream, UdpRx};
-use super::{ListenerConfig, ListenerShared, WorkerSlot};
+use super::{ListenerSettings, ListenerShared, WorkerSlot};
 use crate::dispatch::stream::send_stream;
 use crate::dispatch::{Job, Origin, ReceivedHeartbeat, Reply};
 use crate::guard::conn::LEN_PREFIX;
@@ -24,18 +24,18 @@ use crate::guard::{
     CloseReason, FrameLimits, Framer, Gate, GateStats, Message, Notice, Outcome, Step,
 };
 use crate::wire::frame::MAX_UDP_FRAME;
-use crate::wire::{Kind, Response, Sender};
+use crate::wire::{Kind, Response, Sealer};
 
 pub(super) struct Worker {
     id: usize,
     shared: Arc<ListenerShared>,
     slot: Arc<WorkerSlot>,
     base: GateStats,
-    config: RefCell<Arc<ListenerConfig>>,
+    config: RefCell<Arc<ListenerSettings>>,
     generation: Cell<u64>,
     gate: RefCell<Gate>,
     /// This worker's own session for the responses it seals.
-    sender: RefCell<Sender>,
+    sender: RefCell<Sealer>,
     /// Heartbeats of the frames being processed, handed to the heartbeat shard as one job
     /// at the end of the batch (`flush_heartbeats`).
     heartbeats: RefCell<Vec<ReceivedHeartbeat>>,
@@ -155,8 +155,8 @@ impl Worker {
     }
 }
 
-fn new_sender(config: &ListenerConfig) -> Sender {
-    Sender::new(
+fn new_sender(config: &ListenerSettings) -> Sealer {
+    Sealer::new(
         config.gate.secret.as_bytes(),
         &config.gate.cluster_name,
         &config.nodename,

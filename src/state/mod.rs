@@ -19,7 +19,7 @@ use crate::guard::SharedGuard;
 use crate::hb::HbSender;
 use crate::listener::ListenerShared;
 use crate::service::orchestrate::Presence;
-use crate::wire::Sender;
+use crate::wire::Sealer;
 
 /// A command for the supervisor, with where to send its outcome.
 pub(crate) enum SupervisorCmd {
@@ -341,7 +341,7 @@ impl DaemonState {
 pub(crate) struct HbOut {
     pub(crate) content: HbSender,
     /// The identity (secret, cluster, nodename) the session was made for.
-    pub(crate) session: Option<((String, String, String), Sender)>,
+    pub(crate) session: Option<((String, String, String), Sealer)>,
     pub(crate) oversize_logged: bool,
 }
 

@@ -7,14 +7,14 @@ pub mod json;
 pub mod local;
 pub mod payload;
 pub mod replay;
-pub mod sender;
+pub mod sealer;
 pub mod session;
 
 pub use crypto::{Fingerprint, OpenError, SessionKey, derive_key_bytes};
 pub use frame::{FrameView, Header, HeaderError, Kind};
 pub use payload::{Args, PayloadError, Request, RequestParser, Response};
 pub use replay::{ReplayWindow, Stale};
-pub use sender::Sender;
+pub use sealer::Sealer;
 pub use session::{KeyCache, ReplayTable};
 
 /// The hasher of the receive path's small maps (cluster members by nodename, session keys and

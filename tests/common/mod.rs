@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use osvc_agent::internals::wire::{Kind, Sender};
+use osvc_agent::internals::wire::{Kind, Sealer};
 use serde_json::Value;
 
 pub const SECRET: &str = "integration-secret";
@@ -352,17 +352,17 @@ impl Drop for Node {
     }
 }
 
-pub fn peer(name: &str) -> Sender {
-    Sender::new(SECRET.as_bytes(), CLUSTER, name, now_ms())
+pub fn peer(name: &str) -> Sealer {
+    Sealer::new(SECRET.as_bytes(), CLUSTER, name, now_ms())
 }
 
-pub fn frame(s: &mut Sender, kind: Kind, payload: &[u8]) -> Vec<u8> {
+pub fn frame(s: &mut Sealer, kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     s.seal(kind, payload, now_ms(), &mut out).unwrap();
     out
 }
 
-pub fn heartbeat(s: &mut Sender) -> Vec<u8> {
+pub fn heartbeat(s: &mut Sealer) -> Vec<u8> {
     frame(
         s,
         Kind::Heartbeat,

@@ -4,7 +4,7 @@
 pub use osvc_agent::internals::bench_support::{
     heartbeat_payload, heartbeat_payload_at, min_size, overhead,
 };
-use osvc_agent::internals::wire::{Kind, Sender};
+use osvc_agent::internals::wire::{Kind, Sealer};
 
 /// Frames of one size laid out back to back, in the order they are to be sent.
 #[derive(Clone, Debug, Default)]
@@ -47,22 +47,22 @@ pub fn node_names(n: usize) -> Vec<String> {
 }
 
 /// One sender per simulated node, for a cluster's secret and name.
-pub fn senders(secret: &str, cluster: &str, names: &[String], now_ms: u64) -> Vec<Sender> {
+pub fn senders(secret: &str, cluster: &str, names: &[String], now_ms: u64) -> Vec<Sealer> {
     names
         .iter()
-        .map(|n| Sender::new(secret.as_bytes(), cluster, n, now_ms))
+        .map(|n| Sealer::new(secret.as_bytes(), cluster, n, now_ms))
         .collect()
 }
 
 /// Heartbeats for the nodes of one socket: `rounds` rounds, each one frame per node, in
 /// round order (every node's counters increase along the pool).
-pub fn heartbeat_pool(senders: &mut [Sender], payload: &[u8], rounds: usize, now_ms: u64) -> Pool {
+pub fn heartbeat_pool(senders: &mut [Sealer], payload: &[u8], rounds: usize, now_ms: u64) -> Pool {
     heartbeat_pool_with(senders, rounds, now_ms, |_| payload.to_vec())
 }
 
 /// The same, round `r` carrying `payload_of(r)`.
 pub fn heartbeat_pool_with(
-    senders: &mut [Sender],
+    senders: &mut [Sealer],
     rounds: usize,
     now_ms: u64,
     mut payload_of: impl FnMut(usize) -> Vec<u8>,
@@ -98,7 +98,7 @@ pub fn forged_pool(
     now_ms: u64,
 ) -> Pool {
     let payload = heartbeat_payload(frame_size, name.len());
-    let mut s = Sender::new(b"not the cluster secret", cluster, name, now_ms);
+    let mut s = Sealer::new(b"not the cluster secret", cluster, name, now_ms);
     heartbeat_pool(std::slice::from_mut(&mut s), &payload, count, now_ms)
 }
 
@@ -112,7 +112,7 @@ pub fn random_names_pool(
     now_ms: u64,
 ) -> Pool {
     // Names only need to differ from one run to the next, not to be unpredictable.
-    let seed = osvc_agent::internals::wire::sender::random_salt().unwrap_or_else(|_| {
+    let seed = osvc_agent::internals::wire::sealer::random_salt().unwrap_or_else(|_| {
         let mut s = [0u8; 16];
         s[..8].copy_from_slice(&now_ms.to_le_bytes());
         s
@@ -131,7 +131,7 @@ pub fn random_names_pool(
     let mut frame = Vec::new();
     for _ in 0..count {
         let name = format!("{:016x}", next());
-        let mut s = Sender::new(secret.as_bytes(), cluster, &name, now_ms);
+        let mut s = Sealer::new(secret.as_bytes(), cluster, &name, now_ms);
         frame.clear();
         s.seal(Kind::Heartbeat, &payload, now_ms, &mut frame)
             .expect("seals");

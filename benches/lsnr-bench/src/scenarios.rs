@@ -497,7 +497,7 @@ fn hb_udp(
     let now = now_ms();
     let t_seal = Instant::now();
     // Node i goes out on socket i % k, so its frames stay in order on one listener socket.
-    let mut groups: Vec<Vec<osvc_agent::internals::wire::Sender>> =
+    let mut groups: Vec<Vec<osvc_agent::internals::wire::Sealer>> =
         (0..k).map(|_| Vec::new()).collect();
     for (i, s) in frames::senders(&d.secret, CLUSTER, &ctx.names, now)
         .into_iter()

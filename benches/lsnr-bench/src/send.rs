@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::frames::Pool;
-use osvc_agent::internals::wire::{Kind, Sender};
+use osvc_agent::internals::wire::{Kind, Sealer};
 
 /// Datagrams per `sendmmsg` call.
 pub const BATCH: usize = 64;
@@ -203,7 +203,7 @@ pub struct Paced {
 impl Paced {
     pub fn start(
         rate: u64,
-        mut senders: Vec<Sender>,
+        mut senders: Vec<Sealer>,
         payload: Vec<u8>,
         socks: Vec<UdpSocket>,
         deadline: Instant,

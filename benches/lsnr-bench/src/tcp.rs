@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use osvc_agent::internals::client::{Identity, open_response};
 use osvc_agent::internals::clock::now_ms;
-use osvc_agent::internals::wire::{Kind, Request, Sender};
+use osvc_agent::internals::wire::{Kind, Request, Sealer};
 
 #[derive(Clone, Debug, Default)]
 pub struct TcpOutcome {
@@ -109,7 +109,7 @@ pub fn run(
     let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
         let name = &names[i % names.len()];
-        let mut s = Sender::new(identity.secret.as_bytes(), &identity.cluster, name, now);
+        let mut s = Sealer::new(identity.secret.as_bytes(), &identity.cluster, name, now);
         let mut list = Vec::with_capacity(per_conn);
         for _ in 0..per_conn {
             let mut f = vec![0u8; 4];

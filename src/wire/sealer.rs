@@ -1,5 +1,5 @@
-//! The sending side of a session: salt, counter and key, rotated as PROTOCOL.md asks
-//! (fresh salt before the counter reaches 2^32 or after one hour).
+//! A sealing session: the salt, counter and key a node seals its frames with, rotated as
+//! PROTOCOL.md asks (a fresh salt before the counter reaches 2^32 or after one hour).
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -26,7 +26,9 @@ pub fn random_salt() -> Result<[u8; SALT_LEN], EncodeError> {
     Ok(salt)
 }
 
-pub struct Sender {
+/// Seals frames under one session (nodename, salt, counter); rotates to a new session when
+/// the protocol asks.
+pub struct Sealer {
     secret: Box<[u8]>,
     cluster: Box<str>,
     nodename: Box<str>,
@@ -39,7 +41,7 @@ pub struct Sender {
     salts: SaltSource,
 }
 
-impl Sender {
+impl Sealer {
     /// A session under a fresh salt from the OS. If the OS generator fails, the sender holds
     /// no session and every `seal` fails until one succeeds.
     pub fn new(secret: &[u8], cluster: &str, nodename: &str, now_ms: u64) -> Self {
@@ -69,7 +71,7 @@ impl Sender {
         salt: [u8; SALT_LEN],
         now_ms: u64,
     ) -> Self {
-        Sender {
+        Sealer {
             key: SessionKey::derive(secret, cluster, nodename, &salt),
             secret: secret.into(),
             cluster: cluster.into(),
@@ -140,7 +142,7 @@ mod tests {
 
     #[test]
     fn counter_increases_and_session_rotates_after_an_hour() {
-        let mut s = Sender::with_salt(b"k", "c", "n", [1; 16], 0);
+        let mut s = Sealer::with_salt(b"k", "c", "n", [1; 16], 0);
         let mut a = Vec::new();
         s.seal(Kind::Heartbeat, b"{}", 10, &mut a).unwrap();
         let mut b = Vec::new();
@@ -157,7 +159,7 @@ mod tests {
 
     #[test]
     fn rotates_before_counter_wraps() {
-        let mut s = Sender::with_salt(b"k", "c", "n", [1; 16], 0);
+        let mut s = Sealer::with_salt(b"k", "c", "n", [1; 16], 0);
         s.counter = COUNTER_LIMIT;
         let mut a = Vec::new();
         s.seal(Kind::Request, b"{}", 1, &mut a).unwrap();
@@ -171,14 +173,14 @@ mod tests {
     /// Without OS randomness nothing is sealed, neither at the start nor at a rotation.
     #[test]
     fn fails_closed_without_randomness() {
-        let mut s = Sender::with_salt_source(b"k", "c", "n", 0, no_randomness);
+        let mut s = Sealer::with_salt_source(b"k", "c", "n", 0, no_randomness);
         let mut out = Vec::new();
         assert_eq!(
             s.seal(Kind::Request, b"{}", 1, &mut out),
             Err(EncodeError::NoRandomness)
         );
         assert!(out.is_empty());
-        let mut s = Sender::with_salt(b"k", "c", "n", [1; 16], 0);
+        let mut s = Sealer::with_salt(b"k", "c", "n", [1; 16], 0);
         s.salts = no_randomness;
         s.seal(Kind::Request, b"{}", 1, &mut out).unwrap();
         out.clear();
