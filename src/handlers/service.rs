@@ -824,48 +824,17 @@ fn ha_verb(
         for n in &cfg.nodes {
             if *n == c.nodename {
                 let m = shard.monitor(state, &cfg.name);
-                // This node's own `ready` is not a hold in its eyes: it is the election it
-                // is carrying out, decided again on every tick until it starts.
-                let status =
-                    Some(m.status.as_str()).filter(|_| m.status != ServiceMonitorStatus::Ready);
-                views.push(NodeView {
-                    name: n.clone(),
-                    presence: Presence::Up,
-                    frozen: node_frozen,
-                    configured: true,
-                    running: orchestrate::running(Some(avail)),
-                    holds: orchestrate::holds(Some(avail), status, Some(m.local_expect.as_str())),
-                    failed: m.failed(),
-                    gone_for_ms: 0,
-                });
+                views.push(NodeView::local(n, node_frozen, avail, m));
                 continue;
             }
             let Some(p) = peers.get(n) else {
-                views.push(NodeView {
-                    name: n.clone(),
-                    presence: Presence::Gone,
-                    frozen: false,
-                    configured: false,
-                    running: false,
-                    holds: false,
-                    failed: false,
-                    gone_for_ms: gone_for(n),
-                });
+                views.push(NodeView::unheard(n, gone_for(n)));
                 continue;
             };
             let svc = p.service(&cfg.name);
-            let field = |v: &Option<Value>, path: &[&str]| {
-                let mut cur = v.as_ref()?;
-                for k in path {
-                    cur = cur.get(k)?;
-                }
-                cur.as_str().map(str::to_string)
-            };
-            let peer_avail = field(&svc, &["avail"]);
-            let status = field(&svc, &["monitor", "status"]);
-            let local_expect = field(&svc, &["monitor", "local_expect"]);
-            if let Some(ge) = field(&svc, &["monitor", "global_expect"])
-                .as_deref()
+            if let Some(ge) = svc
+                .as_ref()
+                .and_then(|s| s["monitor"]["global_expect"].as_str())
                 .and_then(GlobalExpect::parse)
             {
                 let at = svc
@@ -880,24 +849,14 @@ fn ha_verb(
             {
                 confirmed = false;
             }
-            views.push(NodeView {
-                name: n.clone(),
+            let frozen = p.view.monitor().get_str("local_expect").as_deref() == Some("frozen");
+            views.push(NodeView::peer(
+                n,
                 presence,
-                frozen: p.view.monitor().get_str("local_expect").as_deref() == Some("frozen"),
-                configured: svc.is_some(),
-                running: orchestrate::running(peer_avail.as_deref()),
-                holds: orchestrate::holds(
-                    peer_avail.as_deref(),
-                    status.as_deref(),
-                    local_expect.as_deref(),
-                ),
-                failed: orchestrate::failed(status.as_deref()),
-                gone_for_ms: if presence == Presence::Gone {
-                    gone_for(n)
-                } else {
-                    0
-                },
-            });
+                frozen,
+                svc.as_ref(),
+                gone_for(n),
+            ));
         }
     }
     let m = shard.monitor(state, &cfg.name);

@@ -56,6 +56,64 @@ pub(crate) struct NodeView {
     pub gone_for_ms: u64,
 }
 
+impl NodeView {
+    /// This node, from its own monitor and the instance's availability. Its own `ready` is not
+    /// a hold in its eyes: it is the election it is carrying out, decided again on every tick
+    /// until it starts.
+    pub(crate) fn local(name: &str, frozen: bool, avail: &str, m: &ServiceMonitor) -> NodeView {
+        let status = Some(m.status.as_str()).filter(|_| m.status != ServiceMonitorStatus::Ready);
+        NodeView {
+            name: name.to_string(),
+            presence: Presence::Up,
+            frozen,
+            configured: true,
+            running: running(Some(avail)),
+            holds: holds(Some(avail), status, Some(m.local_expect.as_str())),
+            failed: m.failed(),
+            gone_for_ms: 0,
+        }
+    }
+
+    /// A peer, from what its last heartbeat published of the service (`None`: the service is
+    /// not configured there) and how this node sees it.
+    pub(crate) fn peer(
+        name: &str,
+        presence: Presence,
+        frozen: bool,
+        service: Option<&serde_json::Value>,
+        gone_for_ms: u64,
+    ) -> NodeView {
+        let field = |path: &[&str]| {
+            let mut cur = service?;
+            for k in path {
+                cur = cur.get(k)?;
+            }
+            cur.as_str()
+        };
+        let avail = field(&["avail"]);
+        let status = field(&["monitor", "status"]);
+        NodeView {
+            name: name.to_string(),
+            presence,
+            frozen,
+            configured: service.is_some(),
+            running: running(avail),
+            holds: holds(avail, status, field(&["monitor", "local_expect"])),
+            failed: failed(status),
+            gone_for_ms: if presence == Presence::Gone {
+                gone_for_ms
+            } else {
+                0
+            },
+        }
+    }
+
+    /// A member never heard from.
+    pub(crate) fn unheard(name: &str, gone_for_ms: u64) -> NodeView {
+        NodeView::peer(name, Presence::Gone, false, None, gone_for_ms)
+    }
+}
+
 /// Whether a node's instance holds the service, from what its monitor publishes: it runs, its
 /// monitor is about to start it (`ready`), starting, restarting or stopping it (or failed to
 /// stop it), or it is expected started and not given up on. A node holding it keeps it; nobody

@@ -633,35 +633,14 @@ impl Sim {
         let mut views = Vec::with_capacity(n);
         for name in &node.config.cluster.nodes {
             if *name == node.name {
-                let m = &node.monitor;
-                let status =
-                    Some(m.status.as_str()).filter(|_| m.status != ServiceMonitorStatus::Ready);
                 let avail = if node.running { "up" } else { "down" };
-                views.push(NodeView {
-                    name: name.clone(),
-                    presence: Presence::Up,
-                    frozen: false,
-                    configured: true,
-                    running: node.running,
-                    holds: orchestrate::holds(Some(avail), status, Some(m.local_expect.as_str())),
-                    failed: m.failed(),
-                    gone_for_ms: 0,
-                });
+                views.push(NodeView::local(name, false, avail, &node.monitor));
                 continue;
             }
             let gone_for =
                 crate::state::gone_for_ms(name, &node.peers, &node.seen_via, &node.config, now);
             let Some(p) = node.peers.get(name) else {
-                views.push(NodeView {
-                    name: name.clone(),
-                    presence: Presence::Gone,
-                    frozen: false,
-                    configured: false,
-                    running: false,
-                    holds: false,
-                    failed: false,
-                    gone_for_ms: gone_for,
-                });
+                views.push(NodeView::unheard(name, gone_for));
                 continue;
             };
             let presence = p.presence(now, &node.config);
@@ -669,34 +648,13 @@ impl Sim {
                 confirmed = false;
             }
             let svc = p.service(SERVICE);
-            let field = |path: &[&str]| {
-                let mut cur = svc.as_ref()?;
-                for k in path {
-                    cur = cur.get(k)?;
-                }
-                cur.as_str().map(str::to_string)
-            };
-            let avail = field(&["avail"]);
-            let status = field(&["monitor", "status"]);
-            let local_expect = field(&["monitor", "local_expect"]);
-            views.push(NodeView {
-                name: name.clone(),
+            views.push(NodeView::peer(
+                name,
                 presence,
-                frozen: false,
-                configured: svc.is_some(),
-                running: orchestrate::running(avail.as_deref()),
-                holds: orchestrate::holds(
-                    avail.as_deref(),
-                    status.as_deref(),
-                    local_expect.as_deref(),
-                ),
-                failed: orchestrate::failed(status.as_deref()),
-                gone_for_ms: if presence == Presence::Gone {
-                    gone_for
-                } else {
-                    0
-                },
-            });
+                false,
+                svc.as_ref(),
+                gone_for,
+            ));
         }
         self.nodes[i].quorum_since = quorum_since;
         let policy = Policy {
