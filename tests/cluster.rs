@@ -407,6 +407,9 @@ fn sigterm_stops_like_daemon_stop_and_sighup_reloads() {
     assert!(!nodes[0].root.join("var/lsnr.sock").exists());
     assert!(!nodes[0].root.join("var/osvcd.pid").exists());
     assert!(flags[0].exists() && plain.exists(), "instances untouched");
+    let log = nodes[0].log();
+    assert!(log.contains("signal received"), "{log}");
+    assert!(!log.contains('\x1b'), "no colour codes in a log file");
     assert_eq!(peer_status(&nodes[1], "n1")["status"], "maintenance");
     let (_, _, seen) = watch(&nodes, &flags, Duration::from_millis(3000));
     assert_eq!(seen, ["n1"], "no takeover");

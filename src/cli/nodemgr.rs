@@ -330,13 +330,21 @@ fn print_response(cli: &Cli, request: &Request, response: &Response) -> ExitCode
     }
 }
 
+/// Logs on stderr: colours only on a terminal (not in `osvcd.log`, not under systemd); under
+/// systemd (`JOURNAL_STREAM` set) no timestamps of our own, the journal stamps every line.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        fmt.without_time().try_init()
+    } else {
+        fmt.try_init()
+    };
 }
 
 fn daemon_run(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
