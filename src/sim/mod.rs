@@ -621,7 +621,8 @@ impl Sim {
         }
         let node = &self.nodes[i];
         let ready = node.ready_latched;
-        let quorum = crate::state::votes(&node.config, &node.peers, now).has_quorum();
+        let quorum =
+            crate::state::votes(&node.config, &node.peers, &Default::default(), now).has_quorum();
         let quorum_since = match (quorum, node.quorum_since) {
             (false, _) => None,
             (true, Some(t)) => Some(t),

@@ -5,7 +5,7 @@ mod dequeue;
 
 pub(crate) use dequeue::Dequeue;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -172,22 +172,41 @@ pub(crate) fn gone_for_ms(
 }
 
 /// This node's votes for quorum: itself, every member it sees up that sees it too (by that
-/// member's last heartbeat; one that does not say is taken at its word), and every member in
-/// maintenance.
+/// member's last heartbeat; one that does not say is taken at its word), every member in
+/// maintenance, and every arbitrator whose grant it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Votes {
     pub votes: usize,
+    /// Members and arbitrators.
     pub total: usize,
+    pub members: usize,
+    pub arbitrators: usize,
+    /// Of `votes`, the arbitrators'.
+    pub arbitrator_votes: usize,
 }
 
 impl Votes {
     pub(crate) fn has_quorum(&self) -> bool {
-        crate::service::orchestrate::has_quorum(self.votes, self.total, 0)
+        crate::service::orchestrate::has_quorum(self.votes, self.members, self.arbitrators)
     }
 }
 
-pub(crate) fn votes(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> Votes {
-    let mut votes = 1;
+/// An arbitrator's vote as this node holds it: granted for `partition`, until `until_ms` on
+/// this node's clock (counted from before the request went out, so it ends no later than the
+/// arbitrator's own record of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ArbitratorGrant {
+    pub partition: BTreeSet<String>,
+    pub until_ms: u64,
+}
+
+/// The arbitrators' grants this node holds, by `[arbitrator#N]` section name.
+pub(crate) type ArbitratorGrants = BTreeMap<String, ArbitratorGrant>;
+
+/// The members whose votes this node counts (itself, members up that see it, members in
+/// maintenance): the partition it asks arbitrators' votes for.
+pub(crate) fn partition(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> BTreeSet<String> {
+    let mut seen = BTreeSet::from([config.nodename.clone()]);
     for name in config
         .cluster
         .nodes
@@ -195,15 +214,49 @@ pub(crate) fn votes(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> Votes 
         .filter(|n| **n != config.nodename)
     {
         let Some(p) = peers.get(name) else { continue };
-        votes += match p.presence(now_ms, config) {
-            Presence::Up => usize::from(p.sees(&config.nodename) != Some(false)),
-            Presence::Maintenance => 1,
-            Presence::Gone => 0,
+        let counts = match p.presence(now_ms, config) {
+            Presence::Up => p.sees(&config.nodename) != Some(false),
+            Presence::Maintenance => true,
+            Presence::Gone => false,
         };
+        if counts {
+            seen.insert(name.clone());
+        }
     }
+    seen
+}
+
+/// Whether a grant counts now: unexpired, and every member of the partition it was granted
+/// for still seen. A grant for a partition this node no longer fully sees may be shared with
+/// a member now cut off from it: it stops counting at once rather than when it expires.
+pub(crate) fn grant_counts(grant: &ArbitratorGrant, seen: &BTreeSet<String>, now_ms: u64) -> bool {
+    grant.until_ms > now_ms && grant.partition.is_subset(seen)
+}
+
+pub(crate) fn votes(
+    config: &NodeConfig,
+    peers: &PeerMap,
+    grants: &ArbitratorGrants,
+    now_ms: u64,
+) -> Votes {
+    let seen = partition(config, peers, now_ms);
+    let arbitrator_votes = config
+        .arbitrators
+        .keys()
+        .filter(|name| {
+            grants
+                .get(*name)
+                .is_some_and(|g| grant_counts(g, &seen, now_ms))
+        })
+        .count();
+    let members = config.cluster.nodes.len().max(1);
+    let arbitrators = config.arbitrators.len();
     Votes {
-        votes,
-        total: config.cluster.nodes.len().max(1),
+        votes: seen.len() + arbitrator_votes,
+        total: members + arbitrators,
+        members,
+        arbitrators,
+        arbitrator_votes,
     }
 }
 
@@ -233,6 +286,12 @@ pub(crate) struct DaemonState {
     pub peers: Mutex<PeerMap>,
     /// Written with `peers`, by the heartbeat shard: see [`last_seen_by_anyone`].
     pub seen_via: Mutex<SeenVia>,
+    /// The arbitrators' votes this node holds, renewed by the `arbitrators` thread.
+    pub arbitrator_grants: Mutex<ArbitratorGrants>,
+    /// What the `arbitrators` thread last heard from each arbitrator, for `daemon status`.
+    pub arbitrator_status: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// On an arbitrator (`[arbitrator] serve`): the grants of its vote in force.
+    pub arbitrator_lease: Mutex<crate::service::arbitrator::ArbitratorLease>,
     /// Since when this node has held quorum without a break, as the monitor last found.
     pub quorum_since: Mutex<Option<u64>>,
     pub started_ms: u64,
