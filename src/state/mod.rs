@@ -414,3 +414,65 @@ impl HbOut {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let text = "[node]\nnodename = n1\n[cluster]\nsecret = x\nnodes = n1 n2\nquorum = true\n\
+                    [hb]\ninterval = 500ms\ntimeout = 2s\n[arbitrator#1]\naddr = 127.0.0.3:1214\n";
+        let path = std::path::Path::new("node.conf");
+        crate::config::IniDocument::parse(text, path)
+            .and_then(|doc| NodeConfig::from_document(&doc, path))
+            .unwrap()
+    }
+
+    fn peer_seen_at(at_ms: u64) -> PeerStatus {
+        PeerStatus {
+            addr: "127.0.0.2:1214".parse().unwrap(),
+            last_seen_ms: at_ms,
+            view: Default::default(),
+            sees: Some(vec!["n1".into(), "n2".into()]),
+        }
+    }
+
+    fn grant(names: &[&str], until_ms: u64) -> ArbitratorGrants {
+        let partition = names.iter().map(|n| n.to_string()).collect();
+        BTreeMap::from([(
+            "arbitrator#1".to_string(),
+            ArbitratorGrant {
+                partition,
+                until_ms,
+            },
+        )])
+    }
+
+    #[test]
+    fn an_arbitrator_vote_counts_while_unexpired_and_its_partition_is_seen() {
+        let c = config();
+        let mut peers = PeerMap::default();
+        peers.insert("n2".into(), peer_seen_at(10_000));
+        let both = grant(&["n1", "n2"], 15_000);
+        let v = votes(&c, &peers, &both, 11_000);
+        assert_eq!((v.votes, v.total, v.arbitrator_votes), (3, 3, 1));
+        assert!(v.has_quorum());
+        assert_eq!(
+            votes(&c, &peers, &both, 15_000).arbitrator_votes,
+            0,
+            "expired"
+        );
+        // n2 stale: a grant for {n1, n2} no longer counts, one for {n1} does.
+        let v = votes(&c, &peers, &both, 12_500);
+        assert_eq!((v.votes, v.arbitrator_votes), (1, 0));
+        assert!(!v.has_quorum());
+        let v = votes(&c, &peers, &grant(&["n1"], 15_000), 12_500);
+        assert_eq!((v.votes, v.arbitrator_votes), (2, 1));
+        assert!(v.has_quorum(), "two of three votes");
+        // A grant from an arbitrator no longer configured does not count.
+        let mut other = grant(&["n1"], 15_000);
+        let g = other.remove("arbitrator#1").unwrap();
+        other.insert("arbitrator#9".into(), g);
+        assert_eq!(votes(&c, &peers, &other, 12_500).arbitrator_votes, 0);
+    }
+}
