@@ -1063,6 +1063,11 @@ fn an_arbitrator_grants_its_vote_to_one_partition() {
     let d = ask_vote(&arb, "peer2", &["peer1", "peer2"]).data.unwrap();
     assert_eq!(d["granted"], true, "{d}");
     assert_eq!(d["holders"], serde_json::json!(["peer1", "peer2"]));
+    let holders = arb.status()["quorum"]["vote_holders"].clone();
+    assert!(
+        holders["peer1"].as_u64().is_some() && holders["peer2"].as_u64().is_some(),
+        "{holders}"
+    );
 
     let r = ask_vote(&arb, "peer1", &["peer1", "n9"]);
     assert!(r.error.unwrap().contains("\"n9\" is not a member"));

@@ -134,6 +134,10 @@ fn quorum_json(state: &DaemonState, config: &NodeConfig, now: u64) -> serde_json
         "partition": seen,
         "arbitrators": arbitrators,
         "serves_as_arbitrator": config.arbitrator_serve,
+        // On an arbitrator: the members holding its vote, with the ms their grant still runs.
+        "vote_holders": config
+            .arbitrator_serve
+            .then(|| lock(&state.arbitrator_lease).holders(now)),
     })
 }
 

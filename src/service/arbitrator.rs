@@ -35,6 +35,15 @@ pub(crate) struct ArbitratorLease {
 }
 
 impl ArbitratorLease {
+    /// The members holding an unexpired grant at `now_ms`, with how long it still runs.
+    pub(crate) fn holders(&self, now_ms: u64) -> BTreeMap<String, u64> {
+        self.grants
+            .iter()
+            .filter(|(_, g)| g.expires_ms > now_ms)
+            .map(|(name, g)| (name.clone(), g.expires_ms - now_ms))
+            .collect()
+    }
+
     /// `requester` asks for the vote for `partition` (the requester is added to it if
     /// missing) at `now_ms`; a grant lasts `lease_ms`.
     pub(crate) fn request(
@@ -108,6 +117,10 @@ mod tests {
         assert!(!l.request("n1", &set(&["n1", "n2"]), 2350, 1000).granted);
         assert!(l.request("n2", &set(&["n1", "n2"]), 2400, 1000).granted);
         assert!(l.request("n1", &set(&["n1", "n2"]), 2450, 1000).granted);
+        let holders = l.holders(2500);
+        assert_eq!(holders.get("n1"), Some(&950));
+        assert_eq!(holders.get("n2"), Some(&900));
+        assert!(l.holders(3450).is_empty());
     }
 
     #[test]
