@@ -32,6 +32,11 @@ pub(crate) struct Answer {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ArbitratorLease {
     grants: BTreeMap<String, Grant>,
+    /// A larger partition refused because a smaller one holds the vote: while it keeps
+    /// asking, the smaller one's renewals are refused, so that its grants expire and the
+    /// larger one gets the vote (with an odd count of members, the side with more members
+    /// needs the vote for quorum; the other cannot have quorum with it).
+    claim: Option<Grant>,
 }
 
 impl ArbitratorLease {
@@ -56,18 +61,45 @@ impl ArbitratorLease {
         self.grants.retain(|_, g| g.expires_ms > now_ms);
         let mut partition = partition.clone();
         partition.insert(requester.to_string());
-        let conflict = self
+        let conflicts: Vec<&Grant> = self
             .grants
             .iter()
             .filter(|(name, g)| {
                 name.as_str() != requester
                     && !(partition.contains(name.as_str()) && g.partition.contains(requester))
             })
-            .map(|(_, g)| g.expires_ms)
-            .max();
-        let (granted, expires_in_ms) = match conflict {
-            Some(until) => (false, until.saturating_sub(now_ms)),
-            None => {
+            .map(|(_, g)| g)
+            .collect();
+        if self.claim.as_ref().is_some_and(|c| c.expires_ms <= now_ms) {
+            self.claim = None;
+        }
+        let (granted, expires_in_ms) =
+            if let Some(until) = conflicts.iter().map(|g| g.expires_ms).max() {
+                if conflicts
+                    .iter()
+                    .all(|g| g.partition.len() < partition.len())
+                {
+                    self.claim = Some(Grant {
+                        partition,
+                        expires_ms: now_ms.saturating_add(lease_ms),
+                    });
+                }
+                (false, until.saturating_sub(now_ms))
+            } else if let Some(claim) = self
+                .claim
+                .as_ref()
+                .filter(|c| c.partition.len() > partition.len() && !c.partition.contains(requester))
+            {
+                // A larger partition claims the vote: this side lets its grant run out.
+                (false, claim.expires_ms.saturating_sub(now_ms))
+            } else {
+                if self
+                    .claim
+                    .as_ref()
+                    .is_some_and(|c| c.partition.contains(requester))
+                {
+                    self.claim = None;
+                }
                 self.grants.insert(
                     requester.to_string(),
                     Grant {
@@ -76,8 +108,7 @@ impl ArbitratorLease {
                     },
                 );
                 (true, lease_ms)
-            }
-        };
+            };
         Answer {
             granted,
             holders: self.grants.keys().cloned().collect(),
@@ -121,6 +152,28 @@ mod tests {
         assert_eq!(holders.get("n1"), Some(&950));
         assert_eq!(holders.get("n2"), Some(&900));
         assert!(l.holders(3450).is_empty());
+    }
+
+    #[test]
+    fn a_larger_partition_gets_the_vote_once_the_smaller_ones_grant_runs_out() {
+        let mut l = ArbitratorLease::default();
+        let pair = set(&["n1", "n2"]);
+        // n3, cut off alone, got the vote first.
+        assert!(l.request("n3", &set(&["n3"]), 0, 1000).granted);
+        assert!(!l.request("n1", &pair, 100, 1000).granted);
+        // The pair's claim: n3's renewals are refused, its grant runs out.
+        let a = l.request("n3", &set(&["n3"]), 400, 1000);
+        assert!(!a.granted);
+        assert_eq!(a.holders, vec!["n3"]);
+        assert!(!l.request("n2", &pair, 900, 1000).granted);
+        assert!(l.request("n2", &pair, 1000, 1000).granted);
+        assert!(l.request("n1", &pair, 1100, 1000).granted);
+        assert!(!l.request("n3", &set(&["n3"]), 1200, 1000).granted);
+        // Without a claim, a partition of equal size keeps what it holds.
+        let mut l = ArbitratorLease::default();
+        assert!(l.request("n1", &set(&["n1"]), 0, 1000).granted);
+        assert!(!l.request("n2", &set(&["n2"]), 100, 1000).granted);
+        assert!(l.request("n1", &set(&["n1"]), 400, 1000).granted);
     }
 
     #[test]
