@@ -1027,9 +1027,19 @@ fn unauthenticated_frames_are_not_buffered(backend: &str) {
 
 /// `arbitrator_vote`, sealed as `nodename`, to `n`: the response.
 fn ask_vote(n: &Node, nodename: &str, partition: &[&str]) -> osvc_agent::internals::wire::Response {
+    ask_vote_for(n, nodename, partition, None)
+}
+
+fn ask_vote_for(
+    n: &Node,
+    nodename: &str,
+    partition: &[&str],
+    hold_ms: Option<u64>,
+) -> osvc_agent::internals::wire::Response {
     let mut s = peer(nodename);
     let request = Request::ArbitratorVote {
         partition: partition.iter().map(|p| p.to_string()).collect(),
+        hold_ms,
     };
     let f = frame(&mut s, Kind::Request, &request.to_vec());
     open_as(nodename, tcp_request(n.addr(), &f).expect("answered"))
@@ -1067,6 +1077,15 @@ fn an_arbitrator_grants_its_vote_to_one_partition() {
     assert!(
         holders["peer1"].as_u64().is_some() && holders["peer2"].as_u64().is_some(),
         "{holders}"
+    );
+
+    // A member whose daemon stops asks for its maintenance grace period.
+    let d = ask_vote_for(&arb, "peer1", &["peer1", "peer2"], Some(60_000))
+        .data
+        .unwrap();
+    assert_eq!(
+        (d["granted"].as_bool(), d["expires_in_ms"].as_u64()),
+        (Some(true), Some(60_000))
     );
 
     let r = ask_vote(&arb, "peer1", &["peer1", "n9"]);

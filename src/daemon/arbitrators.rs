@@ -25,6 +25,8 @@ const MAX_PERIOD_MS: u64 = 5_000;
 struct Answer {
     granted: bool,
     lease_ms: u64,
+    /// Granted: how long the grant lasts.
+    expires_in_ms: u64,
     holders: serde_json::Value,
 }
 
@@ -32,12 +34,14 @@ fn ask(
     addr: SocketAddr,
     state: &DaemonState,
     partition: &BTreeSet<String>,
+    hold_ms: Option<u64>,
     timeout: Duration,
 ) -> Result<Answer, String> {
     let c = state.config();
     let identity = crate::client::Identity::of(&c);
     let request = Request::ArbitratorVote {
         partition: partition.iter().cloned().collect(),
+        hold_ms,
     };
     let r =
         crate::client::call_peer(addr, &identity, &request, timeout).map_err(|e| e.to_string())?;
@@ -51,15 +55,19 @@ fn ask(
     let lease_ms = data["lease_ms"]
         .as_u64()
         .ok_or("answer without \"lease_ms\"")?;
+    let expires_in_ms = data["expires_in_ms"]
+        .as_u64()
+        .ok_or("answer without \"expires_in_ms\"")?;
     Ok(Answer {
         granted,
         lease_ms,
+        expires_in_ms,
         holders: data["holders"].clone(),
     })
 }
 
 /// One round: every arbitrator asked once. Returns the next period.
-fn round(state: &DaemonState, period_ms: u64) -> u64 {
+fn round(state: &DaemonState, period_ms: u64, hold_ms: Option<u64>) -> u64 {
     let c = state.config();
     let mut next = period_ms;
     let timeout = Duration::from_millis(period_ms.clamp(MIN_PERIOD_MS, 2_000));
@@ -74,7 +82,7 @@ fn round(state: &DaemonState, period_ms: u64) -> u64 {
                 a.next()
                     .ok_or_else(|| format!("{addr_text} resolves to nothing"))
             });
-        let result = addr.and_then(|a| ask(a, state, &partition, timeout));
+        let result = addr.and_then(|a| ask(a, state, &partition, hold_ms, timeout));
         let status = match result {
             Ok(a) => {
                 let mut grants = lock(&state.arbitrator_grants);
@@ -83,7 +91,7 @@ fn round(state: &DaemonState, period_ms: u64) -> u64 {
                         name.clone(),
                         ArbitratorGrant {
                             partition: partition.clone(),
-                            until_ms: asked_at.saturating_add(a.lease_ms),
+                            until_ms: asked_at.saturating_add(a.expires_in_ms),
                         },
                     );
                 } else if grants.remove(name).is_some() {
@@ -104,12 +112,27 @@ fn round(state: &DaemonState, period_ms: u64) -> u64 {
     next
 }
 
+/// The daemon stops, its instances run on: every arbitrator is asked to hold this node's
+/// grant for the maintenance grace period, as peers trust a node in maintenance that long
+/// (a peer cut from this node never saw the notice; without this it could get the vote and
+/// start what still runs here).
+pub(crate) fn advertise_maintenance(state: &DaemonState) {
+    let c = state.config();
+    if c.arbitrators.is_empty() || !c.quorum {
+        return;
+    }
+    let hold_ms = c
+        .maintenance_grace_ms
+        .min(crate::wire::payload::MAX_HOLD_MS);
+    round(state, FIRST_PERIOD_MS, Some(hold_ms));
+}
+
 pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
     let mut period_ms = FIRST_PERIOD_MS;
     while !*stop.borrow() {
         let started = Instant::now();
         if !state.config().arbitrators.is_empty() {
-            period_ms = round(&state, period_ms);
+            period_ms = round(&state, period_ms, None);
         }
         let period = Duration::from_millis(period_ms);
         while started.elapsed() < period && !*stop.borrow() {

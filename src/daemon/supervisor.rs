@@ -295,6 +295,7 @@ impl Supervisor {
         };
         self.stop("hb.tx");
         advertise_maintenance(&state);
+        super::arbitrators::advertise_maintenance(&state);
         for id in THREADS {
             self.stop(id);
         }

@@ -10,7 +10,12 @@ use crate::dispatch::Origin;
 use crate::state::{DaemonState, lock};
 use crate::wire::Response;
 
-pub(super) fn vote(state: &DaemonState, origin: &Origin, partition: &[String]) -> Response {
+pub(super) fn vote(
+    state: &DaemonState,
+    origin: &Origin,
+    partition: &[String],
+    hold_ms: Option<u64>,
+) -> Response {
     let c = state.config();
     if !c.arbitrator_serve {
         return Response::error("arbitrator_vote: this node is not an arbitrator");
@@ -26,8 +31,10 @@ pub(super) fn vote(state: &DaemonState, origin: &Origin, partition: &[String]) -
     }
     let partition: BTreeSet<String> = partition.iter().cloned().collect();
     let now = crate::clock::now_ms();
-    let answer =
-        lock(&state.arbitrator_lease).request(nodename, &partition, now, c.arbitrator_lease_ms);
+    // A member whose daemon stops keeps its instances running for its maintenance grace
+    // period without applying any split action: its grant covers that time.
+    let lease_ms = c.arbitrator_lease_ms.max(hold_ms.unwrap_or(0));
+    let answer = lock(&state.arbitrator_lease).request(nodename, &partition, now, lease_ms);
     if answer.granted {
         tracing::debug!(requester = %nodename, ?partition, "arbitrator vote granted");
     } else {

@@ -82,7 +82,9 @@ impl ShardHandler for Handlers {
             Request::KeyringUse { fingerprint } => keyring::use_secret(st, &fingerprint),
             Request::KeyringRemove { fingerprint } => keyring::remove(st, &fingerprint),
             Request::KeyringList => keyring::list(st),
-            Request::ArbitratorVote { partition } => arbitrator::vote(st, origin, &partition),
+            Request::ArbitratorVote { partition, hold_ms } => {
+                arbitrator::vote(st, origin, &partition, hold_ms)
+            }
         };
         if response.status != 0 {
             tracing::debug!(action, ?origin, error = ?response.error, "request failed");

@@ -419,7 +419,7 @@ impl Sim {
             Event::Beat(i, life) => {
                 if self.nodes[i].life == life && self.nodes[i].daemon == Daemon::Running {
                     self.beat(i, false);
-                    self.ask_arbitrator(i);
+                    self.ask_arbitrator(i, 0);
                     let next = self.cfg.hb_interval;
                     self.at(next, Event::Beat(i, life));
                 }
@@ -481,11 +481,11 @@ impl Sim {
 
     /// Node `i` asks the arbitrator for its vote, as the `arbitrators` thread does (the round
     /// trip taken as instant: the grant is dated from the node's clock before it).
-    fn ask_arbitrator(&mut self, i: usize) {
-        let lease = self.cfg.arbitrator_lease;
-        if lease == 0 || !self.nodes[i].reaches_arbitrator {
+    fn ask_arbitrator(&mut self, i: usize, hold: u64) {
+        if self.cfg.arbitrator_lease == 0 || !self.nodes[i].reaches_arbitrator {
             return;
         }
+        let lease = self.cfg.arbitrator_lease.max(hold);
         let now = self.local(i);
         let node = &self.nodes[i];
         let partition = crate::state::partition(&node.config, &node.peers, now);
@@ -589,6 +589,7 @@ impl Sim {
                     for _ in crate::hb::MAINTENANCE_COPIES_MS {
                         self.beat(i, true);
                     }
+                    self.ask_arbitrator(i, self.cfg.maintenance_grace);
                     let node = &mut self.nodes[i];
                     node.daemon = Daemon::Stopped;
                     node.life += 1;

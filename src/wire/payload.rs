@@ -142,6 +142,9 @@ pub enum Request {
     ArbitratorVote {
         /// Sorted, without repeats.
         partition: Vec<String>,
+        /// A grant longer than the arbitrator's lease, up to `MAX_HOLD_MS`: asked by a member
+        /// whose daemon stops while its instances run on (its maintenance grace period).
+        hold_ms: Option<u64>,
     },
 }
 
@@ -333,7 +336,12 @@ impl Request {
             Request::KeyringUse { fingerprint } | Request::KeyringRemove { fingerprint } => {
                 put("fingerprint", json!(fingerprint))
             }
-            Request::ArbitratorVote { partition } => put("partition", json!(partition)),
+            Request::ArbitratorVote { partition, hold_ms } => {
+                put("partition", json!(partition));
+                if let Some(h) = hold_ms {
+                    put("hold_ms", json!(h));
+                }
+            }
             Request::JoinRelay { nodename, addr } => {
                 put("nodename", json!(nodename));
                 if let Some(a) = addr {
@@ -688,13 +696,23 @@ fn request_from_options(
             }
             partition.sort_unstable();
             partition.dedup();
-            opts.done(Request::ArbitratorVote { partition }, &["partition"])?
+            let hold_ms = opts.opt_u64("hold_ms")?;
+            if hold_ms.is_some_and(|h| h > MAX_HOLD_MS) {
+                return Err(opts.bad("hold_ms", "at most 3600000 (one hour)"));
+            }
+            opts.done(
+                Request::ArbitratorVote { partition, hold_ms },
+                &["partition", "hold_ms"],
+            )?
         }
         // ACTIONS and this match list the same names.
         other => return Err(PayloadError::UnknownAction(other.to_string())),
     };
     Ok(request)
 }
+
+/// The longest grant a member may ask an arbitrator for.
+pub const MAX_HOLD_MS: u64 = 3_600_000;
 
 /// More members than any cluster has.
 const MAX_PARTITION: usize = 1024;
@@ -1103,7 +1121,8 @@ mod tests {
         assert_eq!(
             parse(r#"{"action":"arbitrator_vote","options":{"partition":["n2","n1","n2"]}}"#),
             Ok(Request::ArbitratorVote {
-                partition: vec!["n1".into(), "n2".into()]
+                partition: vec!["n1".into(), "n2".into()],
+                hold_ms: None,
             })
         );
         for (bad, msg) in [
@@ -1126,6 +1145,14 @@ mod tests {
             (
                 r#"{"action":"arbitrator_vote","options":{"partition":[""]}}"#,
                 "no whitespace",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":["n1"],"hold_ms":3600001}}"#,
+                "at most 3600000",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":["n1"],"hold_ms":-1}}"#,
+                "non-negative integer",
             ),
             (
                 r#"{"action":"arbitrator_vote","options":{"partition":["n1"],"x":1}}"#,
@@ -1164,9 +1191,14 @@ mod tests {
             Just(Request::BlacklistClear),
             Just(Request::Join),
             Just(Request::KeyringList),
-            prop::collection::btree_set(arb_name(), 1..5).prop_map(|p| Request::ArbitratorVote {
-                partition: p.into_iter().collect()
-            }),
+            (
+                prop::collection::btree_set(arb_name(), 1..5),
+                proptest::option::of(0..=MAX_HOLD_MS)
+            )
+                .prop_map(|(p, hold_ms)| Request::ArbitratorVote {
+                    partition: p.into_iter().collect(),
+                    hold_ms
+                }),
             "[!-~]([ -~]{0,30}[!-~])?".prop_map(|s| Request::KeyringInstall {
                 secret: Secret::new(s).unwrap()
             }),
