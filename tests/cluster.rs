@@ -739,3 +739,111 @@ fn quorum_cut_off_node_stops_and_the_majority_takes_over_without_overlap() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(!flags[0].exists());
 }
+
+fn holds_arbitrator_vote(n: &Node) -> bool {
+    n.status()["quorum"]["arbitrators"]["arbitrator#1"]["vote_held"] == true
+}
+
+/// Two nodes with quorum and an arbitrator both reach: cut apart, the side that gets the
+/// arbitrator's lease keeps (or takes over) the service, the other stops it; never two
+/// instances. Healed, one instance.
+#[test]
+fn two_nodes_and_an_arbitrator_one_side_keeps_the_service() {
+    let port = free_port_on(&IPS);
+    let extra = format!("{TUNING}[node]\n[arbitrator#1]\naddr = {}:{port}\n", IPS[2]);
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            Node::start(Opts {
+                name: ["n1", "n2"][i],
+                ip: IPS[i],
+                nodes: "n1 n2",
+                extra: &extra,
+                port: Some(port),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let arbitrator = Node::start(Opts {
+        name: "arb",
+        ip: IPS[2],
+        nodes: "n1 n2",
+        extra: &format!("{TUNING}[arbitrator]\nserve = true\nlease = 3s\n"),
+        port: Some(port),
+        ..Default::default()
+    });
+    for n in &nodes {
+        n.nodemgr(&["set", "--param", "cluster.quorum", "--value", "true"]);
+    }
+    let flags: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            n.flag_service(
+                "ha1",
+                "nodes = n1 n2\norchestrate = ha",
+                "",
+                "timeout = 1\n",
+            )
+        })
+        .collect();
+    wait_converged(&nodes);
+    wait_for(
+        "both hold the arbitrator's vote",
+        Duration::from_secs(15),
+        || {
+            nodes
+                .iter()
+                .all(|n| n.status()["quorum"]["enabled"] == true && holds_arbitrator_vote(n))
+                .then_some(())
+        },
+    );
+    let q = nodes[0].status()["quorum"].clone();
+    assert_eq!(
+        (q["votes"].as_u64(), q["total"].as_u64()),
+        (Some(3), Some(3)),
+        "{q}"
+    );
+    assert_eq!(arbitrator.status()["quorum"]["serves_as_arbitrator"], true);
+    nodes[0].svcmgr("ha1", &["set", "monitor", "--global-expect", "started"]);
+    wait_for("ha1 on n1", Duration::from_secs(15), || {
+        flags[0].exists().then_some(())
+    });
+
+    let t = std::time::Instant::now();
+    cut(&nodes[0], &nodes[1]);
+    // Sampled every 50 ms until one side holds the vote and runs the service, the other
+    // side without quorum.
+    let mut settled = None;
+    while t.elapsed() < Duration::from_secs(40) && settled.is_none() {
+        let on = running_on(&nodes, &flags);
+        assert!(on.len() <= 1, "two instances: {on:?} at {:?}", t.elapsed());
+        if let [winner] = on.as_slice() {
+            let (w, l) = if winner == "n1" {
+                (&nodes[0], &nodes[1])
+            } else {
+                (&nodes[1], &nodes[0])
+            };
+            if peer_status(w, &l.name)["status"] == "stale"
+                && holds_arbitrator_vote(w)
+                && !holds_arbitrator_vote(l)
+                && l.status()["quorum"]["has_quorum"] == false
+            {
+                settled = Some((winner.clone(), t.elapsed()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (winner, at) = settled.expect("one side holds the vote and the service");
+    eprintln!("cut at 0: {winner} holds the arbitrator's vote and runs ha1 at {at:?}");
+    let (twice, _, seen) = watch(&nodes, &flags, Duration::from_millis(2000));
+    assert_eq!(twice, Duration::ZERO);
+    assert_eq!(seen, vec![winner.clone()]);
+
+    heal(&nodes[0], &nodes[1]);
+    wait_converged(&nodes);
+    wait_for("both hold the vote again", Duration::from_secs(15), || {
+        nodes.iter().all(holds_arbitrator_vote).then_some(())
+    });
+    let (twice, nowhere, seen) = watch(&nodes, &flags, Duration::from_millis(2000));
+    assert_eq!((twice, nowhere), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(seen, vec![winner]);
+}

@@ -1024,3 +1024,82 @@ fn unauthenticated_frames_are_not_buffered(backend: &str) {
     drop(held);
     assert_eq!(n.status()["listener"]["counters"]["tcp_closed_length"], 1);
 }
+
+/// `arbitrator_vote`, sealed as `nodename`, to `n`: the response.
+fn ask_vote(n: &Node, nodename: &str, partition: &[&str]) -> osvc_agent::internals::wire::Response {
+    ask_vote_for(n, nodename, partition, None)
+}
+
+fn ask_vote_for(
+    n: &Node,
+    nodename: &str,
+    partition: &[&str],
+    hold_ms: Option<u64>,
+) -> osvc_agent::internals::wire::Response {
+    let mut s = peer(nodename);
+    let request = Request::ArbitratorVote {
+        partition: partition.iter().map(|p| p.to_string()).collect(),
+        hold_ms,
+    };
+    let f = frame(&mut s, Kind::Request, &request.to_vec());
+    open_as(nodename, tcp_request(n.addr(), &f).expect("answered"))
+}
+
+/// An arbitrator grants its vote to one partition of its members at a time; it refuses
+/// strangers, names outside the cluster, and local callers; a plain member is no arbitrator.
+#[test]
+fn an_arbitrator_grants_its_vote_to_one_partition() {
+    let arb = Node::start(Opts {
+        name: "arb",
+        nodes: "peer1 peer2",
+        extra: "[arbitrator]\nserve = true\nlease = 5s\n",
+        ..Default::default()
+    });
+    let r = ask_vote(&arb, "peer1", &["peer1", "peer2"]);
+    assert_eq!(r.status, 0, "{:?}", r.error);
+    let d = r.data.unwrap();
+    assert_eq!(d["granted"], true, "{d}");
+    assert_eq!(d["holders"], serde_json::json!(["peer1"]));
+    assert_eq!(
+        (d["lease_ms"].as_u64(), d["expires_in_ms"].as_u64()),
+        (Some(5000), Some(5000))
+    );
+    // Cut off from peer1, which holds the vote: refused until peer1's grant expires.
+    let d = ask_vote(&arb, "peer2", &["peer2"]).data.unwrap();
+    assert_eq!(d["granted"], false, "{d}");
+    assert_eq!(d["holders"], serde_json::json!(["peer1"]));
+    assert!(d["expires_in_ms"].as_u64().unwrap() <= 5000, "{d}");
+    // Same partition: granted too.
+    let d = ask_vote(&arb, "peer2", &["peer1", "peer2"]).data.unwrap();
+    assert_eq!(d["granted"], true, "{d}");
+    assert_eq!(d["holders"], serde_json::json!(["peer1", "peer2"]));
+    let holders = arb.status()["quorum"]["vote_holders"].clone();
+    assert!(
+        holders["peer1"].as_u64().is_some() && holders["peer2"].as_u64().is_some(),
+        "{holders}"
+    );
+
+    // A member whose daemon stops asks for its maintenance grace period.
+    let d = ask_vote_for(&arb, "peer1", &["peer1", "peer2"], Some(60_000))
+        .data
+        .unwrap();
+    assert_eq!(
+        (d["granted"].as_bool(), d["expires_in_ms"].as_u64()),
+        (Some(true), Some(60_000))
+    );
+
+    let r = ask_vote(&arb, "peer1", &["peer1", "n9"]);
+    assert!(r.error.unwrap().contains("\"n9\" is not a member"));
+    let r = ask_vote(&arb, "stranger", &["stranger"]);
+    assert!(r.error.unwrap().contains("not a cluster member"));
+    let r = arb.raw(r#"{"action":"arbitrator_vote","options":{"partition":["peer1"]}}"#);
+    assert_ne!(r["status"], 0);
+    assert!(
+        r["error"].as_str().unwrap().contains("asked by a member"),
+        "{r}"
+    );
+
+    let member = Node::start(Opts::default());
+    let r = ask_vote(&member, "peer1", &["peer1"]);
+    assert!(r.error.unwrap().contains("not an arbitrator"));
+}

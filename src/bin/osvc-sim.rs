@@ -30,6 +30,9 @@ struct Cli {
     /// Chance that a heartbeat datagram is lost
     #[arg(long, default_value_t = 0.05)]
     loss: f64,
+    /// Add one arbitrator granting leases of this many simulated milliseconds (0: none)
+    #[arg(long, default_value_t = 0)]
+    arbitrator_lease_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let cfg = SimConfig {
         nodes: cli.nodes,
         loss: cli.loss,
+        arbitrator_lease: cli.arbitrator_lease_ms,
         ..SimConfig::default()
     };
     let started = Instant::now();
@@ -48,12 +52,13 @@ fn main() -> ExitCode {
         Ok(s) => {
             let wall = started.elapsed().as_secs_f64();
             println!(
-                "{} seeds, {} simulated seconds each, invariants held ({} events, {} starts, {} faults, in {wall:.1} s: {:.0} simulated seconds per second)",
+                "{} seeds, {} simulated seconds each, invariants held ({} events, {} starts, {} faults, {} ticks with quorum through the arbitrator, in {wall:.1} s: {:.0} simulated seconds per second)",
                 cli.seeds,
                 cli.sim_seconds,
                 s.events,
                 s.starts,
                 s.faults,
+                s.arbitrated_ticks,
                 (cli.seeds * cli.sim_seconds) as f64 / wall.max(1e-9)
             );
             ExitCode::SUCCESS

@@ -171,6 +171,14 @@ pub struct NodeConfig {
     pub dequeue_timeout_ms: u64,
     /// Keyed by peer node name.
     pub peers: BTreeMap<String, PeerConfig>,
+    /// `[arbitrator#N] addr = host:port`: the arbitrators whose vote this node asks for,
+    /// keyed by section name.
+    pub arbitrators: BTreeMap<String, String>,
+    /// `[arbitrator] serve`: this daemon is an arbitrator, granting its vote to the members
+    /// of `[cluster] nodes` (default false).
+    pub arbitrator_serve: bool,
+    /// `[arbitrator] lease`: how long a vote granted by this arbitrator lasts (default 10 s).
+    pub arbitrator_lease_ms: u64,
 }
 
 impl NodeConfig {
@@ -525,6 +533,32 @@ impl NodeConfig {
             peers.insert(peer.to_string(), PeerConfig { addr });
         }
 
+        let arbitrator_serve = r.value("arbitrator", "serve", false, boolean)?;
+        let arbitrator_lease_ms = r.value(
+            "arbitrator",
+            "lease",
+            DEFAULT_ARBITRATOR_LEASE_MS,
+            positive_duration,
+        )?;
+        let mut arbitrators = BTreeMap::new();
+        for section in doc.sections() {
+            if !section.starts_with("arbitrator#") {
+                continue;
+            }
+            let addr = r.value(section, "addr", String::new(), |s| {
+                valid_host_port(s)
+                    .then(|| s.to_string())
+                    .ok_or_else(|| "expected host:port".to_string())
+            })?;
+            if addr.is_empty() {
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                    key: format!("{section}.addr"),
+                });
+            }
+            arbitrators.insert(section.to_string(), addr);
+        }
+
         Ok(NodeConfig {
             nodename,
             cluster: ClusterConfig {
@@ -543,9 +577,24 @@ impl NodeConfig {
             takeover_delay_ms,
             dequeue_timeout_ms,
             peers,
+            arbitrators,
+            arbitrator_serve,
+            arbitrator_lease_ms,
         })
     }
 }
+
+/// `host:port`, with a port number and a host without whitespace (`[v6]:port` included).
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    }
+}
+
+const DEFAULT_ARBITRATOR_LEASE_MS: u64 = 10_000;
 
 fn usize_max() -> u64 {
     u64::try_from(usize::MAX).unwrap_or(u64::MAX)
@@ -781,6 +830,43 @@ mod tests {
             err.to_string()
                 .starts_with(&format!("{PATH}:3: node.a b: ")),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn arbitrators_and_the_arbitrator_role() {
+        let cfg = build(
+            "[cluster]\nsecret = x\nnodes = n1 n2\n[arbitrator#1]\naddr = 10.0.0.9:1215\n\
+             [arbitrator#2]\naddr = [::1]:7\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.arbitrators["arbitrator#1"], "10.0.0.9:1215");
+        assert_eq!(cfg.arbitrators["arbitrator#2"], "[::1]:7");
+        assert!(!cfg.arbitrator_serve);
+        assert_eq!(cfg.arbitrator_lease_ms, 10_000);
+        let cfg = build("[cluster]\nsecret = x\n[arbitrator]\nserve = yes\nlease = 3s\n").unwrap();
+        assert!(cfg.arbitrator_serve && cfg.arbitrators.is_empty());
+        assert_eq!(cfg.arbitrator_lease_ms, 3_000);
+        for (text, at) in [
+            ("[arbitrator#1]\naddr = host\n", "4: arbitrator#1.addr: "),
+            (
+                "[arbitrator#1]\naddr = host:99999\n",
+                "4: arbitrator#1.addr: ",
+            ),
+            ("[arbitrator#1]\naddr = a b:1\n", "4: arbitrator#1.addr: "),
+            ("[arbitrator]\nlease = 0\n", "4: arbitrator.lease: "),
+            ("[arbitrator]\nserve = maybe\n", "4: arbitrator.serve: "),
+        ] {
+            let err = build(&format!("[cluster]\nsecret = x\n{text}")).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("{PATH}:{at}")),
+                "{err}"
+            );
+        }
+        let err = build("[cluster]\nsecret = x\n[arbitrator#1]\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{PATH}: arbitrator#1.addr: required value is missing")
         );
     }
 

@@ -56,6 +56,11 @@ fn send_to_peers(
     sock: &UdpSocket,
     payload: &[u8],
 ) -> Result<(), usize> {
+    // An arbitrator is no member: the members it serves would refuse its heartbeats (and
+    // count the refusals against its address).
+    if c.arbitrator_serve {
+        return Ok(());
+    }
     for peer in c.cluster.nodes.iter().filter(|n| **n != c.nodename) {
         let Some(addr) = c.peer_addr(peer) else {
             tracing::debug!(peer, "cannot resolve peer");

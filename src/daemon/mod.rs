@@ -1,5 +1,6 @@
 //! The daemon: state, supervisor, threads, reload, local control socket.
 
+mod arbitrators;
 pub(crate) mod control;
 pub(crate) mod dequeue;
 pub(crate) mod hb_tx;
@@ -82,6 +83,9 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
         peers: Mutex::new(Default::default()),
         seen_via: Mutex::new(Default::default()),
         quorum_since: Mutex::new(None),
+        arbitrator_grants: Mutex::default(),
+        arbitrator_status: Mutex::default(),
+        arbitrator_lease: Mutex::default(),
         started_ms,
         shards: OnceLock::new(),
         dispatcher: OnceLock::new(),

@@ -17,7 +17,7 @@ use crate::config;
 use crate::listener;
 use crate::state::{DaemonState, SupervisorCmd, ThreadStatus, lock};
 
-pub(crate) const THREADS: [&str; 4] = ["listener", "hb.tx", "monitor", "dequeue"];
+pub(crate) const THREADS: [&str; 5] = ["listener", "hb.tx", "monitor", "dequeue", "arbitrators"];
 const TICK: Duration = Duration::from_millis(100);
 const CONFIG_POLL: Duration = Duration::from_millis(500);
 /// How often forgotten sessions and forgiven blacklist entries are swept.
@@ -100,6 +100,10 @@ impl Supervisor {
             "monitor" => {
                 let state = self.state.clone();
                 builder.spawn(move || super::monitor_thread::run(state, rx))
+            }
+            "arbitrators" => {
+                let state = self.state.clone();
+                builder.spawn(move || super::arbitrators::run(state, rx))
             }
             "dequeue" => {
                 let dq = self.state.dequeue.clone();
@@ -291,6 +295,7 @@ impl Supervisor {
         };
         self.stop("hb.tx");
         advertise_maintenance(&state);
+        super::arbitrators::advertise_maintenance(&state);
         for id in THREADS {
             self.stop(id);
         }

@@ -97,13 +97,47 @@ pub(super) fn status(state: &DaemonState) -> Response {
 /// Whether quorum is on, this node's votes, and whether it holds quorum (and so may start ha
 /// services).
 fn quorum_json(state: &DaemonState, config: &NodeConfig, now: u64) -> serde_json::Value {
-    let votes = crate::state::votes(config, &lock(&state.peers), now);
+    let (votes, seen) = {
+        let peers = lock(&state.peers);
+        let grants = lock(&state.arbitrator_grants);
+        (
+            crate::state::votes(config, &peers, &grants, now),
+            crate::state::partition(config, &peers, now),
+        )
+    };
+    let grants = lock(&state.arbitrator_grants).clone();
+    let heard = lock(&state.arbitrator_status).clone();
+    let arbitrators: serde_json::Map<String, serde_json::Value> = config
+        .arbitrators
+        .iter()
+        .map(|(name, addr)| {
+            let grant = grants.get(name);
+            let holds = grant.is_some_and(|g| crate::state::grant_counts(g, &seen, now));
+            (
+                name.clone(),
+                json!({
+                    "addr": addr,
+                    "vote_held": holds,
+                    "expires_in_ms": grant.map(|g| g.until_ms.saturating_sub(now)),
+                    "last_answer": heard.get(name),
+                }),
+            )
+        })
+        .collect();
     json!({
         "enabled": config.quorum,
         "votes": votes.votes,
         "total": votes.total,
+        "arbitrator_votes": votes.arbitrator_votes,
         "has_quorum": votes.has_quorum(),
         "split_action": config.split_action.as_str(),
+        "partition": seen,
+        "arbitrators": arbitrators,
+        "serves_as_arbitrator": config.arbitrator_serve,
+        // On an arbitrator: the members holding its vote, with the ms their grant still runs.
+        "vote_holders": config
+            .arbitrator_serve
+            .then(|| lock(&state.arbitrator_lease).holders(now)),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Request handlers, one module per action family. A `Handlers` value is one shard's: it runs
 //! on that shard's thread and owns that shard's slice of the state.
 
+mod arbitrator;
 mod blacklist;
 mod cluster;
 mod daemon;
@@ -81,6 +82,9 @@ impl ShardHandler for Handlers {
             Request::KeyringUse { fingerprint } => keyring::use_secret(st, &fingerprint),
             Request::KeyringRemove { fingerprint } => keyring::remove(st, &fingerprint),
             Request::KeyringList => keyring::list(st),
+            Request::ArbitratorVote { partition, hold_ms } => {
+                arbitrator::vote(st, origin, &partition, hold_ms)
+            }
         };
         if response.status != 0 {
             tracing::debug!(action, ?origin, error = ?response.error, "request failed");

@@ -820,7 +820,7 @@ fn ha_verb(
         let seen_via = lock(&state.seen_via);
         let gone_for = |name: &str| crate::state::gone_for_ms(name, &peers, &seen_via, &c, now);
         ready = orchestration_ready(state, &c, &peers, now);
-        votes = crate::state::votes(&c, &peers, now);
+        votes = crate::state::votes(&c, &peers, &lock(&state.arbitrator_grants), now);
         for n in &cfg.nodes {
             if *n == c.nodename {
                 let m = shard.monitor(state, &cfg.name);

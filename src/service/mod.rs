@@ -2,6 +2,7 @@
 //! service monitor's state machine (pure). The `monitor` thread only emits ticks; each tick
 //! runs on the shard owning the service, so actions on one service are serialized.
 
+pub(crate) mod arbitrator;
 pub(crate) mod config;
 pub(crate) mod exec;
 pub(crate) mod instance;

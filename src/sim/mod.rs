@@ -23,9 +23,10 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{IniDocument, NodeConfig};
 use crate::hb::{HbSender, Heartbeat};
+use crate::service::arbitrator::ArbitratorLease;
 use crate::service::monitor::{Plan, ResourceView, ServiceMonitor};
 use crate::service::orchestrate::{self, NodeView, Policy, Presence, Step};
-use crate::state::{PeerMap, SeenVia};
+use crate::state::{ArbitratorGrant, ArbitratorGrants, PeerMap, SeenVia};
 use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus};
 
 const SERVICE: &str = "ha1";
@@ -34,6 +35,8 @@ const SIM_ADDR: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 /// Events kept for a failure's trace.
 const TRACE: usize = 80;
+/// The simulated arbitrator's section name.
+const ARBITRATOR: &str = "arbitrator#1";
 
 /// The simulated cluster's settings (ms).
 #[derive(Clone, Debug)]
@@ -59,6 +62,9 @@ pub struct SimConfig {
     pub fault_every: u64,
     /// Largest clock offset between nodes.
     pub clock_offset_max: u64,
+    /// One arbitrator, asked by every node at each heartbeat, granting leases this long
+    /// (0: none).
+    pub arbitrator_lease: u64,
 }
 
 impl Default for SimConfig {
@@ -80,6 +86,7 @@ impl Default for SimConfig {
             duplicate: 0.02,
             fault_every: 40_000,
             clock_offset_max: 5_000,
+            arbitrator_lease: 0,
         }
     }
 }
@@ -154,6 +161,10 @@ struct Node {
     op: Option<Op>,
     /// Bumped when the daemon or the host goes: events of an earlier life are ignored.
     life: u64,
+    /// The arbitrator's vote as this node holds it.
+    grants: ArbitratorGrants,
+    /// Whether it reaches the arbitrator.
+    reaches_arbitrator: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +214,8 @@ pub struct Summary {
     pub faults: u64,
     /// Simulated time the service ran somewhere.
     pub running_ms: u64,
+    /// Ticks where a node held quorum only through the arbitrator's vote.
+    pub arbitrated_ticks: u64,
 }
 
 pub struct Sim {
@@ -221,6 +234,8 @@ pub struct Sim {
     trace: VecDeque<String>,
     summary: Summary,
     last_running_check: u64,
+    /// The arbitrator's leases, on the simulation's own clock.
+    arbitrator: ArbitratorLease,
 }
 
 impl Sim {
@@ -243,6 +258,11 @@ impl Sim {
                 cfg.hb_timeout,
                 cfg.tick
             );
+            let text = if cfg.arbitrator_lease > 0 {
+                format!("{text}[{ARBITRATOR}]\naddr = arbitrator:1214\n")
+            } else {
+                text
+            };
             let path = std::path::Path::new("sim/node.conf");
             let config = IniDocument::parse(&text, path)
                 .and_then(|doc| NodeConfig::from_document(&doc, path))
@@ -268,6 +288,8 @@ impl Sim {
                 running: false,
                 op: None,
                 life: 0,
+                grants: ArbitratorGrants::new(),
+                reaches_arbitrator: true,
             });
         }
         let mut sim = Sim {
@@ -284,6 +306,7 @@ impl Sim {
             trace: VecDeque::with_capacity(TRACE),
             summary: Summary::default(),
             last_running_check: 0,
+            arbitrator: ArbitratorLease::default(),
             cfg,
         };
         for i in 0..n {
@@ -396,6 +419,7 @@ impl Sim {
             Event::Beat(i, life) => {
                 if self.nodes[i].life == life && self.nodes[i].daemon == Daemon::Running {
                     self.beat(i, false);
+                    self.ask_arbitrator(i, 0);
                     let next = self.cfg.hb_interval;
                     self.at(next, Event::Beat(i, life));
                 }
@@ -436,6 +460,9 @@ impl Sim {
             Event::Heal => {
                 self.note("partition healed".into());
                 self.group.iter_mut().for_each(|g| *g = 0);
+                self.nodes
+                    .iter_mut()
+                    .for_each(|n| n.reaches_arbitrator = true);
                 self.last_fault = self.now;
             }
             Event::HostUp(i) => {
@@ -452,6 +479,37 @@ impl Sim {
         Ok(())
     }
 
+    /// Node `i` asks the arbitrator for its vote, as the `arbitrators` thread does (the round
+    /// trip taken as instant: the grant is dated from the node's clock before it).
+    fn ask_arbitrator(&mut self, i: usize, hold: u64) {
+        if self.cfg.arbitrator_lease == 0 || !self.nodes[i].reaches_arbitrator {
+            return;
+        }
+        let lease = self.cfg.arbitrator_lease.max(hold);
+        let now = self.local(i);
+        let node = &self.nodes[i];
+        let partition = crate::state::partition(&node.config, &node.peers, now);
+        let answer = self
+            .arbitrator
+            .request(&node.name, &partition, self.now, lease);
+        let node = &mut self.nodes[i];
+        if answer.granted {
+            node.grants.insert(
+                ARBITRATOR.to_string(),
+                ArbitratorGrant {
+                    partition,
+                    until_ms: now + lease,
+                },
+            );
+        } else if node.grants.remove(ARBITRATOR).is_some() {
+            let line = format!(
+                "{} lost the arbitrator's vote to {:?}",
+                node.name, answer.holders
+            );
+            self.note(line);
+        }
+    }
+
     fn start_daemon(&mut self, i: usize) {
         self.last_fault = self.now;
         let now = self.local(i);
@@ -464,6 +522,7 @@ impl Sim {
         n.hb = HbSender::default().with_boot(now);
         n.peers.clear();
         n.seen_via.clear();
+        n.grants.clear();
         // The census: an action the previous life was carrying out is over or lost.
         n.monitor.settle();
         let life = n.life;
@@ -492,7 +551,19 @@ impl Sim {
                         picked += 1;
                     }
                 }
-                self.note(format!("partition {:?}", self.group));
+                let cut_arbitrator = self.rng.chance(0.3);
+                for (node, g) in self.nodes.iter_mut().zip(&self.group) {
+                    node.reaches_arbitrator = !(cut_arbitrator && *g == 1);
+                }
+                self.note(format!(
+                    "partition {:?}{}",
+                    self.group,
+                    if cut_arbitrator {
+                        ", group 1 cut from the arbitrator"
+                    } else {
+                        ""
+                    }
+                ));
                 let heal = self.rng.range(2_000, 4 * self.liveness_bound_ms());
                 self.at(heal, Event::Heal);
             }
@@ -518,6 +589,7 @@ impl Sim {
                     for _ in crate::hb::MAINTENANCE_COPIES_MS {
                         self.beat(i, true);
                     }
+                    self.ask_arbitrator(i, self.cfg.maintenance_grace);
                     let node = &mut self.nodes[i];
                     node.daemon = Daemon::Stopped;
                     node.life += 1;
@@ -621,7 +693,18 @@ impl Sim {
         }
         let node = &self.nodes[i];
         let ready = node.ready_latched;
-        let quorum = crate::state::votes(&node.config, &node.peers, now).has_quorum();
+        let votes = crate::state::votes(&node.config, &node.peers, &node.grants, now);
+        let quorum = votes.has_quorum();
+        if quorum
+            && !orchestrate::has_quorum(
+                votes.votes - votes.arbitrator_votes,
+                votes.members,
+                votes.arbitrators,
+            )
+        {
+            self.summary.arbitrated_ticks += 1;
+        }
+        let node = &self.nodes[i];
         let quorum_since = match (quorum, node.quorum_since) {
             (false, _) => None,
             (true, Some(t)) => Some(t),
@@ -810,6 +893,7 @@ pub fn run_seeds(
         total.starts += s.starts;
         total.faults += s.faults;
         total.running_ms += s.running_ms;
+        total.arbitrated_ticks += s.arbitrated_ticks;
     }
     Ok(total)
 }
@@ -833,6 +917,21 @@ mod tests {
         let a = Sim::new(cfg.clone(), 7).run(120_000).unwrap().events;
         let b = Sim::new(cfg, 7).run(120_000).unwrap().events;
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn two_nodes_and_an_arbitrator_never_overlap() {
+        let cfg = SimConfig {
+            nodes: 2,
+            arbitrator_lease: 3_000,
+            ..SimConfig::default()
+        };
+        let s = run_seeds(&cfg, 200, 6, 600_000).unwrap_or_else(|v| panic!("{v}"));
+        assert!(s.starts > 6, "{s:?}");
+        assert!(
+            s.arbitrated_ticks > 0,
+            "a lone node held quorum through the vote: {s:?}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod dequeue;
 
 pub(crate) use dequeue::Dequeue;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -172,22 +172,41 @@ pub(crate) fn gone_for_ms(
 }
 
 /// This node's votes for quorum: itself, every member it sees up that sees it too (by that
-/// member's last heartbeat; one that does not say is taken at its word), and every member in
-/// maintenance.
+/// member's last heartbeat; one that does not say is taken at its word), every member in
+/// maintenance, and every arbitrator whose grant it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Votes {
     pub votes: usize,
+    /// Members and arbitrators.
     pub total: usize,
+    pub members: usize,
+    pub arbitrators: usize,
+    /// Of `votes`, the arbitrators'.
+    pub arbitrator_votes: usize,
 }
 
 impl Votes {
     pub(crate) fn has_quorum(&self) -> bool {
-        crate::service::orchestrate::has_quorum(self.votes, self.total, 0)
+        crate::service::orchestrate::has_quorum(self.votes, self.members, self.arbitrators)
     }
 }
 
-pub(crate) fn votes(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> Votes {
-    let mut votes = 1;
+/// An arbitrator's vote as this node holds it: granted for `partition`, until `until_ms` on
+/// this node's clock (counted from before the request went out, so it ends no later than the
+/// arbitrator's own record of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ArbitratorGrant {
+    pub partition: BTreeSet<String>,
+    pub until_ms: u64,
+}
+
+/// The arbitrators' grants this node holds, by `[arbitrator#N]` section name.
+pub(crate) type ArbitratorGrants = BTreeMap<String, ArbitratorGrant>;
+
+/// The members whose votes this node counts (itself, members up that see it, members in
+/// maintenance): the partition it asks arbitrators' votes for.
+pub(crate) fn partition(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> BTreeSet<String> {
+    let mut seen = BTreeSet::from([config.nodename.clone()]);
     for name in config
         .cluster
         .nodes
@@ -195,15 +214,49 @@ pub(crate) fn votes(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> Votes 
         .filter(|n| **n != config.nodename)
     {
         let Some(p) = peers.get(name) else { continue };
-        votes += match p.presence(now_ms, config) {
-            Presence::Up => usize::from(p.sees(&config.nodename) != Some(false)),
-            Presence::Maintenance => 1,
-            Presence::Gone => 0,
+        let counts = match p.presence(now_ms, config) {
+            Presence::Up => p.sees(&config.nodename) != Some(false),
+            Presence::Maintenance => true,
+            Presence::Gone => false,
         };
+        if counts {
+            seen.insert(name.clone());
+        }
     }
+    seen
+}
+
+/// Whether a grant counts now: unexpired, and every member of the partition it was granted
+/// for still seen. A grant for a partition this node no longer fully sees may be shared with
+/// a member now cut off from it: it stops counting at once rather than when it expires.
+pub(crate) fn grant_counts(grant: &ArbitratorGrant, seen: &BTreeSet<String>, now_ms: u64) -> bool {
+    grant.until_ms > now_ms && grant.partition.is_subset(seen)
+}
+
+pub(crate) fn votes(
+    config: &NodeConfig,
+    peers: &PeerMap,
+    grants: &ArbitratorGrants,
+    now_ms: u64,
+) -> Votes {
+    let seen = partition(config, peers, now_ms);
+    let arbitrator_votes = config
+        .arbitrators
+        .keys()
+        .filter(|name| {
+            grants
+                .get(*name)
+                .is_some_and(|g| grant_counts(g, &seen, now_ms))
+        })
+        .count();
+    let members = config.cluster.nodes.len().max(1);
+    let arbitrators = config.arbitrators.len();
     Votes {
-        votes,
-        total: config.cluster.nodes.len().max(1),
+        votes: seen.len() + arbitrator_votes,
+        total: members + arbitrators,
+        members,
+        arbitrators,
+        arbitrator_votes,
     }
 }
 
@@ -233,6 +286,12 @@ pub(crate) struct DaemonState {
     pub peers: Mutex<PeerMap>,
     /// Written with `peers`, by the heartbeat shard: see [`last_seen_by_anyone`].
     pub seen_via: Mutex<SeenVia>,
+    /// The arbitrators' votes this node holds, renewed by the `arbitrators` thread.
+    pub arbitrator_grants: Mutex<ArbitratorGrants>,
+    /// What the `arbitrators` thread last heard from each arbitrator, for `daemon status`.
+    pub arbitrator_status: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// On an arbitrator (`[arbitrator] serve`): the grants of its vote in force.
+    pub arbitrator_lease: Mutex<crate::service::arbitrator::ArbitratorLease>,
     /// Since when this node has held quorum without a break, as the monitor last found.
     pub quorum_since: Mutex<Option<u64>>,
     pub started_ms: u64,
@@ -353,5 +412,67 @@ impl HbOut {
             session: None,
             oversize_logged: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let text = "[node]\nnodename = n1\n[cluster]\nsecret = x\nnodes = n1 n2\nquorum = true\n\
+                    [hb]\ninterval = 500ms\ntimeout = 2s\n[arbitrator#1]\naddr = 127.0.0.3:1214\n";
+        let path = std::path::Path::new("node.conf");
+        crate::config::IniDocument::parse(text, path)
+            .and_then(|doc| NodeConfig::from_document(&doc, path))
+            .unwrap()
+    }
+
+    fn peer_seen_at(at_ms: u64) -> PeerStatus {
+        PeerStatus {
+            addr: "127.0.0.2:1214".parse().unwrap(),
+            last_seen_ms: at_ms,
+            view: Default::default(),
+            sees: Some(vec!["n1".into(), "n2".into()]),
+        }
+    }
+
+    fn grant(names: &[&str], until_ms: u64) -> ArbitratorGrants {
+        let partition = names.iter().map(|n| n.to_string()).collect();
+        BTreeMap::from([(
+            "arbitrator#1".to_string(),
+            ArbitratorGrant {
+                partition,
+                until_ms,
+            },
+        )])
+    }
+
+    #[test]
+    fn an_arbitrator_vote_counts_while_unexpired_and_its_partition_is_seen() {
+        let c = config();
+        let mut peers = PeerMap::default();
+        peers.insert("n2".into(), peer_seen_at(10_000));
+        let both = grant(&["n1", "n2"], 15_000);
+        let v = votes(&c, &peers, &both, 11_000);
+        assert_eq!((v.votes, v.total, v.arbitrator_votes), (3, 3, 1));
+        assert!(v.has_quorum());
+        assert_eq!(
+            votes(&c, &peers, &both, 15_000).arbitrator_votes,
+            0,
+            "expired"
+        );
+        // n2 stale: a grant for {n1, n2} no longer counts, one for {n1} does.
+        let v = votes(&c, &peers, &both, 12_500);
+        assert_eq!((v.votes, v.arbitrator_votes), (1, 0));
+        assert!(!v.has_quorum());
+        let v = votes(&c, &peers, &grant(&["n1"], 15_000), 12_500);
+        assert_eq!((v.votes, v.arbitrator_votes), (2, 1));
+        assert!(v.has_quorum(), "two of three votes");
+        // A grant from an arbitrator no longer configured does not count.
+        let mut other = grant(&["n1"], 15_000);
+        let g = other.remove("arbitrator#1").unwrap();
+        other.insert("arbitrator#9".into(), g);
+        assert_eq!(votes(&c, &peers, &other, 12_500).arbitrator_votes, 0);
     }
 }

@@ -138,6 +138,14 @@ pub enum Request {
         fingerprint: String,
     },
     KeyringList,
+    /// A member asks an arbitrator for its vote, for the members it sees (its partition).
+    ArbitratorVote {
+        /// Sorted, without repeats.
+        partition: Vec<String>,
+        /// A grant longer than the arbitrator's lease, up to `MAX_HOLD_MS`: asked by a member
+        /// whose daemon stops while its instances run on (its maintenance grace period).
+        hold_ms: Option<u64>,
+    },
 }
 
 /// A cluster secret carried by a request: its `Debug` shows nothing of it, so that no log of
@@ -207,6 +215,7 @@ pub const ACTIONS: &[&str] = &[
     "keyring_use",
     "keyring_remove",
     "keyring_list",
+    "arbitrator_vote",
 ];
 
 impl Request {
@@ -231,6 +240,7 @@ impl Request {
             Request::KeyringUse { .. } => "keyring_use",
             Request::KeyringRemove { .. } => "keyring_remove",
             Request::KeyringList => "keyring_list",
+            Request::ArbitratorVote { .. } => "arbitrator_vote",
         }
     }
 
@@ -325,6 +335,12 @@ impl Request {
             Request::KeyringInstall { secret } => put("secret", json!(secret.expose())),
             Request::KeyringUse { fingerprint } | Request::KeyringRemove { fingerprint } => {
                 put("fingerprint", json!(fingerprint))
+            }
+            Request::ArbitratorVote { partition, hold_ms } => {
+                put("partition", json!(partition));
+                if let Some(h) = hold_ms {
+                    put("hold_ms", json!(h));
+                }
             }
             Request::JoinRelay { nodename, addr } => {
                 put("nodename", json!(nodename));
@@ -666,11 +682,40 @@ fn request_from_options(
                 &["svcname", "backlog", "follow"],
             )?
         }
+        "arbitrator_vote" => {
+            let list = opts.string_list("partition")?;
+            if list.len() > MAX_PARTITION {
+                return Err(opts.bad("partition", "too many names"));
+            }
+            let mut partition = list.to_vec();
+            if partition
+                .iter()
+                .any(|n| n.is_empty() || n.len() > 255 || n.chars().any(char::is_whitespace))
+            {
+                return Err(opts.bad("partition", "node names are 1 to 255 bytes, no whitespace"));
+            }
+            partition.sort_unstable();
+            partition.dedup();
+            let hold_ms = opts.opt_u64("hold_ms")?;
+            if hold_ms.is_some_and(|h| h > MAX_HOLD_MS) {
+                return Err(opts.bad("hold_ms", "at most 3600000 (one hour)"));
+            }
+            opts.done(
+                Request::ArbitratorVote { partition, hold_ms },
+                &["partition", "hold_ms"],
+            )?
+        }
         // ACTIONS and this match list the same names.
         other => return Err(PayloadError::UnknownAction(other.to_string())),
     };
     Ok(request)
 }
+
+/// The longest grant a member may ask an arbitrator for.
+pub const MAX_HOLD_MS: u64 = 3_600_000;
+
+/// More members than any cluster has.
+const MAX_PARTITION: usize = 1024;
 
 /// JSON leaves repeated names undefined (RFC 8259, section 4) and parsers disagree on them:
 /// most keep the last, some the first. A request that repeats a name is refused rather than
@@ -1071,6 +1116,66 @@ mod tests {
         );
     }
 
+    #[test]
+    fn arbitrator_vote_takes_a_partition_of_node_names() {
+        assert_eq!(
+            parse(r#"{"action":"arbitrator_vote","options":{"partition":["n2","n1","n2"]}}"#),
+            Ok(Request::ArbitratorVote {
+                partition: vec!["n1".into(), "n2".into()],
+                hold_ms: None,
+            })
+        );
+        for (bad, msg) in [
+            (
+                r#"{"action":"arbitrator_vote"}"#,
+                "missing option \"partition\"",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":[]}}"#,
+                "must not be empty",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":"n1"}}"#,
+                "expected an array of strings",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":["n 1"]}}"#,
+                "no whitespace",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":[""]}}"#,
+                "no whitespace",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":["n1"],"hold_ms":3600001}}"#,
+                "at most 3600000",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":["n1"],"hold_ms":-1}}"#,
+                "non-negative integer",
+            ),
+            (
+                r#"{"action":"arbitrator_vote","options":{"partition":["n1"],"x":1}}"#,
+                "unknown option \"x\"",
+            ),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("arbitrator_vote: ") && e.contains(msg),
+                "{bad}: {e}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_PARTITION).map(|i| format!("n{i}")).collect();
+        let text = serde_json::json!({"action": "arbitrator_vote", "options": {"partition": many}})
+            .to_string();
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("too many names")
+        );
+    }
+
     fn arb_name() -> impl Strategy<Value = String> {
         "[a-z0-9][a-z0-9_.-]{0,20}"
     }
@@ -1086,6 +1191,14 @@ mod tests {
             Just(Request::BlacklistClear),
             Just(Request::Join),
             Just(Request::KeyringList),
+            (
+                prop::collection::btree_set(arb_name(), 1..5),
+                proptest::option::of(0..=MAX_HOLD_MS)
+            )
+                .prop_map(|(p, hold_ms)| Request::ArbitratorVote {
+                    partition: p.into_iter().collect(),
+                    hold_ms
+                }),
             "[!-~]([ -~]{0,30}[!-~])?".prop_map(|s| Request::KeyringInstall {
                 secret: Secret::new(s).unwrap()
             }),
