@@ -114,17 +114,22 @@ impl NodeView {
     }
 }
 
-/// Whether a node's instance holds the service, from what its monitor publishes: it runs, its
-/// monitor is about to start it (`ready`), starting, restarting or stopping it (or failed to
-/// stop it), or it is expected started and not given up on. A node holding it keeps it; nobody
-/// else starts it.
-pub(crate) fn holds(avail: Option<&str>, status: Option<&str>, local_expect: Option<&str>) -> bool {
+/// Whether a node's instance holds the service, from what its monitor publishes: it runs, or
+/// its monitor is about to start it (`ready`), starting, restarting or stopping it (or failed
+/// to stop it). A node holding it keeps it; nobody else starts it. Being expected started is
+/// not a hold: an instance that went down entirely is started again through an election, the
+/// same on every node, not by its own node's restart alone (two nodes expecting it started
+/// would both restart it).
+pub(crate) fn holds(
+    avail: Option<&str>,
+    status: Option<&str>,
+    _local_expect: Option<&str>,
+) -> bool {
     let busy = matches!(
         status,
         Some("ready" | "starting" | "restarting" | "stopping" | "stop failed")
     );
-    let expected = local_expect == Some("started") && status != Some("start failed");
-    running(avail) || busy || expected
+    running(avail) || busy
 }
 
 /// The instance runs (`up`, or `warn`: some of it).
@@ -380,11 +385,13 @@ pub(crate) fn decide(
         _ => Decision::new(HaAction::Nothing, leader, "no global_expect"),
     };
     // A restart of what does not run here is a start: held back alike.
+    // The monitor repairs an instance that runs (a resource down in it); one that does not run
+    // at all is elected and started like any start.
     d.may_restart = d.action == HaAction::Nothing
+        && me.running
         && !nodes
             .iter()
-            .any(|n| n.name != me.name && alive(n) && n.holds)
-        && (me.running || held_back.is_none());
+            .any(|n| n.name != me.name && alive(n) && n.holds);
     d
 }
 
