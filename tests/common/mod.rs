@@ -162,10 +162,18 @@ impl Node {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());
-        wait_for("the daemon to answer", Duration::from_secs(20), || {
-            let out = self.try_nodemgr(&["daemon", "status", "--format", "json"]);
-            out.status.success().then_some(())
-        });
+        // Answering on its local socket, and listening: the local socket comes up first,
+        // the listener once the daemon has checked its instances.
+        wait_for(
+            "the daemon to answer and listen",
+            Duration::from_secs(20),
+            || {
+                let out = self.try_nodemgr(&["daemon", "status", "--format", "json"]);
+                let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+                (out.status.success() && status["data"]["listener"]["addr"].is_string())
+                    .then_some(())
+            },
+        );
     }
 
     pub fn addr(&self) -> SocketAddr {
