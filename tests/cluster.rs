@@ -7,28 +7,26 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-/// Fast heartbeats and monitor for tests.
-const TUNING: &str = "[hb]\ninterval = 500ms\ntimeout = 2s\n[monitor]\ninterval = 300ms\n";
-
 fn cluster(nodes: &str, count: usize) -> Vec<Node> {
     cluster_with(nodes, count, "")
 }
 
 /// A cluster whose node.conf adds `node_section` to `[node]`.
 fn cluster_with(nodes: &str, count: usize, node_section: &str) -> Vec<Node> {
-    let port = free_port_on(&IPS[..count]);
-    let extra = format!("{TUNING}[node]\n{node_section}\n");
-    (0..count)
-        .map(|i| {
-            Node::start(Opts {
-                name: ["n1", "n2", "n3"][i],
-                ip: IPS[i],
-                nodes,
-                extra: &extra,
-                port: Some(port),
-                ..Default::default()
-            })
+    cluster_of(nodes, count, &format!("{FAST}[node]\n{node_section}\n"))
+}
+
+/// Service `ha1` (`orchestrate = ha` on `svc_nodes`) on every node; its flag files.
+fn ha_flags(nodes: &[Node], svc_nodes: &str, extra: &str) -> Vec<std::path::PathBuf> {
+    nodes
+        .iter()
+        .map(|n| {
+            n.flag_service(
+                "ha1",
+                &format!("nodes = {svc_nodes}\norchestrate = ha"),
+                "",
+                extra,
+            )
         })
         .collect()
 }
@@ -63,20 +61,10 @@ fn heartbeats_converge() {
 
 #[test]
 fn join_through_a_member_then_leave() {
-    let port = free_port_on(&IPS);
-    let start = |i: usize, nodes: &str, secret: &str, extra: &'static str| {
-        Node::start(Opts {
-            name: ["n1", "n2", "n3"][i],
-            ip: IPS[i],
-            nodes,
-            extra,
-            port: Some(port),
-            secret,
-            ..Default::default()
-        })
-    };
-    let n1 = start(0, "n1 n2", SECRET, TUNING);
-    let n2 = start(1, "n1 n2", SECRET, TUNING);
+    let port = free_port_on(&CLUSTER_IPS);
+    let start = |i, nodes, secret, extra| cluster_node(i, port, nodes, secret, extra);
+    let n1 = start(0, "n1 n2", SECRET, FAST);
+    let n2 = start(1, "n1 n2", SECRET, FAST);
     // The joiner has none of the cluster's settings: it takes them from the answer.
     let n3 = start(2, "n3", "not-yet-the-cluster-secret", "");
     // A wrong secret is refused like any invalid message, but a non-member's name is never
@@ -316,10 +304,7 @@ fn watch(
 #[test]
 fn stopped_node_keeps_its_ha_service_until_the_maintenance_grace_expires() {
     let mut nodes = cluster_with("n1 n2 n3", 3, "maintenance_grace_period = 5s");
-    let flags: Vec<_> = nodes
-        .iter()
-        .map(|n| n.flag_service("ha1", "nodes = n1 n2 n3\norchestrate = ha", "", ""))
-        .collect();
+    let flags = ha_flags(&nodes, "n1 n2 n3", "");
     wait_converged(&nodes);
     nodes[0].svcmgr("ha1", &["set", "monitor", "--global-expect", "started"]);
     wait_for("ha1 on n1", Duration::from_secs(15), || {
@@ -365,10 +350,7 @@ fn stopped_node_keeps_its_ha_service_until_the_maintenance_grace_expires() {
 #[test]
 fn sigterm_stops_like_daemon_stop_and_sighup_reloads() {
     let mut nodes = cluster("n1 n2", 2);
-    let flags: Vec<_> = nodes
-        .iter()
-        .map(|n| n.flag_service("ha1", "nodes = n1 n2\norchestrate = ha", "", ""))
-        .collect();
+    let flags = ha_flags(&nodes, "n1 n2", "");
     let plain = nodes[0].flag_service("web", "nodes = n1", "", "");
     wait_converged(&nodes);
     nodes[0].svcmgr("web", &["start"]);
@@ -381,16 +363,20 @@ fn sigterm_stops_like_daemon_stop_and_sighup_reloads() {
     let conf = nodes[0].root.join("etc/node.conf");
     let mtime = std::fs::metadata(&conf).unwrap().modified().unwrap();
     let text = std::fs::read_to_string(&conf).unwrap();
-    std::fs::write(&conf, text.replace("timeout = 2s", "timeout = 3s")).unwrap();
+    // The members in another order: the same length, and what daemon status shows.
+    std::fs::write(&conf, text.replace("nodes = n1 n2", "nodes = n2 n1")).unwrap();
     std::fs::File::options()
         .write(true)
         .open(&conf)
         .unwrap()
         .set_modified(mtime)
         .unwrap();
+    // Unchanged stamp: the poller does not see it.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(members(&nodes[0]), ["n1", "n2"]);
     nodes[0].signal(libc::SIGHUP);
-    wait_for("hb.timeout re-read", Duration::from_secs(5), || {
-        nodes[0].log().contains("node.conf changed").then_some(())
+    wait_for("node.conf re-read", Duration::from_secs(5), || {
+        (members(&nodes[0]) == ["n2", "n1"]).then_some(())
     });
     assert!(
         nodes[0].try_nodemgr(&["daemon", "status"]).status.success(),
@@ -420,10 +406,7 @@ fn sigterm_stops_like_daemon_stop_and_sighup_reloads() {
 #[test]
 fn shutdown_stops_the_instances_then_the_service_moves() {
     let mut nodes = cluster("n1 n2", 2);
-    let flags: Vec<_> = nodes
-        .iter()
-        .map(|n| n.flag_service("ha1", "nodes = n1 n2\norchestrate = ha", "", ""))
-        .collect();
+    let flags = ha_flags(&nodes, "n1 n2", "");
     let web = nodes[0].flag_service("web", "nodes = n1", "", "");
     let idle = nodes[0].flag_service("idle", "nodes = n1", "", "");
     let stuck = nodes[0].flag_service("stuck", "nodes = n1", "", "");
@@ -470,10 +453,7 @@ fn shutdown_stops_the_instances_then_the_service_moves() {
 #[test]
 fn restart_after_kill_never_runs_a_failover_service_twice() {
     let mut nodes = cluster("n1 n2 n3", 3);
-    let flags: Vec<_> = nodes
-        .iter()
-        .map(|n| n.flag_service("ha1", "nodes = n1 n2 n3\norchestrate = ha", "", ""))
-        .collect();
+    let flags = ha_flags(&nodes, "n1 n2 n3", "");
     wait_converged(&nodes);
     // n1, first of the service's nodes, frozen: ha1 starts on n2.
     nodes[0].nodemgr(&["freeze"]);
@@ -663,17 +643,7 @@ fn quorum_cut_off_node_stops_and_the_majority_takes_over_without_overlap() {
     for n in &nodes {
         n.nodemgr(&["set", "--param", "cluster.quorum", "--value", "true"]);
     }
-    let flags: Vec<_> = nodes
-        .iter()
-        .map(|n| {
-            n.flag_service(
-                "ha1",
-                "nodes = n1 n2 n3\norchestrate = ha",
-                "",
-                "timeout = 1\n",
-            )
-        })
-        .collect();
+    let flags = ha_flags(&nodes, "n1 n2 n3", "timeout = 1\n");
     wait_converged(&nodes);
     wait_for("quorum on", Duration::from_secs(10), || {
         nodes
@@ -744,42 +714,26 @@ fn holds_arbitrator_vote(n: &Node) -> bool {
 /// instances. Healed, one instance.
 #[test]
 fn two_nodes_and_an_arbitrator_one_side_keeps_the_service() {
-    let port = free_port_on(&IPS);
-    let extra = format!("{TUNING}[node]\n[arbitrator#1]\naddr = {}:{port}\n", IPS[2]);
+    let port = free_port_on(&CLUSTER_IPS);
+    let extra = format!(
+        "{FAST}[node]\n[arbitrator#1]\naddr = {}:{port}\n",
+        CLUSTER_IPS[2]
+    );
     let nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            Node::start(Opts {
-                name: ["n1", "n2"][i],
-                ip: IPS[i],
-                nodes: "n1 n2",
-                extra: &extra,
-                port: Some(port),
-                ..Default::default()
-            })
-        })
+        .map(|i| cluster_node(i, port, "n1 n2", SECRET, &extra))
         .collect();
     let arbitrator = Node::start(Opts {
         name: "arb",
-        ip: IPS[2],
+        ip: CLUSTER_IPS[2],
         nodes: "n1 n2",
-        extra: &format!("{TUNING}[arbitrator]\nserve = true\nlease = 3s\n"),
+        extra: &format!("{FAST}[arbitrator]\nserve = true\nlease = 3s\n"),
         port: Some(port),
         ..Default::default()
     });
     for n in &nodes {
         n.nodemgr(&["set", "--param", "cluster.quorum", "--value", "true"]);
     }
-    let flags: Vec<_> = nodes
-        .iter()
-        .map(|n| {
-            n.flag_service(
-                "ha1",
-                "nodes = n1 n2\norchestrate = ha",
-                "",
-                "timeout = 1\n",
-            )
-        })
-        .collect();
+    let flags = ha_flags(&nodes, "n1 n2", "timeout = 1\n");
     wait_converged(&nodes);
     wait_for(
         "both hold the arbitrator's vote",

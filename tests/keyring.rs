@@ -15,9 +15,6 @@ use osvc_agent::internals::client::{self, Identity};
 use osvc_agent::internals::wire::{Fingerprint, Kind, Request, Sealer};
 use serde_json::{Value, json};
 
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-const TUNING: &str = "[hb]\ninterval = 500ms\ntimeout = 2s\n[monitor]\ninterval = 300ms\n";
-
 fn fp(secret: &str) -> String {
     Fingerprint::of(secret.as_bytes(), CLUSTER).to_string()
 }
@@ -117,19 +114,7 @@ fn old_client_served(to: &Node, secret: &str) -> bool {
 
 #[test]
 fn rotation_without_downtime() {
-    let port = free_port_on(&IPS);
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            Node::start(Opts {
-                name: ["n1", "n2", "n3"][i],
-                ip: IPS[i],
-                nodes: "n1 n2 n3",
-                extra: TUNING,
-                port: Some(port),
-                ..Default::default()
-            })
-        })
-        .collect();
+    let mut nodes = cluster_of("n1 n2 n3", 3, FAST);
     for n in &nodes {
         wait_for("both peers up", Duration::from_secs(10), || {
             let s = n.status();
@@ -250,20 +235,10 @@ fn rotation_without_downtime() {
 /// what the members seal once they switch.
 #[test]
 fn join_in_the_middle_of_a_rotation() {
-    let port = free_port_on(&IPS);
-    let start = |i: usize, nodes: &str, secret: &str, extra: &'static str| {
-        Node::start(Opts {
-            name: ["n1", "n2", "n3"][i],
-            ip: IPS[i],
-            nodes,
-            extra,
-            port: Some(port),
-            secret,
-            ..Default::default()
-        })
-    };
-    let n1 = start(0, "n1 n2", SECRET, TUNING);
-    let n2 = start(1, "n1 n2", SECRET, TUNING);
+    let port = free_port_on(&CLUSTER_IPS);
+    let start = |i, nodes, secret, extra| cluster_node(i, port, nodes, secret, extra);
+    let n1 = start(0, "n1 n2", SECRET, FAST);
+    let n2 = start(1, "n1 n2", SECRET, FAST);
     let n3 = start(2, "n3", "not-yet-the-cluster-secret", "");
     let new = "the-next-secret";
     let file = n1.root.join("new.secret");

@@ -53,6 +53,32 @@ pub fn free_port_on(ips: &[&str]) -> u16 {
     panic!("no port free on all of {ips:?}");
 }
 
+/// Where the nodes of a cluster test listen: one address each, one port for all.
+pub const CLUSTER_IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+/// Fast heartbeats and monitor for cluster tests.
+pub const FAST: &str = "[hb]\ninterval = 500ms\ntimeout = 2s\n[monitor]\ninterval = 300ms\n";
+
+/// Node n{i+1} of a cluster test, on `CLUSTER_IPS[i]` and the cluster's `port`.
+pub fn cluster_node(i: usize, port: u16, nodes: &str, secret: &str, extra: &str) -> Node {
+    Node::start(Opts {
+        name: ["n1", "n2", "n3"][i],
+        ip: CLUSTER_IPS[i],
+        nodes,
+        extra,
+        port: Some(port),
+        secret,
+        ..Default::default()
+    })
+}
+
+/// The first `count` nodes of a cluster listing `nodes`, with `extra` in their node.conf.
+pub fn cluster_of(nodes: &str, count: usize, extra: &str) -> Vec<Node> {
+    let port = free_port_on(&CLUSTER_IPS[..count]);
+    (0..count)
+        .map(|i| cluster_node(i, port, nodes, SECRET, extra))
+        .collect()
+}
+
 pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
