@@ -19,7 +19,7 @@ pub use file::{
 pub use ini::IniDocument;
 pub use model::{
     BackendChoice, ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_DEQUEUE_TIMEOUT_MS,
-    DEFAULT_MAX_FRAME, DEFAULT_MAX_UNAUTH_FRAME, DEFAULT_PORT, HbConfig, ListenerConfig,
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_UNAUTH_FRAME, DEFAULT_PORT, HbConfig, ListenerConfig, LogFormat,
     MIN_MAX_FRAME, NodeConfig, PeerConfig, SplitAction, parse_bool, parse_duration_ms,
     short_hostname,
 };

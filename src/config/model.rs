@@ -179,6 +179,11 @@ pub struct NodeConfig {
     pub arbitrator_serve: bool,
     /// `[arbitrator] lease`: how long a vote granted by this arbitrator lasts (default 10 s).
     pub arbitrator_lease_ms: u64,
+    /// `[metrics] addr`: where `GET /metrics` is served in the Prometheus text format
+    /// (default: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `[log] format`: `text` (default) or `json`.
+    pub log_format: LogFormat,
 }
 
 impl NodeConfig {
@@ -242,6 +247,31 @@ impl SplitAction {
         [SplitAction::Stop, SplitAction::Freeze, SplitAction::Crash]
             .into_iter()
             .find(|a| a.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+/// `[log] format`: how the daemon writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    fn parse(s: &str) -> Option<LogFormat> {
+        [LogFormat::Text, LogFormat::Json]
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(s.trim()))
     }
 }
 
@@ -559,6 +589,19 @@ impl NodeConfig {
             arbitrators.insert(section.to_string(), addr);
         }
 
+        let metrics_addr = r.value("metrics", "addr", None, |s| {
+            if s.trim().is_empty() {
+                return Ok(None);
+            }
+            s.trim()
+                .parse::<std::net::SocketAddr>()
+                .map(Some)
+                .map_err(|_| "expected ip:port, e.g. 127.0.0.1:9216".to_string())
+        })?;
+        let log_format = r.value("log", "format", LogFormat::Text, |s| {
+            LogFormat::parse(s).ok_or_else(|| "expected one of text, json".to_string())
+        })?;
+
         Ok(NodeConfig {
             nodename,
             cluster: ClusterConfig {
@@ -580,6 +623,8 @@ impl NodeConfig {
             arbitrators,
             arbitrator_serve,
             arbitrator_lease_ms,
+            metrics_addr,
+            log_format,
         })
     }
 }
