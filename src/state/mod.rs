@@ -2,6 +2,8 @@
 //! read it and its owners write it; it knows nothing of the daemon that runs them.
 
 mod dequeue;
+mod threads;
+pub(crate) use threads::{ThreadCmdError, ThreadError, ThreadReply};
 
 pub(crate) use dequeue::Dequeue;
 
@@ -23,8 +25,8 @@ use crate::wire::Sealer;
 
 /// A command for the supervisor, with where to send its outcome.
 pub(crate) enum SupervisorCmd {
-    StopThread(String, mpsc::Sender<Result<String, String>>),
-    StartThread(String, mpsc::Sender<Result<String, String>>),
+    StopThread(String, ThreadReply),
+    StartThread(String, ThreadReply),
     /// Stop the daemon (`daemon stop`, SIGTERM, SIGINT): instances untouched, maintenance
     /// advertised to peers, then exit.
     Stop,
