@@ -566,14 +566,22 @@ start
         assert_eq!(priority, expected, "{line:?}");
     }
     assert!(journal.lines().any(|l| l.starts_with("<6>")), "{journal}");
-    // Not the journal's stream: timestamps as usual, no priorities.
+    // Not the journal's stream: no priorities, and our own timestamps, local with their
+    // offset (TZ 3 h east of UTC).
     n.kill();
     let from = n.log().len();
-    n.spawn(&[("JOURNAL_STREAM", "1:1".to_string())]);
+    n.spawn(&[
+        ("JOURNAL_STREAM", "1:1".to_string()),
+        ("TZ", "XYZ-3".to_string()),
+    ]);
     let plain = n.log()[from..].to_string();
     assert!(!plain.is_empty());
     for line in plain.lines() {
-        assert!(line.starts_with("20") && !line.starts_with('<'), "{line:?}");
+        let stamp = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            stamp.starts_with("20") && stamp.ends_with("+03:00"),
+            "{line:?}"
+        );
     }
 }
 
