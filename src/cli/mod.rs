@@ -2,6 +2,7 @@
 
 mod common;
 mod keyring;
+mod nodeconf;
 pub mod nodemgr;
 mod output;
 pub mod svcmgr;

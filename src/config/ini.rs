@@ -105,7 +105,19 @@ impl IniDocument {
 
     /// Parses `text`; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<IniDocument, ConfigError> {
+        let (doc, errors) = Self::parse_lenient(text, path);
+        match errors.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(doc),
+        }
+    }
+
+    /// Parses `text`, keeping going past syntax errors: every one is returned, and its line
+    /// is kept in the document as an ignored line (line numbers stay right). For reports
+    /// only: such a document is not meant to be written back.
+    pub fn parse_lenient(text: &str, path: &Path) -> (IniDocument, Vec<ConfigError>) {
         let mut lines = Vec::new();
+        let mut errors = Vec::new();
         let mut in_section = false;
         let mut rest = text;
         let mut number = 0usize;
@@ -121,20 +133,25 @@ impl IniDocument {
                 }
                 None => (rest, Eol::None, ""),
             };
-            let syntax = |message: String| ConfigError::Syntax {
-                path: path.to_path_buf(),
-                line: number,
-                message,
-            };
-            let kind = classify(raw).map_err(syntax)?;
-            match kind {
-                Kind::Section(_) => in_section = true,
-                Kind::Entry { .. } if !in_section => {
-                    return Err(syntax(
-                        "key = value line before any [section] header".to_string(),
-                    ));
+            let classified = match classify(raw) {
+                Ok(Kind::Entry { .. }) if !in_section => {
+                    Err("key = value line before any [section] header".to_string())
                 }
-                _ => {}
+                other => other,
+            };
+            let kind = match classified {
+                Ok(kind) => kind,
+                Err(message) => {
+                    errors.push(ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        line: number,
+                        message,
+                    });
+                    Kind::Comment
+                }
+            };
+            if let Kind::Section(_) = kind {
+                in_section = true;
             }
             lines.push(Line {
                 text: raw.to_string(),
@@ -143,7 +160,7 @@ impl IniDocument {
             });
             rest = next;
         }
-        Ok(IniDocument { lines })
+        (IniDocument { lines }, errors)
     }
 
     /// Entries with their 0-based line index and section name, in file order.
@@ -366,6 +383,47 @@ impl IniDocument {
         }
         self.lines.push(header);
         self.lines.push(new_entry);
+        Ok(())
+    }
+
+    /// Replaces the value of every occurrence of `key` in `section` by `f(value)`, in place
+    /// (e.g. to hide secrets in what is shown).
+    pub fn map_values(
+        &mut self,
+        section: &str,
+        key: &str,
+        mut f: impl FnMut(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        let targets: Vec<usize> = self
+            .entries()
+            .filter(|(_, s, k, _)| *s == section && k.eq_ignore_ascii_case(key))
+            .map(|(i, ..)| i)
+            .collect();
+        for i in targets {
+            let line = &self.lines[i];
+            if let Kind::Entry {
+                key: orig_key,
+                value,
+                value_start,
+            } = &line.kind
+            {
+                let new = f(value);
+                if new.contains(['\n', '\r']) {
+                    return Err(ConfigError::Edit {
+                        section: section.to_string(),
+                        key: key.to_string(),
+                        message: "line breaks are not allowed".to_string(),
+                    });
+                }
+                let expected = Kind::Entry {
+                    key: orig_key.clone(),
+                    value: new.trim().to_string(),
+                    value_start: 0,
+                };
+                let text = format!("{}{}", &line.text[..*value_start], new.trim());
+                self.lines[i] = Self::checked_line(text, &expected, line.eol, section, key)?;
+            }
+        }
         Ok(())
     }
 
@@ -631,6 +689,31 @@ mod tests {
             );
         }
         assert_eq!(doc.to_string(), SAMPLE);
+    }
+
+    #[test]
+    fn lenient_parse_reports_every_syntax_error_and_keeps_line_numbers() {
+        let (doc, errors) = IniDocument::parse_lenient("k = 0\n[a]\njunk\nk = 1\n[b\nx = 2\n", p());
+        let lines: Vec<usize> = errors
+            .iter()
+            .map(|e| match e {
+                ConfigError::Syntax { line, .. } => *line,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lines, [1, 3, 5]);
+        assert_eq!(doc.line_of("a", "k"), Some(4));
+        assert_eq!(doc.line_of("a", "x"), Some(6), "a broken header opens no section");
+        let strict = IniDocument::parse("[a]\njunk\n[b\n", p()).unwrap_err();
+        assert!(matches!(strict, ConfigError::Syntax { line: 2, .. }), "{strict:?}");
+    }
+
+    #[test]
+    fn map_values_edits_every_occurrence_in_place() {
+        let mut doc = parse("[c]\nsecret = a\n[d]\nsecret = z\n[c]\n  SECRET=b  \n");
+        doc.map_values("c", "secret", |v| format!("<{v}>")).unwrap();
+        assert_eq!(doc.to_string(), "[c]\nsecret = <a>\n[d]\nsecret = z\n[c]\n  SECRET=<b>\n");
+        assert!(doc.map_values("c", "secret", |_| "x\ny".into()).is_err());
     }
 
     #[test]
