@@ -213,7 +213,9 @@ pub(super) fn validate(path: &Path, format: Format) -> Result<ExitCode> {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
             println!(
                 "{}",
-                json_line(&serde_json::json!({"path": path.display().to_string(), "problems": list}))
+                json_line(
+                    &serde_json::json!({"path": path.display().to_string(), "problems": list})
+                )
             );
         }
         Format::Table if problems.is_empty() => println!("{}: ok", path.display()),

@@ -144,11 +144,7 @@ pub fn write_atomic(path: &Path, doc: &IniDocument) -> Result<(), ConfigError> {
 /// registry and a document that would not validate. Without a file, writes the default one
 /// first (as `daemon run` does), under the same lock. Returns the new configuration and
 /// whether the file was created.
-pub fn set_param(
-    path: &Path,
-    param: &str,
-    value: &str,
-) -> Result<(NodeConfig, bool), ConfigError> {
+pub fn set_param(path: &Path, param: &str, value: &str) -> Result<(NodeConfig, bool), ConfigError> {
     let param = Param::parse(param)?;
     if let Some(unknown) = keywords::check_known(&param.section, &param.key) {
         return Err(ConfigError::UnknownParam { unknown });

@@ -703,16 +703,26 @@ mod tests {
             .collect();
         assert_eq!(lines, [1, 3, 5]);
         assert_eq!(doc.line_of("a", "k"), Some(4));
-        assert_eq!(doc.line_of("a", "x"), Some(6), "a broken header opens no section");
+        assert_eq!(
+            doc.line_of("a", "x"),
+            Some(6),
+            "a broken header opens no section"
+        );
         let strict = IniDocument::parse("[a]\njunk\n[b\n", p()).unwrap_err();
-        assert!(matches!(strict, ConfigError::Syntax { line: 2, .. }), "{strict:?}");
+        assert!(
+            matches!(strict, ConfigError::Syntax { line: 2, .. }),
+            "{strict:?}"
+        );
     }
 
     #[test]
     fn map_values_edits_every_occurrence_in_place() {
         let mut doc = parse("[c]\nsecret = a\n[d]\nsecret = z\n[c]\n  SECRET=b  \n");
         doc.map_values("c", "secret", |v| format!("<{v}>")).unwrap();
-        assert_eq!(doc.to_string(), "[c]\nsecret = <a>\n[d]\nsecret = z\n[c]\n  SECRET=<b>\n");
+        assert_eq!(
+            doc.to_string(),
+            "[c]\nsecret = <a>\n[d]\nsecret = z\n[c]\n  SECRET=<b>\n"
+        );
         assert!(doc.map_values("c", "secret", |_| "x\ny".into()).is_err());
     }
 

@@ -18,12 +18,11 @@ pub use file::{
     create_default, generate_secret, get_param, load, load_or_create, set_param,
     try_generate_secret, update, write_atomic,
 };
-pub use keywords::{Keyword, Unknown, ValueError};
 pub use ini::IniDocument;
+pub use keywords::{Keyword, Unknown, ValueError};
 pub use model::{
     BackendChoice, ClusterConfig, DEFAULT_DEQUEUE_TIMEOUT_MS, HbConfig, ListenerConfig, LogFormat,
-    NodeConfig, PeerConfig, SplitAction, parse_bool, parse_duration_ms,
-    short_hostname,
+    NodeConfig, PeerConfig, SplitAction, parse_bool, parse_duration_ms, short_hostname,
 };
 pub use param::Param;
 pub use paths::Paths;

@@ -312,12 +312,9 @@ impl<'a> Reader<'a> {
         match keywords::effective(self.doc, section, kw) {
             Effective::Written { line, value } => match kw.ty.check(value) {
                 Ok(()) => Ok(Some((line, Cow::Borrowed(value)))),
-                Err(e) => Err(self.invalid(
-                    line,
-                    format!("{section}.{}", kw.key),
-                    value,
-                    e.to_string(),
-                )),
+                Err(e) => {
+                    Err(self.invalid(line, format!("{section}.{}", kw.key), value, e.to_string()))
+                }
             },
             Effective::Default(v) => Ok(Some((0, v))),
             Effective::Absent => Ok(None),
@@ -344,7 +341,9 @@ impl<'a> Reader<'a> {
     }
 
     fn int<T: TryFrom<u64>>(&self, kw: &Keyword) -> Result<T, ConfigError> {
-        self.typed(kw, |s| s.parse::<u64>().ok().and_then(|n| T::try_from(n).ok()))
+        self.typed(kw, |s| {
+            s.parse::<u64>().ok().and_then(|n| T::try_from(n).ok())
+        })
     }
 
     fn ms(&self, kw: &Keyword) -> Result<u64, ConfigError> {
@@ -619,7 +618,12 @@ mod tests {
                 "a b",
                 "expected a non-empty cluster name",
             ),
-            ("cluster", "nodes", &"x".repeat(256), "expected node names of 1 to 255 bytes"),
+            (
+                "cluster",
+                "nodes",
+                &"x".repeat(256),
+                "expected node names of 1 to 255 bytes",
+            ),
             ("listener", "addr", "1.2.3", "expected an IP address"),
             (
                 "listener",
@@ -866,7 +870,11 @@ mod tests {
                 d.set(&section, k.key, value).unwrap();
                 NodeConfig::from_document(&d, Path::new(PATH)).is_ok_and(|c| c != base)
             });
-            assert!(changed.is_some(), "{} has no effect on the configuration", k.name());
+            assert!(
+                changed.is_some(),
+                "{} has no effect on the configuration",
+                k.name()
+            );
         }
     }
 
@@ -878,13 +886,25 @@ mod tests {
             Some(DEFAULT_DEQUEUE_TIMEOUT_MS)
         );
         let names = |all: &[&'static str]| all.to_vec();
-        assert_eq!(names(BACKEND_CHOICES), BackendChoice::ALL.map(BackendChoice::as_str));
-        assert_eq!(names(SPLIT_ACTION_CHOICES), SplitAction::ALL.map(SplitAction::as_str));
-        assert_eq!(names(LOG_FORMAT_CHOICES), LogFormat::ALL.map(LogFormat::as_str));
+        assert_eq!(
+            names(BACKEND_CHOICES),
+            BackendChoice::ALL.map(BackendChoice::as_str)
+        );
+        assert_eq!(
+            names(SPLIT_ACTION_CHOICES),
+            SplitAction::ALL.map(SplitAction::as_str)
+        );
+        assert_eq!(
+            names(LOG_FORMAT_CHOICES),
+            LogFormat::ALL.map(LogFormat::as_str)
+        );
         assert_eq!(BackendChoice::default().as_str(), "auto");
         // Derived defaults follow what they name.
         let cfg = build("[cluster]\nsecret = s\n[hb]\ntimeout = 30s\n").unwrap();
-        assert_eq!((cfg.rejoin_grace_ms, cfg.takeover_delay_ms), (30_000, 30_000));
+        assert_eq!(
+            (cfg.rejoin_grace_ms, cfg.takeover_delay_ms),
+            (30_000, 30_000)
+        );
         let cfg = build("[node]\nnodename = me\n[cluster]\nsecret = s\n").unwrap();
         assert_eq!(cfg.cluster.nodes, ["me"]);
     }

@@ -29,7 +29,7 @@ fn add_member(state: &DaemonState, name: &str, addr: Option<&str>) -> Result<boo
         }
         Ok(())
     })
-    .map_err(|e| format!("cannot update node.conf: {e}"))?;
+    .map_err(|e| format!("cannot update node.conf: {}", config::ErrorChain(&e)))?;
     apply_now(state, new);
     Ok(added)
 }
@@ -166,6 +166,9 @@ pub(super) fn leave(state: &DaemonState, origin: &Origin) -> Response {
             tracing::info!(node = %nodename, "left the cluster");
             Response::ok(json!(format!("{nodename} removed from cluster.nodes")))
         }
-        Err(e) => Response::error(format!("leave: cannot update node.conf: {e}")),
+        Err(e) => Response::error(format!(
+            "leave: cannot update node.conf: {}",
+            config::ErrorChain(&e)
+        )),
     }
 }
