@@ -51,10 +51,27 @@ pub(super) fn set(path: &Path, param: &str, value: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A failed read of node.conf; when there is none yet, with what writes one.
+fn hinted<T>(r: Result<T, ConfigError>) -> Result<T> {
+    r.map_err(|e| {
+        if e.is_not_found() {
+            anyhow::Error::new(e).context(
+                "no node.conf yet (`nodemgr set` or `nodemgr daemon run` writes the default one)",
+            )
+        } else {
+            e.into()
+        }
+    })
+}
+
+fn read(path: &Path) -> Result<String> {
+    hinted(std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e)))
+}
+
 /// `nodemgr get`: the value as written, or with `eval` the value in force.
 pub(super) fn get(path: &Path, param: &str, eval: bool) -> Result<ExitCode> {
     let p = Param::parse(param)?;
-    let (doc, _) = config::load(path)?;
+    let (doc, _) = hinted(config::load(path))?;
     let written = doc.get(&p.section, &p.key);
     if let (Some(v), false) = (written, eval) {
         println!("{v}");
@@ -100,7 +117,7 @@ pub(super) fn print_config(
     eval: bool,
     show_secrets: bool,
 ) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+    let text = read(path)?;
     if eval {
         // What is in force: only a file that loads is.
         let doc = IniDocument::parse(&text, path)?;
@@ -206,7 +223,7 @@ pub(super) fn print_keywords() -> Result<ExitCode> {
 
 /// `nodemgr validate config`: every problem on its own line, exit 1 if any.
 pub(super) fn validate(path: &Path, format: Format) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+    let text = read(path)?;
     let problems = keywords::validate(&text, path);
     match format {
         Format::Json => {

@@ -216,9 +216,7 @@ fn default_document(nodename: &str, secret: &str) -> Result<IniDocument, ConfigE
     );
     doc.push_blank();
     doc.set("node", "nodename", nodename)?;
-    for (section, key) in [("cluster", "name")] {
-        doc.set(section, key, &default_text(section, key))?;
-    }
+    doc.set("cluster", "name", &default_text("cluster", "name"))?;
     doc.set("cluster", "secret", secret)?;
     doc.set("cluster", "nodes", nodename)?;
     for (section, key) in [("listener", "addr"), ("listener", "port")] {

@@ -57,9 +57,25 @@ pub struct IniDocument {
     lines: Vec<Line>,
 }
 
-/// Classifies one raw line (without its line ending). Returns the syntax
-/// error message on failure.
-fn classify(raw: &str) -> Result<Kind, String> {
+/// What is wrong with a line that is neither blank, a comment, a section header nor an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum SyntaxError {
+    #[error("unexpected text after ']' in section header")]
+    TextAfterHeader,
+    #[error("unterminated section header: missing ']'")]
+    UnterminatedHeader,
+    #[error("empty section name")]
+    EmptySection,
+    #[error("expected \"key = value\", a [section] header or a comment")]
+    NotAnEntry,
+    #[error("missing key before '='")]
+    MissingKey,
+    #[error("key = value line before any [section] header")]
+    EntryBeforeSection,
+}
+
+/// Classifies one raw line (without its line ending).
+fn classify(raw: &str) -> Result<Kind, SyntaxError> {
     let trimmed = raw.trim_matches(|c: char| c.is_whitespace() || c == BOM);
     if trimmed.is_empty() {
         return Ok(Kind::Blank);
@@ -70,23 +86,23 @@ fn classify(raw: &str) -> Result<Kind, String> {
     if let Some(inner) = trimmed.strip_prefix('[') {
         let Some(inner) = inner.strip_suffix(']') else {
             return Err(if inner.contains(']') {
-                "unexpected text after ']' in section header".to_string()
+                SyntaxError::TextAfterHeader
             } else {
-                "unterminated section header: missing ']'".to_string()
+                SyntaxError::UnterminatedHeader
             });
         };
         let name = inner.trim();
         if name.is_empty() {
-            return Err("empty section name".to_string());
+            return Err(SyntaxError::EmptySection);
         }
         return Ok(Kind::Section(name.to_string()));
     }
     let Some(eq) = raw.find('=') else {
-        return Err("expected \"key = value\", a [section] header or a comment".to_string());
+        return Err(SyntaxError::NotAnEntry);
     };
     let key = raw[..eq].trim_matches(|c: char| c.is_whitespace() || c == BOM);
     if key.is_empty() {
-        return Err("missing key before '='".to_string());
+        return Err(SyntaxError::MissingKey);
     }
     let after = &raw[eq + 1..];
     let value_start = eq + 1 + (after.len() - after.trim_start().len());
@@ -134,18 +150,16 @@ impl IniDocument {
                 None => (rest, Eol::None, ""),
             };
             let classified = match classify(raw) {
-                Ok(Kind::Entry { .. }) if !in_section => {
-                    Err("key = value line before any [section] header".to_string())
-                }
+                Ok(Kind::Entry { .. }) if !in_section => Err(SyntaxError::EntryBeforeSection),
                 other => other,
             };
             let kind = match classified {
                 Ok(kind) => kind,
-                Err(message) => {
+                Err(e) => {
                     errors.push(ConfigError::Syntax {
                         path: path.to_path_buf(),
                         line: number,
-                        message,
+                        message: e.to_string(),
                     });
                     Kind::Comment
                 }
@@ -258,7 +272,7 @@ impl IniDocument {
             key: key.to_string(),
             message: message.to_string(),
         };
-        let kind = classify(&text).map_err(|m| edit_error(&m))?;
+        let kind = classify(&text).map_err(|e| edit_error(&e.to_string()))?;
         let same = match (&kind, expected) {
             (Kind::Section(a), Kind::Section(b)) => a == b,
             (

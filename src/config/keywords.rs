@@ -727,13 +727,13 @@ pub fn effective_value(doc: &IniDocument, section: &str, key: &str) -> Option<St
 /// order: syntax errors, unknown keywords (with the nearest known one), values their type
 /// refuses, missing required values, and the rules between keys that the model checks.
 pub fn validate(text: &str, path: &Path) -> Vec<ConfigError> {
-    let (doc, mut problems) = IniDocument::parse_lenient(text, path);
-    let located = |line: usize, e: ConfigError| (line, e);
-    let mut found: Vec<(usize, ConfigError)> = problems
-        .drain(..)
-        .map(|e| match &e {
-            ConfigError::Syntax { line, .. } => located(*line, e),
-            _ => located(0, e),
+    let (doc, syntax_errors) = IniDocument::parse_lenient(text, path);
+    let syntax_ok = syntax_errors.is_empty();
+    let mut found: Vec<(usize, ConfigError)> = syntax_errors
+        .into_iter()
+        .map(|e| match e {
+            ConfigError::Syntax { line, .. } => (line, e),
+            _ => (0, e),
         })
         .collect();
     for (line, unknown) in unknown_keywords(&doc) {
@@ -795,17 +795,14 @@ pub fn validate(text: &str, path: &Path) -> Vec<ConfigError> {
     // What is left is what the model checks across keys (hb.timeout > hb.interval, the names
     // of [node.NAME] sections): one at a time, once each value is right.
     if value_problems == 0
-        && !found
-            .iter()
-            .any(|(_, e)| matches!(e, ConfigError::Syntax { .. }))
+        && syntax_ok
+        && let Err(e) = super::NodeConfig::from_document(&doc, path)
     {
-        if let Err(e) = super::NodeConfig::from_document(&doc, path) {
-            let line = match &e {
-                ConfigError::Value { line, .. } | ConfigError::Syntax { line, .. } => *line,
-                _ => 0,
-            };
-            found.push((line, e));
-        }
+        let line = match &e {
+            ConfigError::Value { line, .. } => *line,
+            _ => 0,
+        };
+        found.push((line, e));
     }
     found.sort_by_key(|(line, _)| *line);
     found.into_iter().map(|(_, e)| e).collect()

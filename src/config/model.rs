@@ -922,6 +922,8 @@ mod tests {
         let path = Path::new("deploy/node.conf.example");
         let doc = IniDocument::parse(text, path).unwrap();
         let cfg = NodeConfig::from_document(&doc, path).unwrap();
+        let problems = keywords::validate(text, path);
+        assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(cfg.cluster.nodes, vec!["node1", "node2", "node3"]);
         assert_eq!(cfg.peers["node2"].addr.as_deref(), Some("10.0.0.2"));
     }
