@@ -663,6 +663,12 @@ fn edit_config_keeps_the_file_unless_the_edit_is_valid() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), before);
+    // A typo is refused too, with the keyword meant.
+    let out = edit("s/^threads = 2/thread = 1/");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean listener.threads?"), "{err}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), before);
     let out = edit("s/^threads = 2/threads = 1/");
     assert!(
         out.status.success(),

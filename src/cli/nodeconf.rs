@@ -215,9 +215,25 @@ fn render_effective(doc: &IniDocument, format: Format, show_secrets: bool) -> St
     }
 }
 
-/// `nodemgr print keywords`.
-pub(super) fn print_keywords() -> Result<ExitCode> {
-    print!("{}", keywords::reference_markdown());
+/// `nodemgr print keywords`: Markdown, or one JSON object per keyword.
+pub(super) fn print_keywords(format: Format) -> Result<ExitCode> {
+    match format {
+        Format::Table => print!("{}", keywords::reference_markdown()),
+        Format::Json => {
+            let all: Vec<Value> = KEYWORDS
+                .iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "keyword": k.name(),
+                        "type": k.ty.describe(),
+                        "default": k.default.to_string(),
+                        "help": k.help,
+                    })
+                })
+                .collect();
+            println!("{}", json_line(&all));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -245,7 +245,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             refuse_remote(&cli, "print config")?;
             nodeconf::print_config(&paths.node_conf(), cli.format, *eval, *show_secrets)
         }
-        Command::Print(nodeconf::PrintCmd::Keywords) => nodeconf::print_keywords(),
+        Command::Print(nodeconf::PrintCmd::Keywords) => nodeconf::print_keywords(cli.format),
         Command::Validate(nodeconf::ValidateCmd::Config) => {
             refuse_remote(&cli, "validate config")?;
             nodeconf::validate(&paths.node_conf(), cli.format)

@@ -158,7 +158,7 @@ impl Type {
             Type::Duration { positive: false } => "duration".into(),
             Type::Duration { positive: true } => "duration > 0".into(),
             Type::Bool => "bool".into(),
-            Type::Choice(choices) => choices.join(" \\| "),
+            Type::Choice(choices) => choices.join(" | "),
             Type::Ip => "ip".into(),
             Type::IpPort => "ip:port".into(),
             Type::HostPort => "host:port".into(),
@@ -816,7 +816,8 @@ pub fn reference_markdown() -> String {
         out.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             k.name(),
-            k.ty.describe(),
+            // A '|' would end the cell.
+            k.ty.describe().replace('|', "\\|"),
             match k.default {
                 DefaultValue::Value(v) => format!("`{v}`"),
                 d => d.to_string(),
