@@ -68,7 +68,8 @@ fn read(path: &Path) -> Result<String> {
     hinted(std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e)))
 }
 
-/// `nodemgr get`: the value as written, or with `eval` the value in force.
+/// `nodemgr get`: the value as written, or with `eval` the value in force. A secret is shown
+/// too: it is what was asked for, by its name (`print config` hides them).
 pub(super) fn get(path: &Path, param: &str, eval: bool) -> Result<ExitCode> {
     let p = Param::parse(param)?;
     let (doc, _) = hinted(config::load(path))?;
@@ -84,15 +85,14 @@ pub(super) fn get(path: &Path, param: &str, eval: bool) -> Result<ExitCode> {
     if eval {
         // No value (e.g. metrics.addr, not served): nothing printed.
         if let Some(v) = effective {
-            println!("{}", shown(&doc, &p.section, &p.key, &v, false));
+            println!("{v}");
         }
         return Ok(ExitCode::SUCCESS);
     }
     match effective {
         Some(v) => bail!(
-            "{param} is not set in {}; in force: {} (`nodemgr get --eval`)",
+            "{param} is not set in {}; in force: {v} (`nodemgr get --eval`)",
             path.display(),
-            shown(&doc, &p.section, &p.key, &v, false)
         ),
         None => bail!("{param} is not set in {}", path.display()),
     }

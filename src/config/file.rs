@@ -245,11 +245,10 @@ pub fn create_default(
     Ok((doc, cfg))
 }
 
-/// Creates `path` with `doc` (and its parent directories), failing with an `AlreadyExists`
-/// I/O error if it exists. The caller holds the write lock.
+/// Creates `path` with `doc`, failing with an `AlreadyExists` I/O error if it exists. The
+/// caller holds the write lock (which made the directory).
 fn create_new_locked(path: &Path, doc: &IniDocument) -> Result<(), ConfigError> {
     let dir = parent_dir(path);
-    fs::create_dir_all(dir).map_err(|e| ConfigError::io(dir, e))?;
     let tmp = sibling(path, &format!(".tmp.{}", std::process::id()));
     write_tmp(&tmp, &doc.to_string())?;
     // Linking the complete temp file is an atomic create-new: no other

@@ -1,6 +1,6 @@
 //! The keyword registry: every `section.keyword` of node.conf the agent reads, with its type,
 //! its default and one line of help. [`NodeConfig::from_document`](super::NodeConfig) reads
-//! each value through this list (a key missing from it does not compile), takes its default
+//! each value through this list (a key missing from it fails the build), takes its default
 //! from here, and `nodemgr set/get/print/validate` and the README's keyword reference are all
 //! produced from it.
 
@@ -546,7 +546,8 @@ const fn str_eq(a: &str, b: &str) -> bool {
 }
 
 /// The registry's entry of `section` (a pattern's prefix, e.g. `node.`) and `key`. Called in
-/// const context by the readers: a key missing from the registry does not compile.
+/// const context by the readers: a key missing from the registry fails the build
+/// (`cargo build`; `cargo check` does not evaluate these constants).
 pub(crate) const fn keyword(section: &str, key: &str) -> &'static Keyword {
     let mut i = 0;
     while i < KEYWORDS.len() {
