@@ -202,7 +202,14 @@ fn empty_packets_run_the_queued_actions(backend: &str) {
     });
     n.queue_action(
         "01-udp",
-        &["nodemgr", "set", "--param", "itest.mark", "--value", "udp"],
+        &[
+            "nodemgr",
+            "set",
+            "--param",
+            "node.itest.addr",
+            "--value",
+            "udp",
+        ],
     );
     n.udp(&[]);
     // The action's effect shows before the runner removes its file and counts it: wait for
@@ -216,12 +223,19 @@ fn empty_packets_run_the_queued_actions(backend: &str) {
         Duration::from_secs(15),
         run_over(1),
     );
-    let out = n.try_nodemgr(&["get", "--param", "itest.mark"]);
+    let out = n.try_nodemgr(&["get", "--param", "node.itest.addr"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "udp");
     assert!(!n.root.join("var/actions/01-udp").exists());
     n.queue_action(
         "02-tcp",
-        &["nodemgr", "set", "--param", "itest.mark", "--value", "tcp"],
+        &[
+            "nodemgr",
+            "set",
+            "--param",
+            "node.itest.addr",
+            "--value",
+            "tcp",
+        ],
     );
     drop(TcpStream::connect(n.addr()).unwrap());
     wait_for(
@@ -229,7 +243,7 @@ fn empty_packets_run_the_queued_actions(backend: &str) {
         Duration::from_secs(15),
         run_over(2),
     );
-    let out = n.try_nodemgr(&["get", "--param", "itest.mark"]);
+    let out = n.try_nodemgr(&["get", "--param", "node.itest.addr"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tcp");
     assert!(!n.root.join("var/actions/02-tcp").exists());
     let s = n.status();
@@ -328,7 +342,12 @@ fn port_change_rebinds_live(backend: &str) {
 
 #[test]
 fn invalid_config_edit_is_refused_and_old_config_kept() {
-    let n = Node::start(Opts::default());
+    // An unknown keyword (a typo) is ignored with a warning: the daemon starts.
+    let n = Node::start(Opts {
+        extra: "join_rat = 5\n",
+        ..Default::default()
+    });
+    assert_eq!(n.status()["nodename"], "n1");
     let conf = n.root.join("etc/node.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
     std::fs::write(
@@ -346,6 +365,217 @@ fn invalid_config_edit_is_refused_and_old_config_kept() {
     let out = n.try_nodemgr(&["set", "--param", "listener.port", "--value", "99999"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listener.port"));
+}
+
+/// `nodemgr` on a root of its own, no daemon.
+fn nodemgr_at(root: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn config_root(tag: &str, conf: Option<&str>) -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("osvc-itest-{}-cfg-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    if let Some(text) = conf {
+        std::fs::write(root.join("etc/node.conf"), text).unwrap();
+    }
+    root
+}
+
+const SMALL_CONF: &str = "# mine\n[node]\nnodename = n1\n[cluster]\nname = prod1\n\
+                          secret = correct horse battery staple\n[listener]\nport = 1300\n";
+
+#[test]
+fn set_refuses_unknown_keywords_and_bad_values_leaving_the_file_untouched() {
+    let root = config_root("set", Some(SMALL_CONF));
+    let conf = root.join("etc/node.conf");
+    let (ok, _, err) = nodemgr_at(
+        &root,
+        &["set", "--param", "listener.prot", "--value", "1216"],
+    );
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "nodemgr: listener.prot: unknown keyword; did you mean listener.port?"
+    );
+    let (ok, _, err) = nodemgr_at(
+        &root,
+        &["set", "--param", "listner.port", "--value", "1216"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("unknown section [listner]; did you mean listener.port?"),
+        "{err}"
+    );
+    let (ok, _, err) = nodemgr_at(&root, &["set", "--param", "hb.interval", "--value", "soon"]);
+    assert!(!ok);
+    assert!(err.contains("hb.interval: invalid value \"soon\""), "{err}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), SMALL_CONF);
+    assert!(!root.join("etc/node.conf.bak").exists(), "nothing written");
+    let (ok, _, err) = nodemgr_at(
+        &root,
+        &["set", "--param", "listener.join_rate", "--value", "7"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        std::fs::read_to_string(&conf)
+            .unwrap()
+            .starts_with(SMALL_CONF)
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn get_eval_prints_the_value_in_force() {
+    let root = config_root("get", Some(SMALL_CONF));
+    let get = |args: &[&str]| nodemgr_at(&root, &[&["get", "--param"], args].concat());
+    // Not written: no value as written, the default in force.
+    let (ok, _, err) = get(&["listener.join_rate"]);
+    assert!(!ok);
+    assert!(
+        err.contains("not set") && err.contains("in force: 20"),
+        "{err}"
+    );
+    assert_eq!(get(&["listener.join_rate", "--eval"]).1, "20\n");
+    assert_eq!(get(&["listener.port", "--eval"]).1, "1300\n");
+    assert_eq!(get(&["listener.port"]).1, "1300\n");
+    // Derived defaults: what they follow.
+    assert_eq!(get(&["node.takeover_delay", "--eval"]).1, "15s\n");
+    assert_eq!(get(&["cluster.nodes", "--eval"]).1, "n1\n");
+    // No value at all: nothing, and success.
+    assert_eq!(
+        get(&["metrics.addr", "--eval"]),
+        (true, String::new(), String::new())
+    );
+    let (ok, _, err) = get(&["listener.join_rat", "--eval"]);
+    assert!(
+        !ok && err.contains("did you mean listener.join_rate?"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn print_config_shows_secrets_by_their_fingerprint() {
+    let root = config_root("print", Some(SMALL_CONF));
+    // PROTOCOL.md's test vector: this secret in cluster prod1.
+    let fp = "8213a94a1a4da7c3";
+    let (ok, out, _) = nodemgr_at(&root, &["print", "config"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        SMALL_CONF.replace(
+            "correct horse battery staple",
+            &format!("<hidden, fingerprint {fp}>")
+        )
+    );
+    let (_, out, _) = nodemgr_at(&root, &["print", "config", "--show-secrets"]);
+    assert_eq!(out, SMALL_CONF);
+    let (ok, out, _) = nodemgr_at(&root, &["print", "config", "--eval"]);
+    assert!(ok);
+    assert!(!out.contains("horse"), "{out}");
+    assert!(
+        out.contains(&format!("secret = <hidden, fingerprint {fp}>")),
+        "{out}"
+    );
+    assert!(
+        out.contains("[listener]\naddr = 0.0.0.0\nport = 1300\n"),
+        "{out}"
+    );
+    assert!(out.contains("join_rate = 20\n"), "{out}");
+    assert!(out.contains("# alt_secret = (none)\n"), "{out}");
+    let (ok, out, _) = nodemgr_at(&root, &["print", "config", "--eval", "--format", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["listener"]["join_rate"], "20");
+    assert_eq!(v["cluster"]["alt_secret"], serde_json::Value::Null);
+    assert_eq!(
+        v["cluster"]["secret"],
+        format!("<hidden, fingerprint {fp}>")
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn validate_config_reports_every_problem_with_its_line() {
+    let root = config_root("validate", Some(SMALL_CONF));
+    let (ok, out, _) = nodemgr_at(&root, &["validate", "config"]);
+    assert!(ok);
+    let conf = root.join("etc/node.conf");
+    assert_eq!(out, format!("{}: ok\n", conf.display()));
+    std::fs::write(
+        &conf,
+        format!("{SMALL_CONF}prot = 1216\nmax_connections = 0\n[hb]\ntimout = 1\n"),
+    )
+    .unwrap();
+    let (ok, out, _) = nodemgr_at(&root, &["validate", "config"]);
+    assert!(!ok);
+    let c = conf.display();
+    assert_eq!(
+        out,
+        format!(
+            "{c}:9: listener.prot: unknown keyword; did you mean listener.port?\n\
+             {c}:10: listener.max_connections: invalid value \"0\": expected an integer from 1 to 4294967295\n\
+             {c}:12: hb.timout: unknown keyword; did you mean hb.timeout?\n"
+        )
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn set_without_node_conf_creates_it_and_errors_say_their_cause_once() {
+    let root = config_root("fresh", None);
+    let (ok, _, err) = nodemgr_at(&root, &["get", "--param", "listener.port"]);
+    assert!(!ok);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let (ok, _, err) = nodemgr_at(
+        &root,
+        &["set", "--param", "listener.port", "--value", "1299"],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("created"), "{err}");
+    let (_, out, _) = nodemgr_at(&root, &["get", "--param", "listener.port"]);
+    assert_eq!(out, "1299\n");
+    let (_, out, _) = nodemgr_at(&root, &["get", "--param", "cluster.secret"]);
+    assert_eq!(out.trim().len(), 64, "a generated secret: {out}");
+    assert!(nodemgr_at(&root, &["validate", "config"]).0);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// README.md's keyword reference is `nodemgr print keywords`, verbatim.
+#[test]
+fn readme_keyword_reference_is_up_to_date() {
+    let (ok, generated, _) = nodemgr_at(Path::new("/nonexistent"), &["print", "keywords"]);
+    assert!(ok);
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let (begin, end) = ("<!-- keywords:begin -->\n", "<!-- keywords:end -->");
+    let start = readme
+        .find(begin)
+        .expect("README.md: no keywords:begin marker")
+        + begin.len();
+    let stop = readme.find(end).expect("README.md: no keywords:end marker");
+    if readme[start..stop] != generated {
+        if std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!("{}{generated}{}", &readme[..start], &readme[stop..]);
+            std::fs::write(&readme_path, updated).unwrap();
+        } else {
+            panic!(
+                "README.md's keyword reference differs from `nodemgr print keywords`; regenerate it \
+                 with `UPDATE_README=1 cargo test --test daemon readme_keyword_reference`"
+            );
+        }
+    }
 }
 
 #[test]
@@ -432,6 +662,12 @@ fn edit_config_keeps_the_file_unless_the_edit_is_valid() {
         err.contains("listener.threads") && err.contains("left unchanged"),
         "{err}"
     );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), before);
+    // A typo is refused too, with the keyword meant.
+    let out = edit("s/^threads = 2/thread = 1/");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean listener.threads?"), "{err}");
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), before);
     let out = edit("s/^threads = 2/threads = 1/");
     assert!(
@@ -751,7 +987,7 @@ fn parallel_nodemgr_sets_all_survive() {
             Command::new(BIN)
                 .arg("--root")
                 .arg(&n.root)
-                .args(["set", "--param", &format!("itest.k{i}"), "--value"])
+                .args(["set", "--param", &format!("node.itest{i}.addr"), "--value"])
                 .arg(format!("v{i}"))
                 .stdout(std::process::Stdio::null())
                 .spawn()
@@ -762,11 +998,11 @@ fn parallel_nodemgr_sets_all_survive() {
         assert!(c.wait().unwrap().success());
     }
     for i in 0..12 {
-        let out = n.try_nodemgr(&["get", "--param", &format!("itest.k{i}")]);
+        let out = n.try_nodemgr(&["get", "--param", &format!("node.itest{i}.addr")]);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             format!("v{i}"),
-            "itest.k{i} lost"
+            "node.itest{i}.addr lost"
         );
     }
     // The daemon still answers: nothing it reloaded in between was a torn file.
@@ -799,7 +1035,14 @@ fn hung_and_bad_queued_actions_are_set_aside() {
     std::fs::write(dir.join("02-bad"), "not json").unwrap();
     n.queue_action(
         "03-set",
-        &["nodemgr", "set", "--param", "itest.after", "--value", "ran"],
+        &[
+            "nodemgr",
+            "set",
+            "--param",
+            "node.itest.addr",
+            "--value",
+            "ran",
+        ],
     );
     let t = std::time::Instant::now();
     n.udp(&[]);
@@ -811,7 +1054,7 @@ fn hung_and_bad_queued_actions_are_set_aside() {
     eprintln!("hung action killed and the queue done in {elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     assert_eq!(n.status()["dequeue"]["actions_timed_out"], 1);
-    let out = n.try_nodemgr(&["get", "--param", "itest.after"]);
+    let out = n.try_nodemgr(&["get", "--param", "node.itest.addr"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ran");
     let failed = dir.join("failed");
     let err = std::fs::read_to_string(failed.join("01-hang.err")).unwrap();

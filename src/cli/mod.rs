@@ -4,6 +4,7 @@ mod common;
 mod generate;
 mod keyring;
 mod logging;
+mod nodeconf;
 pub mod nodemgr;
 mod output;
 pub mod svcmgr;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use super::nodeconf;
 use super::output::{json_line, status_table, value_table};
 use crate::client::{self, ClientError};
 use crate::config::{self, Paths};
@@ -55,20 +56,30 @@ pub(crate) enum Command {
     /// The daemon: run, start, stop, status, blacklist
     #[command(subcommand)]
     Daemon(DaemonCmd),
-    /// Set a node.conf parameter, e.g. `nodemgr set --param listener.port --value 1215`
+    /// Set a node.conf keyword, e.g. `nodemgr set --param listener.port --value 1215`
+    /// (creates the default node.conf first if there is none)
     Set {
-        /// section.key
+        /// section.key (`nodemgr print keywords` lists them)
         #[arg(long)]
         param: String,
         #[arg(long)]
         value: String,
     },
-    /// Print a node.conf parameter
+    /// Print a node.conf keyword's value as written, or with --eval the value in force
     Get {
         /// section.key
         #[arg(long)]
         param: String,
+        /// The value in force: as written, else its default
+        #[arg(long)]
+        eval: bool,
     },
+    /// Print node.conf or the keyword reference
+    #[command(subcommand)]
+    Print(super::nodeconf::PrintCmd),
+    /// Check a configuration and report every problem
+    #[command(subcommand)]
+    Validate(super::nodeconf::ValidateCmd),
     /// Edit a configuration with $EDITOR, validated before it replaces the file
     #[command(subcommand)]
     Edit(EditCmd),
@@ -228,23 +239,24 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Set { param, value } => {
             refuse_remote(&cli, "set")?;
-            config::set_param(&paths.node_conf(), param, value)?;
-            Ok(ExitCode::SUCCESS)
+            nodeconf::set(&paths.node_conf(), param, value)
         }
-        Command::Get { param } => {
+        Command::Get { param, eval } => {
             refuse_remote(&cli, "get")?;
-            let (doc, _) = config::load(&paths.node_conf())?;
-            match config::get_param(&doc, param) {
-                Some(v) => {
-                    println!("{v}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => bail!("{param} is not set in {}", paths.node_conf().display()),
-            }
+            nodeconf::get(&paths.node_conf(), param, *eval)
+        }
+        Command::Print(nodeconf::PrintCmd::Config { eval, show_secrets }) => {
+            refuse_remote(&cli, "print config")?;
+            nodeconf::print_config(&paths.node_conf(), cli.format, *eval, *show_secrets)
+        }
+        Command::Print(nodeconf::PrintCmd::Keywords) => nodeconf::print_keywords(cli.format),
+        Command::Validate(nodeconf::ValidateCmd::Config) => {
+            refuse_remote(&cli, "validate config")?;
+            nodeconf::validate(&paths.node_conf(), cli.format)
         }
         Command::Edit(EditCmd::Config) => {
             refuse_remote(&cli, "edit config")?;
-            edit_config(&paths.node_conf())
+            nodeconf::edit(&paths.node_conf())
         }
     }
 }
@@ -422,17 +434,6 @@ fn daemon_start(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
         )
     })?;
     println!("daemon started (pid {pid}, log {})", log_path.display());
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Edits a copy, validates it, and only then replaces node.conf (atomically, with a backup).
-fn edit_config(path: &Path) -> Result<ExitCode> {
-    super::common::edit_file(path, |text| {
-        let doc = config::IniDocument::parse(text, path)?;
-        config::NodeConfig::from_document(&doc, path)?;
-        config::write_atomic(path, &doc)?;
-        Ok(())
-    })?;
     Ok(ExitCode::SUCCESS)
 }
 

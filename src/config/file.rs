@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::{ConfigError, IniDocument, NodeConfig, Param, short_hostname};
+use super::{ConfigError, IniDocument, NodeConfig, Param, keywords, short_hostname};
 
 /// The file holds the cluster secret.
 const FILE_MODE: u32 = 0o600;
@@ -24,6 +24,9 @@ const FILE_MODE: u32 = 0o600;
 struct WriteLock(#[allow(dead_code)] File);
 
 fn write_lock(path: &Path) -> Result<WriteLock, ConfigError> {
+    // The first write may be the one that creates the directory.
+    let dir = parent_dir(path);
+    fs::create_dir_all(dir).map_err(|e| ConfigError::io(dir, e))?;
     let lock_path = sibling(path, ".lock");
     let file = OpenOptions::new()
         .read(true)
@@ -137,16 +140,32 @@ pub fn write_atomic(path: &Path, doc: &IniDocument) -> Result<(), ConfigError> {
     write_atomic_locked(path, doc)
 }
 
-/// Sets `param` (`section.key`) to `value` in the file, refusing to write a
-/// document that would not validate. Returns the new configuration.
-pub fn set_param(path: &Path, param: &str, value: &str) -> Result<NodeConfig, ConfigError> {
+/// Sets `param` (`section.key`) to `value` in the file, refusing a keyword that is not in the
+/// registry and a document that would not validate. Without a file, writes the default one
+/// first (as `daemon run` does), under the same lock. Returns the new configuration and
+/// whether the file was created.
+pub fn set_param(path: &Path, param: &str, value: &str) -> Result<(NodeConfig, bool), ConfigError> {
     let param = Param::parse(param)?;
+    if let Some(unknown) = keywords::check_known(&param.section, &param.key) {
+        return Err(ConfigError::UnknownParam { unknown });
+    }
     let _guard = write_lock(path)?;
-    let (mut doc, _) = load(path)?;
+    let (mut doc, created) = match load(path) {
+        Ok((doc, _)) => (doc, false),
+        Err(e) if e.is_not_found() => (
+            default_document(&short_hostname(), &try_generate_secret()?)?,
+            true,
+        ),
+        Err(e) => return Err(e),
+    };
     doc.set(&param.section, &param.key, value)?;
     let cfg = NodeConfig::from_document(&doc, path)?;
-    write_atomic_locked(path, &doc)?;
-    Ok(cfg)
+    if created {
+        create_new_locked(path, &doc)?;
+    } else {
+        write_atomic_locked(path, &doc)?;
+    }
+    Ok((cfg, created))
 }
 
 /// Applies several edits at once: loads, edits, validates the result, writes it atomically.
@@ -197,12 +216,18 @@ fn default_document(nodename: &str, secret: &str) -> Result<IniDocument, ConfigE
     );
     doc.push_blank();
     doc.set("node", "nodename", nodename)?;
-    doc.set("cluster", "name", "default")?;
+    doc.set("cluster", "name", &default_text("cluster", "name"))?;
     doc.set("cluster", "secret", secret)?;
     doc.set("cluster", "nodes", nodename)?;
-    doc.set("listener", "addr", "0.0.0.0")?;
-    doc.set("listener", "port", "1214")?;
+    for (section, key) in [("listener", "addr"), ("listener", "port")] {
+        doc.set(section, key, &default_text(section, key))?;
+    }
     Ok(doc)
+}
+
+/// A keyword's default as the registry writes it.
+fn default_text(section: &str, key: &str) -> String {
+    keywords::effective_value(&IniDocument::new(), section, key).unwrap_or_default()
 }
 
 /// Writes a fresh `node.conf` (creating parent directories). Fails with an
@@ -215,10 +240,15 @@ pub fn create_default(
     let doc = default_document(&nodename, &try_generate_secret()?)?;
     // Validate before touching the disk (a given nodename may be bad).
     let cfg = NodeConfig::from_document(&doc, path)?;
-
-    let dir = parent_dir(path);
-    fs::create_dir_all(dir).map_err(|e| ConfigError::io(dir, e))?;
     let _guard = write_lock(path)?;
+    create_new_locked(path, &doc)?;
+    Ok((doc, cfg))
+}
+
+/// Creates `path` with `doc`, failing with an `AlreadyExists` I/O error if it exists. The
+/// caller holds the write lock (which made the directory).
+fn create_new_locked(path: &Path, doc: &IniDocument) -> Result<(), ConfigError> {
+    let dir = parent_dir(path);
     let tmp = sibling(path, &format!(".tmp.{}", std::process::id()));
     write_tmp(&tmp, &doc.to_string())?;
     // Linking the complete temp file is an atomic create-new: no other
@@ -226,8 +256,7 @@ pub fn create_default(
     let linked = fs::hard_link(&tmp, path).map_err(|e| ConfigError::io(path, e));
     let _ = fs::remove_file(&tmp);
     linked?;
-    sync_dir(dir)?;
-    Ok((doc, cfg))
+    sync_dir(dir)
 }
 
 /// Loads `path`, creating a default one if it does not exist. The flag tells
@@ -348,9 +377,10 @@ mod tests {
         let tmp = TempDir::new("setok");
         let path = tmp.0.join("node.conf");
         fs::write(&path, V1).unwrap();
-        let cfg = set_param(&path, "listener.port", "1400").unwrap();
+        let (cfg, created) = set_param(&path, "listener.port", "1400").unwrap();
         assert_eq!(cfg.listener.port, 1400);
-        let cfg = set_param(&path, "node.node2.addr", "10.0.0.2").unwrap();
+        assert!(!created);
+        let (cfg, _) = set_param(&path, "node.node2.addr", "10.0.0.2").unwrap();
         assert_eq!(cfg.peers["node2"].addr.as_deref(), Some("10.0.0.2"));
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(V1), "existing text kept: {text}");
@@ -389,6 +419,12 @@ mod tests {
             set_param(&path, "listener.port", "1\n[x]"),
             Err(ConfigError::Edit { .. })
         ));
+        let err = set_param(&path, "listener.prot", "1").unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownParam { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "listener.prot: unknown keyword; did you mean listener.port?"
+        );
 
         assert_eq!(fs::read_to_string(&path).unwrap(), V1);
         assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), before);
@@ -448,6 +484,25 @@ mod tests {
     }
 
     #[test]
+    fn set_param_without_a_file_creates_the_default_one_first() {
+        let tmp = TempDir::new("setnew");
+        let path = tmp.0.join("etc/node.conf");
+        let (cfg, created) = set_param(&path, "listener.join_rate", "5").unwrap();
+        assert!(created);
+        assert_eq!(cfg.listener.join_rate, 5);
+        assert_eq!(cfg.cluster.secret.len(), 64, "a generated secret");
+        let (doc, loaded) = load(&path).unwrap();
+        assert_eq!(loaded, cfg);
+        assert_eq!(doc.get("listener", "port"), Some("1214"));
+        assert_eq!(doc.get("cluster", "name"), Some("default"));
+        // Refused before anything is created.
+        let other = tmp.0.join("other/node.conf");
+        assert!(set_param(&other, "listener.join_rate", "x").is_err());
+        assert!(set_param(&other, "listener.joinrate", "5").is_err());
+        assert!(!other.exists());
+    }
+
+    #[test]
     fn secrets_differ() {
         let a = generate_secret();
         assert_eq!(a.len(), 64);
@@ -463,13 +518,13 @@ mod tests {
         std::thread::scope(|s| {
             for i in 0..8 {
                 let path = &path;
-                s.spawn(move || set_param(path, &format!("custom.k{i}"), "v").unwrap());
+                s.spawn(move || set_param(path, &format!("node.k{i}.addr"), "v").unwrap());
             }
         });
         let (doc, _) = load(&path).unwrap();
         for i in 0..8 {
             assert_eq!(
-                get_param(&doc, &format!("custom.k{i}")).as_deref(),
+                get_param(&doc, &format!("node.k{i}.addr")).as_deref(),
                 Some("v")
             );
         }

@@ -57,9 +57,25 @@ pub struct IniDocument {
     lines: Vec<Line>,
 }
 
-/// Classifies one raw line (without its line ending). Returns the syntax
-/// error message on failure.
-fn classify(raw: &str) -> Result<Kind, String> {
+/// What is wrong with a line that is neither blank, a comment, a section header nor an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum SyntaxError {
+    #[error("unexpected text after ']' in section header")]
+    TextAfterHeader,
+    #[error("unterminated section header: missing ']'")]
+    UnterminatedHeader,
+    #[error("empty section name")]
+    EmptySection,
+    #[error("expected \"key = value\", a [section] header or a comment")]
+    NotAnEntry,
+    #[error("missing key before '='")]
+    MissingKey,
+    #[error("key = value line before any [section] header")]
+    EntryBeforeSection,
+}
+
+/// Classifies one raw line (without its line ending).
+fn classify(raw: &str) -> Result<Kind, SyntaxError> {
     let trimmed = raw.trim_matches(|c: char| c.is_whitespace() || c == BOM);
     if trimmed.is_empty() {
         return Ok(Kind::Blank);
@@ -70,23 +86,23 @@ fn classify(raw: &str) -> Result<Kind, String> {
     if let Some(inner) = trimmed.strip_prefix('[') {
         let Some(inner) = inner.strip_suffix(']') else {
             return Err(if inner.contains(']') {
-                "unexpected text after ']' in section header".to_string()
+                SyntaxError::TextAfterHeader
             } else {
-                "unterminated section header: missing ']'".to_string()
+                SyntaxError::UnterminatedHeader
             });
         };
         let name = inner.trim();
         if name.is_empty() {
-            return Err("empty section name".to_string());
+            return Err(SyntaxError::EmptySection);
         }
         return Ok(Kind::Section(name.to_string()));
     }
     let Some(eq) = raw.find('=') else {
-        return Err("expected \"key = value\", a [section] header or a comment".to_string());
+        return Err(SyntaxError::NotAnEntry);
     };
     let key = raw[..eq].trim_matches(|c: char| c.is_whitespace() || c == BOM);
     if key.is_empty() {
-        return Err("missing key before '='".to_string());
+        return Err(SyntaxError::MissingKey);
     }
     let after = &raw[eq + 1..];
     let value_start = eq + 1 + (after.len() - after.trim_start().len());
@@ -105,7 +121,19 @@ impl IniDocument {
 
     /// Parses `text`; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<IniDocument, ConfigError> {
+        let (doc, errors) = Self::parse_lenient(text, path);
+        match errors.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(doc),
+        }
+    }
+
+    /// Parses `text`, keeping going past syntax errors: every one is returned, and its line
+    /// is kept in the document as an ignored line (line numbers stay right). For reports
+    /// only: such a document is not meant to be written back.
+    pub fn parse_lenient(text: &str, path: &Path) -> (IniDocument, Vec<ConfigError>) {
         let mut lines = Vec::new();
+        let mut errors = Vec::new();
         let mut in_section = false;
         let mut rest = text;
         let mut number = 0usize;
@@ -121,20 +149,23 @@ impl IniDocument {
                 }
                 None => (rest, Eol::None, ""),
             };
-            let syntax = |message: String| ConfigError::Syntax {
-                path: path.to_path_buf(),
-                line: number,
-                message,
+            let classified = match classify(raw) {
+                Ok(Kind::Entry { .. }) if !in_section => Err(SyntaxError::EntryBeforeSection),
+                other => other,
             };
-            let kind = classify(raw).map_err(syntax)?;
-            match kind {
-                Kind::Section(_) => in_section = true,
-                Kind::Entry { .. } if !in_section => {
-                    return Err(syntax(
-                        "key = value line before any [section] header".to_string(),
-                    ));
+            let kind = match classified {
+                Ok(kind) => kind,
+                Err(e) => {
+                    errors.push(ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        line: number,
+                        message: e.to_string(),
+                    });
+                    Kind::Comment
                 }
-                _ => {}
+            };
+            if let Kind::Section(_) = kind {
+                in_section = true;
             }
             lines.push(Line {
                 text: raw.to_string(),
@@ -143,7 +174,7 @@ impl IniDocument {
             });
             rest = next;
         }
-        Ok(IniDocument { lines })
+        (IniDocument { lines }, errors)
     }
 
     /// Entries with their 0-based line index and section name, in file order.
@@ -241,7 +272,7 @@ impl IniDocument {
             key: key.to_string(),
             message: message.to_string(),
         };
-        let kind = classify(&text).map_err(|m| edit_error(&m))?;
+        let kind = classify(&text).map_err(|e| edit_error(&e.to_string()))?;
         let same = match (&kind, expected) {
             (Kind::Section(a), Kind::Section(b)) => a == b,
             (
@@ -366,6 +397,47 @@ impl IniDocument {
         }
         self.lines.push(header);
         self.lines.push(new_entry);
+        Ok(())
+    }
+
+    /// Replaces the value of every occurrence of `key` in `section` by `f(value)`, in place
+    /// (e.g. to hide secrets in what is shown).
+    pub fn map_values(
+        &mut self,
+        section: &str,
+        key: &str,
+        mut f: impl FnMut(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        let targets: Vec<usize> = self
+            .entries()
+            .filter(|(_, s, k, _)| *s == section && k.eq_ignore_ascii_case(key))
+            .map(|(i, ..)| i)
+            .collect();
+        for i in targets {
+            let line = &self.lines[i];
+            if let Kind::Entry {
+                key: orig_key,
+                value,
+                value_start,
+            } = &line.kind
+            {
+                let new = f(value);
+                if new.contains(['\n', '\r']) {
+                    return Err(ConfigError::Edit {
+                        section: section.to_string(),
+                        key: key.to_string(),
+                        message: "line breaks are not allowed".to_string(),
+                    });
+                }
+                let expected = Kind::Entry {
+                    key: orig_key.clone(),
+                    value: new.trim().to_string(),
+                    value_start: 0,
+                };
+                let text = format!("{}{}", &line.text[..*value_start], new.trim());
+                self.lines[i] = Self::checked_line(text, &expected, line.eol, section, key)?;
+            }
+        }
         Ok(())
     }
 
@@ -631,6 +703,41 @@ mod tests {
             );
         }
         assert_eq!(doc.to_string(), SAMPLE);
+    }
+
+    #[test]
+    fn lenient_parse_reports_every_syntax_error_and_keeps_line_numbers() {
+        let (doc, errors) = IniDocument::parse_lenient("k = 0\n[a]\njunk\nk = 1\n[b\nx = 2\n", p());
+        let lines: Vec<usize> = errors
+            .iter()
+            .map(|e| match e {
+                ConfigError::Syntax { line, .. } => *line,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lines, [1, 3, 5]);
+        assert_eq!(doc.line_of("a", "k"), Some(4));
+        assert_eq!(
+            doc.line_of("a", "x"),
+            Some(6),
+            "a broken header opens no section"
+        );
+        let strict = IniDocument::parse("[a]\njunk\n[b\n", p()).unwrap_err();
+        assert!(
+            matches!(strict, ConfigError::Syntax { line: 2, .. }),
+            "{strict:?}"
+        );
+    }
+
+    #[test]
+    fn map_values_edits_every_occurrence_in_place() {
+        let mut doc = parse("[c]\nsecret = a\n[d]\nsecret = z\n[c]\n  SECRET=b  \n");
+        doc.map_values("c", "secret", |v| format!("<{v}>")).unwrap();
+        assert_eq!(
+            doc.to_string(),
+            "[c]\nsecret = <a>\n[d]\nsecret = z\n[c]\n  SECRET=<b>\n"
+        );
+        assert!(doc.map_values("c", "secret", |_| "x\ny".into()).is_err());
     }
 
     #[test]

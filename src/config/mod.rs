@@ -6,10 +6,12 @@
 
 mod file;
 mod ini;
+pub mod keywords;
 mod model;
 mod param;
 pub mod paths;
 
+use std::fmt;
 use std::path::PathBuf;
 
 pub use file::{
@@ -17,11 +19,10 @@ pub use file::{
     try_generate_secret, update, write_atomic,
 };
 pub use ini::IniDocument;
+pub use keywords::{Keyword, Unknown, ValueError};
 pub use model::{
-    BackendChoice, ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_DEQUEUE_TIMEOUT_MS,
-    DEFAULT_MAX_FRAME, DEFAULT_MAX_UNAUTH_FRAME, DEFAULT_PORT, HbConfig, ListenerConfig, LogFormat,
-    MIN_MAX_FRAME, NodeConfig, PeerConfig, SplitAction, parse_bool, parse_duration_ms,
-    short_hostname,
+    BackendChoice, ClusterConfig, DEFAULT_DEQUEUE_TIMEOUT_MS, HbConfig, ListenerConfig, LogFormat,
+    NodeConfig, PeerConfig, SplitAction, parse_bool, parse_duration_ms, short_hostname,
 };
 pub use param::Param;
 pub use paths::Paths;
@@ -30,7 +31,7 @@ pub use paths::Paths;
 /// location is known so that operators can jump straight to the culprit.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -56,6 +57,18 @@ pub enum ConfigError {
 
     #[error("{}: {key}: required value is missing", path.display())]
     Missing { path: PathBuf, key: String },
+
+    /// A keyword or section not in the registry, where a file has it.
+    #[error("{}:{line}: {unknown}", path.display())]
+    Unknown {
+        path: PathBuf,
+        line: usize,
+        unknown: Unknown,
+    },
+
+    /// A keyword or section not in the registry, as a command line names it.
+    #[error("{unknown}")]
+    UnknownParam { unknown: Unknown },
 
     #[error("invalid parameter {param:?}: {message}")]
     Param { param: String, message: String },
@@ -89,5 +102,36 @@ impl ConfigError {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// An error and its causes, `error: cause: cause`, for the places that show an error as one
+/// line without anyhow (log lines, error answers).
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_says_its_cause_once() {
+        let e = ConfigError::io(
+            std::path::Path::new("/x/node.conf"),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
+        assert_eq!(e.to_string(), "/x/node.conf");
+        assert_eq!(ErrorChain(&e).to_string(), "/x/node.conf: entity not found");
     }
 }

@@ -1,17 +1,16 @@
 //! Typed, validated view of `node.conf`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
+use super::keywords::{self, Effective, Keyword, keyword, valid_nodename};
 use super::{ConfigError, IniDocument};
 
-pub const DEFAULT_CLUSTER_NAME: &str = "default";
-pub const DEFAULT_PORT: u16 = 1214;
-pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;
-pub const MIN_MAX_FRAME: u32 = 64;
-pub const DEFAULT_MAX_UNAUTH_FRAME: u32 = 64 * 1024;
+/// `[dequeue] timeout` before a configuration is read (the registry's default; a test holds
+/// them equal).
 pub const DEFAULT_DEQUEUE_TIMEOUT_MS: u64 = 60_000;
 
 /// The listener I/O backend `listener.backend` asks for (`auto` picks io_uring where the
@@ -33,14 +32,17 @@ impl BackendChoice {
         }
     }
 
+    /// Same order as the registry's choices (a test holds them equal).
+    const ALL: [BackendChoice; 3] = [
+        BackendChoice::Auto,
+        BackendChoice::IoUring,
+        BackendChoice::Epoll,
+    ];
+
     fn parse(s: &str) -> Option<BackendChoice> {
-        [
-            BackendChoice::Auto,
-            BackendChoice::IoUring,
-            BackendChoice::Epoll,
-        ]
-        .into_iter()
-        .find(|b| b.as_str().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -100,41 +102,10 @@ pub struct ListenerConfig {
     pub read_timeout_ms: u64,
 }
 
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        ListenerConfig {
-            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: DEFAULT_PORT,
-            max_frame: DEFAULT_MAX_FRAME,
-            max_clock_skew_ms: 60_000,
-            blacklist_ttl_ms: 600_000,
-            join_rate: 20,
-            accept_joins: true,
-            threads: 0,
-            shards: 0,
-            backend: BackendChoice::Auto,
-            max_connections: 4096,
-            max_unauth_frame: DEFAULT_MAX_UNAUTH_FRAME,
-            max_unauth_per_addr: 32,
-            idle_timeout_ms: 60_000,
-            read_timeout_ms: 10_000,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HbConfig {
     pub interval_ms: u64,
     pub timeout_ms: u64,
-}
-
-impl Default for HbConfig {
-    fn default() -> Self {
-        HbConfig {
-            interval_ms: 5_000,
-            timeout_ms: 15_000,
-        }
-    }
 }
 
 /// `[node.NAME]` section.
@@ -219,9 +190,6 @@ impl NodeConfig {
     }
 }
 
-pub(super) const DEFAULT_MONITOR_INTERVAL_MS: u64 = 2_000;
-pub(super) const DEFAULT_MAINTENANCE_GRACE_MS: u64 = 60_000;
-
 /// What a node that lost quorum does to the ha instances it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SplitAction {
@@ -243,8 +211,10 @@ impl SplitAction {
         }
     }
 
+    const ALL: [SplitAction; 3] = [SplitAction::Stop, SplitAction::Freeze, SplitAction::Crash];
+
     fn parse(s: &str) -> Option<SplitAction> {
-        [SplitAction::Stop, SplitAction::Freeze, SplitAction::Crash]
+        Self::ALL
             .into_iter()
             .find(|a| a.as_str().eq_ignore_ascii_case(s.trim()))
     }
@@ -268,8 +238,10 @@ impl LogFormat {
         }
     }
 
+    const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
     fn parse(s: &str) -> Option<LogFormat> {
-        [LogFormat::Text, LogFormat::Json]
+        Self::ALL
             .into_iter()
             .find(|f| f.as_str().eq_ignore_ascii_case(s.trim()))
     }
@@ -300,10 +272,6 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(unit_ms)
 }
 
-fn valid_nodename(s: &str) -> bool {
-    (1..=255).contains(&s.len()) && !s.chars().any(char::is_whitespace)
-}
-
 /// Short host name (up to the first '.'), read without libc; falls back to
 /// "localhost" so a default node name is always valid.
 pub fn short_hostname() -> String {
@@ -316,47 +284,14 @@ pub fn short_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-const NODENAME_MSG: &str = "expected a node name of 1 to 255 bytes without whitespace";
-const BOOL_MSG: &str = "expected a boolean: true, false, yes, no, on, off, 1 or 0";
-const DURATION_MSG: &str =
-    "expected a duration: an integer number of seconds, or an integer with a ms, s, m or h suffix";
-const POSITIVE_DURATION_MSG: &str = "expected a positive duration: an integer number of seconds, \
-     or an integer with a ms, s, m or h suffix";
-
-/// Integer parser accepting `min..=max`, with a message stating the range.
-fn int_in<T: TryFrom<u64>>(min: u64, max: u64) -> impl Fn(&str) -> Result<T, String> {
-    move |s| {
-        let msg = || format!("expected an integer from {min} to {max}");
-        let n: u64 = s.parse().map_err(|_| msg())?;
-        if !(min..=max).contains(&n) {
-            return Err(msg());
-        }
-        T::try_from(n).map_err(|_| msg())
-    }
-}
-
-fn duration(s: &str) -> Result<u64, String> {
-    parse_duration_ms(s).ok_or_else(|| DURATION_MSG.to_string())
-}
-
-fn positive_duration(s: &str) -> Result<u64, String> {
-    match parse_duration_ms(s) {
-        Some(ms) if ms > 0 => Ok(ms),
-        _ => Err(POSITIVE_DURATION_MSG.to_string()),
-    }
-}
-
-fn boolean(s: &str) -> Result<bool, String> {
-    parse_bool(s).ok_or_else(|| BOOL_MSG.to_string())
-}
-
-/// Reads typed values from a document, turning failures into located errors.
+/// Reads typed values from a document through the keyword registry, turning failures into
+/// located errors.
 struct Reader<'a> {
     doc: &'a IniDocument,
     path: &'a Path,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn invalid(&self, line: usize, key: String, value: &str, message: String) -> ConfigError {
         ConfigError::Value {
             path: self.path.to_path_buf(),
@@ -367,133 +302,117 @@ impl Reader<'_> {
         }
     }
 
-    fn value<T>(
+    /// The effective value of `kw` in `section`, checked against its type when written:
+    /// `(line, text)`, line 0 for a default; `None` for no value.
+    fn text(
         &self,
         section: &str,
-        key: &str,
-        default: T,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        match self.doc.lookup(section, key) {
-            None => Ok(default),
-            Some((line, raw)) => parse(raw)
-                .map_err(|message| self.invalid(line, format!("{section}.{key}"), raw, message)),
+        kw: &Keyword,
+    ) -> Result<Option<(usize, Cow<'a, str>)>, ConfigError> {
+        match keywords::effective(self.doc, section, kw) {
+            Effective::Written { line, value } => match kw.ty.check(value) {
+                Ok(()) => Ok(Some((line, Cow::Borrowed(value)))),
+                Err(e) => {
+                    Err(self.invalid(line, format!("{section}.{}", kw.key), value, e.to_string()))
+                }
+            },
+            Effective::Default(v) => Ok(Some((0, v))),
+            Effective::Absent => Ok(None),
+            Effective::Missing => Err(ConfigError::Missing {
+                path: self.path.to_path_buf(),
+                key: format!("{section}.{}", kw.key),
+            }),
         }
+    }
+
+    /// A value of a keyword with a default, converted by `convert` (which cannot fail on a
+    /// value its type accepts: if it does, the value is refused with the type's message).
+    fn typed<T>(
+        &self,
+        kw: &Keyword,
+        convert: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        let section = kw.section;
+        let (line, text) = self.text(section, kw)?.unwrap_or((0, Cow::Borrowed("")));
+        convert(&text).ok_or_else(|| {
+            let message = kw.ty.expected().to_string();
+            self.invalid(line, format!("{section}.{}", kw.key), &text, message)
+        })
+    }
+
+    fn int<T: TryFrom<u64>>(&self, kw: &Keyword) -> Result<T, ConfigError> {
+        self.typed(kw, |s| {
+            s.parse::<u64>().ok().and_then(|n| T::try_from(n).ok())
+        })
+    }
+
+    fn ms(&self, kw: &Keyword) -> Result<u64, ConfigError> {
+        self.typed(kw, parse_duration_ms)
+    }
+
+    fn flag(&self, kw: &Keyword) -> Result<bool, ConfigError> {
+        self.typed(kw, parse_bool)
+    }
+
+    fn string(&self, kw: &Keyword) -> Result<String, ConfigError> {
+        self.typed(kw, |s| Some(s.to_string()))
+    }
+
+    fn optional(&self, section: &str, kw: &Keyword) -> Result<Option<String>, ConfigError> {
+        Ok(self
+            .text(section, kw)?
+            .map(|(_, t)| t.into_owned())
+            .filter(|t| !t.is_empty()))
     }
 }
 
 impl NodeConfig {
-    /// Builds and validates the typed configuration. `path` is only used in
-    /// error messages.
+    /// Builds and validates the typed configuration. `path` is only used in error messages.
+    /// Keys that are not in the registry are ignored here ([`keywords::unknown_keywords`]
+    /// lists them).
     pub fn from_document(doc: &IniDocument, path: &Path) -> Result<NodeConfig, ConfigError> {
         let r = Reader { doc, path };
-
-        let nodename = match doc.get("node", "nodename") {
-            Some(_) => r.value("node", "nodename", String::new(), |s| {
-                valid_nodename(s)
-                    .then(|| s.to_string())
-                    .ok_or_else(|| NODENAME_MSG.to_string())
-            })?,
-            None => short_hostname(),
-        };
-
-        let name = r.value("cluster", "name", DEFAULT_CLUSTER_NAME.to_string(), |s| {
-            if s.is_empty() || s.chars().any(char::is_whitespace) {
-                Err("expected a non-empty cluster name without whitespace".to_string())
-            } else {
-                Ok(s.to_string())
-            }
-        })?;
-        if doc.get("cluster", "secret").is_none() {
-            return Err(ConfigError::Missing {
-                path: path.to_path_buf(),
-                key: "cluster.secret".to_string(),
-            });
+        macro_rules! kw {
+            ($section:literal, $key:literal) => {
+                const { keyword($section, $key) }
+            };
         }
-        let secret = r.value("cluster", "secret", String::new(), |s| {
-            if s.is_empty() {
-                Err("expected a non-empty secret".to_string())
-            } else {
-                Ok(s.to_string())
+
+        let nodename = r.string(kw!("node", "nodename"))?;
+        let name = r.string(kw!("cluster", "name"))?;
+        let secret = r.string(kw!("cluster", "secret"))?;
+        let alt_secret = r.optional("cluster", kw!("cluster", "alt_secret"))?;
+        let mut nodes: Vec<String> = Vec::new();
+        for n in r.string(kw!("cluster", "nodes"))?.split_whitespace() {
+            if !nodes.iter().any(|x| x == n) {
+                nodes.push(n.to_string());
             }
-        })?;
-        // The value is not echoed back on error: only an empty one is refused, and "" says
-        // nothing of a secret.
-        let alt_secret = r.value("cluster", "alt_secret", None, |s| {
-            if s.is_empty() {
-                Err("expected a non-empty secret, or no alt_secret at all".to_string())
-            } else {
-                Ok(Some(s.to_string()))
-            }
-        })?;
-        let mut nodes = r.value("cluster", "nodes", Vec::new(), |s| {
-            let mut out: Vec<String> = Vec::new();
-            for n in s.split_whitespace() {
-                if !valid_nodename(n) {
-                    return Err(format!("{NODENAME_MSG}: {n:?}"));
-                }
-                if !out.iter().any(|x| x == n) {
-                    out.push(n.to_string());
-                }
-            }
-            Ok(out)
-        })?;
+        }
         if nodes.is_empty() {
             nodes.push(nodename.clone());
         }
 
-        let d = ListenerConfig::default();
-        let l = "listener";
         let listener = ListenerConfig {
-            addr: r.value(l, "addr", d.addr, |s| {
-                s.parse::<IpAddr>()
-                    .map_err(|_| "expected an IP address".to_string())
-            })?,
-            port: r.value(l, "port", d.port, int_in(0, u16::MAX.into()))?,
-            max_frame: r.value(
-                l,
-                "max_frame",
-                d.max_frame,
-                int_in(MIN_MAX_FRAME.into(), u32::MAX.into()),
-            )?,
-            max_clock_skew_ms: r.value(l, "max_clock_skew", d.max_clock_skew_ms, duration)?,
-            blacklist_ttl_ms: r.value(l, "blacklist_ttl", d.blacklist_ttl_ms, duration)?,
-            join_rate: r.value(l, "join_rate", d.join_rate, int_in(0, u32::MAX.into()))?,
-            accept_joins: r.value(l, "accept_joins", d.accept_joins, boolean)?,
-            threads: r.value(l, "threads", d.threads, int_in(0, usize_max()))?,
-            shards: r.value(l, "shards", d.shards, int_in(0, usize_max()))?,
-            backend: r.value(l, "backend", d.backend, |s| {
-                BackendChoice::parse(s)
-                    .ok_or_else(|| "expected one of auto, io_uring, epoll".to_string())
-            })?,
-            // Zero would make the listener refuse every connection.
-            max_connections: r.value(
-                l,
-                "max_connections",
-                d.max_connections,
-                int_in(1, u32::MAX.into()),
-            )?,
-            max_unauth_frame: r.value(
-                l,
-                "max_unauth_frame",
-                d.max_unauth_frame,
-                int_in(MIN_MAX_FRAME.into(), u32::MAX.into()),
-            )?,
-            // Zero would refuse every new connection from everyone.
-            max_unauth_per_addr: r.value(
-                l,
-                "max_unauth_per_addr",
-                d.max_unauth_per_addr,
-                int_in(1, u32::MAX.into()),
-            )?,
-            idle_timeout_ms: r.value(l, "idle_timeout", d.idle_timeout_ms, positive_duration)?,
-            read_timeout_ms: r.value(l, "read_timeout", d.read_timeout_ms, positive_duration)?,
+            addr: r.typed(kw!("listener", "addr"), |s| s.parse::<IpAddr>().ok())?,
+            port: r.int(kw!("listener", "port"))?,
+            max_frame: r.int(kw!("listener", "max_frame"))?,
+            max_clock_skew_ms: r.ms(kw!("listener", "max_clock_skew"))?,
+            blacklist_ttl_ms: r.ms(kw!("listener", "blacklist_ttl"))?,
+            join_rate: r.int(kw!("listener", "join_rate"))?,
+            accept_joins: r.flag(kw!("listener", "accept_joins"))?,
+            threads: r.int(kw!("listener", "threads"))?,
+            shards: r.int(kw!("listener", "shards"))?,
+            backend: r.typed(kw!("listener", "backend"), BackendChoice::parse)?,
+            max_connections: r.int(kw!("listener", "max_connections"))?,
+            max_unauth_frame: r.int(kw!("listener", "max_unauth_frame"))?,
+            max_unauth_per_addr: r.int(kw!("listener", "max_unauth_per_addr"))?,
+            idle_timeout_ms: r.ms(kw!("listener", "idle_timeout"))?,
+            read_timeout_ms: r.ms(kw!("listener", "read_timeout"))?,
         };
 
-        let d = HbConfig::default();
         let hb = HbConfig {
-            interval_ms: r.value("hb", "interval", d.interval_ms, positive_duration)?,
-            timeout_ms: r.value("hb", "timeout", d.timeout_ms, positive_duration)?,
+            interval_ms: r.ms(kw!("hb", "interval"))?,
+            timeout_ms: r.ms(kw!("hb", "timeout"))?,
         };
         // A timeout not above the interval would declare peers dead between
         // two healthy beats. Blame the key the operator actually wrote
@@ -517,31 +436,13 @@ impl NodeConfig {
             }
         }
 
-        let monitor_interval_ms = r.value(
-            "monitor",
-            "interval",
-            DEFAULT_MONITOR_INTERVAL_MS,
-            positive_duration,
-        )?;
-        let maintenance_grace_ms = r.value(
-            "node",
-            "maintenance_grace_period",
-            DEFAULT_MAINTENANCE_GRACE_MS,
-            duration,
-        )?;
-        let rejoin_grace_ms = r.value("node", "rejoin_grace_period", hb.timeout_ms, duration)?;
-        let quorum = r.value("cluster", "quorum", false, boolean)?;
-        let split_action = r.value("node", "split_action", SplitAction::Stop, |s| {
-            SplitAction::parse(s).ok_or_else(|| "expected one of stop, freeze, crash".to_string())
-        })?;
-        let takeover_delay_ms = r.value("node", "takeover_delay", hb.timeout_ms, duration)?;
-
-        let dequeue_timeout_ms = r.value(
-            "dequeue",
-            "timeout",
-            DEFAULT_DEQUEUE_TIMEOUT_MS,
-            positive_duration,
-        )?;
+        let monitor_interval_ms = r.ms(kw!("monitor", "interval"))?;
+        let maintenance_grace_ms = r.ms(kw!("node", "maintenance_grace_period"))?;
+        let rejoin_grace_ms = r.ms(kw!("node", "rejoin_grace_period"))?;
+        let quorum = r.flag(kw!("cluster", "quorum"))?;
+        let split_action = r.typed(kw!("node", "split_action"), SplitAction::parse)?;
+        let takeover_delay_ms = r.ms(kw!("node", "takeover_delay"))?;
+        let dequeue_timeout_ms = r.ms(kw!("dequeue", "timeout"))?;
 
         let mut peers = BTreeMap::new();
         for section in doc.sections() {
@@ -553,54 +454,29 @@ impl NodeConfig {
                     doc.section_line(section).unwrap_or(0),
                     section.to_string(),
                     peer,
-                    format!("section [node.NAME]: {NODENAME_MSG}"),
+                    format!("section [node.NAME]: {}", keywords::ValueError::NodeName),
                 ));
             }
-            let addr = doc
-                .get(section, "addr")
-                .filter(|a| !a.is_empty())
-                .map(str::to_string);
+            let addr = r.optional(section, kw!("node.", "addr"))?;
             peers.insert(peer.to_string(), PeerConfig { addr });
         }
 
-        let arbitrator_serve = r.value("arbitrator", "serve", false, boolean)?;
-        let arbitrator_lease_ms = r.value(
-            "arbitrator",
-            "lease",
-            DEFAULT_ARBITRATOR_LEASE_MS,
-            positive_duration,
-        )?;
+        let arbitrator_serve = r.flag(kw!("arbitrator", "serve"))?;
+        let arbitrator_lease_ms = r.ms(kw!("arbitrator", "lease"))?;
         let mut arbitrators = BTreeMap::new();
         for section in doc.sections() {
             if !section.starts_with("arbitrator#") {
                 continue;
             }
-            let addr = r.value(section, "addr", String::new(), |s| {
-                valid_host_port(s)
-                    .then(|| s.to_string())
-                    .ok_or_else(|| "expected host:port".to_string())
-            })?;
-            if addr.is_empty() {
-                return Err(ConfigError::Missing {
-                    path: path.to_path_buf(),
-                    key: format!("{section}.addr"),
-                });
+            if let Some(addr) = r.optional(section, kw!("arbitrator#", "addr"))? {
+                arbitrators.insert(section.to_string(), addr);
             }
-            arbitrators.insert(section.to_string(), addr);
         }
 
-        let metrics_addr = r.value("metrics", "addr", None, |s| {
-            if s.trim().is_empty() {
-                return Ok(None);
-            }
-            s.trim()
-                .parse::<std::net::SocketAddr>()
-                .map(Some)
-                .map_err(|_| "expected ip:port, e.g. 127.0.0.1:9216".to_string())
-        })?;
-        let log_format = r.value("log", "format", LogFormat::Text, |s| {
-            LogFormat::parse(s).ok_or_else(|| "expected one of text, json".to_string())
-        })?;
+        let metrics_addr = r
+            .optional("metrics", kw!("metrics", "addr"))?
+            .and_then(|s| s.parse::<std::net::SocketAddr>().ok());
+        let log_format = r.typed(kw!("log", "format"), LogFormat::parse)?;
 
         Ok(NodeConfig {
             nodename,
@@ -629,25 +505,15 @@ impl NodeConfig {
     }
 }
 
-/// `host:port`, with a port number and a host without whitespace (`[v6]:port` included).
-fn valid_host_port(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
-        }
-        None => false,
-    }
-}
-
-const DEFAULT_ARBITRATOR_LEASE_MS: u64 = 10_000;
-
-fn usize_max() -> u64 {
-    u64::try_from(usize::MAX).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::keywords::{
+        BACKEND_CHOICES, KEYWORDS, LOG_FORMAT_CHOICES, SPLIT_ACTION_CHOICES, Type,
+    };
+    use std::net::Ipv4Addr;
+
+    const NODENAME_MSG: &str = "expected a node name of 1 to 255 bytes without whitespace";
 
     const PATH: &str = "/etc/opensvc/node.conf";
 
@@ -667,7 +533,6 @@ mod tests {
         assert_eq!(cfg.cluster.name, "default");
         assert_eq!(cfg.cluster.secret, "s3cr3t");
         assert_eq!(cfg.cluster.nodes, vec![host]);
-        assert_eq!(cfg.listener, ListenerConfig::default());
         assert_eq!(cfg.listener.addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(cfg.listener.port, 1214);
         assert_eq!(cfg.listener.max_frame, 16_777_216);
@@ -753,7 +618,12 @@ mod tests {
                 "a b",
                 "expected a non-empty cluster name",
             ),
-            ("cluster", "nodes", &"x".repeat(256), NODENAME_MSG),
+            (
+                "cluster",
+                "nodes",
+                &"x".repeat(256),
+                "expected node names of 1 to 255 bytes",
+            ),
             ("listener", "addr", "1.2.3", "expected an IP address"),
             (
                 "listener",
@@ -964,6 +834,81 @@ mod tests {
         assert_eq!(BackendChoice::IoUring.to_string(), "io_uring");
     }
 
+    /// Valid values of a type, for the tests that set every keyword.
+    fn samples(ty: Type) -> Vec<String> {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        match ty {
+            Type::Int { min, max } => vec![min.to_string(), max.to_string(), (min + 1).to_string()],
+            Type::Duration { .. } => v(&["1s", "7s", "100s"]),
+            Type::Bool => v(&["true", "false"]),
+            Type::Choice(c) => v(c),
+            Type::Ip => v(&["127.0.0.9", "::1"]),
+            Type::IpPort => v(&["127.0.0.1:9216"]),
+            Type::HostPort => v(&["h2:2", "h3:3"]),
+            Type::Host => v(&["10.9.9.9"]),
+            Type::NodeName => v(&["x1"]),
+            Type::NodeNames => v(&["x1 x2"]),
+            Type::ClusterName => v(&["c2"]),
+            Type::Secret => v(&["s2", "s3"]),
+        }
+    }
+
+    /// Every registry keyword is read: set alone to one of its type's values, it changes the
+    /// configuration (a keyword the model forgot to read would not).
+    #[test]
+    fn every_keyword_has_an_effect() {
+        let base_text = "[cluster]\nsecret = s\n[node.p1]\n[arbitrator#1]\naddr = h:1\n";
+        let base = build(base_text).unwrap();
+        for k in KEYWORDS {
+            let section = match k.placeholder {
+                Some(_) if k.section == "node." => "node.p1".to_string(),
+                Some(_) => "arbitrator#1".to_string(),
+                None => k.section.to_string(),
+            };
+            let changed = samples(k.ty).into_iter().find(|value| {
+                let mut d = doc(base_text);
+                d.set(&section, k.key, value).unwrap();
+                NodeConfig::from_document(&d, Path::new(PATH)).is_ok_and(|c| c != base)
+            });
+            assert!(
+                changed.is_some(),
+                "{} has no effect on the configuration",
+                k.name()
+            );
+        }
+    }
+
+    #[test]
+    fn registry_agrees_with_the_model() {
+        let d = doc("[cluster]\nsecret = s\n");
+        assert_eq!(
+            keywords::effective_value(&d, "dequeue", "timeout").and_then(|v| parse_duration_ms(&v)),
+            Some(DEFAULT_DEQUEUE_TIMEOUT_MS)
+        );
+        let names = |all: &[&'static str]| all.to_vec();
+        assert_eq!(
+            names(BACKEND_CHOICES),
+            BackendChoice::ALL.map(BackendChoice::as_str)
+        );
+        assert_eq!(
+            names(SPLIT_ACTION_CHOICES),
+            SplitAction::ALL.map(SplitAction::as_str)
+        );
+        assert_eq!(
+            names(LOG_FORMAT_CHOICES),
+            LogFormat::ALL.map(LogFormat::as_str)
+        );
+        assert_eq!(BackendChoice::default().as_str(), "auto");
+        // Derived defaults follow what they name.
+        let cfg = build("[cluster]\nsecret = s\n[hb]\ntimeout = 30s\n").unwrap();
+        assert_eq!(
+            (cfg.rejoin_grace_ms, cfg.takeover_delay_ms),
+            (30_000, 30_000)
+        );
+        let cfg = build("[node]\nnodename = me\n[cluster]\nsecret = s\n").unwrap();
+        assert_eq!(cfg.cluster.nodes, ["me"]);
+    }
+
     #[test]
     fn short_hostname_is_a_valid_nodename() {
         let h = short_hostname();
@@ -977,6 +922,8 @@ mod tests {
         let path = Path::new("deploy/node.conf.example");
         let doc = IniDocument::parse(text, path).unwrap();
         let cfg = NodeConfig::from_document(&doc, path).unwrap();
+        let problems = keywords::validate(text, path);
+        assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(cfg.cluster.nodes, vec!["node1", "node2", "node3"]);
         assert_eq!(cfg.peers["node2"].addr.as_deref(), Some("10.0.0.2"));
     }

@@ -42,6 +42,19 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError
     move |source| DaemonError::Io { what, source }
 }
 
+/// One warning per keyword of node.conf that is not in the registry: ignored, so that a typo
+/// does not take a node down, but said at every load.
+pub(crate) fn warn_unknown_keywords(doc: &config::IniDocument, path: &std::path::Path) {
+    for (line, unknown) in config::keywords::unknown_keywords(doc) {
+        tracing::warn!(
+            file = %path.display(),
+            line,
+            nearest = unknown.nearest.as_deref().unwrap_or("-"),
+            "ignoring {unknown}"
+        );
+    }
+}
+
 pub(crate) struct RunOptions {
     pub root: Option<PathBuf>,
     /// Where the nodemgr/svcmgr binaries are, for queued actions.
@@ -53,7 +66,8 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
     // Before anything can receive a frame: frames stamped earlier are refused.
     let started_ms = crate::clock::process_started_ms();
     let paths = Paths::new(opts.root.as_deref());
-    let (_, config) = config::load(&paths.node_conf())?;
+    let (doc, config) = config::load(&paths.node_conf())?;
+    warn_unknown_keywords(&doc, &paths.node_conf());
     for dir in [&paths.var, &paths.actions()] {
         std::fs::create_dir_all(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
     }

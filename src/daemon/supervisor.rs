@@ -398,10 +398,14 @@ impl Supervisor {
         }
         self.conf_stamp = stamp;
         let new = match config::load(&path) {
-            Ok((_, c)) => c,
+            Ok((doc, c)) => {
+                super::warn_unknown_keywords(&doc, &path);
+                c
+            }
             Err(e) => {
                 tracing::error!(
-                    "refusing the new node.conf, keeping the running configuration: {e}"
+                    "refusing the new node.conf, keeping the running configuration: {}",
+                    config::ErrorChain(&e)
                 );
                 return;
             }

@@ -86,7 +86,12 @@ pub(super) fn join(state: &DaemonState, origin: &Origin, addr_option: Option<Str
         Ok(added) => {
             tracing::info!(node = %nodename, addr = %joiner_addr, added, "join accepted");
         }
-        Err(e) => return Response::error(format!("join: cannot update node.conf: {e}")),
+        Err(e) => {
+            return Response::error(format!(
+                "join: cannot update node.conf: {}",
+                config::ErrorChain(&e)
+            ));
+        }
     }
     // Tell the other members, off the node shard: a slow peer must not stall it.
     let identity = Identity::of(&c);
@@ -143,7 +148,10 @@ pub(super) fn join_relay(
             tracing::info!(node = nodename, added, "join relayed by a member");
             Response::ok(json!({ "added": added }))
         }
-        Err(e) => Response::error(format!("join: cannot update node.conf: {e}")),
+        Err(e) => Response::error(format!(
+            "join: cannot update node.conf: {}",
+            config::ErrorChain(&e)
+        )),
     }
 }
 
@@ -169,6 +177,9 @@ pub(super) fn leave(state: &DaemonState, origin: &Origin) -> Response {
             tracing::info!(node = %nodename, "left the cluster");
             Response::ok(json!(format!("{nodename} removed from cluster.nodes")))
         }
-        Err(e) => Response::error(format!("leave: cannot update node.conf: {e}")),
+        Err(e) => Response::error(format!(
+            "leave: cannot update node.conf: {}",
+            config::ErrorChain(&e)
+        )),
     }
 }

@@ -47,7 +47,7 @@ fn step(
         Ok(Step::Unchanged) => return answer(&current, false),
         Ok(Step::Refused(e)) => return Response::error(format!("{action}: {e}")),
         Ok(Step::Edit) => {}
-        Err(e) => return Response::error(format!("{action}: {e}")),
+        Err(e) => return Response::error(format!("{action}: {}", config::ErrorChain(&e))),
     }
     let mut outcome = Step::Unchanged;
     let path = state.paths.node_conf();
@@ -56,7 +56,10 @@ fn step(
         Ok(())
     });
     match (r, outcome) {
-        (Err(e), _) => Response::error(format!("{action}: cannot update node.conf: {e}")),
+        (Err(e), _) => Response::error(format!(
+            "{action}: cannot update node.conf: {}",
+            config::ErrorChain(&e)
+        )),
         (Ok(_), Step::Refused(e)) => Response::error(format!("{action}: {e}")),
         (Ok(new), outcome) => {
             let changed = matches!(outcome, Step::Edit);

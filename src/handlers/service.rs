@@ -94,8 +94,12 @@ pub(crate) fn load(state: &DaemonState, svcname: &str) -> Result<ServiceConfig, 
     if !path.is_file() {
         return Err(Response::error(format!("unknown service {svcname}")));
     }
-    ServiceConfig::load(&state.paths.etc, svcname, &state.config().nodename)
-        .map_err(|e| Response::error(format!("service {svcname}: {e}")))
+    ServiceConfig::load(&state.paths.etc, svcname, &state.config().nodename).map_err(|e| {
+        Response::error(format!(
+            "service {svcname}: {}",
+            crate::config::ErrorChain(&e)
+        ))
+    })
 }
 
 pub(crate) fn get_config(state: &DaemonState, svcname: &str) -> Response {
