@@ -87,12 +87,14 @@ fn join_through_a_member_then_leave() {
         serde_json::json!({})
     );
     assert!(!members(&n1).contains(&"n3".to_string()));
-    // The right one, through the member's address.
+    // The right one, from a file, through the member's address.
+    let secret_file = n3.root.join("cluster.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let joined = n3.nodemgr(&[
         "daemon",
         "join",
-        "--secret",
-        SECRET,
+        "--secret-file",
+        secret_file.to_str().unwrap(),
         "--node",
         "127.0.0.1",
         "--cluster",

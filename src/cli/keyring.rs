@@ -143,7 +143,7 @@ impl Members {
     }
 }
 
-fn read_secret(file: &str) -> Result<Secret> {
+pub(super) fn read_secret(file: &str) -> Result<Secret> {
     let mut text = String::new();
     if file == "-" {
         std::io::stdin()

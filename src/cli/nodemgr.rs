@@ -132,13 +132,19 @@ pub(crate) enum DaemonCmd {
     /// The listener's blacklist of nodenames
     #[command(subcommand)]
     Blacklist(BlacklistCmd),
-    /// Join a cluster through one of its members: `nodemgr daemon join --secret S --node PEER`
+    /// Join a cluster through one of its members: `nodemgr daemon join --secret-file FILE --node PEER`
     /// (PEER: a member's name or address). Writes the cluster's name, secret, members, their
     /// addresses, heartbeat settings and listener port into node.conf
+    #[command(group = clap::ArgGroup::new("the_secret").required(true))]
     Join {
-        /// The cluster's secret
-        #[arg(long)]
-        secret: String,
+        /// File holding the cluster's secret (`-`: standard input): other users and the shell
+        /// history do not see it there
+        #[arg(long, value_name = "FILE", group = "the_secret")]
+        secret_file: Option<String>,
+        /// The cluster's secret on the command line (visible to other users in the process
+        /// list: prefer --secret-file)
+        #[arg(long, group = "the_secret")]
+        secret: Option<String>,
         /// The cluster's name (default: this node's cluster.name)
         #[arg(long)]
         cluster: Option<String>,
@@ -175,8 +181,17 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Daemon(DaemonCmd::Start(t)) if t.thread_id.is_none() && cli.node.is_none() => {
             daemon_start(&cli, &paths)
         }
-        Command::Daemon(DaemonCmd::Join { secret, cluster }) => {
-            daemon_join(&cli, &paths, secret, cluster.as_deref())
+        Command::Daemon(DaemonCmd::Join {
+            secret_file,
+            secret,
+            cluster,
+        }) => {
+            let secret = match (secret_file, secret) {
+                (Some(file), _) => super::keyring::read_secret(file)?.expose().to_string(),
+                (None, Some(s)) => s.clone(),
+                (None, None) => bail!("give the cluster's secret with --secret-file FILE"),
+            };
+            daemon_join(&cli, &paths, &secret, cluster.as_deref())
         }
         Command::Daemon(DaemonCmd::Leave) => daemon_leave(&cli, &paths),
         Command::Daemon(cmd) => {
