@@ -17,7 +17,15 @@ use crate::config;
 use crate::listener;
 use crate::state::{DaemonState, SupervisorCmd, ThreadStatus, lock};
 
-pub(crate) const THREADS: [&str; 5] = ["listener", "hb.tx", "monitor", "dequeue", "arbitrators"];
+pub(crate) const THREADS: [&str; 7] = [
+    "listener",
+    "resolver",
+    "hb.tx",
+    "monitor",
+    "dequeue",
+    "arbitrators",
+    "metrics",
+];
 const TICK: Duration = Duration::from_millis(100);
 const CONFIG_POLL: Duration = Duration::from_millis(500);
 /// How often forgotten sessions and forgiven blacklist entries are swept.
@@ -93,9 +101,18 @@ impl Supervisor {
                     .ok_or("the listener is not set up")?;
                 builder.spawn(move || listener::run(shared, rx).map_err(|e| e.to_string()))
             }
+            "resolver" => {
+                let state = self.state.clone();
+                builder.spawn(move || super::resolver::run(state, rx))
+            }
             "hb.tx" => {
                 let state = self.state.clone();
                 builder.spawn(move || super::hb_tx::run(state, rx))
+            }
+            "metrics" => {
+                let listener = super::metrics::bind(self.state.config().metrics_addr)?;
+                let state = self.state.clone();
+                builder.spawn(move || super::metrics::run(state, listener, rx))
             }
             "monitor" => {
                 let state = self.state.clone();
@@ -117,7 +134,7 @@ impl Supervisor {
     }
 
     fn start(&mut self, id: &'static str) -> Result<(), String> {
-        let (handle, stop) = self.spawn(id)?;
+        let spawned = self.spawn(id);
         let m = self.threads.entry(id).or_insert_with(|| Managed {
             want_running: true,
             handle: None,
@@ -128,6 +145,8 @@ impl Supervisor {
             started_at: Instant::now(),
             last_error: None,
         });
+        // A thread that cannot start (metrics on an address in use) shows why in the status.
+        let (handle, stop) = spawned.inspect_err(|e| m.last_error = Some(e.clone()))?;
         m.want_running = true;
         m.handle = Some(handle);
         m.stop = Some(stop);
@@ -406,6 +425,17 @@ impl Supervisor {
             return;
         };
         *self.state.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
+        // Members' addresses given as IPs apply at once; names go to the resolver.
+        self.state.addr_book.sync(&new);
+        if old.metrics_addr != new.metrics_addr
+            && self.threads.get("metrics").is_some_and(|m| m.want_running)
+        {
+            self.stop("metrics");
+            match self.start("metrics") {
+                Ok(()) => tracing::info!(addr = ?new.metrics_addr, "metrics address changed"),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
         let guard = &self.state.guard;
         guard.blacklist.set_ttl_ms(new.listener.blacklist_ttl_ms);
         guard.join_limit.set_rate(new.listener.join_rate);
