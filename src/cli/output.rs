@@ -112,8 +112,9 @@ pub(super) fn status_table(d: &Value) -> String {
     let mut errors = String::new();
     if let Some(t) = d["threads"].as_object() {
         s += "threads  ";
-        for (name, v) in t {
-            s += &format!(" {name} {}", str_of(&v["state"]));
+        for (i, (name, v)) in t.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            s += &format!("{sep}{name} {}", str_of(&v["state"]));
             if v["restarts"].as_u64().unwrap_or(0) > 0 {
                 s += &format!(" ({} restarts)", str_of(&v["restarts"]));
             }
@@ -131,11 +132,14 @@ pub(super) fn status_table(d: &Value) -> String {
         str_of(&d["monitor"]["status"]),
     );
     if let Some(members) = d["members"].as_object() {
-        s += "members  ";
-        for (state, n) in d["member_states"].as_object().into_iter().flatten() {
-            s += &format!("  {state} {}", str_of(n));
-        }
-        s += "\n";
+        let by_state: Vec<String> = crate::state::members::MemberState::ALL
+            .iter()
+            .map(|state| {
+                let state = state.as_str();
+                format!("{state} {}", str_of(&d["member_states"][state]))
+            })
+            .collect();
+        s += &format!("members   {}\n", by_state.join(", "));
         let name_w = members.keys().map(String::len).max().unwrap_or(0).max(6);
         let addr_w = members
             .values()
@@ -231,6 +235,10 @@ mod tests {
         assert!(text.contains("received 7"), "{text}");
         assert!(text.contains("invalid_total 1"), "{text}");
         assert!(text.contains("hb.tx running (2 restarts)"), "{text}");
+        assert!(
+            text.contains("members   up 1, maintenance -, stale -, never seen 1"),
+            "{text}"
+        );
         assert!(text.contains("  hb.tx: boom\n"), "{text}");
         let rows: Vec<&str> = text
             .lines()

@@ -173,8 +173,12 @@ impl AddrBook {
             .collect()
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<Resolution> {
-        lock(&self.entries).get(name).map(|e| e.resolution.clone())
+    /// Every member's resolution, by name.
+    pub(crate) fn all(&self) -> BTreeMap<String, Resolution> {
+        lock(&self.entries)
+            .iter()
+            .map(|(name, e)| (name.clone(), e.resolution.clone()))
+            .collect()
     }
 }
 
@@ -251,13 +255,14 @@ pub(crate) fn members(
     book: &AddrBook,
     now_ms: u64,
 ) -> BTreeMap<String, Member> {
+    let mut book = book.all();
     config
         .cluster
         .nodes
         .iter()
         .filter(|n| **n != config.nodename)
         .map(|name| {
-            let resolution = book.get(name).unwrap_or(Resolution::Pending);
+            let resolution = book.remove(name).unwrap_or(Resolution::Pending);
             let (addr, resolve_error) = match resolution {
                 Resolution::Resolved(a) => (Some(a.to_string()), None),
                 Resolution::Unresolved(e) => (None, Some(e)),

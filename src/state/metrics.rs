@@ -355,7 +355,7 @@ const ROWS: &[Metric] = &[
     elsewhere(
         gauge(
             "osvc_quorum_held",
-            "1 while this node holds quorum (always 1 with quorum off).",
+            "1 while this node sees more than half of the votes (acted on with cluster.quorum on).",
             &["quorum"],
             "has_quorum",
             none,
@@ -377,7 +377,8 @@ pub(crate) fn table() -> impl Iterator<Item = Metric> {
         .iter()
         .map(|c| Metric {
             name: Some(c.metric),
-            help: c.help,
+            // Doc comments start with a space.
+            help: c.help.trim(),
             kind: Kind::Counter,
             group: LISTENER,
             key: c.name,
@@ -549,6 +550,7 @@ mod tests {
                 );
             }
             assert!(!m.help.is_empty() && !m.help.contains('\n'), "{place:?}");
+            assert_eq!(m.help, m.help.trim(), "{place:?}");
         }
         // Every gate counter is in the table.
         for c in GateStats::COUNTERS {
