@@ -30,6 +30,8 @@ pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Resul
             }
             let outcome = resolve(&lookup.host, lookup.port);
             match (book.record(&lookup, outcome.clone()), &outcome) {
+                // Said once: a retry that fails again (however it words it) is not news.
+                (Some(Resolution::Unresolved(_)), Resolution::Unresolved(_)) => {}
                 (Some(_), Resolution::Unresolved(why)) => tracing::warn!(
                     member = %lookup.name,
                     host = %lookup.host,

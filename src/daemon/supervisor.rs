@@ -278,7 +278,8 @@ impl Supervisor {
             SupervisorCmd::Stop => Some(self.stop_daemon(None)),
             SupervisorCmd::Shutdown(reply) => Some(self.stop_daemon(Some(reply))),
             SupervisorCmd::Reload => {
-                tracing::info!("re-reading node.conf");
+                tracing::info!("re-reading node.conf; members' names looked up again");
+                self.state.addr_book.refresh();
                 self.conf_stamp = None;
                 self.watch_config();
                 None

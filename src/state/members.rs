@@ -122,6 +122,17 @@ impl AddrBook {
         }
     }
 
+    /// Looks every name up again soon (SIGHUP), sending to the addresses known meanwhile.
+    pub(crate) fn refresh(&self) {
+        for e in lock(&self.entries).values_mut() {
+            if e.host.parse::<IpAddr>().is_err() {
+                e.stale = true;
+                e.last_try = None;
+            }
+        }
+        self.wake.notify_all();
+    }
+
     /// The lookups due now; waits up to `wait` for one to become due.
     pub(crate) fn due(&self, wait: Duration) -> Vec<Lookup> {
         let collect = |entries: &BTreeMap<String, Entry>| -> Vec<Lookup> {
@@ -364,6 +375,19 @@ mod tests {
             "the host changed meanwhile"
         );
         assert_eq!(book.resolved().len(), 3);
+        // A reload looks names up again, not addresses.
+        book.sync(&config(CONF));
+        let due = book.due(Duration::ZERO);
+        book.record(
+            &due[0],
+            Resolution::Resolved("127.0.0.4:1300".parse().unwrap()),
+        );
+        assert!(book.due(Duration::ZERO).is_empty());
+        book.refresh();
+        let again = book.due(Duration::ZERO);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].host, "ghost.invalid");
+        assert_eq!(book.resolved().len(), 3, "still sent to meanwhile");
     }
 
     #[test]
