@@ -1,7 +1,8 @@
 //! The `resolver` thread: looks members' names up for the heartbeat sender, so that `hb.tx`
 //! never waits on the DNS. A name is looked up when the configuration gives it (start,
-//! reload), again when sending to it failed, and every `RETRY` while it does not
-//! resolve. A member that does not resolve is logged once, and again once it does.
+//! reload, SIGHUP), again when sending to it failed, and while it does not resolve after
+//! `RETRY`, doubling up to `RETRY_MAX`. A member that does not resolve is logged once, and
+//! again once it does.
 
 use std::sync::Arc;
 use std::time::Duration;

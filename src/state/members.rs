@@ -14,8 +14,10 @@ use super::{PeerMap, lock, presence_label};
 use crate::config::NodeConfig;
 
 /// How long a name waits before it is looked up again: one that did not resolve, or whose
-/// address a send failed to.
+/// address a send failed to. Doubled after each failed lookup in a row, up to `RETRY_MAX`: a
+/// cluster.nodes full of names the DNS does not know must not keep the DNS busy.
 pub(crate) const RETRY: Duration = Duration::from_secs(10);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(320);
 
 /// Where a member's heartbeats go, as far as the resolver knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,13 +38,18 @@ struct Entry {
     /// Look it up again (sending to its address failed) at the resolver's next turn.
     stale: bool,
     last_try: Option<Instant>,
+    /// Failed lookups in a row.
+    failures: u32,
 }
 
 impl Entry {
     fn due(&self, now: Instant) -> bool {
         // At most one lookup per name and `RETRY` (a peer whose sends keep failing must
-        // not cost a lookup per beat).
-        let waited = self.last_try.is_none_or(|t| now >= t + RETRY);
+        // not cost a lookup per beat), longer after failed lookups.
+        let wait = RETRY
+            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
+            .min(RETRY_MAX);
+        let waited = self.last_try.is_none_or(|t| now >= t + wait);
         match self.resolution {
             Resolution::Pending => true,
             Resolution::Resolved(_) => self.stale && waited,
@@ -104,6 +111,7 @@ impl AddrBook {
                     resolution,
                     stale: false,
                     last_try: None,
+                    failures: 0,
                 },
             );
         }
@@ -169,6 +177,10 @@ impl AddrBook {
         }
         e.stale = false;
         e.last_try = Some(Instant::now());
+        e.failures = match outcome {
+            Resolution::Unresolved(_) => e.failures.saturating_add(1),
+            _ => 0,
+        };
         let before = std::mem::replace(&mut e.resolution, outcome);
         (before != e.resolution).then_some(before)
     }

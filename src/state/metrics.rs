@@ -429,7 +429,7 @@ pub(crate) fn fill(status: &mut Map<String, Value>, sample: &Sample<'_>) {
 
 /// Writes each metric's value (None or null: none) into `status`, at its place.
 fn fill_with(status: &mut Map<String, Value>, mut value_of: impl FnMut(&Metric) -> Option<Value>) {
-    for m in table() {
+    'metrics: for m in table() {
         let Some(value) = value_of(&m).filter(|v| !v.is_null()) else {
             continue;
         };
@@ -438,11 +438,9 @@ fn fill_with(status: &mut Map<String, Value>, mut value_of: impl FnMut(&Metric) 
             let entry = place
                 .entry(g.to_string())
                 .or_insert_with(|| Value::Object(Map::new()));
-            if !entry.is_object() {
-                *entry = Value::Object(Map::new());
-            }
-            let Value::Object(inner) = entry else {
-                unreachable!("made an object above")
+            // A group is an object: a table row never lands inside a value of another kind.
+            let Some(inner) = entry.as_object_mut() else {
+                continue 'metrics;
             };
             place = inner;
         }
@@ -637,20 +635,25 @@ mod tests {
 
     #[test]
     fn fill_writes_each_row_at_its_place() {
-        let mut status = Map::new();
-        status.insert("heartbeats".into(), json!("not an object"));
         let gate = GateStats {
             received: 5,
             ..Default::default()
         };
         // The rows that need no daemon: the gate's.
-        fill_with(&mut status, |m| match m.read {
+        let gate_rows = |m: &Metric| match m.read {
             Read::Gate(read) => Some(json!(read(&gate))),
             _ => None,
-        });
+        };
+        let mut status = Map::new();
+        fill_with(&mut status, gate_rows);
         let status = Value::Object(status);
         assert_eq!(status["listener"]["counters"]["received"], 5);
         let received = table().next().unwrap();
         assert_eq!(value_in(&status, &received), Some(&json!(5)));
+        // A place taken by a value of another kind is left as it is.
+        let mut status = Map::new();
+        status.insert("listener".into(), json!("not an object"));
+        fill_with(&mut status, gate_rows);
+        assert_eq!(Value::Object(status), json!({"listener": "not an object"}));
     }
 }
