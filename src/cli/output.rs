@@ -57,80 +57,119 @@ fn age(ms: u64) -> String {
     }
 }
 
+/// How wide the header of `daemon status` is kept.
+const WIDTH: usize = 100;
+const MARGIN: usize = 10;
+
+/// A header line: `label` in the margin, then `items` joined by `sep`, wrapped under the
+/// margin before `WIDTH`.
+fn header(label: &str, items: &[String], sep: &str) -> String {
+    let mut out = format!("{label:<MARGIN$}");
+    let mut col = MARGIN;
+    for (i, item) in items.iter().enumerate() {
+        let gap = if i == 0 { "" } else { sep };
+        if i > 0 && col + gap.len() + item.len() > WIDTH {
+            out += sep.trim_end();
+            out += &format!("\n{:MARGIN$}", "");
+            col = MARGIN;
+        } else {
+            out += gap;
+            col += gap.len();
+        }
+        out += item;
+        col += item.len();
+    }
+    out + "\n"
+}
+
 /// The metric table's headline counters, named as in the metrics without `osvc_` and
 /// `_total`.
-fn headline_counters(d: &Value) -> String {
+fn headline_counters(d: &Value) -> Vec<String> {
     use crate::state::metrics::{Shape, table, value_in};
-    let mut line = String::new();
-    for m in table().filter(|m| m.headline && matches!(m.shape, Shape::Single)) {
-        let Some(v) = value_in(d, &m) else { continue };
-        let name = m.name.map_or(m.key, |n| {
-            let n = n.strip_prefix("osvc_").unwrap_or(n);
-            n.strip_suffix("_total").unwrap_or(n)
-        });
-        line += &format!("  {name} {}", str_of(v));
-    }
-    line
+    table()
+        .filter(|m| m.headline && matches!(m.shape, Shape::Single))
+        .filter_map(|m| {
+            let v = value_in(d, &m)?;
+            let name = m.name.map_or(m.key, |n| {
+                let n = n.strip_prefix("osvc_").unwrap_or(n);
+                n.strip_suffix("_total").unwrap_or(n)
+            });
+            Some(format!("{name} {}", str_of(v)))
+        })
+        .collect()
 }
 
 /// `daemon status` for a terminal: a short header (this node, its threads, the headline
 /// counters, members by state), then one line per member, then services and the blacklist.
 pub(super) fn status_table(d: &Value) -> String {
     let mut s = String::new();
+    s += &header(
+        "node",
+        &[
+            str_of(&d["nodename"]),
+            format!("cluster {}", str_of(&d["cluster"]["name"])),
+            format!("pid {}", str_of(&d["pid"])),
+            format!("up {}s", str_of(&d["uptime_s"])),
+            format!(
+                "monitor {} ({})",
+                str_of(&d["monitor"]["local_expect"]),
+                str_of(&d["monitor"]["status"]),
+            ),
+        ],
+        "   ",
+    );
     let l = &d["listener"];
-    s += &format!(
-        "node      {}   cluster {}   pid {}   up {}s   listener {} on {} ({} workers, {} shards)\n",
-        str_of(&d["nodename"]),
-        str_of(&d["cluster"]["name"]),
-        str_of(&d["pid"]),
-        str_of(&d["uptime_s"]),
-        str_of(&l["backend"]),
-        str_of(&l["addr"]),
-        str_of(&l["threads"]),
-        str_of(&d["shards"]),
+    s += &header(
+        "listener",
+        &[
+            format!("{} on {}", str_of(&l["backend"]), str_of(&l["addr"])),
+            format!("{} workers", str_of(&l["threads"])),
+            format!("{} shards", str_of(&d["shards"])),
+        ],
+        ", ",
     );
     let q = &d["quorum"];
-    s += &format!(
-        "keyring   primary {}   alternate {}   quorum {}\n",
-        str_of(&d["keyring"]["primary"]),
-        str_of(&d["keyring"]["alternate"]),
-        if q["enabled"] == true {
-            format!(
-                "{}/{} votes{}",
-                str_of(&q["votes"]),
-                str_of(&q["total"]),
-                if q["has_quorum"] == true {
-                    ""
-                } else {
-                    " (lost)"
-                }
-            )
-        } else {
-            "off".into()
-        },
+    let quorum = if q["enabled"] == true {
+        format!(
+            "quorum {}/{} votes{}",
+            str_of(&q["votes"]),
+            str_of(&q["total"]),
+            if q["has_quorum"] == true {
+                ""
+            } else {
+                " (lost)"
+            }
+        )
+    } else {
+        "quorum off".into()
+    };
+    s += &header(
+        "keyring",
+        &[
+            format!("primary {}", str_of(&d["keyring"]["primary"])),
+            format!("alternate {}", str_of(&d["keyring"]["alternate"])),
+            quorum,
+        ],
+        "   ",
     );
-    let mut errors = String::new();
     if let Some(t) = d["threads"].as_object() {
-        s += "threads  ";
-        for (i, (name, v)) in t.iter().enumerate() {
-            let sep = if i == 0 { " " } else { ", " };
-            s += &format!("{sep}{name} {}", str_of(&v["state"]));
-            if v["restarts"].as_u64().unwrap_or(0) > 0 {
-                s += &format!(" ({} restarts)", str_of(&v["restarts"]));
-            }
-            if let Some(e) = v["last_error"].as_str() {
-                errors += &format!("  {name}: {e}\n");
-            }
-        }
-        s += "\n";
+        let mut errors = String::new();
+        let items: Vec<String> = t
+            .iter()
+            .map(|(name, v)| {
+                if let Some(e) = v["last_error"].as_str() {
+                    errors += &format!("  {name}: {e}\n");
+                }
+                match v["restarts"].as_u64().unwrap_or(0) {
+                    0 => format!("{name} {}", str_of(&v["state"])),
+                    n => format!("{name} {} ({n} restarts)", str_of(&v["state"])),
+                }
+            })
+            .collect();
+        s += &header("threads", &items, ", ");
         s += &errors;
     }
-    s += &format!("counters {}\n", headline_counters(d));
-    s += &format!(
-        "node monitor  {} ({})\n",
-        str_of(&d["monitor"]["local_expect"]),
-        str_of(&d["monitor"]["status"]),
-    );
+    s += &header("counters", &headline_counters(d), "  ");
     if let Some(members) = d["members"].as_object() {
         let by_state: Vec<String> = crate::state::members::MemberState::ALL
             .iter()
@@ -139,7 +178,7 @@ pub(super) fn status_table(d: &Value) -> String {
                 format!("{state} {}", str_of(&d["member_states"][state]))
             })
             .collect();
-        s += &format!("members   {}\n", by_state.join(", "));
+        s += &header("members", &by_state, ", ");
         let name_w = members.keys().map(String::len).max().unwrap_or(0).max(6);
         let addr_w = members
             .values()
@@ -235,6 +274,7 @@ mod tests {
         assert!(text.contains("received 7"), "{text}");
         assert!(text.contains("invalid_total 1"), "{text}");
         assert!(text.contains("hb.tx running (2 restarts)"), "{text}");
+        assert!(text.lines().all(|l| l.len() <= WIDTH), "{text}");
         assert!(
             text.contains("members   up 1, maintenance -, stale -, never seen 1"),
             "{text}"
@@ -251,6 +291,15 @@ mod tests {
         assert!(rows[1].ends_with("0.4s        12"), "{text}");
         let widths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
         assert!(widths.iter().all(|w| *w == widths[0]), "aligned: {text}");
+        let wrapped = header("threads", &["a".repeat(60), "b".repeat(60)], ", ");
+        assert_eq!(
+            wrapped,
+            format!(
+                "threads   {},\n          {}\n",
+                "a".repeat(60),
+                "b".repeat(60)
+            )
+        );
         assert_eq!(age(125_000), "2m05s");
         assert_eq!(age(7_500_000), "2h05m");
     }
