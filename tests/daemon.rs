@@ -458,7 +458,7 @@ fn daemon_start_runs_in_the_background_and_stop_ends_it() {
     let port = free_port("127.0.0.1".parse().unwrap());
     std::fs::write(
         root.join("etc/node.conf"),
-        format!("[node]\nnodename = bg\n[cluster]\nsecret = s\n[listener]\naddr = 127.0.0.1\nport = {port}\nthreads = 1\n"),
+        format!("[node]\nnodename = bg\n[cluster]\nsecret = s\n[listener]\naddr = 127.0.0.1\nport = {port}\nthreads = 1\n[log]\nformat = json\n"),
     )
     .unwrap();
     let nodemgr = |args: &[&str]| {
@@ -490,7 +490,156 @@ fn daemon_start_runs_in_the_background_and_stop_ends_it() {
     let out = nodemgr(&["daemon", "status"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+    // `[log] format = json`: every line of its log is one JSON object.
+    let log = std::fs::read_to_string(root.join("var/osvcd.log")).unwrap();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    for r in &records {
+        assert!(r["level"].is_string() && r["message"].is_string(), "{r}");
+        assert!(r["timestamp"].is_string(), "{r}");
+    }
+    let messages: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["message"].as_str())
+        .collect();
+    assert!(messages.contains(&"daemon starting"), "{log}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["level"] == "INFO" && r["nodename"] == "bg"),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Under systemd stderr is the journal stream that `JOURNAL_STREAM` names (device:inode):
+/// lines carry their syslog priority and no timestamp. A daemon that inherited the variable
+/// but writes elsewhere keeps its own timestamps.
+#[test]
+fn journal_lines_carry_priorities_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let mut n = Node::start(Opts::default());
+    n.kill();
+    let log_path = n.root.join("daemon.log");
+    let meta = std::fs::metadata(&log_path).unwrap();
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let from = meta.len() as usize;
+    n.spawn(&[
+        ("JOURNAL_STREAM", stream),
+        ("RUST_LOG", "debug".to_string()),
+    ]);
+    // A request that fails (a debug line), a service the monitor cannot load (a warning).
+    assert!(!n.try_svcmgr("nope", &["print", "monitor"]).status.success());
+    std::fs::write(
+        n.root.join("etc/broken.conf"),
+        "[app#1]
+start
+",
+    )
+    .unwrap();
+    let journal = wait_for(
+        "a warning and a debug line",
+        Duration::from_secs(20),
+        || {
+            let log = n.log();
+            let new = log.get(from..)?.to_string();
+            (new.lines()
+                .any(|l| l.starts_with("<4>") && l.contains("cannot load"))
+                && new
+                    .lines()
+                    .any(|l| l.starts_with("<7>") && l.contains("request failed")))
+            .then_some(new)
+        },
+    );
+    for line in journal.lines() {
+        let (priority, rest) = line.split_at(3.min(line.len()));
+        let level = rest.split_whitespace().next().unwrap_or_default();
+        let expected = match level {
+            "ERROR" => "<3>",
+            "WARN" => "<4>",
+            "INFO" => "<6>",
+            "DEBUG" | "TRACE" => "<7>",
+            _ => panic!("no level first, so no timestamp: {line:?}"),
+        };
+        assert_eq!(priority, expected, "{line:?}");
+    }
+    assert!(journal.lines().any(|l| l.starts_with("<6>")), "{journal}");
+    // Not the journal's stream: no priorities, and our own timestamps, local with their
+    // offset (TZ 3 h east of UTC).
+    n.kill();
+    let from = n.log().len();
+    n.spawn(&[
+        ("JOURNAL_STREAM", "1:1".to_string()),
+        ("TZ", "XYZ-3".to_string()),
+    ]);
+    let plain = n.log()[from..].to_string();
+    assert!(!plain.is_empty());
+    for line in plain.lines() {
+        let stamp = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            stamp.starts_with("20") && stamp.ends_with("+03:00"),
+            "{line:?}"
+        );
+    }
+}
+
+/// `generate`: completions each shell can load and roff man pages, for both CLIs.
+#[test]
+fn generate_completions_and_man_pages() {
+    let dir = std::env::temp_dir().join(format!("osvc-itest-{}-generate", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (bin, name, subcommand) in [(BIN, "nodemgr", "cluster"), (SVCMGR, "svcmgr", "logs")] {
+        let generate = |what: &[&str]| {
+            let out = Command::new(bin)
+                .arg("generate")
+                .args(what)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name} generate {what:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let bash = generate(&["complete-bash"]);
+        assert!(bash.contains(subcommand), "{name}: {subcommand} in bash");
+        assert!(
+            name != "nodemgr" || bash.contains("keyring"),
+            "nested subcommands too"
+        );
+        let script = dir.join(format!("{name}.bash"));
+        std::fs::write(&script, &bash).unwrap();
+        let check = Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "bash -n {name}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(generate(&["complete-zsh"]).starts_with(&format!("#compdef {name}")));
+        assert!(generate(&["complete-fish"]).contains(&format!("complete -c {name} ")));
+        let man = generate(&["man"]);
+        assert!(man.contains(&format!(".TH {name} 1")), "{man}");
+        assert!(
+            man.contains(".SH SYNOPSIS") && man.contains(subcommand),
+            "{man}"
+        );
+        let pages = dir.join("man1");
+        generate(&["man", "--dir", pages.to_str().unwrap()]);
+        let top = std::fs::read_to_string(pages.join(format!("{name}.1"))).unwrap();
+        assert_eq!(top, man);
+    }
+    let page = std::fs::read_to_string(dir.join("man1/nodemgr-daemon-run.1")).unwrap();
+    assert!(page.contains(".TH nodemgr-daemon-run 1"), "{page}");
+    assert!(dir.join("man1/svcmgr-print-monitor.1").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tcp_limits_slowloris_max_connections_and_max_frame(backend: &str) {

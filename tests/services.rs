@@ -377,3 +377,111 @@ fn a_request_in_flight_during_a_port_change_is_answered() {
         (n.status()["listener"]["addr"] == format!("{}:{new_port}", n.ip)).then_some(())
     });
 }
+
+/// Table output is text for people, with local times and their offset; `--format json` keeps
+/// the answers as the wire has them.
+#[test]
+fn table_output_is_text_and_json_stays_json() {
+    let n = daemon();
+    let flag = service(&n, "tbl", 0, "echo starting up; ");
+    // start and stop print the action's log records, then the state they left.
+    let out = n.svcmgr("tbl", &["start"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.ends_with("app#1: starting up")),
+        "{out}"
+    );
+    assert!(lines.iter().any(|l| l.ends_with("n1 start done")), "{out}");
+    assert!(
+        out.contains("tbl  up  (node n1)\n  app#1      up\n"),
+        "{out}"
+    );
+    assert!(flag.exists());
+    let out = n.svcmgr("tbl", &["stop"]);
+    assert!(out.contains("app#1: stop: rm -f"), "{out}");
+    assert!(
+        !out.contains("start done"),
+        "only this action's records: {out}"
+    );
+    assert!(out.contains("tbl  down  (node n1)"), "{out}");
+    // A failed start: its records and state on stdout, the failure on stderr, non-zero.
+    std::fs::write(
+        n.root.join("etc/bad.conf"),
+        "[DEFAULT]\nnodes = n1\n[app#1]\nstart = echo no disk; exit 3\ncheck = false\n",
+    )
+    .unwrap();
+    let out = n.try_svcmgr("bad", &["start"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("app#1: no disk"), "{stdout}");
+    assert!(stdout.contains("start failed with exit code 3"), "{stdout}");
+    assert!(stdout.contains("bad  down  (node n1)"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("start failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Monitor answers: aligned rows in table mode, the wire's JSON with --format json.
+    n.svcmgr("tbl", &["start"]);
+    let table = n.svcmgr("tbl", &["print", "monitor"]);
+    assert_eq!(
+        table,
+        "avail          up\nstatus         idle\nlocal expect   started\n\
+         global expect  unset\nrestarts       none\n"
+    );
+    let cleared = n.svcmgr("tbl", &["clear"]);
+    assert!(cleared.starts_with("status         idle\n"), "{cleared}");
+    let set = n.svcmgr("tbl", &["set", "monitor", "--global-expect", "frozen"]);
+    assert!(set.contains("global expect  frozen (set 20"), "{set}");
+    let json: Value =
+        serde_json::from_str(&n.svcmgr("tbl", &["print", "monitor", "--format", "json"])).unwrap();
+    assert_eq!(json["status"], 0);
+    assert_eq!(json["data"]["local_expect"], "started");
+    assert!(json["data"]["global_expect_updated_ms"].as_u64() > Some(0));
+
+    // The node's monitor, frozen and thawed.
+    assert_eq!(
+        n.nodemgr(&["freeze"]),
+        "local_expect  frozen\nstatus        idle\n"
+    );
+    assert_eq!(
+        n.nodemgr(&["thaw"]),
+        "local_expect  thawed\nstatus        idle\n"
+    );
+    let json: Value = serde_json::from_str(&n.nodemgr(&["freeze", "--format", "json"])).unwrap();
+    assert_eq!(json["data"]["local_expect"], "frozen");
+    n.nodemgr(&["thaw"]);
+    assert_eq!(
+        n.nodemgr(&["daemon", "blacklist", "clear"]),
+        "blacklist cleared (0 entries)\n"
+    );
+
+    // Log times are local, with the offset: TZ east of UTC by 3 h (a POSIX TZ string).
+    let logs = |tz: &str, format: &str| {
+        let out = Command::new(SVCMGR)
+            .arg("--root")
+            .arg(&n.root)
+            .args(["-s", "tbl", "logs", "--backlog", "1", "--format", format])
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json_line = logs("XYZ-3", "json");
+    let record: Value = serde_json::from_str(json_line.trim()).unwrap();
+    let ms = record["time"].as_u64().unwrap();
+    let line = logs("XYZ-3", "table");
+    let utc = logs("UTC0", "table");
+    assert!(line.contains(" +03:00 "), "{line}");
+    assert!(utc.contains(" +00:00 "), "{utc}");
+    // Same record, 3 hours apart on the clock face: "YYYY-MM-DD HH:MM:SS.mmm".
+    let hour = |l: &str| l[11..13].parse::<u64>().unwrap();
+    assert_eq!((hour(&utc) + 3) % 24, hour(&line), "{utc} / {line}");
+    assert_eq!(
+        &utc[20..23],
+        format!("{:03}", ms % 1000),
+        "the record's own milliseconds: {utc}"
+    );
+}

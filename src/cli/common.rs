@@ -24,29 +24,21 @@ pub(super) fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
     })
 }
 
-/// `2026-11-25 14:03:07.123` (UTC) from milliseconds since the epoch.
+/// `2026-11-25 15:03:07.123 +01:00`: the local time (`TZ`, else /etc/localtime) with its
+/// offset, from milliseconds since the epoch.
 pub(super) fn format_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        ms % 1000
-    )
+    format_ms_in(ms, jiff::tz::TimeZone::system())
+}
+
+fn format_ms_in(ms: u64, zone: jiff::tz::TimeZone) -> String {
+    match i64::try_from(ms).map(jiff::Timestamp::from_millisecond) {
+        Ok(Ok(t)) => t
+            .to_zoned_datetime(zone)
+            .strftime("%Y-%m-%d %H:%M:%S%.3f %:z")
+            .to_string(),
+        // Past the year 9999: a corrupt record, shown as it is.
+        _ => format!("{ms} ms since the epoch"),
+    }
 }
 
 /// Edits a copy of `path` with $VISUAL/$EDITOR (default vi), then hands the edited text to
@@ -106,8 +98,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_utc() {
-        assert_eq!(format_ms(0), "1970-01-01 00:00:00.000");
-        assert_eq!(format_ms(1_764_000_000_123), "2025-11-24 16:00:00.123");
+    fn formats_local_times_with_their_offset() {
+        use jiff::tz::{TimeZone, offset};
+        assert_eq!(
+            format_ms_in(0, TimeZone::UTC),
+            "1970-01-01 00:00:00.000 +00:00"
+        );
+        assert_eq!(
+            format_ms_in(1_764_000_000_123, TimeZone::fixed(offset(-5))),
+            "2025-11-24 11:00:00.123 -05:00"
+        );
+        assert_eq!(
+            format_ms_in(u64::MAX, TimeZone::UTC),
+            format!("{} ms since the epoch", u64::MAX)
+        );
     }
 }

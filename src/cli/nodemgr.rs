@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use super::output::{json_line, status_table};
+use super::output::{json_line, status_table, value_table};
 use crate::client::{self, ClientError};
 use crate::config::{self, Paths};
 use crate::daemon::{self, RunOptions};
@@ -79,6 +79,9 @@ pub(crate) enum Command {
     Freeze,
     /// Thaw the node: automatic service actions resume
     Thaw,
+    /// Man pages and shell completions
+    #[command(subcommand)]
+    Generate(super::generate::GenerateCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,6 +161,7 @@ pub fn main() -> ExitCode {
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::new(cli.root.as_deref());
     match &cli.command {
+        Command::Generate(what) => super::generate::run(what, Cli::command()),
         Command::Daemon(DaemonCmd::Run) => daemon_run(&cli, &paths),
         Command::Daemon(DaemonCmd::Start(t)) if t.thread_id.is_none() && cli.node.is_none() => {
             daemon_start(&cli, &paths)
@@ -329,8 +333,10 @@ fn print_response(cli: &Cli, request: &Request, response: &Response) -> ExitCode
                             println!("{name:<20} {n}");
                         }
                     }
-                    (_, serde_json::Value::String(s)) => println!("{s}"),
-                    (_, other) => println!("{}", json_line(other)),
+                    (Request::BlacklistClear, d) => {
+                        println!("blacklist cleared ({} entries)", d["cleared"])
+                    }
+                    (_, other) => print!("{}", value_table(other)),
                 }
             }
         }
@@ -347,28 +353,12 @@ fn print_response(cli: &Cli, request: &Request, response: &Response) -> ExitCode
     }
 }
 
-/// Logs on stderr: colours only on a terminal (not in `osvcd.log`, not under systemd); under
-/// systemd (`JOURNAL_STREAM` set) no timestamps of our own, the journal stamps every line.
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        fmt.without_time().try_init()
-    } else {
-        fmt.try_init()
-    };
-}
-
 fn daemon_run(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
     refuse_remote(cli, "daemon run")?;
-    init_tracing();
     let conf_path = paths.node_conf();
     let (_, conf, created) = config::load_or_create(&conf_path)?;
+    // From node.conf; the daemon reads it again, and a reload does not change the format.
+    super::logging::init(conf.log_format);
     if created {
         eprintln!(
             "nodemgr: created {} (cluster {:?}, generated secret, {} the only node, listening on {}:{})",

@@ -39,6 +39,55 @@ pub(super) fn json_line<T: Serialize>(value: &T) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Rows of `name  value`, the values aligned in one column.
+pub(super) fn aligned<K: AsRef<str>, V: AsRef<str>>(rows: &[(K, V)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.as_ref().len())
+        .max()
+        .unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{:<width$}  {}\n", k.as_ref(), v.as_ref()))
+        .collect()
+}
+
+/// Any answer for a person: an object as aligned `key  value` rows (nested objects as
+/// `key.sub`, lists joined by spaces, null as `-`), a string as it is.
+pub(super) fn value_table(v: &Value) -> String {
+    fn scalar(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            Value::Array(a) => a.iter().map(scalar).collect::<Vec<_>>().join(" "),
+            other => other.to_string(),
+        }
+    }
+    fn rows(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    rows(&key, v, out);
+                }
+            }
+            Value::Object(_) => out.push((prefix.to_string(), "-".into())),
+            other => out.push((prefix.to_string(), scalar(other))),
+        }
+    }
+    match v {
+        Value::Object(_) => {
+            let mut out = Vec::new();
+            rows("", v, &mut out);
+            aligned(&out)
+        }
+        other => format!("{}\n", scalar(other)),
+    }
+}
+
 fn str_of(v: &Value) -> String {
     match v {
         Value::String(x) => x.clone(),
@@ -302,5 +351,17 @@ mod tests {
         );
         assert_eq!(age(125_000), "2m05s");
         assert_eq!(age(7_500_000), "2h05m");
+    }
+
+    #[test]
+    fn objects_as_aligned_rows() {
+        let v = serde_json::json!({"status": "idle", "local_expect": "frozen",
+            "restarts": {"app#1": 2}, "nodes": ["a", "b"], "none": null, "empty": {}});
+        assert_eq!(
+            value_table(&v),
+            "empty           -\nlocal_expect    frozen\nnodes           a b\nnone            -\n\
+             restarts.app#1  2\nstatus          idle\n"
+        );
+        assert_eq!(value_table(&serde_json::json!("done")), "done\n");
     }
 }

@@ -7,16 +7,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 
 use super::common::{format_ms, stdout_is_terminal, target};
 use super::nodemgr::Format;
-use super::output::json_line;
+use super::output::{aligned, json_line, value_table};
 use crate::client::{self, ClientError, Target};
 use crate::config::{self, Paths};
 use crate::service::config::config_path;
-use crate::service::log::Record;
+use crate::service::log::{self, Record};
 use crate::service::{Instance, ServiceConfig};
 use crate::wire::Request;
 use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus, valid_svcname};
@@ -33,9 +33,9 @@ use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatu
         to a peer's daemon."
 )]
 pub(crate) struct Cli {
-    /// The service
+    /// The service (needed by every command but generate)
     #[arg(short = 's', long = "service", value_name = "NAME")]
-    pub service: String,
+    pub service: Option<String>,
 
     /// Agent root: etc is DIR/etc, var is DIR/var
     #[arg(long, global = true, env = "OSVC_ROOT", value_name = "DIR")]
@@ -94,6 +94,9 @@ pub(crate) enum Command {
     /// Set monitor attributes
     #[command(subcommand)]
     Set(SetCmd),
+    /// Man pages and shell completions
+    #[command(subcommand)]
+    Generate(super::generate::GenerateCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -105,12 +108,15 @@ pub(crate) struct ActionArgs {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum PrintCmd {
+    /// The configuration file, as it is
     Config,
+    /// The monitor: availability, status, expectations, restart counts
     Monitor,
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum EditCmd {
+    /// The configuration file
     Config,
 }
 
@@ -118,12 +124,16 @@ pub(crate) enum EditCmd {
 pub(crate) enum SetCmd {
     /// e.g. `svcmgr -s web set monitor --local-expect started`
     Monitor {
+        /// What the monitor is doing
         #[arg(long, value_parser = ServiceMonitorStatus::ALL.to_vec())]
         status: Option<String>,
+        /// What this node's monitor keeps the instance at
         #[arg(long, value_parser = ServiceLocalExpect::ALL.to_vec())]
         local_expect: Option<String>,
+        /// What the cluster keeps the service at (the latest setting on any node wins)
         #[arg(long, value_parser = GlobalExpect::ALL.to_vec())]
         global_expect: Option<String>,
+        /// Forget the restart counts
         #[arg(long)]
         reset_retries: bool,
     },
@@ -144,8 +154,12 @@ pub fn main() -> ExitCode {
 const EMPTY_CONFIG: &str = "[DEFAULT]\n# nodes = node1 node2\n# orchestrate = no\n\n# [app#1]\n# start = /path/to/start\n# stop = /path/to/stop\n# check = /path/to/check\n# restart = 0\n# timeout = 60\n";
 
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    let name = match (&cli.command, cli.service.as_deref()) {
+        (Command::Generate(what), _) => return super::generate::run(what, Cli::command()),
+        (_, Some(name)) => name,
+        (_, None) => bail!("which service? give -s NAME"),
+    };
     let paths = Paths::new(cli.root.as_deref());
-    let name = cli.service.as_str();
     if let Err(e) = valid_svcname(name) {
         bail!("{e}");
     }
@@ -193,7 +207,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 timeout,
             )?;
-            Ok(print(&cli, &r))
+            Ok(print_with(&cli, &r, monitor_table))
         }
         Command::Start(a) | Command::Stop(a) | Command::Restart(a) => {
             let verb = match &cli.command {
@@ -213,11 +227,15 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(r) => {
                     let code = r.data.as_ref().and_then(|d| d["code"].as_i64());
                     if let (Format::Table, Some(d)) = (cli.format, &r.data) {
+                        // The executor's report: the action's log records, then the state.
                         if let Some(out) = d["stdout"].as_str().filter(|o| !o.is_empty()) {
-                            println!("{out}");
+                            print!("{}", with_newline(out));
                         }
                         if let Some(err) = d["stderr"].as_str().filter(|o| !o.is_empty()) {
-                            eprintln!("{err}");
+                            eprint!("{}", with_newline(err));
+                        }
+                        if d["timed_out"] == true {
+                            eprintln!("svcmgr: {verb} timed out: the daemon killed it");
                         }
                         if let Some(id) = d["id"].as_str() {
                             println!("{verb} queued as {id}");
@@ -256,7 +274,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 timeout,
             )?;
-            Ok(print(&cli, &r))
+            Ok(print_with(&cli, &r, monitor_table))
         }
         Command::Set(SetCmd::Monitor {
             status,
@@ -272,8 +290,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 reset_retries: *reset_retries,
             };
             let r = client::call(&target, &request, timeout)?;
-            Ok(print(&cli, &r))
+            Ok(print_with(&cli, &r, monitor_table))
         }
+        Command::Generate(_) => unreachable!("answered before any service is looked at"),
         Command::Logs { follow, backlog } => logs(&cli, &target, name, *backlog, *follow),
     }
 }
@@ -286,6 +305,19 @@ fn local_only(cli: &Cli, what: &str) -> Result<()> {
 }
 
 fn print(cli: &Cli, r: &crate::wire::Response) -> ExitCode {
+    print_with(cli, r, value_table)
+}
+
+fn with_newline(text: &str) -> String {
+    if text.ends_with('\n') {
+        text.to_string()
+    } else {
+        format!("{text}\n")
+    }
+}
+
+/// The answer: as JSON, or its data through `table`.
+fn print_with(cli: &Cli, r: &crate::wire::Response, table: fn(&Value) -> String) -> ExitCode {
     match cli.format {
         Format::Json => println!(
             "{}",
@@ -293,8 +325,7 @@ fn print(cli: &Cli, r: &crate::wire::Response) -> ExitCode {
         ),
         Format::Table => match (&r.error, &r.data) {
             (Some(e), _) => eprintln!("svcmgr: {e}"),
-            (None, Some(Value::String(s))) => println!("{s}"),
-            (None, Some(v)) => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+            (None, Some(v)) => print!("{}", table(v)),
             (None, None) => {}
         },
     }
@@ -303,6 +334,37 @@ fn print(cli: &Cli, r: &crate::wire::Response) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// A service monitor (`print monitor`, and what `clear` and `set monitor` leave).
+fn monitor_table(m: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let mut rows = Vec::new();
+    if !m["avail"].is_null() {
+        rows.push(("avail", text(&m["avail"])));
+    }
+    rows.push(("status", text(&m["status"])));
+    rows.push(("local expect", text(&m["local_expect"])));
+    let mut global = text(&m["global_expect"]);
+    if let Some(ms) = m["global_expect_updated_ms"].as_u64().filter(|&ms| ms > 0) {
+        global += &format!(" (set {})", format_ms(ms));
+    }
+    rows.push(("global expect", global));
+    let restarts = m["restarts"]
+        .as_object()
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.iter()
+                .map(|(rid, n)| format!("{rid} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "none".into());
+    rows.push(("restarts", restarts));
+    if let Some(ms) = m["ready_since_ms"].as_u64().filter(|&ms| ms > 0) {
+        rows.push(("ready since", format_ms(ms)));
+    }
+    aligned(&rows)
 }
 
 fn node_name(paths: &Paths) -> String {
@@ -323,19 +385,38 @@ fn execute_here(paths: &Paths, name: &str, verb: &str) -> Result<ExitCode> {
     let cfg = load(paths, name)?;
     let node = node_name(paths);
     let inst = Instance::new(&cfg, &node, &paths.services());
+    let log_path = inst.log_path();
+    let before = log::end(&log_path);
     let r = match verb {
         "start" => inst.start(),
         "stop" => inst.stop(),
         _ => inst.stop().and_then(|()| inst.start()),
     };
-    inst.refresh_status();
+    let (_, status) = inst.refresh_status();
+    // What the action did, then where it left the instance: the daemon hands this back to
+    // the svcmgr that asked.
+    for record in log::Follower::from(log_path, before).poll() {
+        print_record(&record, Format::Table, false);
+    }
+    print!("{}", status_lines(name, &node, &status));
     match r {
-        Ok(()) => {
-            println!("{name}: {verb} done");
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => bail!("{verb} failed: {e}"),
     }
+}
+
+/// An instance status: `NAME  AVAIL  (node NODE)`, then a row per resource.
+fn status_lines(name: &str, node: &str, status: &Value) -> String {
+    let mut out = format!(
+        "{name}  {}  (node {node})\n",
+        status["avail"].as_str().unwrap_or("n/a")
+    );
+    if let Some(res) = status["resources"].as_object() {
+        for (rid, v) in res {
+            out += &format!("  {rid:<10} {}\n", v["status"].as_str().unwrap_or("n/a"));
+        }
+    }
+    out
 }
 
 fn status_here(cli: &Cli, paths: &Paths, name: &str) -> Result<ExitCode> {
@@ -344,17 +425,7 @@ fn status_here(cli: &Cli, paths: &Paths, name: &str) -> Result<ExitCode> {
     let (_, status) = Instance::new(&cfg, &node, &paths.services()).refresh_status();
     match cli.format {
         Format::Json => println!("{}", json_line(&status)),
-        Format::Table => {
-            println!(
-                "{name}  {}  (node {node})",
-                status["avail"].as_str().unwrap_or("n/a")
-            );
-            if let Some(res) = status["resources"].as_object() {
-                for (rid, v) in res {
-                    println!("  {rid:<10} {}", v["status"].as_str().unwrap_or("n/a"));
-                }
-            }
-        }
+        Format::Table => print!("{}", status_lines(name, &node, &status)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -29,18 +29,39 @@ pub enum ClientError {
     NotRunning(PathBuf),
     #[error("permission denied on {0} (run as root or as the daemon's user)")]
     PermissionDenied(PathBuf),
-    #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
+    // The I/O error is the detail of this one cause, not a cause of its own: it is said in the
+    // message, and not returned as a source (which would print it twice in a chain).
+    #[error("cannot connect to {addr}: {cause}")]
+    Connect { addr: String, cause: io::Error },
     #[error("no answer from {0} in time")]
     Timeout(String),
     #[error(
         "{0} closed the connection without answering (request refused: wrong secret, not a member, or blacklisted?)"
     )]
     Refused(String),
-    #[error("invalid response from {peer}: {message}")]
-    Protocol { peer: String, message: String },
-    #[error("{peer}: {source}")]
-    Io { peer: String, source: io::Error },
+    #[error("invalid response from {peer}: {problem}")]
+    Protocol {
+        peer: String,
+        problem: ProtocolError,
+    },
+    #[error("{peer}: {cause}")]
+    Io { peer: String, cause: io::Error },
+}
+
+/// What is wrong with an exchange with a daemon, at the protocol level. Said in
+/// [`ClientError::Protocol`]'s message, not returned as its source (one line, one cause).
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("cannot seal the request: {0}")]
+    Seal(crate::wire::frame::EncodeError),
+    #[error("bad frame header: {0}")]
+    Header(crate::wire::frame::HeaderError),
+    #[error("unexpected frame kind {0}")]
+    UnexpectedKind(&'static str),
+    #[error("response does not authenticate under our secrets")]
+    NotAuthentic,
+    #[error("{0}")]
+    Payload(crate::wire::payload::PayloadError),
 }
 
 /// Who we are when talking to a peer: the cluster's secret and name, and our nodename; and
@@ -90,7 +111,7 @@ fn io_class(peer: &str, e: io::Error) -> ClientError {
         }
         _ => ClientError::Io {
             peer: peer.into(),
-            source: e,
+            cause: e,
         },
     }
 }
@@ -155,7 +176,7 @@ impl Connection {
                     }
                     _ => ClientError::Connect {
                         addr: sock.display().to_string(),
-                        source: e,
+                        cause: e,
                     },
                 })?;
                 (Wire::Unix(conn), sock.display().to_string())
@@ -167,7 +188,7 @@ impl Connection {
                 }
                 .map_err(|e| ClientError::Connect {
                     addr: addr.to_string(),
-                    source: e,
+                    cause: e,
                 })?;
                 let _ = conn.set_nodelay(true);
                 (Wire::Tcp(conn, identity.clone()), addr.to_string())
@@ -206,7 +227,7 @@ impl Connection {
                     .seal(Kind::Request, &body, now_ms(), &mut frame)
                     .map_err(|e| ClientError::Protocol {
                         peer: self.peer.clone(),
-                        message: e.to_string(),
+                        problem: ProtocolError::Seal(e),
                     })?;
                 write_frame(s, &frame)
             }
@@ -222,13 +243,13 @@ impl Connection {
                 let mut body = read_frame(s, MAX_RESPONSE).map_err(|e| io_class(&peer, e))?;
                 Response::parse(&mut body).map_err(|e| ClientError::Protocol {
                     peer,
-                    message: e.to_string(),
+                    problem: ProtocolError::Payload(e),
                 })
             }
             Wire::Tcp(s, identity) => {
                 let mut body = read_frame(s, MAX_RESPONSE).map_err(|e| io_class(&peer, e))?;
                 open_response(identity, &mut body)
-                    .map_err(|message| ClientError::Protocol { peer, message })
+                    .map_err(|problem| ClientError::Protocol { peer, problem })
             }
         }
     }
@@ -274,10 +295,10 @@ pub fn call_local(
 }
 
 /// Opens a response frame sealed by a cluster member.
-pub fn open_response(identity: &Identity, frame: &mut [u8]) -> Result<Response, String> {
-    let view = FrameView::parse(frame).map_err(|f| f.error.to_string())?;
+pub fn open_response(identity: &Identity, frame: &mut [u8]) -> Result<Response, ProtocolError> {
+    let view = FrameView::parse(frame).map_err(|f| ProtocolError::Header(f.error))?;
     if !matches!(view.kind(), Kind::Response | Kind::StreamChunk) {
-        return Err(format!("unexpected frame kind {}", view.kind().as_str()));
+        return Err(ProtocolError::UnexpectedKind(view.kind().as_str()));
     }
     let (nodename, salt) = (view.nodename().to_owned(), *view.salt());
     // A failed open leaves the buffer unspecified: the alternate is tried on a copy.
@@ -295,11 +316,11 @@ pub fn open_response(identity: &Identity, frame: &mut [u8]) -> Result<Response, 
         },
     };
     match opened {
-        Some((range, None)) => Response::parse(&mut frame[range]).map_err(|e| e.to_string()),
+        Some((range, None)) => Response::parse(&mut frame[range]).map_err(ProtocolError::Payload),
         Some((range, Some(mut copy))) => {
-            Response::parse(&mut copy[range]).map_err(|e| e.to_string())
+            Response::parse(&mut copy[range]).map_err(ProtocolError::Payload)
         }
-        None => Err("response does not authenticate under our secrets".to_string()),
+        None => Err(ProtocolError::NotAuthentic),
     }
 }
 

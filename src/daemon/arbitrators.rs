@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -30,34 +29,51 @@ struct Answer {
     holders: serde_json::Value,
 }
 
+/// Why an arbitrator's vote was not renewed this round.
+#[derive(Debug, thiserror::Error)]
+enum VoteError {
+    // Said in the message, not returned as a source: the status shows it as one line.
+    #[error("cannot resolve {addr}: {cause}")]
+    Resolve { addr: String, cause: std::io::Error },
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    #[error(transparent)]
+    Call(#[from] crate::client::ClientError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("answer without {0:?}")]
+    Malformed(&'static str),
+}
+
 fn ask(
     addr: SocketAddr,
     state: &DaemonState,
     partition: &BTreeSet<String>,
     hold_ms: Option<u64>,
     timeout: Duration,
-) -> Result<Answer, String> {
+) -> Result<Answer, VoteError> {
     let c = state.config();
     let identity = crate::client::Identity::of(&c);
     let request = Request::ArbitratorVote {
         partition: partition.iter().cloned().collect(),
         hold_ms,
     };
-    let r =
-        crate::client::call_peer(addr, &identity, &request, timeout).map_err(|e| e.to_string())?;
+    let r = crate::client::call_peer(addr, &identity, &request, timeout)?;
     if r.status != 0 {
-        return Err(r.error.unwrap_or_else(|| format!("status {}", r.status)));
+        return Err(VoteError::Refused(
+            r.error.unwrap_or_else(|| format!("status {}", r.status)),
+        ));
     }
     let data = r.data.unwrap_or_default();
     let granted = data["granted"]
         .as_bool()
-        .ok_or("answer without \"granted\"")?;
+        .ok_or(VoteError::Malformed("granted"))?;
     let lease_ms = data["lease_ms"]
         .as_u64()
-        .ok_or("answer without \"lease_ms\"")?;
+        .ok_or(VoteError::Malformed("lease_ms"))?;
     let expires_in_ms = data["expires_in_ms"]
         .as_u64()
-        .ok_or("answer without \"expires_in_ms\"")?;
+        .ok_or(VoteError::Malformed("expires_in_ms"))?;
     Ok(Answer {
         granted,
         lease_ms,
@@ -77,10 +93,13 @@ fn round(state: &DaemonState, period_ms: u64, hold_ms: Option<u64>) -> u64 {
         let asked_at = now_ms();
         let addr = addr_text
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {addr_text}: {e}"))
+            .map_err(|cause| VoteError::Resolve {
+                addr: addr_text.clone(),
+                cause,
+            })
             .and_then(|mut a| {
                 a.next()
-                    .ok_or_else(|| format!("{addr_text} resolves to nothing"))
+                    .ok_or_else(|| VoteError::NoAddress(addr_text.clone()))
             });
         let result = addr.and_then(|a| ask(a, state, &partition, hold_ms, timeout));
         let status = match result {
@@ -103,7 +122,7 @@ fn round(state: &DaemonState, period_ms: u64, hold_ms: Option<u64>) -> u64 {
             // Unreachable: the grant held, if any, counts until it expires.
             Err(e) => {
                 tracing::debug!(arbitrator = %name, addr = %addr_text, "arbitrator vote not renewed: {e}");
-                json!({"error": e, "at_ms": asked_at})
+                json!({"error": e.to_string(), "at_ms": asked_at})
             }
         };
         lock(&state.arbitrator_status).insert(name.clone(), status);
@@ -127,17 +146,16 @@ pub(crate) fn advertise_maintenance(state: &DaemonState) {
     round(state, FIRST_PERIOD_MS, Some(hold_ms));
 }
 
-pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
+pub(crate) fn run(state: &DaemonState, stop: &watch::Receiver<bool>) {
     let mut period_ms = FIRST_PERIOD_MS;
     while !*stop.borrow() {
         let started = Instant::now();
         if !state.config().arbitrators.is_empty() {
-            period_ms = round(&state, period_ms, None);
+            period_ms = round(state, period_ms, None);
         }
         let period = Duration::from_millis(period_ms);
         while started.elapsed() < period && !*stop.borrow() {
             std::thread::sleep(Duration::from_millis(50).min(period));
         }
     }
-    Ok(())
 }

@@ -34,11 +34,7 @@ pub(crate) struct Runner {
 }
 
 /// The `dequeue` thread's body, until `stop` turns true.
-pub(crate) fn run(
-    dq: &Dequeue,
-    runner: &Runner,
-    stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+pub(crate) fn run(dq: &Dequeue, runner: &Runner, stop: &watch::Receiver<bool>) {
     *dq.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
     while !*stop.borrow() {
         if dq.pending.load(Ordering::Acquire) {
@@ -56,7 +52,6 @@ pub(crate) fn run(
         }
     }
     *dq.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    Ok(())
 }
 
 /// What one run of the queue did.

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
 use crate::hb::MAINTENANCE_COPIES_MS;
-use crate::state::{DaemonState, lock};
+use crate::state::{DaemonState, ThreadError, lock};
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Sealer};
 
@@ -37,14 +37,14 @@ fn services_summary(state: &DaemonState) -> Map<String, Value> {
 
 /// A UDP socket on the cluster address when the listener has a specific one, so peers see
 /// our datagrams come from the address they know us by.
-fn heartbeat_socket(c: &NodeConfig) -> Result<UdpSocket, String> {
+fn heartbeat_socket(c: &NodeConfig) -> Result<UdpSocket, ThreadError> {
     let local = c.listener.addr;
     if local.is_unspecified() {
         UdpSocket::bind((local, 0))
     } else {
         crate::listener::sockets::udp_from(local)
     }
-    .map_err(|e| format!("cannot bind a UDP socket on {local}: {e}"))
+    .map_err(|cause| ThreadError::HeartbeatSocket { addr: local, cause })
 }
 
 /// Seals `payload` as a heartbeat for every other member the resolver found an address for
@@ -169,7 +169,7 @@ pub(crate) fn advertise_maintenance(state: &DaemonState) {
     }
 }
 
-pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
+pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), ThreadError> {
     let sock = heartbeat_socket(&state.config())?;
     while !*stop.borrow() {
         let started = Instant::now();

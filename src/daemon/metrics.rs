@@ -8,15 +8,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
-use crate::state::DaemonState;
 use crate::state::metrics::prometheus_text;
+use crate::state::{DaemonState, ThreadError};
 
 /// The whole request, head and all, must come within this time.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,28 +32,28 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 
 /// Binds `[metrics] addr` (None: metrics are not served): done by the supervisor before it
 /// starts the thread, so that a bind failure is one clear error, not a thread that dies.
-pub(crate) fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, String> {
+pub(crate) fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, ThreadError> {
     let Some(addr) = addr else { return Ok(None) };
     let listener = TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        .map_err(|cause| ThreadError::MetricsBind { addr, cause })?;
     tracing::info!(%addr, "serving metrics at /metrics");
     Ok(Some(listener))
 }
 
 pub(crate) fn run(
-    state: Arc<DaemonState>,
-    listener: Option<TcpListener>,
-    stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+    state: &DaemonState,
+    listener: Option<&TcpListener>,
+    stop: &watch::Receiver<bool>,
+) {
     while !*stop.borrow() {
-        let Some(l) = &listener else {
+        let Some(l) = listener else {
             std::thread::sleep(POLL);
             continue;
         };
         match l.accept() {
             Ok((stream, peer)) => {
-                if let Err(e) = serve(&state, stream) {
+                if let Err(e) = serve(state, stream) {
                     tracing::debug!(%peer, "metrics request failed: {e}");
                 }
             }
@@ -65,7 +64,6 @@ pub(crate) fn run(
             }
         }
     }
-    Ok(())
 }
 
 fn serve(state: &DaemonState, mut stream: TcpStream) -> io::Result<()> {

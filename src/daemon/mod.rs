@@ -32,7 +32,7 @@ pub(crate) enum DaemonError {
     Config(#[from] ConfigError),
     #[error("a daemon is already running on {0}")]
     AlreadyRunning(PathBuf),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         source: std::io::Error,

@@ -9,14 +9,14 @@ use tokio::sync::watch;
 
 use crate::dispatch::{Job, SubmitError};
 use crate::service::list_services;
-use crate::state::{DaemonState, lock};
+use crate::state::{DaemonState, ThreadError, lock};
 
-pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
+pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), ThreadError> {
     let dispatcher = state
         .dispatcher
         .get()
         .cloned()
-        .ok_or("the handler layer is not set up")?;
+        .ok_or(ThreadError::HandlersNotSetUp)?;
     while !*stop.borrow() {
         let started = Instant::now();
         let mut names = list_services(&state.paths.etc);
@@ -38,7 +38,7 @@ pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Resul
                 }
                 Err(SubmitError::Closed) => {
                     lock(&state.ticks_in_flight).remove(&svcname);
-                    return Err("the handler layer stopped".into());
+                    return Err(ThreadError::HandlersStopped);
                 }
             }
         }

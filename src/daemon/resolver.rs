@@ -15,7 +15,7 @@ use crate::state::members::{Resolution, resolve};
 /// How long the thread sleeps between looks at its stop signal and the configuration.
 const TURN: Duration = Duration::from_millis(200);
 
-pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), String> {
+pub(crate) fn run(state: &DaemonState, stop: &watch::Receiver<bool>) {
     let book = &state.addr_book;
     let mut config = state.config();
     book.sync(&config);
@@ -48,5 +48,4 @@ pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Resul
             }
         }
     }
-    Ok(())
 }

@@ -15,7 +15,7 @@ use super::dequeue::Runner;
 use super::hb_tx::advertise_maintenance;
 use crate::config;
 use crate::listener;
-use crate::state::{DaemonState, SupervisorCmd, ThreadStatus, lock};
+use crate::state::{DaemonState, SupervisorCmd, ThreadCmdError, ThreadError, ThreadStatus, lock};
 
 pub(crate) const THREADS: [&str; 7] = [
     "listener",
@@ -35,7 +35,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A thread that ran this long since its last start gets its back-off reset.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
-type ThreadHandle = JoinHandle<Result<(), String>>;
+type ThreadHandle = JoinHandle<Result<(), ThreadError>>;
 
 struct Managed {
     want_running: bool,
@@ -88,7 +88,7 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self, id: &'static str) -> Result<(ThreadHandle, watch::Sender<bool>), String> {
+    fn spawn(&self, id: &'static str) -> Result<(ThreadHandle, watch::Sender<bool>), ThreadError> {
         let (tx, rx) = watch::channel(false);
         let builder = std::thread::Builder::new().name(id.to_string());
         let handle = match id {
@@ -98,12 +98,15 @@ impl Supervisor {
                     .listener
                     .get()
                     .cloned()
-                    .ok_or("the listener is not set up")?;
-                builder.spawn(move || listener::run(shared, rx).map_err(|e| e.to_string()))
+                    .ok_or(ThreadError::ListenerNotSetUp)?;
+                builder.spawn(move || listener::run(shared, rx).map_err(ThreadError::from))
             }
             "resolver" => {
                 let state = self.state.clone();
-                builder.spawn(move || super::resolver::run(state, rx))
+                builder.spawn(move || {
+                    super::resolver::run(&state, &rx);
+                    Ok(())
+                })
             }
             "hb.tx" => {
                 let state = self.state.clone();
@@ -112,7 +115,10 @@ impl Supervisor {
             "metrics" => {
                 let listener = super::metrics::bind(self.state.config().metrics_addr)?;
                 let state = self.state.clone();
-                builder.spawn(move || super::metrics::run(state, listener, rx))
+                builder.spawn(move || {
+                    super::metrics::run(&state, listener.as_ref(), &rx);
+                    Ok(())
+                })
             }
             "monitor" => {
                 let state = self.state.clone();
@@ -120,20 +126,26 @@ impl Supervisor {
             }
             "arbitrators" => {
                 let state = self.state.clone();
-                builder.spawn(move || super::arbitrators::run(state, rx))
+                builder.spawn(move || {
+                    super::arbitrators::run(&state, &rx);
+                    Ok(())
+                })
             }
             "dequeue" => {
                 let dq = self.state.dequeue.clone();
                 let runner = self.runner.clone();
-                builder.spawn(move || super::dequeue::run(&dq, &runner, rx))
+                builder.spawn(move || {
+                    super::dequeue::run(&dq, &runner, &rx);
+                    Ok(())
+                })
             }
-            other => return Err(format!("unknown thread {other:?}")),
+            other => return Err(ThreadError::Unknown(other)),
         }
-        .map_err(|e| format!("cannot start thread {id}: {e}"))?;
+        .map_err(|cause| ThreadError::Spawn { id, cause })?;
         Ok((handle, tx))
     }
 
-    fn start(&mut self, id: &'static str) -> Result<(), String> {
+    fn start(&mut self, id: &'static str) -> Result<(), ThreadError> {
         let spawned = self.spawn(id);
         let m = self.threads.entry(id).or_insert_with(|| Managed {
             want_running: true,
@@ -146,7 +158,7 @@ impl Supervisor {
             last_error: None,
         });
         // A thread that cannot start (metrics on an address in use) shows why in the status.
-        let (handle, stop) = spawned.inspect_err(|e| m.last_error = Some(e.clone()))?;
+        let (handle, stop) = spawned.inspect_err(|e| m.last_error = Some(e.to_string()))?;
         m.want_running = true;
         m.handle = Some(handle);
         m.stop = Some(stop);
@@ -245,7 +257,7 @@ impl Supervisor {
         match cmd {
             SupervisorCmd::StopThread(id, reply) => {
                 let r = match Self::known(&id) {
-                    None => Err(unknown_thread(&id)),
+                    None => Err(unknown_thread(id)),
                     Some(id) if self.threads.get(id).is_some_and(|m| m.handle.is_some()) => {
                         self.stop(id);
                         tracing::info!(thread = id, "thread stopped on request");
@@ -262,14 +274,17 @@ impl Supervisor {
             }
             SupervisorCmd::StartThread(id, reply) => {
                 let r = match Self::known(&id) {
-                    None => Err(unknown_thread(&id)),
+                    None => Err(unknown_thread(id)),
                     Some(id) if self.threads.get(id).is_some_and(|m| m.handle.is_some()) => {
                         Ok(format!("thread {id} already running"))
                     }
-                    Some(id) => self.start(id).map(|()| {
-                        tracing::info!(thread = id, "thread started on request");
-                        format!("thread {id} started")
-                    }),
+                    Some(id) => self
+                        .start(id)
+                        .map(|()| {
+                            tracing::info!(thread = id, "thread started on request");
+                            format!("thread {id} started")
+                        })
+                        .map_err(ThreadCmdError::from),
                 };
                 self.publish();
                 let _ = reply.send(r);
@@ -345,7 +360,7 @@ impl Supervisor {
                 let outcome = match m.handle.take().map(JoinHandle::join) {
                     Some(Ok(Ok(()))) if !m.want_running => None,
                     Some(Ok(Ok(()))) => Some("exited unexpectedly".to_string()),
-                    Some(Ok(Err(e))) => Some(e),
+                    Some(Ok(Err(e))) => Some(e.to_string()),
                     Some(Err(panic)) => Some(listener::panic_message(&panic)),
                     None => None,
                 };
@@ -472,6 +487,9 @@ impl Supervisor {
     }
 }
 
-fn unknown_thread(id: &str) -> String {
-    format!("unknown thread id {id:?} (known: {})", THREADS.join(", "))
+fn unknown_thread(id: String) -> ThreadCmdError {
+    ThreadCmdError::Unknown {
+        id,
+        known: THREADS.join(", "),
+    }
 }

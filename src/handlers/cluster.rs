@@ -14,7 +14,11 @@ use crate::wire::{Request, Response};
 const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Adds `name` (reachable at `addr`) to cluster.nodes, persisted.
-fn add_member(state: &DaemonState, name: &str, addr: Option<&str>) -> Result<bool, String> {
+fn add_member(
+    state: &DaemonState,
+    name: &str,
+    addr: Option<&str>,
+) -> Result<bool, config::ConfigError> {
     let path = state.paths.node_conf();
     let mut added = false;
     let new = config::update(&path, |doc, old| {
@@ -28,8 +32,7 @@ fn add_member(state: &DaemonState, name: &str, addr: Option<&str>) -> Result<boo
             doc.set(&format!("node.{name}"), "addr", a)?;
         }
         Ok(())
-    })
-    .map_err(|e| format!("cannot update node.conf: {e}"))?;
+    })?;
     apply_now(state, new);
     Ok(added)
 }
@@ -84,7 +87,7 @@ pub(super) fn join(state: &DaemonState, origin: &Origin, addr_option: Option<Str
         Ok(added) => {
             tracing::info!(node = %nodename, addr = %joiner_addr, added, "join accepted");
         }
-        Err(e) => return Response::error(format!("join: {e}")),
+        Err(e) => return Response::error(format!("join: cannot update node.conf: {e}")),
     }
     // Tell the other members, off the node shard: a slow peer must not stall it.
     let identity = Identity::of(&c);
@@ -141,7 +144,7 @@ pub(super) fn join_relay(
             tracing::info!(node = nodename, added, "join relayed by a member");
             Response::ok(json!({ "added": added }))
         }
-        Err(e) => Response::error(format!("join: {e}")),
+        Err(e) => Response::error(format!("join: cannot update node.conf: {e}")),
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
 use crate::state::metrics::{self, Sample};
-use crate::state::{DaemonState, PeerStatus, SupervisorCmd, lock, presence_label};
+use crate::state::{DaemonState, PeerStatus, SupervisorCmd, ThreadReply, lock, presence_label};
 use crate::wire::Response;
 
 pub(super) fn status(state: &DaemonState) -> Response {
@@ -162,7 +162,7 @@ fn peers_json(peers: &[(&String, &PeerStatus)], now: u64, config: &NodeConfig) -
 /// Asks the supervisor and waits for its answer.
 fn thread_cmd(
     state: &DaemonState,
-    make: fn(String, mpsc::Sender<Result<String, String>>) -> SupervisorCmd,
+    make: fn(String, ThreadReply) -> SupervisorCmd,
     thread_id: String,
 ) -> Response {
     let (tx, rx) = mpsc::channel();
@@ -171,7 +171,7 @@ fn thread_cmd(
     }
     match rx.recv_timeout(Duration::from_secs(15)) {
         Ok(Ok(msg)) => Response::ok(json!(msg)),
-        Ok(Err(e)) => Response::error(e),
+        Ok(Err(e)) => Response::error(e.to_string()),
         Err(_) => Response::error("the supervisor did not answer in time"),
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::dispatch::{Origin, Reply, StreamReply};
 use crate::service::config::{Orchestrate, config_path};
 use crate::service::exec::{Outcome, run_program};
-use crate::service::instance::write_json_atomic;
+use crate::service::instance::{ResourceAction, write_json_atomic};
 use crate::service::log::{self as svclog, Follower};
 use crate::service::orchestrate::{Decision, NodeView, Presence};
 use crate::service::{Instance, Plan, ServiceConfig, ServiceMonitor, list_services};
@@ -707,7 +707,7 @@ pub(crate) fn tick(shard: &mut ServiceShard, state: &DaemonState, svcname: &str)
                         r.restart + 1
                     ),
                 );
-                let _ = inst.resource_action(r, "start");
+                let _ = inst.resource_action(r, ResourceAction::Start);
             }
             shard.monitor(state, svcname).end_restart();
             shard.persist(state, svcname);

@@ -202,10 +202,12 @@ impl ListenerShared {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ListenerError {
-    #[error("cannot bind {addr}: {source}")]
+    // The I/O error is said in the message and not returned as a source: the supervisor shows
+    // this error as one line.
+    #[error("cannot bind {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("io_uring backend forced by listener.backend but unavailable: {0}")]
     UringUnavailable(std::io::Error),
@@ -253,9 +255,9 @@ pub(crate) fn run(
     } else {
         config.threads
     };
-    let socks = sockets::bind_all(config.addr, threads).map_err(|source| ListenerError::Bind {
+    let socks = sockets::bind_all(config.addr, threads).map_err(|cause| ListenerError::Bind {
         addr: config.addr,
-        source,
+        cause,
     })?;
     let bound = socks
         .first()

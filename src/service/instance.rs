@@ -8,12 +8,52 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::config::{Resource, ServiceConfig};
-use super::exec::{Outcome, run_shell};
+use super::exec::run_shell;
 use super::log::{self, Record};
 use super::monitor::{ResourceView, instance_status};
 use crate::clock::now_ms;
 
 pub(crate) const CHECK_TIMEOUT_CAP: Duration = Duration::from_secs(30);
+
+/// What a resource is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResourceAction {
+    Start,
+    Stop,
+}
+
+impl ResourceAction {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ResourceAction::Start => "start",
+            ResourceAction::Stop => "stop",
+        }
+    }
+}
+
+/// A resource action that did not succeed: which resource, which action, why.
+#[derive(Debug, thiserror::Error)]
+#[error("{rid}: {action} {reason}", action = action.as_str())]
+pub(crate) struct ActionError {
+    pub rid: String,
+    pub action: ResourceAction,
+    pub reason: ActionFailure,
+}
+
+/// Why a resource action failed. The spawn error is said in the message, not returned as a
+/// source: the service log and the CLI show these as one line.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ActionFailure {
+    #[error("could not run {command:?}: {cause}")]
+    Spawn {
+        command: String,
+        cause: std::io::Error,
+    },
+    #[error("timed out after {:.0}s", after.as_secs_f64())]
+    TimedOut { after: Duration },
+    #[error("failed with exit code {code}")]
+    Exit { code: i32 },
+}
 
 pub(crate) struct Instance<'a> {
     pub config: &'a ServiceConfig,
@@ -56,29 +96,38 @@ impl<'a> Instance<'a> {
         ]
     }
 
-    fn run(&self, what: &str, cmd: &str, timeout: Duration) -> Result<Outcome, String> {
-        let env = self.env();
-        run_shell(cmd, timeout, &env).map_err(|e| format!("{what}: cannot run {cmd:?}: {e}"))
-    }
-
-    /// One resource's action (`start` or `stop`), logged.
-    pub(crate) fn resource_action(&self, r: &Resource, action: &str) -> Result<(), String> {
+    /// One resource's action, logged.
+    pub(crate) fn resource_action(
+        &self,
+        r: &Resource,
+        action: ResourceAction,
+    ) -> Result<(), ActionError> {
+        let name = action.as_str();
         let cmd = match action {
-            "start" => r.start.as_deref(),
-            "stop" => r.stop.as_deref(),
-            _ => return Err(format!("unknown resource action {action}")),
+            ResourceAction::Start => r.start.as_deref(),
+            ResourceAction::Stop => r.stop.as_deref(),
         };
         let Some(cmd) = cmd else {
             self.log(
                 "info",
                 Some(&r.rid),
-                format!("{action}: no {action} command, skipped"),
+                format!("{name}: no {name} command, skipped"),
             );
             return Ok(());
         };
-        self.log("info", Some(&r.rid), format!("{action}: {cmd}"));
-        let out = self.run(action, cmd, r.timeout).inspect_err(|e| {
-            self.log("error", Some(&r.rid), e.clone());
+        self.log("info", Some(&r.rid), format!("{name}: {cmd}"));
+        let failed = |reason| ActionError {
+            rid: r.rid.clone(),
+            action,
+            reason,
+        };
+        let out = run_shell(cmd, r.timeout, &self.env()).map_err(|cause| {
+            let e = failed(ActionFailure::Spawn {
+                command: cmd.to_string(),
+                cause,
+            });
+            self.log("error", Some(&r.rid), format!("{name}: {}", e.reason));
+            e
         })?;
         let output = out.output();
         if !output.is_empty() {
@@ -88,25 +137,26 @@ impl<'a> Instance<'a> {
             self.log(
                 "info",
                 Some(&r.rid),
-                format!("{action} done in {:.2}s", out.duration.as_secs_f64()),
+                format!("{name} done in {:.2}s", out.duration.as_secs_f64()),
             );
-            Ok(())
-        } else {
-            let why = if out.timed_out {
-                format!("{action} timed out after {:.0}s", r.timeout.as_secs_f64())
-            } else {
-                format!("{action} failed with exit code {}", out.code.unwrap_or(-1))
-            };
-            self.log("error", Some(&r.rid), why.clone());
-            Err(format!("{}: {why}", r.rid))
+            return Ok(());
         }
+        let e = failed(if out.timed_out {
+            ActionFailure::TimedOut { after: r.timeout }
+        } else {
+            ActionFailure::Exit {
+                code: out.code.unwrap_or(-1),
+            }
+        });
+        self.log("error", Some(&r.rid), format!("{name} {}", e.reason));
+        Err(e)
     }
 
     /// Starts every resource in order, stopping at the first failure.
-    pub(crate) fn start(&self) -> Result<(), String> {
+    pub(crate) fn start(&self) -> Result<(), ActionError> {
         self.log("info", None, "start");
         for r in &self.config.resources {
-            if let Err(e) = self.resource_action(r, "start") {
+            if let Err(e) = self.resource_action(r, ResourceAction::Start) {
                 self.log("error", None, format!("start failed: {e}"));
                 return Err(e);
             }
@@ -116,11 +166,11 @@ impl<'a> Instance<'a> {
     }
 
     /// Stops every resource in reverse order; goes on past failures, reports the first.
-    pub(crate) fn stop(&self) -> Result<(), String> {
+    pub(crate) fn stop(&self) -> Result<(), ActionError> {
         self.log("info", None, "stop");
         let mut first_err = None;
         for r in self.config.resources.iter().rev() {
-            if let Err(e) = self.resource_action(r, "stop") {
+            if let Err(e) = self.resource_action(r, ResourceAction::Stop) {
                 first_err.get_or_insert(e);
             }
         }
@@ -144,7 +194,7 @@ impl<'a> Instance<'a> {
             .map(|r| ResourceView {
                 rid: r.rid.clone(),
                 up: r.check.as_deref().map(|cmd| {
-                    self.run("check", cmd, r.timeout.min(CHECK_TIMEOUT_CAP))
+                    run_shell(cmd, r.timeout.min(CHECK_TIMEOUT_CAP), &self.env())
                         .is_ok_and(|o| o.success())
                 }),
                 restart_limit: r.restart,

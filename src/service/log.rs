@@ -92,6 +92,17 @@ pub(crate) fn backlog(path: &Path, n: usize) -> (Vec<Record>, Position) {
     (records.split_off(skip), position)
 }
 
+/// The end of the current log file: a `Follower` from there reads only what is appended
+/// after this call.
+pub(crate) fn end(path: &Path) -> Position {
+    std::fs::metadata(path)
+        .map(|m| Position {
+            inode: m.ino(),
+            offset: m.len(),
+        })
+        .unwrap_or_default()
+}
+
 /// Where a follower is in the current log file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Position {

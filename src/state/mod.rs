@@ -4,6 +4,8 @@
 mod dequeue;
 pub(crate) mod members;
 pub(crate) mod metrics;
+mod threads;
+pub(crate) use threads::{ThreadCmdError, ThreadError, ThreadReply};
 
 pub(crate) use dequeue::Dequeue;
 
@@ -25,8 +27,8 @@ use crate::wire::Sealer;
 
 /// A command for the supervisor, with where to send its outcome.
 pub(crate) enum SupervisorCmd {
-    StopThread(String, mpsc::Sender<Result<String, String>>),
-    StartThread(String, mpsc::Sender<Result<String, String>>),
+    StopThread(String, ThreadReply),
+    StartThread(String, ThreadReply),
     /// Stop the daemon (`daemon stop`, SIGTERM, SIGINT): instances untouched, maintenance
     /// advertised to peers, then exit.
     Stop,

@@ -747,14 +747,27 @@ fn reject_duplicate_keys(fields: &[Field<'_>], action: &'static str) -> Result<(
     }
 }
 
+/// Why a name cannot be a service's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSvcname {
+    #[error("must be 1 to 64 characters")]
+    Length,
+    #[error("\"node\" names the node's own configuration, not a service")]
+    Reserved,
+    #[error(
+        "invalid service name {0:?}: letters, digits, '-', '_' and '.' only, starting with a letter or digit"
+    )]
+    Characters(String),
+}
+
 /// A service name is used as a file name: letters, digits, '-', '_', '.', starting with a
 /// letter or digit, at most 64 bytes.
-pub fn valid_svcname(name: &str) -> Result<(), String> {
+pub fn valid_svcname(name: &str) -> Result<(), InvalidSvcname> {
     if name.is_empty() || name.len() > 64 {
-        return Err("must be 1 to 64 characters".into());
+        return Err(InvalidSvcname::Length);
     }
     if name == "node" {
-        return Err("\"node\" names the node's own configuration, not a service".into());
+        return Err(InvalidSvcname::Reserved);
     }
     let first_ok = name
         .chars()
@@ -766,9 +779,7 @@ pub fn valid_svcname(name: &str) -> Result<(), String> {
     if first_ok && rest_ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid service name {name:?}: letters, digits, '-', '_' and '.' only, starting with a letter or digit"
-        ))
+        Err(InvalidSvcname::Characters(name.to_string()))
     }
 }
 
@@ -802,7 +813,7 @@ impl Options<'_, '_> {
                 action: self.action,
                 field: "svcname",
             })?;
-        valid_svcname(&name).map_err(|m| self.bad("svcname", m))?;
+        valid_svcname(&name).map_err(|m| self.bad("svcname", m.to_string()))?;
         Ok(name)
     }
 
