@@ -798,3 +798,75 @@ fn two_nodes_and_an_arbitrator_one_side_keeps_the_service() {
     assert_eq!((twice, nowhere), (Duration::ZERO, Duration::ZERO));
     assert_eq!(seen, vec![winner]);
 }
+
+/// Each other member's state in `daemon status`, by name.
+fn member_states(n: &Node) -> std::collections::BTreeMap<String, String> {
+    let s = n.status();
+    s["members"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, m)| (name.clone(), m["state"].as_str().unwrap_or("?").to_string()))
+        .collect()
+}
+
+#[test]
+fn status_lists_every_member_seen_or_not() {
+    // peer1 is configured (at an address where nothing runs) but never started; the last name
+    // resolves nowhere and has no [node.NAME] addr.
+    let mut nodes = cluster("n1 n2 n3 peer1 ghost.invalid", 3);
+    let want = |n2: &str, n3: &str| {
+        [
+            ("ghost.invalid", "unresolved"),
+            ("n2", n2),
+            ("n3", n3),
+            ("peer1", "never seen"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    wait_for("n2 and n3 up", Duration::from_secs(10), || {
+        (member_states(&nodes[0]) == want("up", "up")).then_some(())
+    });
+    let s = nodes[0].status();
+    assert_eq!(
+        s["members"]["n2"]["addr"],
+        format!("127.0.0.2:{}", nodes[0].port)
+    );
+    assert!(s["members"]["n2"]["beats"].as_u64() >= Some(1));
+    assert!(s["members"]["n2"]["age_ms"].as_u64() < Some(2000));
+    assert_eq!(s["members"]["peer1"]["age_ms"], Value::Null);
+    assert_eq!(s["members"]["ghost.invalid"]["addr"], Value::Null);
+    assert_eq!(s["member_states"]["unresolved"], 1);
+    // The heartbeat count grows.
+    let beats = |n: &Node| n.status()["members"]["n2"]["beats"].as_u64().unwrap();
+    let before = beats(&nodes[0]);
+    wait_for("more beats from n2", Duration::from_secs(10), || {
+        (beats(&nodes[0]) > before).then_some(())
+    });
+    // The people's view: one line per member.
+    let table = nodes[0].nodemgr(&["daemon", "status"]);
+    for (name, state) in want("up", "up") {
+        let line = table
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{table}"));
+        assert!(line.contains(&format!(" {state} ")), "{line}");
+    }
+    // Unresolved is said once in the log, however many beats went by.
+    assert_eq!(
+        nodes[0].log().matches("member unresolved").count(),
+        1,
+        "{}",
+        nodes[0].log()
+    );
+
+    nodes[1].nodemgr(&["daemon", "stop"]);
+    nodes[2].kill();
+    wait_for(
+        "n2 in maintenance, n3 stale",
+        Duration::from_secs(10),
+        || (member_states(&nodes[0]) == want("maintenance", "stale")).then_some(()),
+    );
+}

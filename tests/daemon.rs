@@ -1495,3 +1495,149 @@ fn an_arbitrator_grants_its_vote_to_one_partition() {
     let r = ask_vote(&member, "peer1", &["peer1"]);
     assert!(r.error.unwrap().contains("not an arbitrator"));
 }
+
+/// The value of one series of a Prometheus text, read by a strict parser of the format (a
+/// text it cannot parse fails the test).
+fn metric(text: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    let scrape = prom_text_format_parser::Scrape::parse(text)
+        .unwrap_or_else(|e| panic!("not the Prometheus text format: {e:?}\n{text}"));
+    let family = scrape.metrics.iter().find(|m| m.name == name)?;
+    let sample = family
+        .samples
+        .iter()
+        .find(|s| label.is_none_or(|(k, v)| s.labels.iter().any(|l| l.key == k && l.value == v)))?;
+    Some(sample.value.value.as_f64())
+}
+
+/// One HTTP/1.1 request; the status line, the headers and the body.
+fn http(addr: SocketAddr, request: &str) -> (String, String, String) {
+    use std::io::{Read, Write};
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let (status, headers, body) = http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: osvc\r\nAccept: text/plain\r\n\r\n",
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("Content-Type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    body
+}
+
+#[test]
+fn metrics_from_the_cli_and_over_http_move_with_the_traffic() {
+    // First on an address already taken: the daemon says why and runs on.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let n = Node::start(Opts {
+        extra: &format!("[metrics]\naddr = {taken_addr}\n"),
+        ..Default::default()
+    });
+    let metrics_thread = &n.status()["threads"]["metrics"];
+    assert!(
+        metrics_thread["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot serve metrics")),
+        "{metrics_thread}"
+    );
+    assert!(
+        n.log()
+            .contains(&format!("cannot serve metrics on {taken_addr}"))
+    );
+
+    let mut forger = Sealer::new(b"wrong secret", CLUSTER, "peer1", now_ms());
+    for _ in 0..2 {
+        n.udp(&heartbeat(&mut forger));
+    }
+    let mut p2 = peer("peer2");
+    for _ in 0..3 {
+        n.udp(&heartbeat(&mut p2));
+    }
+    let text = wait_for("the frames counted", Duration::from_secs(10), || {
+        let text = n.nodemgr(&["daemon", "metrics"]);
+        (metric(&text, "osvc_peer_heartbeats_total", Some(("peer", "peer2"))) == Some(3.0))
+            .then_some(text)
+    });
+    assert_eq!(
+        metric(
+            &text,
+            "osvc_listener_invalid_total",
+            Some(("class", "decrypt"))
+        ),
+        Some(2.0)
+    );
+    assert!(metric(&text, "osvc_listener_received_total", None) >= Some(5.0));
+    assert_eq!(
+        metric(&text, "osvc_members", Some(("state", "up"))),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "osvc_members", Some(("state", "never seen"))),
+        Some(1.0),
+        "peer1 sent nothing that authenticated"
+    );
+    assert!(
+        metric(
+            &text,
+            "osvc_peer_heartbeat_age_seconds",
+            Some(("peer", "peer2"))
+        ) < Some(60.0)
+    );
+    assert!(text.contains("# TYPE osvc_listener_received_total counter"));
+    assert!(text.contains("# HELP osvc_listener_received_total "));
+
+    // Moved to a free address by a reload: served there.
+    let port = free_port(n.ip);
+    let addr = SocketAddr::new(n.ip, port);
+    n.nodemgr(&[
+        "set",
+        "--param",
+        "metrics.addr",
+        "--value",
+        &addr.to_string(),
+    ]);
+    wait_for("metrics served", Duration::from_secs(10), || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .ok()
+            .map(drop)
+    });
+    let before = scrape(addr);
+    let decrypt = |t: &str| metric(t, "osvc_listener_invalid_total", Some(("class", "decrypt")));
+    assert_eq!(decrypt(&before), Some(2.0));
+    n.udp(&heartbeat(&mut forger));
+    n.udp(&heartbeat(&mut p2));
+    let after = wait_for("the scrape moves", Duration::from_secs(10), || {
+        let t = scrape(addr);
+        (metric(&t, "osvc_peer_heartbeats_total", Some(("peer", "peer2"))) == Some(4.0))
+            .then_some(t)
+    });
+    assert_eq!(decrypt(&after), Some(3.0));
+
+    let (status, _, _) = http(addr, "GET /other HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, headers, _) = http(addr, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(headers.contains("Allow: GET"));
+    let (status, _, _) = http(
+        addr,
+        &format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(20_000)),
+    );
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    // A client that sends half a request and waits is cut off; the next one is served.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut slow, b"GET /metr").unwrap();
+    assert!(scrape(addr).contains("osvc_uptime_seconds"));
+    drop(slow);
+    drop(taken);
+}

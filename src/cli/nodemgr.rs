@@ -127,8 +127,10 @@ pub(crate) enum DaemonCmd {
     /// Stop every local service instance (in parallel, each bounded by its timeouts), report
     /// what stopped and what failed, then stop the daemon (peers see it in maintenance)
     Shutdown,
-    /// The daemon's status: threads, listener counters, peers, blacklist
+    /// The daemon's status: threads, counters, every member with its state, blacklist
     Status,
+    /// The daemon's metrics in the Prometheus text format (what `[metrics] addr` serves)
+    Metrics,
     /// The listener's blacklist of nodenames
     #[command(subcommand)]
     Blacklist(BlacklistCmd),
@@ -194,6 +196,21 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             daemon_join(&cli, &paths, &secret, cluster.as_deref())
         }
         Command::Daemon(DaemonCmd::Leave) => daemon_leave(&cli, &paths),
+        Command::Daemon(DaemonCmd::Metrics) => {
+            // From a status answer, by the same table the daemon's /metrics uses: no action of
+            // its own on the wire.
+            let response = call(&cli, &paths, &Request::DaemonStatus)?;
+            match (response.status, &response.data, &response.error) {
+                (0, Some(data), _) => {
+                    print!("{}", crate::state::metrics::prometheus_text(data));
+                    Ok(ExitCode::SUCCESS)
+                }
+                (_, _, error) => bail!(
+                    "daemon_status: {}",
+                    error.as_deref().unwrap_or("no data in the answer")
+                ),
+            }
+        }
         Command::Daemon(cmd) => {
             let request = match cmd {
                 DaemonCmd::Start(t) => Request::DaemonStart {
@@ -206,7 +223,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 DaemonCmd::Status => Request::DaemonStatus,
                 DaemonCmd::Blacklist(BlacklistCmd::Status) => Request::BlacklistStatus,
                 DaemonCmd::Blacklist(BlacklistCmd::Clear) => Request::BlacklistClear,
-                DaemonCmd::Run | DaemonCmd::Join { .. } | DaemonCmd::Leave => {
+                DaemonCmd::Run | DaemonCmd::Join { .. } | DaemonCmd::Leave | DaemonCmd::Metrics => {
                     unreachable!("handled above")
                 }
             };

@@ -88,78 +88,168 @@ pub(super) fn value_table(v: &Value) -> String {
     }
 }
 
-/// `daemon status` for a terminal.
-pub(super) fn status_table(d: &Value) -> String {
-    let mut s = String::new();
-    let str_of = |v: &Value| match v {
+fn str_of(v: &Value) -> String {
+    match v {
         Value::String(x) => x.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
-    };
-    let nodes: Vec<String> = d["cluster"]["nodes"]
-        .as_array()
-        .map(|a| a.iter().map(str_of).collect())
-        .unwrap_or_default();
-    s += &format!(
-        "node      {}   cluster {} (nodes: {})   pid {}   up {}s\n",
-        str_of(&d["nodename"]),
-        str_of(&d["cluster"]["name"]),
-        nodes.join(" "),
-        str_of(&d["pid"]),
-        str_of(&d["uptime_s"]),
-    );
-    s += &format!(
-        "keyring   primary {}   alternate {}\n",
-        str_of(&d["keyring"]["primary"]),
-        str_of(&d["keyring"]["alternate"]),
+    }
+}
+
+/// A heartbeat's age, short: `0.4s`, `12m05s`, `3h20m`.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{:.1}s", ms as f64 / 1000.0),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
+}
+
+/// How wide the header of `daemon status` is kept.
+const WIDTH: usize = 100;
+const MARGIN: usize = 10;
+
+/// A header line: `label` in the margin, then `items` joined by `sep`, wrapped under the
+/// margin before `WIDTH`.
+fn header(label: &str, items: &[String], sep: &str) -> String {
+    let mut out = format!("{label:<MARGIN$}");
+    let mut col = MARGIN;
+    for (i, item) in items.iter().enumerate() {
+        let gap = if i == 0 { "" } else { sep };
+        if i > 0 && col + gap.len() + item.len() > WIDTH {
+            out += sep.trim_end();
+            out += &format!("\n{:MARGIN$}", "");
+            col = MARGIN;
+        } else {
+            out += gap;
+            col += gap.len();
+        }
+        out += item;
+        col += item.len();
+    }
+    out + "\n"
+}
+
+/// The metric table's headline counters, named as in the metrics without `osvc_` and
+/// `_total`.
+fn headline_counters(d: &Value) -> Vec<String> {
+    use crate::state::metrics::{Shape, table, value_in};
+    table()
+        .filter(|m| m.headline && matches!(m.shape, Shape::Single))
+        .filter_map(|m| {
+            let v = value_in(d, &m)?;
+            let name = m.name.map_or(m.key, |n| {
+                let n = n.strip_prefix("osvc_").unwrap_or(n);
+                n.strip_suffix("_total").unwrap_or(n)
+            });
+            Some(format!("{name} {}", str_of(v)))
+        })
+        .collect()
+}
+
+/// `daemon status` for a terminal: a short header (this node, its threads, the headline
+/// counters, members by state), then one line per member, then services and the blacklist.
+pub(super) fn status_table(d: &Value) -> String {
+    let mut s = String::new();
+    s += &header(
+        "node",
+        &[
+            str_of(&d["nodename"]),
+            format!("cluster {}", str_of(&d["cluster"]["name"])),
+            format!("pid {}", str_of(&d["pid"])),
+            format!("up {}s", str_of(&d["uptime_s"])),
+            format!(
+                "monitor {} ({})",
+                str_of(&d["monitor"]["local_expect"]),
+                str_of(&d["monitor"]["status"]),
+            ),
+        ],
+        "   ",
     );
     let l = &d["listener"];
-    let c = &l["counters"];
-    s += &format!(
-        "listener  {} on {} ({} workers, {} shards)\n",
-        str_of(&l["backend"]),
-        str_of(&l["addr"]),
-        str_of(&l["threads"]),
-        str_of(&d["shards"]),
+    s += &header(
+        "listener",
+        &[
+            format!("{} on {}", str_of(&l["backend"]), str_of(&l["addr"])),
+            format!("{} workers", str_of(&l["threads"])),
+            format!("{} shards", str_of(&d["shards"])),
+        ],
+        ", ",
     );
-    // Every counter of the gate's table, in its order, then the connections'.
-    let mut line = String::from("         ");
-    for (name, _) in crate::guard::GateStats::COUNTERS {
-        line += &format!(" {name} {}", str_of(&c[*name]));
-    }
-    line += &format!(" invalid {}", str_of(&c["invalid_total"]));
-    s += &line;
-    s += "\n         ";
-    for name in [
-        "tcp_accepted",
-        "tcp_refused",
-        "tcp_open",
-        "tcp_evicted",
-        "tcp_closed_length",
-    ] {
-        s += &format!(" {name} {}", str_of(&c[name]));
-    }
-    s += "\n";
-    s += "threads\n";
+    let q = &d["quorum"];
+    let quorum = if q["enabled"] == true {
+        format!(
+            "quorum {}/{} votes{}",
+            str_of(&q["votes"]),
+            str_of(&q["total"]),
+            if q["has_quorum"] == true {
+                ""
+            } else {
+                " (lost)"
+            }
+        )
+    } else {
+        "quorum off".into()
+    };
+    s += &header(
+        "keyring",
+        &[
+            format!("primary {}", str_of(&d["keyring"]["primary"])),
+            format!("alternate {}", str_of(&d["keyring"]["alternate"])),
+            quorum,
+        ],
+        "   ",
+    );
     if let Some(t) = d["threads"].as_object() {
-        for (name, v) in t {
+        let mut errors = String::new();
+        let items: Vec<String> = t
+            .iter()
+            .map(|(name, v)| {
+                if let Some(e) = v["last_error"].as_str() {
+                    errors += &format!("  {name}: {e}\n");
+                }
+                match v["restarts"].as_u64().unwrap_or(0) {
+                    0 => format!("{name} {}", str_of(&v["state"])),
+                    n => format!("{name} {} ({n} restarts)", str_of(&v["state"])),
+                }
+            })
+            .collect();
+        s += &header("threads", &items, ", ");
+        s += &errors;
+    }
+    s += &header("counters", &headline_counters(d), "  ");
+    if let Some(members) = d["members"].as_object() {
+        let by_state: Vec<String> = crate::state::members::MemberState::ALL
+            .iter()
+            .map(|state| {
+                let state = state.as_str();
+                format!("{state} {}", str_of(&d["member_states"][state]))
+            })
+            .collect();
+        s += &header("members", &by_state, ", ");
+        let name_w = members.keys().map(String::len).max().unwrap_or(0).max(6);
+        let addr_w = members
+            .values()
+            .map(|m| str_of(&m["addr"]).len())
+            .max()
+            .unwrap_or(0)
+            .max(7);
+        s += &format!(
+            "  {:<name_w$}  {:<11}  {:<addr_w$}  {:>9}  {:>8}\n",
+            "MEMBER", "STATE", "ADDRESS", "LAST BEAT", "BEATS"
+        );
+        for (name, m) in members {
             s += &format!(
-                "  {:<10} {:<10} restarts {}{}\n",
+                "  {:<name_w$}  {:<11}  {:<addr_w$}  {:>9}  {:>8}\n",
                 name,
-                str_of(&v["state"]),
-                str_of(&v["restarts"]),
-                v["last_error"]
-                    .as_str()
-                    .map(|e| format!("  last error: {e}"))
-                    .unwrap_or_default()
+                str_of(&m["state"]),
+                str_of(&m["addr"]),
+                m["age_ms"].as_u64().map_or("-".into(), age),
+                str_of(&m["beats"]),
             );
         }
     }
-    s += &format!(
-        "node monitor  {} ({})\n",
-        str_of(&d["monitor"]["local_expect"]),
-        str_of(&d["monitor"]["status"]),
-    );
     if let Some(svcs) = d["services"].as_object().filter(|m| !m.is_empty()) {
         s += "services\n";
         for (name, v) in svcs {
@@ -185,19 +275,6 @@ pub(super) fn status_table(d: &Value) -> String {
                 "  {id}  {} {}\n",
                 str_of(&v["service"]),
                 str_of(&v["action"])
-            );
-        }
-    }
-    if let Some(p) = d["peers"].as_object().filter(|p| !p.is_empty()) {
-        s += "peers\n";
-        for (name, v) in p {
-            let age = v["age_ms"].as_u64().unwrap_or(0);
-            s += &format!(
-                "  {:<16} {:<12} last heartbeat {:.1}s ago from {}\n",
-                name,
-                str_of(&v["status"]),
-                age as f64 / 1000.0,
-                str_of(&v["addr"]),
             );
         }
     }
@@ -228,6 +305,52 @@ mod tests {
             r#"{"data": {"node1": 1, "node2": 5}, "status": 0}"#
         );
         assert_eq!(json_line(&serde_json::json!([1, 2])), "[1, 2]");
+    }
+
+    #[test]
+    fn one_aligned_line_per_member() {
+        let d = serde_json::json!({
+            "nodename": "n1",
+            "listener": {"counters": {"received": 7, "invalid_total": 1}},
+            "threads": {"hb.tx": {"state": "running", "restarts": 2, "last_error": "boom"}},
+            "member_states": {"up": 1, "never seen": 1},
+            "members": {
+                "n2": {"state": "up", "addr": "127.0.0.2:1214", "age_ms": 400, "beats": 12},
+                "node-three": {"state": "never seen", "addr": null, "age_ms": null, "beats": 0},
+            },
+        });
+        let text = status_table(&d);
+        assert!(text.contains("received 7"), "{text}");
+        assert!(text.contains("invalid_total 1"), "{text}");
+        assert!(text.contains("hb.tx running (2 restarts)"), "{text}");
+        assert!(text.lines().all(|l| l.len() <= WIDTH), "{text}");
+        assert!(
+            text.contains("members   up 1, maintenance -, stale -, never seen 1"),
+            "{text}"
+        );
+        assert!(text.contains("  hb.tx: boom\n"), "{text}");
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.contains("MEMBER"))
+            .take(3)
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert!(rows[1].starts_with("  n2          up "), "{text}");
+        assert!(rows[2].contains("never seen"), "{text}");
+        assert!(rows[1].ends_with("0.4s        12"), "{text}");
+        let widths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        assert!(widths.iter().all(|w| *w == widths[0]), "aligned: {text}");
+        let wrapped = header("threads", &["a".repeat(60), "b".repeat(60)], ", ");
+        assert_eq!(
+            wrapped,
+            format!(
+                "threads   {},\n          {}\n",
+                "a".repeat(60),
+                "b".repeat(60)
+            )
+        );
+        assert_eq!(age(125_000), "2m05s");
+        assert_eq!(age(7_500_000), "2h05m");
     }
 
     #[test]

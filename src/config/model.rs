@@ -174,16 +174,21 @@ impl NodeConfig {
         }
     }
 
-    /// Where a peer listens: `[node.NAME] addr`, else its name resolved, on this node's
-    /// listener port (a cluster shares one).
-    pub fn peer_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
-        use std::net::ToSocketAddrs;
-        let host = self
-            .peers
+    /// The host a peer is reached at, unresolved: `[node.NAME] addr`, else its name.
+    pub fn peer_host(&self, name: &str) -> String {
+        self.peers
             .get(name)
             .and_then(|p| p.addr.clone())
-            .unwrap_or_else(|| name.to_string());
-        (host.as_str(), self.listener.port)
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    /// Where a peer listens: `[node.NAME] addr`, else its name resolved, on this node's
+    /// listener port (a cluster shares one).
+    /// Resolves on each call: the daemon's heartbeats read the resolver's cache instead
+    /// (`state::members::AddrBook`).
+    pub fn peer_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        use std::net::ToSocketAddrs;
+        (self.peer_host(name).as_str(), self.listener.port)
             .to_socket_addrs()
             .ok()?
             .next()

@@ -3,7 +3,7 @@
 //! monitor. The generation moves when the content changes, so a receiver can tell news from
 //! repetition. Receipt is on the listener's UDP path (`Job::Heartbeats` on the heartbeat shard).
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -47,25 +47,18 @@ fn heartbeat_socket(c: &NodeConfig) -> Result<UdpSocket, ThreadError> {
     .map_err(|cause| ThreadError::HeartbeatSocket { addr: local, cause })
 }
 
-/// Seals `payload` as a heartbeat for every other member and sends it. Loss is the
-/// protocol's business: the next beat carries the same news. Err(size) when the sealed frame
-/// does not fit one datagram.
+/// Seals `payload` as a heartbeat for every other member the resolver found an address for
+/// (`targets`), and sends it. Loss is the protocol's business: the next beat carries the same
+/// news; a send that fails sends its member's name back to the resolver. Err(size) when the
+/// sealed frame does not fit one datagram.
 fn send_to_peers(
-    c: &NodeConfig,
+    state: &DaemonState,
+    targets: &[(String, SocketAddr)],
     sender: &mut Sealer,
     sock: &UdpSocket,
     payload: &[u8],
 ) -> Result<(), usize> {
-    // An arbitrator is no member: the members it serves would refuse its heartbeats (and
-    // count the refusals against its address).
-    if c.arbitrator_serve {
-        return Ok(());
-    }
-    for peer in c.cluster.nodes.iter().filter(|n| **n != c.nodename) {
-        let Some(addr) = c.peer_addr(peer) else {
-            tracing::debug!(peer, "cannot resolve peer");
-            continue;
-        };
+    for (peer, addr) in targets {
         let mut frame = Vec::with_capacity(payload.len() + 128);
         if sender
             .seal(Kind::Heartbeat, payload, now_ms(), &mut frame)
@@ -76,7 +69,9 @@ fn send_to_peers(
         if frame.len() > MAX_UDP_FRAME {
             return Err(frame.len());
         }
-        let _ = sock.send_to(&frame, addr);
+        if sock.send_to(&frame, addr).is_err() {
+            state.addr_book.send_failed(peer);
+        }
     }
     Ok(())
 }
@@ -128,9 +123,16 @@ fn beat(state: &DaemonState, sock: &UdpSocket) {
     let Some((_, session)) = out.session.as_mut() else {
         return;
     };
+    // An arbitrator is no member: the members it serves would refuse its heartbeats (and
+    // count the refusals against its address).
+    let targets = if c.arbitrator_serve {
+        Vec::new()
+    } else {
+        state.addr_book.resolved()
+    };
     for payload in out.content.next_payloads() {
         let bytes = payload.to_string();
-        if let Err(too_big) = send_to_peers(&c, session, sock, bytes.as_bytes())
+        if let Err(too_big) = send_to_peers(state, &targets, session, sock, bytes.as_bytes())
             && !out.oversize_logged
         {
             tracing::error!(

@@ -4,7 +4,9 @@ mod arbitrators;
 pub(crate) mod control;
 pub(crate) mod dequeue;
 pub(crate) mod hb_tx;
+mod metrics;
 pub(crate) mod monitor_thread;
+mod resolver;
 mod signals;
 pub(crate) mod supervisor;
 
@@ -114,7 +116,10 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
         maintenance: AtomicBool::new(false),
         orchestration_ready: AtomicBool::new(false),
         hb_out: Mutex::new(crate::state::HbOut::new(started_ms)),
+        addr_book: Default::default(),
     });
+    // Addresses given as IPs are known before the first beat; names wait for the resolver.
+    state.addr_book.sync(&config);
     let shards = match config.listener.shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

@@ -17,7 +17,15 @@ use crate::config;
 use crate::listener;
 use crate::state::{DaemonState, SupervisorCmd, ThreadCmdError, ThreadError, ThreadStatus, lock};
 
-pub(crate) const THREADS: [&str; 5] = ["listener", "hb.tx", "monitor", "dequeue", "arbitrators"];
+pub(crate) const THREADS: [&str; 7] = [
+    "listener",
+    "resolver",
+    "hb.tx",
+    "monitor",
+    "dequeue",
+    "arbitrators",
+    "metrics",
+];
 const TICK: Duration = Duration::from_millis(100);
 const CONFIG_POLL: Duration = Duration::from_millis(500);
 /// How often forgotten sessions and forgiven blacklist entries are swept.
@@ -93,9 +101,24 @@ impl Supervisor {
                     .ok_or(ThreadError::ListenerNotSetUp)?;
                 builder.spawn(move || listener::run(shared, rx).map_err(ThreadError::from))
             }
+            "resolver" => {
+                let state = self.state.clone();
+                builder.spawn(move || {
+                    super::resolver::run(&state, &rx);
+                    Ok(())
+                })
+            }
             "hb.tx" => {
                 let state = self.state.clone();
                 builder.spawn(move || super::hb_tx::run(state, rx))
+            }
+            "metrics" => {
+                let listener = super::metrics::bind(self.state.config().metrics_addr)?;
+                let state = self.state.clone();
+                builder.spawn(move || {
+                    super::metrics::run(&state, listener.as_ref(), &rx);
+                    Ok(())
+                })
             }
             "monitor" => {
                 let state = self.state.clone();
@@ -123,7 +146,7 @@ impl Supervisor {
     }
 
     fn start(&mut self, id: &'static str) -> Result<(), ThreadError> {
-        let (handle, stop) = self.spawn(id)?;
+        let spawned = self.spawn(id);
         let m = self.threads.entry(id).or_insert_with(|| Managed {
             want_running: true,
             handle: None,
@@ -134,6 +157,8 @@ impl Supervisor {
             started_at: Instant::now(),
             last_error: None,
         });
+        // A thread that cannot start (metrics on an address in use) shows why in the status.
+        let (handle, stop) = spawned.inspect_err(|e| m.last_error = Some(e.to_string()))?;
         m.want_running = true;
         m.handle = Some(handle);
         m.stop = Some(stop);
@@ -268,7 +293,8 @@ impl Supervisor {
             SupervisorCmd::Stop => Some(self.stop_daemon(None)),
             SupervisorCmd::Shutdown(reply) => Some(self.stop_daemon(Some(reply))),
             SupervisorCmd::Reload => {
-                tracing::info!("re-reading node.conf");
+                tracing::info!("re-reading node.conf; members' names looked up again");
+                self.state.addr_book.refresh();
                 self.conf_stamp = None;
                 self.watch_config();
                 None
@@ -419,6 +445,17 @@ impl Supervisor {
             return;
         };
         *self.state.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
+        // Members' addresses given as IPs apply at once; names go to the resolver.
+        self.state.addr_book.sync(&new);
+        if old.metrics_addr != new.metrics_addr
+            && self.threads.get("metrics").is_some_and(|m| m.want_running)
+        {
+            self.stop("metrics");
+            match self.start("metrics") {
+                Ok(()) => tracing::info!(addr = ?new.metrics_addr, "metrics address changed"),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
         let guard = &self.state.guard;
         guard.blacklist.set_ttl_ms(new.listener.blacklist_ttl_ms);
         guard.join_limit.set_rate(new.listener.join_rate);

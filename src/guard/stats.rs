@@ -1,13 +1,28 @@
 //! The gate's counters, listed once: the per-worker integers (`GateStats`), the atomics a
-//! worker publishes them through (`AtomicGateStats`), and the names and help texts that
-//! `daemon status` and the metrics show are all produced from the one table below.
+//! worker publishes them through (`AtomicGateStats`), and the names, Prometheus names and
+//! help texts that `daemon status` and the metrics show are all produced from the one table
+//! below (the daemon's whole metric table, `state::metrics`, takes its rows from here).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::gate::InvalidClass;
 
+/// One counter of the gate's table.
+#[derive(Clone, Copy, Debug)]
+pub struct GateCounter {
+    /// Its name in `daemon status` (`listener.counters`).
+    pub name: &'static str,
+    /// Its Prometheus name.
+    pub metric: &'static str,
+    /// What it counts.
+    pub help: &'static str,
+    /// Shown in the header of `daemon status` for people.
+    pub headline: bool,
+    pub read: fn(&GateStats) -> u64,
+}
+
 macro_rules! counter_table {
-    ($( $(#[doc = $doc:literal])+ $name:ident, fate: $fate:literal; )+) => {
+    ($( $(#[doc = $doc:literal])+ $name:ident, fate: $fate:literal $(, headline: $headline:literal)?; )+) => {
         /// Per-worker counters: plain integers, no sharing; the listener sums them when asked.
         #[derive(Clone, Debug, Default, PartialEq, Eq)]
         pub struct GateStats {
@@ -24,9 +39,16 @@ macro_rules! counter_table {
         }
 
         impl GateStats {
-            /// Every counter but the invalid classes: its name and what it counts.
-            pub const COUNTERS: &'static [(&'static str, &'static str)] =
-                &[$( (stringify!($name), concat!($($doc),+)) ),+];
+            /// Every counter but the invalid classes.
+            pub const COUNTERS: &'static [GateCounter] = &[$(
+                GateCounter {
+                    name: stringify!($name),
+                    metric: concat!("osvc_listener_", stringify!($name), "_total"),
+                    help: concat!($($doc),+),
+                    headline: false $(|| $headline)?,
+                    read: |s| s.$name,
+                }
+            ),+];
 
             /// Each counter but the invalid classes, with its name, in the table's order.
             pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
@@ -75,11 +97,11 @@ macro_rules! counter_table {
 
 counter_table! {
     /// Datagrams, frames and empty packets received.
-    received, fate: false;
+    received, fate: false, headline: true;
     /// Empty packets: dequeue triggers.
     dequeues, fate: true;
     /// Frames of a blacklisted sender, dropped before decryption.
-    dropped_blacklisted, fate: true;
+    dropped_blacklisted, fate: true, headline: true;
     /// Non-members' frames beyond `listener.join_rate`, dropped uncounted as invalid.
     dropped_join_rate, fate: true;
     /// Frames dropped because the replay table was full.
@@ -93,7 +115,7 @@ counter_table! {
     /// New sessions opened under the keyring's alternate secret (the primary failed first).
     opened_alternate, fate: false;
     /// Requests and heartbeats handed to the handlers.
-    delivered, fate: true;
+    delivered, fate: true, headline: true;
     /// Delivered heartbeats that repeated their sender's previous one (not parsed again).
     heartbeat_repeats, fate: false;
 }
@@ -125,8 +147,15 @@ mod tests {
         assert_eq!(s.fates(), 7, "dequeues, delivered and invalid");
         let mut names = Vec::new();
         s.for_each(|n, _| names.push(n));
-        let listed: Vec<&str> = GateStats::COUNTERS.iter().map(|(n, _)| *n).collect();
+        let listed: Vec<&str> = GateStats::COUNTERS.iter().map(|c| c.name).collect();
         assert_eq!(names, listed);
-        assert!(GateStats::COUNTERS.iter().all(|(_, help)| !help.is_empty()));
+        assert!(GateStats::COUNTERS.iter().all(|c| !c.help.is_empty()));
+        let read: Vec<u64> = GateStats::COUNTERS.iter().map(|c| (c.read)(&s)).collect();
+        let mut values = Vec::new();
+        s.for_each(|_, v| values.push(v));
+        assert_eq!(read, values);
+        let received = &GateStats::COUNTERS[0];
+        assert_eq!(received.metric, "osvc_listener_received_total");
+        assert!(received.headline);
     }
 }

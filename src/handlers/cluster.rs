@@ -43,6 +43,7 @@ pub(super) fn apply_now(state: &DaemonState, new: config::NodeConfig) {
         l.config
             .set(crate::listener::ListenerSettings::from_node(&new));
     }
+    state.addr_book.sync(&new);
     *state.config.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
 }
 

@@ -3,52 +3,46 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
-use crate::guard::InvalidClass;
+use crate::state::metrics::{self, Sample};
 use crate::state::{DaemonState, PeerStatus, SupervisorCmd, ThreadReply, lock, presence_label};
 use crate::wire::Response;
 
 pub(super) fn status(state: &DaemonState) -> Response {
     let config = state.config();
     let now = now_ms();
-    let mut listener = Map::new();
-    if let Some(l) = state.listener.get() {
-        let stats = l.stats();
-        let mut invalid = Map::new();
-        for class in InvalidClass::ALL {
-            invalid.insert(class.as_str().into(), json!(stats.invalid[class as usize]));
-        }
-        let (accepted, refused) = l.tcp_counts();
-        let running = l.running();
-        listener.insert("backend".into(), json!(running.map(|r| r.0)));
-        listener.insert("addr".into(), json!(running.map(|r| r.1.to_string())));
-        listener.insert("threads".into(), json!(l.slots_len()));
-        let mut counters = Map::new();
-        stats.for_each(|name, value| {
-            counters.insert(name.into(), json!(value));
-        });
-        counters.insert("invalid".into(), json!(invalid));
-        counters.insert("invalid_total".into(), json!(stats.invalid_total()));
-        counters.insert("tcp_accepted".into(), json!(accepted));
-        counters.insert("tcp_refused".into(), json!(refused));
-        counters.insert("tcp_open".into(), json!(l.conns.open()));
-        counters.insert(
-            "tcp_evicted".into(),
-            json!(l.conns.evicted.load(std::sync::atomic::Ordering::Relaxed)),
-        );
-        counters.insert("tcp_closed_length".into(), json!(l.tcp_closed_length()));
-        listener.insert("counters".into(), counters.into());
-    }
+    let data = status_document(state, now);
     let peers = {
         let peers = lock(&state.peers);
         let mut sorted: Vec<(&String, &PeerStatus)> = peers.iter().collect();
         sorted.sort_unstable_by_key(|(name, _)| *name);
         peers_json(&sorted, now, &config)
     };
-    let dq = &state.dequeue;
+    // Every peer's content is raw JSON already: it is written into the answer as it is, not
+    // turned into documents and back (a large cluster's status is mostly this).
+    let mut text = Value::Object(data).to_string();
+    text.pop();
+    text.push_str(",\"peers\":");
+    text.push_str(&peers);
+    text.push('}');
+    Response::ok_encoded(text)
+}
+
+/// The status but the peers' content: what `/metrics` is written from too. Its counters come
+/// from the metric table (`state::metrics`).
+pub(crate) fn status_document(state: &DaemonState, now: u64) -> Map<String, Value> {
+    let config = state.config();
+    let sample = Sample::take(state, now);
+    let mut listener = Map::new();
+    if let Some(l) = state.listener.get() {
+        let running = l.running();
+        listener.insert("backend".into(), json!(running.map(|r| r.0)));
+        listener.insert("addr".into(), json!(running.map(|r| r.1.to_string())));
+        listener.insert("threads".into(), json!(l.slots_len()));
+    }
     use std::sync::atomic::Ordering::Relaxed;
     let data = json!({
         "nodename": config.nodename,
@@ -58,40 +52,21 @@ pub(super) fn status(state: &DaemonState) -> Response {
         "stopping": state.stopping.load(Relaxed),
         "orchestration_ready": state.orchestration_ready.load(Relaxed),
         "quorum": quorum_json(state, &config, now),
-        "uptime_s": now.saturating_sub(state.started_ms) / 1000,
         "pid": std::process::id(),
         "threads": state.threads(),
         "listener": listener,
         "shards": state.shards.get(),
-        // Heartbeats dropped and requests refused "busy" because a handler queue was full.
-        "dispatch_dropped": state.dispatcher.get().map(|d| d.dropped()),
-        "heartbeats": {
-            "applied": state.heartbeats.applied.load(Relaxed),
-            "news": state.heartbeats.news.load(Relaxed),
-            // Refused by the heartbeat shard, or by the listener for their shape (step 7).
-            "refused": state.heartbeats.refused.load(Relaxed)
-                + state.listener.get().map_or(0, |l| l.stats().heartbeats_refused),
-        },
-        "dequeue": {
-            "triggers": dq.triggers.load(Relaxed),
-            "runs": dq.runs.load(Relaxed),
-            "actions_run": dq.actions_run.load(Relaxed),
-            "actions_failed": dq.actions_failed.load(Relaxed),
-            "actions_timed_out": dq.actions_timed_out.load(Relaxed),
-        },
-        "blacklist": state.guard.blacklist.status(now),
+        "blacklist": sample.blacklist,
+        "members": sample.members,
         "monitor": *crate::state::lock(&state.node_monitor),
         "services": *crate::state::lock(&state.services),
         "actions": *crate::state::lock(&state.actions),
     });
-    // Every peer's content is raw JSON already: it is written into the answer as it is, not
-    // turned into documents and back (a large cluster's status is mostly this).
-    let mut text = data.to_string();
-    text.pop();
-    text.push_str(",\"peers\":");
-    text.push_str(&peers);
-    text.push('}');
-    Response::ok_encoded(text)
+    let Value::Object(mut data) = data else {
+        unreachable!("an object literal")
+    };
+    metrics::fill(&mut data, &sample);
+    data
 }
 
 /// Whether quorum is on, this node's votes, and whether it holds quorum (and so may start ha

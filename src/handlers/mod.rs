@@ -4,7 +4,7 @@
 mod arbitrator;
 mod blacklist;
 mod cluster;
-mod daemon;
+pub(crate) mod daemon;
 mod keyring;
 pub(crate) mod node;
 pub(crate) mod service;

@@ -2,6 +2,8 @@
 //! read it and its owners write it; it knows nothing of the daemon that runs them.
 
 mod dequeue;
+pub(crate) mod members;
+pub(crate) mod metrics;
 mod threads;
 pub(crate) use threads::{ThreadCmdError, ThreadError, ThreadReply};
 
@@ -55,6 +57,8 @@ pub(crate) struct PeerStatus {
     /// The members its last heartbeat said it sees up or in maintenance (None: it does not
     /// say).
     pub sees: Option<Vec<String>>,
+    /// Heartbeats taken from it since this daemon started.
+    pub beats: u64,
 }
 
 impl PeerStatus {
@@ -117,6 +121,7 @@ pub(crate) fn apply_heartbeat(
         last_seen_ms: at_ms,
         view: Default::default(),
         sees: None,
+        beats: 0,
     });
     let monitor_before = peer.view.monitor().clone();
     let applied = peer.view.apply(heartbeat)?;
@@ -126,6 +131,7 @@ pub(crate) fn apply_heartbeat(
     }
     peer.addr = addr;
     peer.last_seen_ms = at_ms;
+    peer.beats += 1;
     Ok(applied)
 }
 
@@ -325,6 +331,8 @@ pub(crate) struct DaemonState {
     /// the `hb.tx` thread and the maintenance notice, so the notice continues the same
     /// generations and counters.
     pub hb_out: Mutex<HbOut>,
+    /// The other members' addresses, resolved by the `resolver` thread for `hb.tx`.
+    pub addr_book: members::AddrBook,
 }
 
 #[derive(Default, Debug)]
@@ -436,6 +444,7 @@ mod tests {
             last_seen_ms: at_ms,
             view: Default::default(),
             sees: Some(vec!["n1".into(), "n2".into()]),
+            beats: 1,
         }
     }
 

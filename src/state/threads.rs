@@ -18,6 +18,11 @@ pub(crate) enum ThreadError {
         addr: std::net::IpAddr,
         cause: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {cause}")]
+    MetricsBind {
+        addr: std::net::SocketAddr,
+        cause: std::io::Error,
+    },
     #[error("the handler layer is not set up")]
     HandlersNotSetUp,
     #[error("the handler layer stopped")]

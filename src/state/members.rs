@@ -1,0 +1,444 @@
+//! Every configured member as `daemon status` lists it, and the address book the heartbeat
+//! sender reads: members' names are resolved off the `hb.tx` thread (by the `resolver`
+//! thread), once per configuration and again only after a failure, so a slow or broken DNS
+//! never delays a beat.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{PeerMap, lock, presence_label};
+use crate::config::NodeConfig;
+
+/// How long a name waits before it is looked up again: one that did not resolve, or whose
+/// address a send failed to. Doubled after each failed lookup in a row, up to `RETRY_MAX`: a
+/// cluster.nodes full of names the DNS does not know must not keep the DNS busy.
+pub(crate) const RETRY: Duration = Duration::from_secs(10);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(320);
+
+/// Where a member's heartbeats go, as far as the resolver knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Resolution {
+    /// Not looked up yet.
+    Pending,
+    Resolved(SocketAddr),
+    /// The lookup failed (or found no address), with why.
+    Unresolved(String),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    /// What is looked up: `[node.NAME] addr`, else the name, on the cluster's port.
+    host: String,
+    port: u16,
+    resolution: Resolution,
+    /// Look it up again (sending to its address failed) at the resolver's next turn.
+    stale: bool,
+    last_try: Option<Instant>,
+    /// Failed lookups in a row.
+    failures: u32,
+}
+
+impl Entry {
+    fn due(&self, now: Instant) -> bool {
+        // At most one lookup per name and `RETRY` (a peer whose sends keep failing must
+        // not cost a lookup per beat), longer after failed lookups.
+        let wait = RETRY
+            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
+            .min(RETRY_MAX);
+        let waited = self.last_try.is_none_or(|t| now >= t + wait);
+        match self.resolution {
+            Resolution::Pending => true,
+            Resolution::Resolved(_) => self.stale && waited,
+            Resolution::Unresolved(_) => waited,
+        }
+    }
+}
+
+/// A lookup the resolver owes: the member, and what to resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Lookup {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The members' addresses, by name: written by the resolver, read by `hb.tx` and
+/// `daemon status`.
+#[derive(Default)]
+pub(crate) struct AddrBook {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    wake: Condvar,
+}
+
+impl AddrBook {
+    /// Follows the configuration: an entry per other member; one whose host or port changed
+    /// is looked up again. An address given as an IP needs no lookup and is taken at once.
+    pub(crate) fn sync(&self, config: &NodeConfig) {
+        let mut entries = lock(&self.entries);
+        let port = config.listener.port;
+        let wanted: Vec<&String> = config
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| **n != config.nodename)
+            .collect();
+        entries.retain(|name, _| wanted.contains(&name));
+        let mut due = false;
+        for name in wanted {
+            let host = config.peer_host(name);
+            if entries
+                .get(name)
+                .is_some_and(|e| e.host == host && e.port == port)
+            {
+                continue;
+            }
+            let resolution = match host.parse::<IpAddr>() {
+                Ok(ip) => Resolution::Resolved(SocketAddr::new(ip, port)),
+                Err(_) => {
+                    due = true;
+                    Resolution::Pending
+                }
+            };
+            entries.insert(
+                name.clone(),
+                Entry {
+                    host,
+                    port,
+                    resolution,
+                    stale: false,
+                    last_try: None,
+                    failures: 0,
+                },
+            );
+        }
+        if due {
+            self.wake.notify_all();
+        }
+    }
+
+    /// Sending to `name` failed: its address is looked up again.
+    pub(crate) fn send_failed(&self, name: &str) {
+        if let Some(e) = lock(&self.entries).get_mut(name)
+            && !e.stale
+        {
+            e.stale = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// Looks every name up again soon (SIGHUP), sending to the addresses known meanwhile.
+    pub(crate) fn refresh(&self) {
+        for e in lock(&self.entries).values_mut() {
+            if e.host.parse::<IpAddr>().is_err() {
+                e.stale = true;
+                e.last_try = None;
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    /// The lookups due now; waits up to `wait` for one to become due.
+    pub(crate) fn due(&self, wait: Duration) -> Vec<Lookup> {
+        let collect = |entries: &BTreeMap<String, Entry>| -> Vec<Lookup> {
+            let now = Instant::now();
+            entries
+                .iter()
+                .filter(|(_, e)| e.due(now))
+                .map(|(name, e)| Lookup {
+                    name: name.clone(),
+                    host: e.host.clone(),
+                    port: e.port,
+                })
+                .collect()
+        };
+        let entries = lock(&self.entries);
+        let found = collect(&entries);
+        if !found.is_empty() {
+            return found;
+        }
+        let (entries, _) = self
+            .wake
+            .wait_timeout(entries, wait)
+            .unwrap_or_else(|p| p.into_inner());
+        collect(&entries)
+    }
+
+    /// Records the outcome of `lookup`, unless the configuration moved on meanwhile. Returns
+    /// the resolution it replaced, when it changed, so the caller logs transitions only.
+    pub(crate) fn record(&self, lookup: &Lookup, outcome: Resolution) -> Option<Resolution> {
+        let mut entries = lock(&self.entries);
+        let e = entries.get_mut(&lookup.name)?;
+        if e.host != lookup.host || e.port != lookup.port {
+            return None;
+        }
+        e.stale = false;
+        e.last_try = Some(Instant::now());
+        e.failures = match outcome {
+            Resolution::Unresolved(_) => e.failures.saturating_add(1),
+            _ => 0,
+        };
+        let before = std::mem::replace(&mut e.resolution, outcome);
+        (before != e.resolution).then_some(before)
+    }
+
+    /// The members heartbeats can be sent to now, with their addresses.
+    pub(crate) fn resolved(&self) -> Vec<(String, SocketAddr)> {
+        lock(&self.entries)
+            .iter()
+            .filter_map(|(name, e)| match e.resolution {
+                Resolution::Resolved(a) => Some((name.clone(), a)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every member's resolution, by name.
+    pub(crate) fn all(&self) -> BTreeMap<String, Resolution> {
+        lock(&self.entries)
+            .iter()
+            .map(|(name, e)| (name.clone(), e.resolution.clone()))
+            .collect()
+    }
+}
+
+/// Resolves `host:port` (blocking: the resolver thread's business).
+pub(crate) fn resolve(host: &str, port: u16) -> Resolution {
+    use std::net::ToSocketAddrs;
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => match addrs.next() {
+            Some(a) => Resolution::Resolved(a),
+            None => Resolution::Unresolved(format!("{host} has no address")),
+        },
+        Err(e) => Resolution::Unresolved(format!("cannot resolve {host}: {e}")),
+    }
+}
+
+/// A member's state as `daemon status` names it. The order is the one the views list
+/// states in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) enum MemberState {
+    #[serde(rename = "up")]
+    Up,
+    #[serde(rename = "maintenance")]
+    Maintenance,
+    #[serde(rename = "stale")]
+    Stale,
+    #[serde(rename = "never seen")]
+    NeverSeen,
+    #[serde(rename = "unresolved")]
+    Unresolved,
+}
+
+impl MemberState {
+    pub(crate) const ALL: [MemberState; 5] = [
+        MemberState::Up,
+        MemberState::Maintenance,
+        MemberState::Stale,
+        MemberState::NeverSeen,
+        MemberState::Unresolved,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Up => presence_label(crate::service::orchestrate::Presence::Up),
+            MemberState::Maintenance => {
+                presence_label(crate::service::orchestrate::Presence::Maintenance)
+            }
+            MemberState::Stale => presence_label(crate::service::orchestrate::Presence::Gone),
+            MemberState::NeverSeen => "never seen",
+            MemberState::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// One other member of `cluster.nodes`, seen or not.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Member {
+    pub state: MemberState,
+    /// Where its heartbeats go (None: not resolved).
+    pub addr: Option<String>,
+    /// Since its last heartbeat (None: never heard).
+    pub age_ms: Option<u64>,
+    /// Heartbeats taken from it since this daemon started.
+    pub beats: u64,
+    /// Why its name does not resolve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve_error: Option<String>,
+}
+
+/// Every member but this node, by name: state from its heartbeats when it was heard, else
+/// from the address book.
+pub(crate) fn members(
+    config: &NodeConfig,
+    peers: &PeerMap,
+    book: &AddrBook,
+    now_ms: u64,
+) -> BTreeMap<String, Member> {
+    let mut book = book.all();
+    config
+        .cluster
+        .nodes
+        .iter()
+        .filter(|n| **n != config.nodename)
+        .map(|name| {
+            let resolution = book.remove(name).unwrap_or(Resolution::Pending);
+            let (addr, resolve_error) = match resolution {
+                Resolution::Resolved(a) => (Some(a.to_string()), None),
+                Resolution::Unresolved(e) => (None, Some(e)),
+                Resolution::Pending => (None, None),
+            };
+            let member = match peers.get(name) {
+                Some(p) => Member {
+                    state: match p.presence(now_ms, config) {
+                        crate::service::orchestrate::Presence::Up => MemberState::Up,
+                        crate::service::orchestrate::Presence::Maintenance => {
+                            MemberState::Maintenance
+                        }
+                        crate::service::orchestrate::Presence::Gone => MemberState::Stale,
+                    },
+                    addr,
+                    age_ms: Some(now_ms.saturating_sub(p.last_seen_ms)),
+                    beats: p.beats,
+                    resolve_error,
+                },
+                None => Member {
+                    state: if resolve_error.is_some() {
+                        MemberState::Unresolved
+                    } else {
+                        MemberState::NeverSeen
+                    },
+                    addr,
+                    age_ms: None,
+                    beats: 0,
+                    resolve_error,
+                },
+            };
+            (name.clone(), member)
+        })
+        .collect()
+}
+
+/// How many members are in each state, every state listed.
+pub(crate) fn count_by_state(members: &BTreeMap<String, Member>) -> BTreeMap<&'static str, u64> {
+    let mut counts: BTreeMap<&'static str, u64> =
+        MemberState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for m in members.values() {
+        *counts.entry(m.state.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> NodeConfig {
+        let path = std::path::Path::new("node.conf");
+        crate::config::IniDocument::parse(text, path)
+            .and_then(|doc| NodeConfig::from_document(&doc, path))
+            .unwrap()
+    }
+
+    const CONF: &str = "[node]\nnodename = n1\n[cluster]\nsecret = x\nnodes = n1 n2 n3 n4\n\
+                        [listener]\nport = 1300\n[node.n2]\naddr = 127.0.0.2\n\
+                        [node.n3]\naddr = 127.0.0.3\n[node.n4]\naddr = ghost.invalid\n";
+
+    #[test]
+    fn addresses_given_as_ips_need_no_lookup_names_wait_for_the_resolver() {
+        let book = AddrBook::default();
+        book.sync(&config(CONF));
+        let resolved = book.resolved();
+        assert_eq!(
+            resolved,
+            vec![
+                ("n2".to_string(), "127.0.0.2:1300".parse().unwrap()),
+                ("n3".to_string(), "127.0.0.3:1300".parse().unwrap()),
+            ]
+        );
+        let due = book.due(Duration::ZERO);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].host, "ghost.invalid");
+        let failed = Resolution::Unresolved("cannot resolve ghost.invalid".into());
+        assert_eq!(
+            book.record(&due[0], failed.clone()),
+            Some(Resolution::Pending)
+        );
+        assert!(book.due(Duration::ZERO).is_empty(), "retried later");
+        assert_eq!(book.record(&due[0], failed), None, "no change, no log");
+        // A send failure brings a resolved name back to the resolver.
+        book.send_failed("n2");
+        let again = book.due(Duration::ZERO);
+        assert_eq!(again[0].name, "n2");
+        book.record(
+            &again[0],
+            Resolution::Resolved("127.0.0.2:1300".parse().unwrap()),
+        );
+        book.send_failed("n2");
+        assert!(book.due(Duration::ZERO).is_empty(), "not before RETRY");
+        // A changed configuration drops the stale lookup's outcome.
+        book.sync(&config(&CONF.replace("ghost.invalid", "127.0.0.4")));
+        assert_eq!(
+            book.record(&due[0], Resolution::Pending),
+            None,
+            "the host changed meanwhile"
+        );
+        assert_eq!(book.resolved().len(), 3);
+        // A reload looks names up again, not addresses.
+        book.sync(&config(CONF));
+        let due = book.due(Duration::ZERO);
+        book.record(
+            &due[0],
+            Resolution::Resolved("127.0.0.4:1300".parse().unwrap()),
+        );
+        assert!(book.due(Duration::ZERO).is_empty());
+        book.refresh();
+        let again = book.due(Duration::ZERO);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].host, "ghost.invalid");
+        assert_eq!(book.resolved().len(), 3, "still sent to meanwhile");
+    }
+
+    #[test]
+    fn every_member_is_listed_with_a_state() {
+        let c = config(CONF);
+        let book = AddrBook::default();
+        book.sync(&c);
+        let due = book.due(Duration::ZERO);
+        book.record(&due[0], Resolution::Unresolved("no".into()));
+        let mut peers = PeerMap::default();
+        peers.insert(
+            "n2".into(),
+            super::super::PeerStatus {
+                addr: "127.0.0.2:1300".parse().unwrap(),
+                last_seen_ms: 10_000,
+                view: Default::default(),
+                sees: None,
+                beats: 7,
+            },
+        );
+        let m = members(&c, &peers, &book, 10_500);
+        let states: Vec<(&str, &str)> = m
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [("n2", "up"), ("n3", "never seen"), ("n4", "unresolved")]
+        );
+        assert_eq!((m["n2"].age_ms, m["n2"].beats), (Some(500), 7));
+        assert_eq!(m["n3"].addr.as_deref(), Some("127.0.0.3:1300"));
+        assert_eq!(m["n4"].addr, None);
+        let stale = members(&c, &peers, &book, 10_000 + c.hb.timeout_ms + 1);
+        assert_eq!(stale["n2"].state, MemberState::Stale);
+        let counts = count_by_state(&m);
+        assert_eq!(counts.len(), MemberState::ALL.len());
+        assert_eq!(
+            (counts["up"], counts["never seen"], counts["stale"]),
+            (1, 1, 0)
+        );
+    }
+}
