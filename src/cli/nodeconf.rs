@@ -138,7 +138,15 @@ pub(super) fn print_config(
         }
     }
     match format {
-        Format::Table => print!("{doc}"),
+        Format::Table => {
+            let text = doc.to_string();
+            // A file may end without a newline; the terminal's prompt should not follow it.
+            if text.ends_with('\n') || text.is_empty() {
+                print!("{text}");
+            } else {
+                println!("{text}");
+            }
+        }
         Format::Json => {
             let mut out = Map::new();
             for section in doc.sections() {

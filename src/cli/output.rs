@@ -219,7 +219,10 @@ pub(super) fn status_table(d: &Value) -> String {
         s += &errors;
     }
     s += &header("counters", &headline_counters(d), "  ");
-    if let Some(members) = d["members"].as_object() {
+    if d["members"].as_object().is_some_and(|m| m.is_empty()) {
+        s += "members   none but this node\n";
+    }
+    if let Some(members) = d["members"].as_object().filter(|m| !m.is_empty()) {
         let by_state: Vec<String> = crate::state::members::MemberState::ALL
             .iter()
             .map(|state| {
