@@ -3,14 +3,20 @@
 //! threshold is forgotten after the same TTL without a new strike. The gate enters members'
 //! names only, so the table holds at most one entry per member.
 //!
-//! Read-mostly and shared by every worker. The lookup on the hot path takes no lock while no
-//! nodename has a count (the usual case) and otherwise tests an atomic bitset first, so only
-//! names that may be listed reach their shard's read lock.
+//! Read-mostly and shared by every worker. The ban test of the hot path is the gate's own
+//! copy of the banned names (`BanCache`), refreshed only when `bans_generation` moves: one
+//! atomic load and, while some name is banned, one lookup in a worker-local map, with no lock
+//! and no write to a shared cache line, so a flood of a banned name costs its header and that
+//! lookup. `record_valid` takes no lock while no nodename has a count (the usual case) and
+//! otherwise tests an atomic bitset first, so only names that may be listed reach their
+//! shard's read lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::wire::FastState;
 
 pub const BAN_THRESHOLD: u32 = 5;
 const SHARDS: usize = 16;
@@ -47,16 +53,24 @@ pub enum Strike {
     Untracked,
 }
 
-type Shard = RwLock<HashMap<Box<str>, Entry>>;
+// Only members' names enter the table (the gate's rule), so a flood of made-up names cannot
+// aim at its buckets: the fast hasher is enough.
+type Shard = RwLock<HashMap<Box<str>, Entry, FastState>>;
+
+/// Bumped after every change to which names are banned; on its own cache line, which only a
+/// ban, an expiry or a clear writes, so the readers' loads stay local.
+#[repr(align(64))]
+struct Generation(AtomicU64);
 
 pub struct Blacklist {
+    bans_generation: Generation,
     shards: Box<[Shard]>,
     /// Bit set for every name that has, or had since the last clear, an entry.
     filter: Box<[AtomicU64]>,
     entries: AtomicUsize,
     max_entries: usize,
     ttl_ms: AtomicU64,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: FastState,
 }
 
 impl Blacklist {
@@ -67,7 +81,10 @@ impl Blacklist {
 
     pub fn with_capacity(ttl_ms: u64, max_entries: usize) -> Self {
         Blacklist {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            bans_generation: Generation(AtomicU64::new(0)),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(FastState::default())))
+                .collect(),
             filter: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
             entries: AtomicUsize::new(0),
             max_entries,
@@ -126,6 +143,7 @@ impl Blacklist {
             .is_ok()
         {
             e.count.store(0, Ordering::Release);
+            self.bans_changed();
             Verdict::BanExpired
         } else {
             Verdict::Allowed
@@ -184,6 +202,7 @@ impl Blacklist {
                 now_ms.saturating_add(ttl).max(1)
             };
             e.banned_until.store(until, Ordering::Release);
+            self.bans_changed();
             Strike::Banned
         } else {
             Strike::Counted(n.min(BAN_THRESHOLD))
@@ -252,6 +271,30 @@ impl Blacklist {
         for w in self.filter.iter() {
             w.store(0, Ordering::Release);
         }
+        self.bans_changed();
+    }
+
+    fn bans_changed(&self) {
+        self.bans_generation.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes whenever a name is banned or unbanned (`BanCache` compares it on every frame).
+    pub fn bans_generation(&self) -> u64 {
+        self.bans_generation.0.load(Ordering::Acquire)
+    }
+
+    /// The names banned now or until `check` sees their expiry, with the ban's end (ms).
+    fn banned(&self) -> Vec<(Box<str>, u64)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            for (name, e) in read(s).iter() {
+                let until = e.banned_until.load(Ordering::Acquire);
+                if until != NOT_BANNED {
+                    out.push((name.clone(), until));
+                }
+            }
+        }
+        out
     }
 
     /// Drops entries that carry no information any more (count 0 or forgotten, not banned),
@@ -279,6 +322,49 @@ impl Blacklist {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// One worker's copy of the banned names: the hot path's ban test (PROTOCOL.md step 3) from
+/// the nodename of the clear header, without a lock or a shared write.
+pub struct BanCache {
+    generation: u64,
+    until: HashMap<Box<str>, u64, FastState>,
+}
+
+impl BanCache {
+    pub fn new(blacklist: &Blacklist) -> Self {
+        let mut cache = BanCache {
+            generation: 0,
+            until: HashMap::with_hasher(FastState::default()),
+        };
+        cache.refresh(blacklist);
+        cache
+    }
+
+    fn refresh(&mut self, blacklist: &Blacklist) {
+        // The generation first: a ban set while the copy is taken moves it again, and the
+        // next frame takes another copy.
+        self.generation = blacklist.bans_generation();
+        self.until.clear();
+        self.until.extend(blacklist.banned());
+    }
+
+    /// `Blacklist::check`, answered from the copy; an expired ban goes to the shared table,
+    /// which reports the expiry once among the workers.
+    #[inline]
+    pub fn check(&mut self, blacklist: &Blacklist, name: &str, now_ms: u64) -> Verdict {
+        if blacklist.bans_generation() != self.generation {
+            self.refresh(blacklist);
+        }
+        if self.until.is_empty() {
+            return Verdict::Allowed;
+        }
+        match self.until.get(name) {
+            None => Verdict::Allowed,
+            Some(&until) if now_ms < until => Verdict::Banned,
+            Some(_) => blacklist.check(name, now_ms),
+        }
     }
 }
 
@@ -366,6 +452,32 @@ mod tests {
         b.compact(2300);
         assert_eq!(b.len(), 0);
         assert_eq!(b.check("n", 2300), Verdict::Allowed);
+    }
+
+    /// A worker's copy answers like the shared table: bans, expiries (reported once, by
+    /// whichever worker sees them first), a clear.
+    #[test]
+    fn ban_cache_follows_the_table() {
+        let b = Blacklist::new(1000);
+        let mut w1 = BanCache::new(&b);
+        let mut w2 = BanCache::new(&b);
+        assert_eq!(w1.check(&b, "n", 0), Verdict::Allowed);
+        for _ in 0..4 {
+            b.record_invalid("n", 100);
+        }
+        assert_eq!(w1.check(&b, "n", 100), Verdict::Allowed);
+        assert_eq!(b.record_invalid("n", 100), Strike::Banned);
+        assert_eq!(w1.check(&b, "n", 1099), Verdict::Banned);
+        assert_eq!(w2.check(&b, "n", 1099), Verdict::Banned);
+        assert_eq!(w2.check(&b, "other", 1099), Verdict::Allowed);
+        assert_eq!(w2.check(&b, "n", 1100), Verdict::BanExpired);
+        assert_eq!(w1.check(&b, "n", 1100), Verdict::Allowed);
+        for _ in 0..5 {
+            b.record_invalid("n", 1200);
+        }
+        assert_eq!(w1.check(&b, "n", 1300), Verdict::Banned);
+        b.clear();
+        assert_eq!(w1.check(&b, "n", 1300), Verdict::Allowed);
     }
 
     #[derive(Clone, Debug)]

@@ -160,6 +160,14 @@ pub(crate) fn gone_for_ms(
     config: &NodeConfig,
     now_ms: u64,
 ) -> u64 {
+    // A member heard within its limit is not gone, whatever others say of it: that answer
+    // needs no walk over every peer (the monitor asks for every node of every service, on
+    // every tick).
+    if let Some(p) = peers.get(name)
+        && p.presence(now_ms, config) != Presence::Gone
+    {
+        return 0;
+    }
     let last = last_seen_by_anyone(name, peers, seen_via, config, now_ms);
     if last == 0 {
         return u64::MAX;
