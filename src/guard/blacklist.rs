@@ -329,25 +329,85 @@ impl Blacklist {
 /// the nodename of the clear header, without a lock or a shared write.
 pub struct BanCache {
     generation: u64,
-    until: HashMap<Box<str>, u64, FastState>,
+    /// Each banned name with its ban's end (ms). A flood comes from one name or a few: up to
+    /// `FEW_BANS` names are compared in a list (lengths first, no hashing); more go to `many`.
+    few: Vec<FewBan>,
+    many: HashMap<Box<str>, u64, FastState>,
+}
+
+const FEW_BANS: usize = 8;
+
+/// A banned name of the short list: its first 8 bytes as a word, so another name differs
+/// in one comparison and a name of up to 8 bytes matches without a memcmp.
+struct FewBan {
+    head: u64,
+    name: Box<str>,
+    until: u64,
+}
+
+/// The first 8 bytes of `name` as a little-endian word, zero-padded: one load for a long
+/// name, a few shifts for a short one (a copy into a buffer would call memcpy and stall
+/// the load that follows it).
+#[inline]
+fn head(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    if let Some(word) = bytes.first_chunk::<8>() {
+        return u64::from_le_bytes(*word);
+    }
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |h, (i, &b)| h | u64::from(b) << (8 * i))
 }
 
 impl BanCache {
     pub fn new(blacklist: &Blacklist) -> Self {
         let mut cache = BanCache {
             generation: 0,
-            until: HashMap::with_hasher(FastState::default()),
+            few: Vec::new(),
+            many: HashMap::with_hasher(FastState::default()),
         };
         cache.refresh(blacklist);
         cache
     }
 
+    #[cold]
     fn refresh(&mut self, blacklist: &Blacklist) {
         // The generation first: a ban set while the copy is taken moves it again, and the
         // next frame takes another copy.
         self.generation = blacklist.bans_generation();
-        self.until.clear();
-        self.until.extend(blacklist.banned());
+        let banned = blacklist.banned();
+        self.few.clear();
+        self.many.clear();
+        if banned.len() <= FEW_BANS {
+            self.few = banned
+                .into_iter()
+                .map(|(name, until)| FewBan {
+                    head: head(&name),
+                    name,
+                    until,
+                })
+                .collect();
+        } else {
+            self.many.extend(banned);
+        }
+    }
+
+    #[inline]
+    fn until(&self, name: &str) -> Option<u64> {
+        if self.many.is_empty() {
+            let h = head(name);
+            self.few
+                .iter()
+                .find(|b| {
+                    b.head == h
+                        && b.name.len() == name.len()
+                        && (name.len() <= 8 || b.name.as_bytes()[8..] == name.as_bytes()[8..])
+                })
+                .map(|b| b.until)
+        } else {
+            self.many.get(name).copied()
+        }
     }
 
     /// `Blacklist::check`, answered from the copy; an expired ban goes to the shared table,
@@ -357,12 +417,12 @@ impl BanCache {
         if blacklist.bans_generation() != self.generation {
             self.refresh(blacklist);
         }
-        if self.until.is_empty() {
+        if self.few.is_empty() && self.many.is_empty() {
             return Verdict::Allowed;
         }
-        match self.until.get(name) {
+        match self.until(name) {
             None => Verdict::Allowed,
-            Some(&until) if now_ms < until => Verdict::Banned,
+            Some(until) if now_ms < until => Verdict::Banned,
             Some(_) => blacklist.check(name, now_ms),
         }
     }
@@ -476,6 +536,28 @@ mod tests {
             b.record_invalid("n", 1200);
         }
         assert_eq!(w1.check(&b, "n", 1300), Verdict::Banned);
+        // Names that share their first 8 bytes, or a prefix, are told apart.
+        for _ in 0..5 {
+            b.record_invalid("node-prod-1", 1300);
+        }
+        for other in ["node-prod-2", "node-prod-10", "node-pro", "node-prod-"] {
+            assert_eq!(w1.check(&b, other, 1300), Verdict::Allowed, "{other}");
+        }
+        assert_eq!(w1.check(&b, "node-prod-1", 1300), Verdict::Banned);
+        // More bans than the short list holds: the map answers the same.
+        let names: Vec<String> = (0..FEW_BANS * 2).map(|i| format!("m{i}")).collect();
+        for name in &names {
+            for _ in 0..5 {
+                b.record_invalid(name, 1300);
+            }
+        }
+        assert_eq!(w1.check(&b, "n", 1300), Verdict::Banned);
+        assert!(
+            names
+                .iter()
+                .all(|n| w1.check(&b, n, 1300) == Verdict::Banned)
+        );
+        assert_eq!(w1.check(&b, "m", 1300), Verdict::Allowed);
         b.clear();
         assert_eq!(w1.check(&b, "n", 1300), Verdict::Allowed);
     }

@@ -414,7 +414,7 @@ impl Gate {
 
     /// Step 3, before anything else is spent (not even the key cache's lookup): the name
     /// from the clear header against this worker's copy of the banned names.
-    #[inline]
+    #[inline(always)]
     fn blacklisted(&mut self, nodename: &str, now_ms: u64) -> Result<(), DropReason> {
         match self.bans.check(&self.shared.blacklist, nodename, now_ms) {
             Verdict::Allowed => Ok(()),

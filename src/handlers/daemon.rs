@@ -24,6 +24,7 @@ pub(super) fn status(state: &DaemonState) -> Response {
         let (accepted, refused) = l.tcp_counts();
         let running = l.running();
         listener.insert("backend".into(), json!(running.map(|r| r.0)));
+        listener.insert("backend_reason".into(), json!(l.backend_reason()));
         listener.insert("addr".into(), json!(running.map(|r| r.1.to_string())));
         listener.insert("threads".into(), json!(l.slots_len()));
         let mut counters = Map::new();

@@ -247,15 +247,6 @@ pub(super) fn run_worker<B: Backend>(
 /// flood (the loop yields after each batch).
 const UDP_BATCH: usize = 64;
 
-/// After a batch that emptied the socket, the loop waits this long before it looks again,
-/// so datagrams arriving one by one are taken by tens per wakeup rather than one: at a
-/// cluster's steady rate (10,000 members at 1 Hz: one heartbeat every 100 µs) a wakeup of
-/// the worker and of the heartbeat shard per datagram cost more than the datagram's whole
-/// pipeline. A full batch goes on at once, so a flood is not slowed; at 1 ms the socket's
-/// 4 MiB buffer holds a burst of over a million datagrams per second. Heartbeats and
-/// queued-action triggers may wait that long; TCP, on its own tasks, does not.
-const UDP_COALESCE: Duration = Duration::from_millis(1);
-
 async fn udp_loop<B: Backend>(w: Rc<Worker>, mut rx: B::UdpRx, sock: Rc<B::Udp>) -> io::Result<()> {
     loop {
         // The clock and the configuration are read once per batch, when its first frame is
@@ -300,11 +291,7 @@ async fn udp_loop<B: Backend>(w: Rc<Worker>, mut rx: B::UdpRx, sock: Rc<B::Udp>)
             w.publish();
         }
         // Let this worker's TCP connections and UDP replies run between batches.
-        if n >= UDP_BATCH {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(UDP_COALESCE).await;
-        }
+        tokio::task::yield_now().await;
     }
 }
 
