@@ -152,7 +152,10 @@ impl RawJson {
 
 impl PartialEq for RawJson {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        // A repeated heartbeat shares its payload with the one before it: the same range of
+        // the same text is equal without comparing its bytes.
+        (Arc::ptr_eq(&self.text, &other.text) && self.start == other.start && self.end == other.end)
+            || self.as_str() == other.as_str()
     }
 }
 
