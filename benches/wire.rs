@@ -744,3 +744,74 @@ fn paired_heartbeats_1k() {
         ratio(2)
     );
 }
+
+/// A banned member's frame against the raw open, at each size, in turns as in
+/// `paired_ratios_1k`: the copy alone, the copy + raw open (the open decrypts in place, so
+/// every frame needs a fresh copy of the sealed one), and `Gate::admit` of the banned name's
+/// frame where it lies (a drop writes nothing, so no copy). All three read frames from a
+/// pool of `HOT` that stays in cache, as a datagram the kernel has just written is: the
+/// other benches cycle through megabytes of frames, whose cache misses would be most of
+/// a drop's time. Prints the per-round ratios drop / (copy + open), and drop / open with the
+/// copy taken off.
+#[divan::bench(args = SIZES, sample_count = 1, sample_size = 1)]
+fn paired_blacklisted_drop(size: usize) {
+    const ROUNDS: usize = 200;
+    const PER_ROUND: usize = 256;
+    const HOT: usize = 8;
+    let fx = Fixture::new(size);
+    let key = SessionKey::derive(SECRET.as_bytes(), CLUSTER, NODE, &SALT);
+    let hl = fx.header_len;
+    let shared = Arc::new(SharedGuard::new(0, 20));
+    for _ in 0..5 {
+        shared.blacklist.record_invalid(NODE, T0);
+    }
+    let mut gate = Gate::new(gate_config(), shared);
+    let sealed: Vec<Vec<u8>> = fx.frames[..HOT].to_vec();
+    let mut banned = sealed.clone();
+    let mut buf = vec![0u8; fx.frame_len()];
+    let mut per_round: Vec<[f64; 3]> = Vec::with_capacity(ROUNDS);
+    let mut failures = 0usize;
+    for _ in 0..ROUNDS {
+        let mut t = [0f64; 3];
+        for (which, slot) in t.iter_mut().enumerate() {
+            let start = std::time::Instant::now();
+            for k in 0..PER_ROUND {
+                let c = k % HOT;
+                match which {
+                    0 => {
+                        buf.copy_from_slice(&sealed[c]);
+                        black_box(&mut buf);
+                    }
+                    1 => {
+                        buf.copy_from_slice(&sealed[c]);
+                        let (h, body) = buf.split_at_mut(hl);
+                        failures += usize::from(key.open_with_header(h, body, c as u64).is_err());
+                    }
+                    _ => {
+                        let out = gate.admit(&mut banned[c], T0);
+                        failures += usize::from(out != Outcome::Drop(DropReason::Blacklisted));
+                    }
+                }
+            }
+            *slot = start.elapsed().as_nanos() as f64 / PER_ROUND as f64;
+        }
+        per_round.push(t);
+    }
+    assert_eq!(failures, 0);
+    assert_eq!(gate.stats().decrypted, 0);
+    assert_eq!(banned, sealed, "a drop writes nothing");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let col = |k: usize| median(per_round.iter().map(|r| r[k]).collect());
+    let ratio = |f: &dyn Fn(&[f64; 3]) -> f64| median(per_round.iter().map(f).collect());
+    eprintln!(
+        "paired blacklisted drop, {size} B, {ROUNDS} rounds of {PER_ROUND} frames: copy {:.0} ns, copy + raw open {:.0} ns, drop {:.1} ns; median per-round ratio drop / (copy + open) {:.3}, drop / open without the copy {:.3}",
+        col(0),
+        col(1),
+        col(2),
+        ratio(&|r| r[2] / r[1]),
+        ratio(&|r| r[2] / (r[1] - r[0]).max(1.0)),
+    );
+}

@@ -3,14 +3,20 @@
 //! threshold is forgotten after the same TTL without a new strike. The gate enters members'
 //! names only, so the table holds at most one entry per member.
 //!
-//! Read-mostly and shared by every worker. The lookup on the hot path takes no lock while no
-//! nodename has a count (the usual case) and otherwise tests an atomic bitset first, so only
-//! names that may be listed reach their shard's read lock.
+//! Read-mostly and shared by every worker. The ban test of the hot path is the gate's own
+//! copy of the banned names (`BanCache`), refreshed only when `bans_generation` moves: one
+//! atomic load and, while some name is banned, one lookup in a worker-local map, with no lock
+//! and no write to a shared cache line, so a flood of a banned name costs its header and that
+//! lookup. `record_valid` takes no lock while no nodename has a count (the usual case) and
+//! otherwise tests an atomic bitset first, so only names that may be listed reach their
+//! shard's read lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::wire::FastState;
 
 pub const BAN_THRESHOLD: u32 = 5;
 const SHARDS: usize = 16;
@@ -47,16 +53,24 @@ pub enum Strike {
     Untracked,
 }
 
-type Shard = RwLock<HashMap<Box<str>, Entry>>;
+// Only members' names enter the table (the gate's rule), so a flood of made-up names cannot
+// aim at its buckets: the fast hasher is enough.
+type Shard = RwLock<HashMap<Box<str>, Entry, FastState>>;
+
+/// Bumped after every change to which names are banned; on its own cache line, which only a
+/// ban, an expiry or a clear writes, so the readers' loads stay local.
+#[repr(align(64))]
+struct Generation(AtomicU64);
 
 pub struct Blacklist {
+    bans_generation: Generation,
     shards: Box<[Shard]>,
     /// Bit set for every name that has, or had since the last clear, an entry.
     filter: Box<[AtomicU64]>,
     entries: AtomicUsize,
     max_entries: usize,
     ttl_ms: AtomicU64,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: FastState,
 }
 
 impl Blacklist {
@@ -67,7 +81,10 @@ impl Blacklist {
 
     pub fn with_capacity(ttl_ms: u64, max_entries: usize) -> Self {
         Blacklist {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            bans_generation: Generation(AtomicU64::new(0)),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(FastState::default())))
+                .collect(),
             filter: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
             entries: AtomicUsize::new(0),
             max_entries,
@@ -126,6 +143,7 @@ impl Blacklist {
             .is_ok()
         {
             e.count.store(0, Ordering::Release);
+            self.bans_changed();
             Verdict::BanExpired
         } else {
             Verdict::Allowed
@@ -184,6 +202,7 @@ impl Blacklist {
                 now_ms.saturating_add(ttl).max(1)
             };
             e.banned_until.store(until, Ordering::Release);
+            self.bans_changed();
             Strike::Banned
         } else {
             Strike::Counted(n.min(BAN_THRESHOLD))
@@ -252,6 +271,30 @@ impl Blacklist {
         for w in self.filter.iter() {
             w.store(0, Ordering::Release);
         }
+        self.bans_changed();
+    }
+
+    fn bans_changed(&self) {
+        self.bans_generation.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes whenever a name is banned or unbanned (`BanCache` compares it on every frame).
+    pub fn bans_generation(&self) -> u64 {
+        self.bans_generation.0.load(Ordering::Acquire)
+    }
+
+    /// The names banned now or until `check` sees their expiry, with the ban's end (ms).
+    fn banned(&self) -> Vec<(Box<str>, u64)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            for (name, e) in read(s).iter() {
+                let until = e.banned_until.load(Ordering::Acquire);
+                if until != NOT_BANNED {
+                    out.push((name.clone(), until));
+                }
+            }
+        }
+        out
     }
 
     /// Drops entries that carry no information any more (count 0 or forgotten, not banned),
@@ -279,6 +322,109 @@ impl Blacklist {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// One worker's copy of the banned names: the hot path's ban test (PROTOCOL.md step 3) from
+/// the nodename of the clear header, without a lock or a shared write.
+pub struct BanCache {
+    generation: u64,
+    /// Each banned name with its ban's end (ms). A flood comes from one name or a few: up to
+    /// `FEW_BANS` names are compared in a list (lengths first, no hashing); more go to `many`.
+    few: Vec<FewBan>,
+    many: HashMap<Box<str>, u64, FastState>,
+}
+
+const FEW_BANS: usize = 8;
+
+/// A banned name of the short list: its first 8 bytes as a word, so another name differs
+/// in one comparison and a name of up to 8 bytes matches without a memcmp.
+struct FewBan {
+    head: u64,
+    name: Box<str>,
+    until: u64,
+}
+
+/// The first 8 bytes of `name` as a little-endian word, zero-padded: one load for a long
+/// name, a few shifts for a short one (a copy into a buffer would call memcpy and stall
+/// the load that follows it).
+#[inline]
+fn head(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    if let Some(word) = bytes.first_chunk::<8>() {
+        return u64::from_le_bytes(*word);
+    }
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |h, (i, &b)| h | u64::from(b) << (8 * i))
+}
+
+impl BanCache {
+    pub fn new(blacklist: &Blacklist) -> Self {
+        let mut cache = BanCache {
+            generation: 0,
+            few: Vec::new(),
+            many: HashMap::with_hasher(FastState::default()),
+        };
+        cache.refresh(blacklist);
+        cache
+    }
+
+    #[cold]
+    fn refresh(&mut self, blacklist: &Blacklist) {
+        // The generation first: a ban set while the copy is taken moves it again, and the
+        // next frame takes another copy.
+        self.generation = blacklist.bans_generation();
+        let banned = blacklist.banned();
+        self.few.clear();
+        self.many.clear();
+        if banned.len() <= FEW_BANS {
+            self.few = banned
+                .into_iter()
+                .map(|(name, until)| FewBan {
+                    head: head(&name),
+                    name,
+                    until,
+                })
+                .collect();
+        } else {
+            self.many.extend(banned);
+        }
+    }
+
+    #[inline]
+    fn until(&self, name: &str) -> Option<u64> {
+        if self.many.is_empty() {
+            let h = head(name);
+            self.few
+                .iter()
+                .find(|b| {
+                    b.head == h
+                        && b.name.len() == name.len()
+                        && (name.len() <= 8 || b.name.as_bytes()[8..] == name.as_bytes()[8..])
+                })
+                .map(|b| b.until)
+        } else {
+            self.many.get(name).copied()
+        }
+    }
+
+    /// `Blacklist::check`, answered from the copy; an expired ban goes to the shared table,
+    /// which reports the expiry once among the workers.
+    #[inline]
+    pub fn check(&mut self, blacklist: &Blacklist, name: &str, now_ms: u64) -> Verdict {
+        if blacklist.bans_generation() != self.generation {
+            self.refresh(blacklist);
+        }
+        if self.few.is_empty() && self.many.is_empty() {
+            return Verdict::Allowed;
+        }
+        match self.until(name) {
+            None => Verdict::Allowed,
+            Some(until) if now_ms < until => Verdict::Banned,
+            Some(_) => blacklist.check(name, now_ms),
+        }
     }
 }
 
@@ -366,6 +512,54 @@ mod tests {
         b.compact(2300);
         assert_eq!(b.len(), 0);
         assert_eq!(b.check("n", 2300), Verdict::Allowed);
+    }
+
+    /// A worker's copy answers like the shared table: bans, expiries (reported once, by
+    /// whichever worker sees them first), a clear.
+    #[test]
+    fn ban_cache_follows_the_table() {
+        let b = Blacklist::new(1000);
+        let mut w1 = BanCache::new(&b);
+        let mut w2 = BanCache::new(&b);
+        assert_eq!(w1.check(&b, "n", 0), Verdict::Allowed);
+        for _ in 0..4 {
+            b.record_invalid("n", 100);
+        }
+        assert_eq!(w1.check(&b, "n", 100), Verdict::Allowed);
+        assert_eq!(b.record_invalid("n", 100), Strike::Banned);
+        assert_eq!(w1.check(&b, "n", 1099), Verdict::Banned);
+        assert_eq!(w2.check(&b, "n", 1099), Verdict::Banned);
+        assert_eq!(w2.check(&b, "other", 1099), Verdict::Allowed);
+        assert_eq!(w2.check(&b, "n", 1100), Verdict::BanExpired);
+        assert_eq!(w1.check(&b, "n", 1100), Verdict::Allowed);
+        for _ in 0..5 {
+            b.record_invalid("n", 1200);
+        }
+        assert_eq!(w1.check(&b, "n", 1300), Verdict::Banned);
+        // Names that share their first 8 bytes, or a prefix, are told apart.
+        for _ in 0..5 {
+            b.record_invalid("node-prod-1", 1300);
+        }
+        for other in ["node-prod-2", "node-prod-10", "node-pro", "node-prod-"] {
+            assert_eq!(w1.check(&b, other, 1300), Verdict::Allowed, "{other}");
+        }
+        assert_eq!(w1.check(&b, "node-prod-1", 1300), Verdict::Banned);
+        // More bans than the short list holds: the map answers the same.
+        let names: Vec<String> = (0..FEW_BANS * 2).map(|i| format!("m{i}")).collect();
+        for name in &names {
+            for _ in 0..5 {
+                b.record_invalid(name, 1300);
+            }
+        }
+        assert_eq!(w1.check(&b, "n", 1300), Verdict::Banned);
+        assert!(
+            names
+                .iter()
+                .all(|n| w1.check(&b, n, 1300) == Verdict::Banned)
+        );
+        assert_eq!(w1.check(&b, "m", 1300), Verdict::Allowed);
+        b.clear();
+        assert_eq!(w1.check(&b, "n", 1300), Verdict::Allowed);
     }
 
     #[derive(Clone, Debug)]

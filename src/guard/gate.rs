@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::blacklist::{Blacklist, Strike, Verdict};
+use super::blacklist::{BanCache, Blacklist, Strike, Verdict};
 use super::ratelimit::RateLimit;
 pub use super::stats::GateStats;
 use crate::hb::{HbError, Heartbeat};
@@ -236,6 +236,16 @@ fn keyring(config: &GateConfig) -> Vec<(Fingerprint, Box<[u8]>)> {
         .collect()
 }
 
+/// Sessions whose keys a gate keeps: every member's (each sends under one session per
+/// process) with room for one-shot clients, and at least `MIN_CACHED_SESSIONS`. Below the
+/// member count, a cluster's steady heartbeats would miss the cache in proportion (random
+/// eviction) and pay an HKDF each.
+const MIN_CACHED_SESSIONS: usize = 8192;
+
+fn key_cache_capacity(config: &GateConfig) -> usize {
+    MIN_CACHED_SESSIONS.max(config.members.len() + config.members.len() / 4)
+}
+
 /// A copy of a frame's body larger than this is not kept between frames (see `open_uncached`).
 const MAX_KEPT_RETRY: usize = 64 * 1024;
 
@@ -247,6 +257,8 @@ pub struct Gate {
     members: HashSet<Box<str>, FastState>,
     shared: Arc<SharedGuard>,
     keys: KeyCache,
+    /// This worker's copy of the banned names (step 3 without a lock).
+    bans: BanCache,
     keyring: Vec<(Fingerprint, Box<[u8]>)>,
     /// The sealed body of a frame tried under more than one secret: a failed open leaves the
     /// buffer unspecified, so the next secret is tried on this copy's bytes.
@@ -264,9 +276,10 @@ impl Gate {
             members: member_set(&config),
             keyring: keyring(&config),
             retry: Vec::new(),
+            bans: BanCache::new(&shared.blacklist),
+            keys: KeyCache::new(key_cache_capacity(&config)),
             config,
             shared,
-            keys: KeyCache::new(8192),
             parser: RequestParser::new(),
             last_heartbeat: HashMap::with_hasher(FastState::default()),
             stats: GateStats::default(),
@@ -297,6 +310,7 @@ impl Gate {
             self.last_heartbeat.clear();
             // A cached key stands for membership (see `open`).
             self.keys.clear();
+            self.keys.set_capacity(key_cache_capacity(&config));
         }
         self.config = config;
     }
@@ -384,6 +398,10 @@ impl Gate {
                 return HeaderCheck::Drop(self.invalid(failure.nodename, reason, now_ms));
             }
         };
+        if let Err(reason) = self.blacklisted(fields.nodename, now_ms) {
+            self.stats.received += 1;
+            return HeaderCheck::Drop(reason);
+        }
         let cached = self.keys.get(fields.nodename, fields.salt).is_some();
         match self.screen(&fields, cached, false, now_ms) {
             Ok(_) => HeaderCheck::Pass,
@@ -394,8 +412,26 @@ impl Gate {
         }
     }
 
-    /// Steps 3 to 5 on a parsed header: Ok(member) if the frame may be decrypted. The join
-    /// rate token is taken unless `join_token_taken` (a TCP header checked before).
+    /// Step 3, before anything else is spent (not even the key cache's lookup): the name
+    /// from the clear header against this worker's copy of the banned names.
+    #[inline(always)]
+    fn blacklisted(&mut self, nodename: &str, now_ms: u64) -> Result<(), DropReason> {
+        match self.bans.check(&self.shared.blacklist, nodename, now_ms) {
+            Verdict::Allowed => Ok(()),
+            Verdict::Banned => {
+                self.stats.dropped_blacklisted += 1;
+                Err(DropReason::Blacklisted)
+            }
+            Verdict::BanExpired => {
+                self.notices.push(Notice::BanExpired(nodename.to_owned()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Steps 4 and 5 on a parsed header that passed step 3: Ok(member) if the frame may be
+    /// decrypted. The join rate token is taken unless `join_token_taken` (a TCP header
+    /// checked before).
     fn screen(
         &mut self,
         h: &Header<'_>,
@@ -404,15 +440,6 @@ impl Gate {
         now_ms: u64,
     ) -> Result<bool, DropReason> {
         let nodename = h.nodename;
-        // 3. Blacklist, before anything else is spent.
-        match self.shared.blacklist.check(nodename, now_ms) {
-            Verdict::Allowed => {}
-            Verdict::Banned => {
-                self.stats.dropped_blacklisted += 1;
-                return Err(DropReason::Blacklisted);
-            }
-            Verdict::BanExpired => self.notices.push(Notice::BanExpired(nodename.to_owned())),
-        }
         if !matches!(h.kind, Kind::Request | Kind::Heartbeat) {
             return Err(self.invalid(Some(nodename), Invalid::UnexpectedKind(h.kind), now_ms));
         }
@@ -487,8 +514,12 @@ impl Gate {
         } = fields;
         let salt = *salt;
         let (header, body) = (frame.header, frame.body);
+        // 3.
+        if let Err(reason) = self.blacklisted(nodename, now_ms) {
+            return Opened::Drop(reason);
+        }
         let cached = self.keys.get(nodename, &salt).is_some();
-        // 3 to 5.
+        // 4 and 5.
         let member = match self.screen(&fields, cached, join_token_taken, now_ms) {
             Ok(m) => m,
             Err(reason) => return Opened::Drop(reason),

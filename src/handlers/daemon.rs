@@ -40,6 +40,7 @@ pub(crate) fn status_document(state: &DaemonState, now: u64) -> Map<String, Valu
     if let Some(l) = state.listener.get() {
         let running = l.running();
         listener.insert("backend".into(), json!(running.map(|r| r.0)));
+        listener.insert("backend_reason".into(), json!(l.backend_reason()));
         listener.insert("addr".into(), json!(running.map(|r| r.1.to_string())));
         listener.insert("threads".into(), json!(l.slots_len()));
     }

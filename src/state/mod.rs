@@ -91,12 +91,9 @@ impl PeerStatus {
     /// Reads the `sees` list of the monitor just received, if the monitor changed; the names
     /// it no longer lists were last seen through it when its previous heartbeat came.
     pub(crate) fn take_sees(&mut self, previous_seen_ms: u64, seen_via: &mut SeenVia) {
-        let monitor = self.view.monitor().to_value();
-        let now: Option<Vec<String>> = monitor["sees"].as_array().map(|l| {
-            l.iter()
-                .filter_map(|n| n.as_str().map(str::to_string))
-                .collect()
-        });
+        // Read from the raw monitor: a document of it would cost more than the heartbeat's
+        // whole apply.
+        let now = self.view.monitor().get_strings("sees");
         for gone in self.sees.iter().flatten() {
             if now.as_ref().is_none_or(|l| !l.contains(gone)) {
                 let at = seen_via.entry(gone.clone()).or_insert(0);
@@ -168,6 +165,14 @@ pub(crate) fn gone_for_ms(
     config: &NodeConfig,
     now_ms: u64,
 ) -> u64 {
+    // A member heard within its limit is not gone, whatever others say of it: that answer
+    // needs no walk over every peer (the monitor asks for every node of every service, on
+    // every tick).
+    if let Some(p) = peers.get(name)
+        && p.presence(now_ms, config) != Presence::Gone
+    {
+        return 0;
+    }
     let last = last_seen_by_anyone(name, peers, seen_via, config, now_ms);
     if last == 0 {
         return u64::MAX;

@@ -82,6 +82,11 @@ impl KeyCache {
         );
     }
 
+    /// Bounds the cache to `capacity` sessions from the next insertion on.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+    }
+
     /// Forgets every key: the cluster name or the members changed.
     pub fn clear(&mut self) {
         self.map.clear();

@@ -23,6 +23,11 @@ pub struct ClusterHb {
     pub status_p50_ms: f64,
     pub status_p99_ms: f64,
     pub status_max_ms: f64,
+    /// The daemon's CPU over the run, in % of one core.
+    pub daemon_cpu_pct: f64,
+    /// The daemon's VmRSS at the end and its peak (VmHWM), MiB.
+    pub rss_end_mib: f64,
+    pub rss_peak_mib: f64,
 }
 
 pub fn run(
@@ -48,6 +53,7 @@ pub fn run(
     let mut senders = senders(&identity.secret, &identity.cluster, &names, now_ms());
     let payload = heartbeat_payload(frame_size, names[0].len());
     let before = daemon.counters()?;
+    let (cpu0, t0) = (crate::sys::process_cpu_s(daemon.pid), Instant::now());
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     let stop_at = Instant::now() + Duration::from_secs(secs);
     // The sender paces itself on its own thread; this one asks for the status.
@@ -85,7 +91,10 @@ pub fn run(
     let sent = sender
         .join()
         .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?;
+    let cpu_pct = (crate::sys::process_cpu_s(daemon.pid) - cpu0) * 100.0
+        / t0.elapsed().as_secs_f64().max(1e-3);
     let after = daemon.counters()?;
+    let rss = daemon.rss();
     let status = daemon.status()?;
     latencies.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| {
@@ -104,5 +113,8 @@ pub fn run(
         status_p50_ms: pct(0.5),
         status_p99_ms: pct(0.99),
         status_max_ms: latencies.last().copied().unwrap_or(0.0),
+        daemon_cpu_pct: cpu_pct,
+        rss_end_mib: rss.rss_kib as f64 / 1024.0,
+        rss_peak_mib: rss.hwm_kib as f64 / 1024.0,
     })
 }

@@ -36,18 +36,20 @@ measured window (--duration), and the senders stop at a deadline.
 Scenarios:
 
   null-sink           A receiver that only counts datagrams: as many threads and sockets as the
-                      listener (SO_REUSEPORT, the same receive buffer, the same CPU pinning), the
-                      same io_uring receive ring (multishot recvmsg, provided buffers). What the
-                      kernel delivers for this sender: the reference of every ratio. Measured
-                      at each size the other scenarios use (and 0 B for empty-packets).
+                      listener (SO_REUSEPORT, the same receive buffer, the same CPU pinning),
+                      each taking up to 64 datagrams per blocking recvmmsg. Its CPU per
+                      datagram is the floor of the CPU ratios (the primary figures), its rate
+                      the reference of the throughput ratios. Measured at each size the other
+                      scenarios use (and 0 B for empty-packets).
 
   hb-udp              N simulated member nodes (--nodes, 1000) sending heartbeats (kind 3) as
                       fast as sendmmsg goes from --sockets source sockets, frames sealed before
                       the clock starts (fresh counters, nothing replayed), at each --size
                       (256 and 1024 B). Each node repeats its content (its generation stays
-                      at 1): a node's steady state. Reports the heartbeats applied to the
-                      peers' views per second (and the listener's delivered/s, repeats/s)
-                      and pipeline / null-sink.
+                      at 1): a node's steady state. Reports the CPU per frame of the
+                      listener's workers and the handler shards against the null sink's per
+                      datagram, then the heartbeats applied to the peers' views per second
+                      (and the listener's delivered/s, repeats/s) and pipeline / null-sink.
 
   hb-udp-news         The same, but every heartbeat is a new generation of its node's content:
                       nothing repeats, every payload is read in full. The worst case.
@@ -73,8 +75,10 @@ Scenarios:
                       4 s with --quick.
 
 Every daemon run reports its RSS when ready, at the end, and its peak (VmHWM), and the CPU time
-of each of its threads over the window. The summary prints the ratios (pipeline / null-sink,
-io_uring / epoll, legit under flood / alone) and the targets; --json writes every figure.";
+of each of its threads over the window (schedstat). The summary prints the ratios (CPU per
+frame of the workers and shards / the null sink's per datagram, io_uring / epoll CPU per
+frame, pipeline / null-sink, legit under flood / alone) and the targets; --check exits with
+status 3 when a primary target is missed; --json writes every figure.";
 
 #[derive(Parser, Debug)]
 #[command(name = "lsnr-bench", about = ABOUT, long_about = LONG_ABOUT)]
@@ -146,6 +150,11 @@ struct Cli {
     /// Write the summary, every figure, as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Exit non-zero when a target measured in this run is missed, printing one line per
+    /// missed target with its goal and the figure (with --cluster-hb: the daemon under 25 %
+    /// of one core, under 200 MiB RSS, `daemon status` p99 under 250 ms)
+    #[arg(long)]
+    check: bool,
 }
 
 fn parse_scenario(s: &str) -> Result<Scenario, String> {
@@ -238,8 +247,15 @@ fn options(cli: Cli) -> Result<(Options, Option<PathBuf>), String> {
     Ok((o, cli.json))
 }
 
+/// The goals of `--cluster-hb --check` (issue 14, at 10,000 nodes): (what, limit).
+const CLUSTER_GOALS: [(&str, f64); 3] = [
+    ("daemon cpu % of one core", 25.0),
+    ("daemon rss peak MiB", 200.0),
+    ("daemon status p99 ms", 250.0),
+];
+
 /// `--cluster-hb`: a table and (with --json) the figures.
-fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>) -> ExitCode {
+fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> ExitCode {
     let mut rows = Vec::new();
     for backend in ["io_uring", "epoll"] {
         eprintln!(
@@ -254,10 +270,13 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>) -> ExitCode {
             }
         }
     }
-    println!("backend    nodes  sent/s  delivered/s  peers  status calls  p50 ms  p99 ms  max ms");
+    println!(
+        "backend    nodes  sent/s  delivered/s  peers  status calls  p50 ms  p99 ms  max ms  cpu %  rss end/peak MiB"
+    );
+    let mut missed = Vec::new();
     for (b, r) in &rows {
         println!(
-            "{b:<10} {:>5} {:>7.0} {:>12.0} {:>6} {:>13} {:>7.2} {:>7.2} {:>7.2}",
+            "{b:<10} {:>5} {:>7.0} {:>12.0} {:>6} {:>13} {:>7.2} {:>7.2} {:>7.2} {:>6.1}  {:.1}/{:.1}",
             r.nodes,
             r.sent as f64 / r.secs,
             r.delivered as f64 / r.secs,
@@ -265,8 +284,20 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>) -> ExitCode {
             r.status_calls,
             r.status_p50_ms,
             r.status_p99_ms,
-            r.status_max_ms
+            r.status_max_ms,
+            r.daemon_cpu_pct,
+            r.rss_end_mib,
+            r.rss_peak_mib,
         );
+        let figures = [r.daemon_cpu_pct, r.rss_peak_mib, r.status_p99_ms];
+        for ((what, limit), v) in CLUSTER_GOALS.iter().zip(figures) {
+            if v >= *limit {
+                missed.push(format!(
+                    "missed: cluster-hb {} nodes {b}: {what}: {v:.1} (goal < {limit})",
+                    r.nodes
+                ));
+            }
+        }
     }
     if let Some(path) = json {
         let v: Vec<serde_json::Value> = rows
@@ -277,17 +308,36 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>) -> ExitCode {
                     "delivered": r.delivered, "peers_seen": r.peers_seen,
                     "status_calls": r.status_calls, "status_p50_ms": r.status_p50_ms,
                     "status_p99_ms": r.status_p99_ms, "status_max_ms": r.status_max_ms,
+                    "daemon_cpu_pct": r.daemon_cpu_pct, "rss_end_mib": r.rss_end_mib,
+                    "rss_peak_mib": r.rss_peak_mib,
                 })
             })
             .collect();
         let _ = std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap_or_default());
     }
-    ExitCode::SUCCESS
+    finish_check(check, &missed)
+}
+
+/// `--check`: one line per missed target, and the exit status.
+fn finish_check(check: bool, missed: &[String]) -> ExitCode {
+    if !check {
+        return ExitCode::SUCCESS;
+    }
+    for m in missed {
+        println!("{m}");
+    }
+    if missed.is_empty() {
+        println!("check: every target measured was met");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cluster = cli.cluster_hb;
+    let check = cli.check;
     let secs = cli.duration;
     let (opts, json) = match options(cli) {
         Ok(o) => o,
@@ -297,7 +347,7 @@ fn main() -> ExitCode {
         }
     };
     if cluster {
-        return cluster_hb(&opts, secs.map_or(20, |d| d.max(1.0) as u64), json);
+        return cluster_hb(&opts, secs.map_or(20, |d| d.max(1.0) as u64), json, check);
     }
     let mut log = |s: &str| eprintln!("{s}");
     let summary = match scenarios::run_all(&opts, &mut log) {
@@ -315,5 +365,5 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    ExitCode::SUCCESS
+    finish_check(check, &summary.missed())
 }

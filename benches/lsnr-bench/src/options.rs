@@ -54,8 +54,11 @@ impl Scenario {
 
 pub const BACKENDS: [&str; 2] = ["io_uring", "epoll"];
 
+/// The backend label of the null sink: blocking `recvmmsg` on each of its sockets, nothing
+/// done with the data, the floor of any receiver's CPU per datagram.
+pub const SINK: &str = "recvmmsg";
 /// The backend label of the null sink left unpinned (a run of its own in the report).
-pub const UNPINNED: &str = "io_uring unpinned";
+pub const UNPINNED: &str = "recvmmsg unpinned";
 
 /// What a run is asked to do. `Options::quick()` and `Options::full()` are the presets.
 #[derive(Clone, Debug)]

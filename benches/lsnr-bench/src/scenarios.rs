@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::{CLUSTER, Counters, Daemon, DaemonSpec};
 use crate::frames::{self, Pool};
-use crate::options::{Options, Scenario, UNPINNED};
+use crate::options::{Options, SINK, Scenario, UNPINNED};
 use crate::report::{Run, Summary};
 use crate::send::{Blast, Lane, Paced, connected_socket};
 use crate::sink::NullSink;
@@ -30,6 +30,8 @@ struct Ctx<'a> {
     names: Vec<String>,
     /// Null-sink rate by frame size, for sizing pools and for the ratios.
     sink_rate: BTreeMap<usize, f64>,
+    /// Null-sink CPU per datagram (µs) by frame size: the floor of the CPU ratios.
+    sink_cpu_us: BTreeMap<usize, f64>,
 }
 
 impl Ctx<'_> {
@@ -258,11 +260,21 @@ fn finish_run(run: &mut Run, d: &Daemon, rss_start: sys::Rss, w: &Window) {
         .filter(|(k, _)| k.starts_with("lsnr."))
         .map(|(_, v)| v)
         .sum();
+    let shards: f64 = w
+        .cpu
+        .iter()
+        .filter(|(k, _)| k.starts_with("shard."))
+        .map(|(_, v)| v)
+        .sum();
     run.set("daemon_cpu_s", cpu_total);
     run.set("listener_cpu_s", lsnr);
+    run.set("shards_cpu_s", shards);
     let received = w.delta("received");
     if received > 0.0 {
         run.set("listener_cpu_us_per_frame", lsnr * 1e6 / received);
+        run.set("shards_cpu_us_per_frame", shards * 1e6 / received);
+        // The receive path: the workers' and the handler shards' CPU, per frame received.
+        run.set("cpu_us_per_frame", (lsnr + shards) * 1e6 / received);
     }
     let (warn, error) = d.log_problems();
     if error > 0 {
@@ -276,9 +288,7 @@ pub fn run_all(opts: &Options, log: Log<'_>) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let mut opts = opts.clone();
     if let Err(e) = osvc_agent::internals::bench_support::uring_available() {
-        log(&format!(
-            "io_uring unavailable ({e}): epoll backend only, recvmmsg null sink"
-        ));
+        log(&format!("io_uring unavailable ({e}): epoll backend only"));
         opts.backends.retain(|b| *b != "io_uring");
     }
     let opts = &opts;
@@ -286,6 +296,7 @@ pub fn run_all(opts: &Options, log: Log<'_>) -> anyhow::Result<Summary> {
         opts,
         names: frames::node_names(opts.nodes),
         sink_rate: BTreeMap::new(),
+        sink_cpu_us: BTreeMap::new(),
     };
     let mut summary = Summary {
         date: sys::utc_now(),
@@ -322,6 +333,9 @@ pub fn run_all(opts: &Options, log: Log<'_>) -> anyhow::Result<Summary> {
             if pinned {
                 ctx.sink_rate
                     .insert(size, r.get("received_per_s").unwrap_or(0.0));
+                if let Some(cpu) = r.get("sink_cpu_us_per_frame") {
+                    ctx.sink_cpu_us.insert(size, cpu);
+                }
             }
             log(&format!(
                 "  {:.0} datagrams/s received ({:.0} sent/s)",
@@ -399,8 +413,7 @@ fn options_json(o: &Options) -> serde_json::Value {
 /// CPU alone, and the sender goes faster).
 fn null_sink(ctx: &Ctx<'_>, size: usize, pinned: bool) -> anyhow::Result<Run> {
     let o = ctx.opts;
-    let uring = osvc_agent::internals::bench_support::uring_available().is_ok();
-    let sink = NullSink::start(o.ip, o.resolved_threads(), pinned && o.pin, uring)?;
+    let sink = NullSink::start(o.ip, o.resolved_threads(), pinned && o.pin)?;
     let lanes = ctx.cyclic_lanes(o.sockets, sink.addr, frames::filler_pool(size, 64))?;
     let snmp0 = sys::udp_snmp();
     let blast = Blast::start(
@@ -419,16 +432,7 @@ fn null_sink(ctx: &Ctx<'_>, size: usize, pinned: bool) -> anyhow::Result<Run> {
     sink.finish()?;
     let snmp1 = sys::udp_snmp();
     let dt = (t1 - t0).as_secs_f64();
-    let mut run = Run::new(
-        "null-sink",
-        match (pinned, uring) {
-            (true, true) => "io_uring",
-            (false, true) => UNPINNED,
-            (true, false) => "recvmmsg",
-            (false, false) => "recvmmsg unpinned",
-        },
-        size,
-    );
+    let mut run = Run::new("null-sink", if pinned { SINK } else { UNPINNED }, size);
     run.set("received_per_s", (r1 - r0) as f64 / dt);
     run.set("sent_per_s", (s1 - s0) as f64 / dt);
     run.set(
@@ -579,14 +583,20 @@ fn hb_udp(
         "peers_seen",
         d.status()?["peers"].as_object().map_or(0, |p| p.len()) as f64,
     );
+    if let (Some(cpu), Some(&sink)) = (run.get("cpu_us_per_frame"), ctx.sink_cpu_us.get(&size)) {
+        run.set("cpu_over_null_sink", cpu / sink);
+    }
     run.columns = vec![
+        ("cpu µs/frame", "cpu_us_per_frame"),
+        ("/ null-sink cpu", "cpu_over_null_sink"),
+        ("workers µs", "listener_cpu_us_per_frame"),
+        ("shards µs", "shards_cpu_us_per_frame"),
         ("applied/s", "applied_per_s"),
         ("delivered/s", "delivered_per_s"),
         ("repeats/s", "heartbeat_repeats_per_s"),
         ("received/s", "received_per_s"),
         ("/ null-sink", "pipeline_over_null_sink"),
         ("invalid", "invalid_in_window"),
-        ("lsnr µs/frame", "listener_cpu_us_per_frame"),
         ("daemon cpu s", "daemon_cpu_s"),
         ("IPIs/frame", "ipis_per_frame"),
         ("others' cpu s", "foreign_cpu_s"),

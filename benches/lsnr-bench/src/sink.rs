@@ -1,9 +1,8 @@
-//! The null sink: what the kernel delivers to a receiver that does nothing but count. Same
-//! sockets as the listener (`bench_support::udp_reuseport`: SO_REUSEPORT, the same
-//! receive buffer), the same number of them and the same pinning, and the same io_uring
-//! receive ring (multishot recvmsg over provided buffers) — but each thread blocks on its ring
-//! instead of running a pipeline. Where io_uring is refused (a container's seccomp profile),
-//! it falls back to blocking `recvmmsg`, 64 datagrams a call.
+//! The null sink: the floor of a receiver's CPU per datagram for this sender. Same sockets
+//! as the listener (`bench_support::udp_reuseport`: SO_REUSEPORT, the same receive buffer),
+//! the same number of them and the same pinning; each thread takes up to 64 datagrams per
+//! blocking `recvmmsg` and does nothing with them but count. What the kernel's receive costs
+//! with the fewest syscalls and no work per datagram: the reference of every ratio.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use osvc_agent::internals::bench_support::RecvRing;
 use osvc_agent::internals::bench_support::udp_reuseport;
 
 pub struct NullSink {
@@ -22,9 +20,8 @@ pub struct NullSink {
 }
 
 impl NullSink {
-    /// `pin`: pin thread i as the listener pins worker i (`bench_support::pin_worker`). `uring`:
-    /// the io_uring ring, else `recvmmsg`.
-    pub fn start(ip: IpAddr, threads: usize, pin: bool, uring: bool) -> std::io::Result<NullSink> {
+    /// `pin`: pin thread i as the listener pins worker i (`bench_support::pin_worker`).
+    pub fn start(ip: IpAddr, threads: usize, pin: bool) -> std::io::Result<NullSink> {
         let threads = threads.max(1);
         let first = udp_reuseport(&SocketAddr::new(ip, 0))?;
         let addr = first.local_addr()?;
@@ -46,17 +43,7 @@ impl NullSink {
                         if pin {
                             osvc_agent::internals::bench_support::pin_worker(i, threads);
                         }
-                        if !uring {
-                            return recvmmsg_loop(&sock, &stop, &count);
-                        }
-                        let mut ring = RecvRing::new(sock)?;
-                        let mut n = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            ring.wait(Duration::from_millis(50))?;
-                            n += ring.drain(usize::MAX, |_, _| {}).datagrams as u64;
-                            count.store(n, Ordering::Relaxed);
-                        }
-                        Ok(())
+                        recvmmsg_loop(&sock, &stop, &count)
                     })?,
             );
         }
@@ -93,7 +80,7 @@ impl Drop for NullSink {
     }
 }
 
-/// The fallback receiver: blocking `recvmmsg` (at most 50 ms per call), counting only.
+/// The receiver: blocking `recvmmsg` (at most 50 ms per call), counting only.
 fn recvmmsg_loop(
     sock: &std::net::UdpSocket,
     stop: &AtomicBool,

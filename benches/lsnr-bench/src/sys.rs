@@ -46,7 +46,10 @@ fn parse_stat(text: &str) -> Option<(String, f64)> {
 }
 
 /// CPU seconds used so far by each thread of `pid`, summed by thread name with the numeric
-/// suffix kept (`lsnr.0`, `shard.0`...).
+/// suffix kept (`lsnr.0`, `shard.0`...). From the scheduler's own count (`schedstat`, in ns)
+/// where the kernel has it: `stat`'s utime and stime are sampled at each tick (4 ms at
+/// HZ=250), which charges a thread that wakes often for short bursts by chance, and a 1 s
+/// window only holds 250 ticks.
 pub fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -54,8 +57,12 @@ pub fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     };
     for e in dir.flatten() {
         if let Ok(text) = std::fs::read_to_string(e.path().join("stat"))
-            && let Some((name, cpu)) = parse_stat(&text)
+            && let Some((name, ticks)) = parse_stat(&text)
         {
+            let cpu = std::fs::read_to_string(e.path().join("schedstat"))
+                .ok()
+                .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(ticks, |ns| ns as f64 / 1e9);
             *out.entry(name).or_insert(0.0) += cpu;
         }
     }

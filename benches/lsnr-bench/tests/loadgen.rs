@@ -71,7 +71,7 @@ fn quick_hb_udp_reports_nonzero_figures() {
             .as_f64()
             .unwrap_or_else(|| panic!("no {name} in {scenario} {backend}"))
     };
-    // Where io_uring is refused the tool runs the epoll backend only, with a recvmmsg sink.
+    // Where io_uring is refused the tool runs the epoll backend only.
     let backends: Vec<&str> = summary["options"]["backends"]
         .as_array()
         .unwrap()
@@ -79,18 +79,19 @@ fn quick_hb_udp_reports_nonzero_figures() {
         .map(|b| b.as_str().unwrap())
         .collect();
     assert!(backends.contains(&"epoll"), "{backends:?}");
-    let sink = if backends.contains(&"io_uring") {
-        "io_uring"
-    } else {
-        "recvmmsg"
-    };
-    assert!(fig("null-sink", sink, "received_per_s") > 0.0);
+    assert!(fig("null-sink", "recvmmsg", "received_per_s") > 0.0);
+    assert!(fig("null-sink", "recvmmsg", "sink_cpu_us_per_frame") > 0.0);
     for &backend in &backends {
         for sc in ["hb-udp", "hb-udp-news"] {
             assert!(fig(sc, backend, "delivered_per_s") > 0.0, "{sc} {backend}");
             assert!(fig(sc, backend, "applied_per_s") > 0.0, "{sc} {backend}");
             assert!(fig(sc, backend, "received_per_s") > 0.0, "{sc} {backend}");
             assert_eq!(fig(sc, backend, "invalid_in_window"), 0.0, "{sc} {backend}");
+            assert!(fig(sc, backend, "cpu_us_per_frame") > 0.0, "{sc} {backend}");
+            assert!(
+                fig(sc, backend, "cpu_over_null_sink") > 0.0,
+                "{sc} {backend}"
+            );
         }
         // A node repeating itself is recognised; news never repeats.
         assert!(
@@ -111,8 +112,17 @@ fn quick_hb_udp_reports_nonzero_figures() {
     }
     let ratios = summary["ratios"].as_object().unwrap();
     assert!(ratios.keys().any(|k| k.contains("pipeline / null-sink")));
+    assert!(
+        ratios
+            .keys()
+            .any(|k| k.contains("cpu per frame / null-sink's"))
+    );
     if backends.len() == 2 {
-        assert!(ratios.keys().any(|k| k.contains("io_uring / epoll")));
+        assert!(
+            ratios
+                .keys()
+                .any(|k| k.contains("io_uring / epoll cpu per frame"))
+        );
     }
     assert!(
         elapsed < Duration::from_secs(15),
