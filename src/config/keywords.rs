@@ -526,7 +526,7 @@ pub const KEYWORDS: &[Keyword] = &[
         "format",
         Type::Choice(LOG_FORMAT_CHOICES),
         Value("text"),
-        "How the daemon writes its log lines.",
+        "How the daemon writes its log lines: text or one JSON object a line (read at start: a change needs a restart).",
     ),
 ];
 
