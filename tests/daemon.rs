@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use osvc_agent::internals::wire::{Kind, Request, Sealer};
+use osvc_agent::internals::wire::{FrameView, Kind, Request, Sealer, SessionKey};
 
 /// Runs a test body against both backends.
 macro_rules! both_backends {
@@ -1642,4 +1642,80 @@ fn metrics_from_the_cli_and_over_http_move_with_the_traffic() {
     assert!(scrape(addr).contains("osvc_uptime_seconds"));
     drop(slow);
     drop(taken);
+}
+
+/// A node hearing thousands of members still heartbeats: the list of members it sees is left
+/// out of its heartbeats once it would crowd the payload (every part repeats the monitor),
+/// instead of the heartbeat growing past a datagram and never going out.
+#[test]
+fn heartbeats_go_out_when_too_many_members_to_list() {
+    const MEMBERS: usize = 2_400;
+    let names: Vec<String> = (0..MEMBERS).map(|i| format!("member-{i:05}")).collect();
+    // The watcher is a member at 127.0.0.9 on the daemon's port: the daemon's heartbeats to
+    // it arrive on this socket.
+    let ip = "127.0.0.1";
+    let port = free_port_on(&["127.0.0.1", "127.0.0.9"]);
+    let watcher = UdpSocket::bind(("127.0.0.9", port)).unwrap();
+    watcher
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut extra =
+        String::from("\n[hb]\ninterval = 200ms\ntimeout = 10s\n[node.watcher]\naddr = 127.0.0.9\n");
+    for n in &names {
+        extra.push_str(&format!("[node.{n}]\naddr = 127.0.0.254\n"));
+    }
+    let nodes = format!("n1 watcher {}", names.join(" "));
+    let n = Node::start(Opts {
+        ip,
+        port: Some(port),
+        nodes: &nodes,
+        extra: &extra,
+        ..Default::default()
+    });
+    // The monitor of the next heartbeat the watcher gets (within 5 s).
+    let next_monitor = || -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65_536];
+        while std::time::Instant::now() < deadline {
+            let Ok(len) = watcher.recv(&mut buf) else {
+                continue;
+            };
+            let mut f = buf[..len].to_vec();
+            let (nodename, salt) = {
+                let v = FrameView::parse(&f).unwrap();
+                (v.nodename().to_string(), *v.salt())
+            };
+            let key = SessionKey::derive(SECRET.as_bytes(), CLUSTER, &nodename, &salt);
+            let range = key.open_in_place(&mut f).unwrap();
+            let hb: serde_json::Value = serde_json::from_slice(&f[range]).unwrap();
+            return hb["monitor"].clone();
+        }
+        panic!("no heartbeat from the daemon in 5 s");
+    };
+    assert!(next_monitor()["sees"].is_array(), "a short list is sent");
+    // Every member heard once.
+    let s = UdpSocket::bind((ip, 0)).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let _ = s.send_to(&heartbeat(&mut peer(name)), n.addr());
+        if i % 200 == 199 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    wait_for("the members heard", Duration::from_secs(20), || {
+        (n.json(&["daemon", "status"])["data"]["member_states"]["up"]
+            .as_u64()
+            .unwrap_or(0)
+            > 2_000)
+            .then_some(())
+    });
+    // Heartbeats keep going out, without the list.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut without = 0;
+    while without < 3 && std::time::Instant::now() < deadline {
+        let m = next_monitor();
+        if m.get("sees").is_none() {
+            without += 1;
+        }
+    }
+    assert_eq!(without, 3, "heartbeats without the list still go out");
 }

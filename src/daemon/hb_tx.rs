@@ -95,10 +95,32 @@ fn monitor_summary(state: &DaemonState) -> Value {
             sees.push(name);
         }
     }
-    sees.sort_unstable();
-    monitor["sees"] = json!(sees);
+    // Every part of a heartbeat repeats the monitor: a list that took most of the payload
+    // would leave no room for services, and past the payload's size no heartbeat would go out
+    // at all (peers would see this node stale while it runs its services). Beyond the bound
+    // the list is left out: peers then count this node's vote without it, as from a node that
+    // does not say what it sees.
+    let listed_bytes: usize = sees.iter().map(|n| n.len() + 3).sum();
+    if listed_bytes <= MAX_SEES_BYTES {
+        sees.sort_unstable();
+        monitor["sees"] = json!(sees);
+    } else if !SEES_LEFT_OUT.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            members = sees.len(),
+            bytes = listed_bytes,
+            limit = MAX_SEES_BYTES,
+            "too many members to list those this node sees in its heartbeats; the list is left out (quorum then cannot tell a one-way loss)"
+        );
+    }
     monitor
 }
+
+/// The most bytes of member names a heartbeat's `sees` list may take: a third of the
+/// heartbeat payload (about 2,000 members of 10-character names).
+const MAX_SEES_BYTES: usize = crate::hb::MAX_PAYLOAD / 3;
+
+/// Whether the warning about a `sees` list left out was logged (once a process).
+static SEES_LEFT_OUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// One beat: the current content, sealed for every other member and sent.
 fn beat(state: &DaemonState, sock: &UdpSocket) {
