@@ -158,7 +158,9 @@ pub(super) fn status_table(d: &Value) -> String {
             str_of(&d["nodename"]),
             format!("cluster {}", str_of(&d["cluster"]["name"])),
             format!("pid {}", str_of(&d["pid"])),
-            format!("up {}s", str_of(&d["uptime_s"])),
+            d["uptime_s"]
+                .as_u64()
+                .map_or_else(|| "up -".into(), |s| format!("up {}", age(s * 1000))),
             format!(
                 "monitor {} ({})",
                 str_of(&d["monitor"]["local_expect"]),
@@ -207,7 +209,13 @@ pub(super) fn status_table(d: &Value) -> String {
             .iter()
             .map(|(name, v)| {
                 if let Some(e) = v["last_error"].as_str() {
-                    errors += &format!("  {name}: {e}\n");
+                    match v["last_error_ms"].as_u64() {
+                        Some(ms) => {
+                            errors +=
+                                &format!("  {name}: {e} (at {})\n", super::common::format_ms(ms))
+                        }
+                        None => errors += &format!("  {name}: {e}\n"),
+                    }
                 }
                 match v["restarts"].as_u64().unwrap_or(0) {
                     0 => format!("{name} {}", str_of(&v["state"])),
@@ -315,7 +323,10 @@ mod tests {
         let d = serde_json::json!({
             "nodename": "n1",
             "listener": {"counters": {"received": 7, "invalid_total": 1}},
-            "threads": {"hb.tx": {"state": "running", "restarts": 2, "last_error": "boom"}},
+            "threads": {
+                "hb.tx": {"state": "running", "restarts": 2, "last_error": "boom"},
+                "metrics": {"state": "idle", "restarts": 0, "last_error": "bind", "last_error_ms": 0},
+            },
             "member_states": {"up": 1, "never seen": 1},
             "members": {
                 "n2": {"state": "up", "addr": "127.0.0.2:1214", "age_ms": 400, "beats": 12},
@@ -332,6 +343,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  hb.tx: boom\n"), "{text}");
+        assert!(text.contains("metrics idle"), "{text}");
+        assert!(
+            text.contains("  metrics: bind (at 19"),
+            "when it happened: {text}"
+        );
         let rows: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.contains("MEMBER"))
