@@ -88,6 +88,20 @@ pub(super) fn edit_file(path: &Path, apply: impl FnOnce(&str) -> Result<()>) -> 
     Ok(())
 }
 
+/// An error as the CLIs print it: one line, each cause once, and what to do when a file of
+/// the agent's was not ours to read or write.
+pub(super) fn report(bin: &str, e: &anyhow::Error) {
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    if denied {
+        eprintln!("{bin}: {e:#} (run as root, or as the user owning the agent's files)");
+    } else {
+        eprintln!("{bin}: {e:#}");
+    }
+}
+
 pub(super) fn stdout_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stdout().is_terminal()

@@ -181,7 +181,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("nodemgr: {e:#}");
+            super::common::report("nodemgr", &e);
             ExitCode::FAILURE
         }
     }

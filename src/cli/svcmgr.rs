@@ -155,7 +155,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("svcmgr: {e:#}");
+            super::common::report("svcmgr", &e);
             ExitCode::FAILURE
         }
     }
