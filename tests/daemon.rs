@@ -468,6 +468,27 @@ fn get_eval_prints_the_value_in_force() {
         get(&["metrics.addr", "--eval"]),
         (true, String::new(), String::new())
     );
+    // --format json: one JSON document, a string or null, as every answer is.
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&get(&[args, &["--format", "json"][..]].concat()).1).unwrap()
+    };
+    assert_eq!(
+        json(&["node.takeover_delay", "--eval"]),
+        serde_json::json!({"data": "15s", "status": 0})
+    );
+    assert_eq!(
+        json(&["metrics.addr", "--eval"])["data"],
+        serde_json::Value::Null
+    );
+    let (ok, out, _) = nodemgr_at(
+        &root,
+        &["cluster", "keyring", "generate", "--format", "json"],
+    );
+    let secret: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        ok && secret["data"].as_str().is_some_and(|s| s.len() == 64),
+        "{out}"
+    );
     let (ok, _, err) = get(&["listener.join_rat", "--eval"]);
     assert!(
         !ok && err.contains("did you mean listener.join_rate?"),

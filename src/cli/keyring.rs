@@ -173,7 +173,7 @@ pub(super) fn run(
 ) -> Result<ExitCode> {
     let request = match cmd {
         KeyringCmd::Generate => {
-            println!("{}", config::try_generate_secret()?);
+            super::output::say(format, &config::try_generate_secret()?);
             return Ok(ExitCode::SUCCESS);
         }
         KeyringCmd::Install { secret_file } => Request::KeyringInstall {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use super::nodeconf;
-use super::output::{json_line, status_table, value_table};
+use super::output::{json_line, say, status_table, value_table};
 use crate::client::{self, ClientError};
 use crate::config::{self, Paths};
 use crate::daemon::{self, RunOptions};
@@ -297,7 +297,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Get { param, eval } => {
             refuse_remote(&cli, "get")?;
-            nodeconf::get(&paths.node_conf(), param, *eval)
+            nodeconf::get(&paths.node_conf(), param, *eval, cli.format)
         }
         Command::Print(nodeconf::PrintCmd::Config { eval, show_secrets }) => {
             refuse_remote(&cli, "print config")?;
@@ -449,7 +449,7 @@ fn daemon_start(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
     let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
     match client::call_local(&paths.lsnr_sock(), &Request::DaemonStatus, timeout) {
         Ok(_) => {
-            println!("daemon already running");
+            say(cli.format, "daemon already running");
             return Ok(ExitCode::SUCCESS);
         }
         Err(ClientError::NotRunning(_)) => {}
@@ -487,7 +487,10 @@ fn daemon_start(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
             log_path.display()
         )
     })?;
-    println!("daemon started (pid {pid}, log {})", log_path.display());
+    say(
+        cli.format,
+        &format!("daemon started (pid {pid}, log {})", log_path.display()),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -593,10 +596,13 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
         }
         Ok(())
     })?;
-    println!(
-        "joined cluster {} through {peer}: nodes {}",
-        new.cluster.name,
-        new.cluster.nodes.join(" ")
+    say(
+        cli.format,
+        &format!(
+            "joined cluster {} through {peer}: nodes {}",
+            new.cluster.name,
+            new.cluster.nodes.join(" ")
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }

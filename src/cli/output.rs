@@ -39,6 +39,20 @@ pub(super) fn json_line<T: Serialize>(value: &T) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A command's one-line answer: the line for a person, `{"data": "LINE", "status": 0}` for a
+/// script (as the daemon's answers are).
+pub(super) fn say(format: super::nodemgr::Format, line: &str) {
+    match format {
+        super::nodemgr::Format::Table => println!("{line}"),
+        super::nodemgr::Format::Json => {
+            println!(
+                "{}",
+                json_line(&serde_json::json!({"data": line, "status": 0}))
+            )
+        }
+    }
+}
+
 /// Rows of `name  value`, the values aligned in one column.
 pub(super) fn aligned<K: AsRef<str>, V: AsRef<str>>(rows: &[(K, V)]) -> String {
     let width = rows

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::common::{format_ms, stdout_is_terminal, target};
 use super::nodemgr::{Format, GLOBAL};
-use super::output::{aligned, json_line, value_table};
+use super::output::{aligned, json_line, say, value_table};
 use crate::client::{self, ClientError, Target};
 use crate::config::{self, Paths};
 use crate::service::config::config_path;
@@ -180,7 +180,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Create { config } => {
             local_only(&cli, "create")?;
-            create(&paths, name, config.as_deref())
+            create(&paths, name, config.as_deref(), cli.format)
         }
         Command::Delete => {
             local_only(&cli, "delete")?;
@@ -188,7 +188,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             std::fs::remove_file(&path)
                 .with_context(|| format!("cannot remove {}", path.display()))?;
             let _ = std::fs::remove_dir_all(paths.services().join(name));
-            println!("{name} deleted");
+            say(cli.format, &format!("{name} deleted"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Edit(EditCmd::Config) => {
@@ -440,7 +440,7 @@ fn status_here(cli: &Cli, paths: &Paths, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn create(paths: &Paths, name: &str, from: Option<&Path>) -> Result<ExitCode> {
+fn create(paths: &Paths, name: &str, from: Option<&Path>, format: Format) -> Result<ExitCode> {
     let path = config_path(&paths.etc, name);
     if path.exists() {
         bail!("service {name} already exists ({})", path.display());
@@ -454,7 +454,7 @@ fn create(paths: &Paths, name: &str, from: Option<&Path>) -> Result<ExitCode> {
     ServiceConfig::parse(name, &text, &path, &node_name(paths))?;
     std::fs::create_dir_all(&paths.etc)?;
     write_replacing(&path, &text)?;
-    println!("{name} created ({})", path.display());
+    say(format, &format!("{name} created ({})", path.display()));
     Ok(ExitCode::SUCCESS)
 }
 
