@@ -459,6 +459,11 @@ fn table_output_is_text_and_json_stays_json() {
     assert_eq!(json["status"], 0);
     assert_eq!(json["data"]["local_expect"], "started");
     assert!(json["data"]["global_expect_updated_ms"].as_u64() > Some(0));
+    // The instance status, computed by svcmgr itself, wrapped like the daemon's answers.
+    let json: Value =
+        serde_json::from_str(&n.svcmgr("tbl", &["status", "--format", "json"])).unwrap();
+    assert_eq!(json["status"], 0, "{json}");
+    assert_eq!(json["data"]["avail"], "up", "{json}");
 
     // The node's monitor, frozen and thawed.
     assert_eq!(

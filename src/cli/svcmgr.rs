@@ -434,7 +434,11 @@ fn status_here(cli: &Cli, paths: &Paths, name: &str) -> Result<ExitCode> {
     let node = node_name(paths);
     let (_, status) = Instance::new(&cfg, &node, &paths.services()).refresh_status();
     match cli.format {
-        Format::Json => println!("{}", json_line(&status)),
+        // Wrapped as the daemon's answers are, though computed here.
+        Format::Json => println!(
+            "{}",
+            json_line(&serde_json::json!({"data": status, "status": 0}))
+        ),
         Format::Table => print!("{}", status_lines(name, &node, &status)),
     }
     Ok(ExitCode::SUCCESS)
