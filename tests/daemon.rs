@@ -489,6 +489,11 @@ fn get_eval_prints_the_value_in_force() {
         ok && secret["data"].as_str().is_some_and(|s| s.len() == 64),
         "{out}"
     );
+    let (ok, _, err) = nodemgr_at(&root, &["--node", "zz", "daemon", "status"]);
+    assert!(
+        !ok && err.contains("\"zz\" is not a member") && err.contains("cluster.nodes: n1"),
+        "{err}"
+    );
     let (ok, _, err) = get(&["listener.join_rat", "--eval"]);
     assert!(
         !ok && err.contains("did you mean listener.join_rate?"),
@@ -669,6 +674,7 @@ fn cli_errors_are_one_line_and_non_zero() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("not running"), "{err}");
+    assert!(err.contains("`nodemgr daemon start`"), "what to do: {err}");
     let _ = Path::new(&root);
 }
 

@@ -16,7 +16,14 @@ pub(super) fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
     let (_, conf) = config::load(&paths.node_conf())
         .context("--node needs this node's node.conf for the cluster secret")?;
     let addr = conf.peer_addr(node).ok_or_else(|| {
-        anyhow!("cannot resolve node {node:?} (set [node.{node}] addr in node.conf)")
+        if conf.cluster.nodes.iter().any(|n| n == node) {
+            anyhow!("cannot resolve node {node:?} (set [node.{node}] addr in node.conf)")
+        } else {
+            anyhow!(
+                "{node:?} is not a member of the cluster (cluster.nodes: {})",
+                conf.cluster.nodes.join(" ")
+            )
+        }
     })?;
     Ok(Target::Peer {
         addr,

@@ -630,7 +630,8 @@ fn daemon_leave(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
                     })
             });
         match told {
-            Ok(()) => println!("{member}: removed this node"),
+            Ok(()) if cli.format == Format::Table => println!("{member}: removed this node"),
+            Ok(()) => {}
             Err(e) => {
                 eprintln!("nodemgr: {member}: {e}");
                 failed.push(member.clone());
@@ -641,7 +642,7 @@ fn daemon_leave(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
         doc.set("cluster", "nodes", &conf.nodename)
     })?;
     if failed.is_empty() {
-        println!("left the cluster");
+        say(cli.format, "left the cluster");
         Ok(ExitCode::SUCCESS)
     } else {
         bail!(
