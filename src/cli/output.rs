@@ -145,6 +145,34 @@ fn header(label: &str, items: &[String], sep: &str) -> String {
     out + "\n"
 }
 
+/// A section of `daemon status`: its name, then a header and a row per item, each column as
+/// wide as its widest cell (the last one left ragged).
+fn table<const N: usize>(label: &str, head: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = head.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::from(" ");
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                l += &format!(" {cell}");
+            } else {
+                l += &format!(" {cell:<w$} ");
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = format!("{label}\n");
+    out += &line(head.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
 /// The metric table's headline counters, named as in the metrics without `osvc_` and
 /// `_total`.
 fn headline_counters(d: &Value) -> Vec<String> {
@@ -276,22 +304,35 @@ pub(super) fn status_table(d: &Value) -> String {
         }
     }
     if let Some(svcs) = d["services"].as_object().filter(|m| !m.is_empty()) {
-        s += "services\n";
-        for (name, v) in svcs {
-            let m = &v["monitor"];
-            let restarts: u64 = m["restarts"]
-                .as_object()
-                .map(|r| r.values().filter_map(Value::as_u64).sum())
-                .unwrap_or(0);
-            s += &format!(
-                "  {:<16} {:<6} monitor {:<14} expect {:<8} restarts {}\n",
-                name,
-                str_of(&v["avail"]),
-                str_of(&m["status"]),
-                str_of(&m["local_expect"]),
-                restarts,
-            );
-        }
+        let rows: Vec<[String; 6]> = svcs
+            .iter()
+            .map(|(name, v)| {
+                let m = &v["monitor"];
+                let restarts: u64 = m["restarts"]
+                    .as_object()
+                    .map(|r| r.values().filter_map(Value::as_u64).sum())
+                    .unwrap_or(0);
+                // An ha service: who runs it or should, and why this node does what it does.
+                let ha = match (&v["ha"]["leader"], v["ha"]["reason"].as_str()) {
+                    (Value::Null, None) => "-".to_string(),
+                    (leader, None) => format!("leader {}", str_of(leader)),
+                    (leader, Some(why)) => format!("leader {}: {why}", str_of(leader)),
+                };
+                [
+                    name.clone(),
+                    str_of(&v["avail"]),
+                    str_of(&m["status"]),
+                    str_of(&m["local_expect"]),
+                    restarts.to_string(),
+                    ha,
+                ]
+            })
+            .collect();
+        s += &table(
+            "services",
+            ["SERVICE", "AVAIL", "MONITOR", "EXPECT", "RESTARTS", "HA"],
+            &rows,
+        );
     }
     if let Some(a) = d["actions"].as_object().filter(|a| !a.is_empty()) {
         s += "actions running\n";
@@ -384,6 +425,27 @@ mod tests {
         );
         assert_eq!(age(125_000), "2m05s");
         assert_eq!(age(7_500_000), "2h05m");
+    }
+
+    #[test]
+    fn services_in_aligned_columns_with_their_ha_leader() {
+        let d = serde_json::json!({"services": {
+            "a-long-name": {"avail": "up", "monitor": {"status": "idle", "local_expect": "started",
+                "restarts": {"app#1": 1, "app#2": 2}}},
+            "ha1": {"avail": "down", "ha": {"leader": "n2", "reason": "n2 runs it"},
+                "monitor": {"status": "idle", "local_expect": "unset"}},
+        }});
+        let text = status_table(&d);
+        let rows: Vec<&str> = text.lines().skip_while(|l| *l != "services").collect();
+        assert_eq!(
+            rows[1..],
+            [
+                "  SERVICE      AVAIL  MONITOR  EXPECT   RESTARTS  HA",
+                "  a-long-name  up     idle     started  3         -",
+                "  ha1          down   idle     unset    0         leader n2: n2 runs it",
+            ],
+            "{text}"
+        );
     }
 
     #[test]
