@@ -32,7 +32,6 @@ const CONFIG_POLL: Duration = Duration::from_millis(500);
 const SWEEP: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A thread that ran this long since its last start gets its back-off reset.
 /// A thread that ran this long since its last start gets its back-off reset, and its last
 /// error dropped from the status (the log keeps it).
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
@@ -505,7 +504,7 @@ impl Supervisor {
 }
 
 /// A running thread with nothing to do under `conf`: `metrics` without `[metrics] addr`,
-/// `arbitrators` without `[arbitrator#N]` (each waits for a reload that gives it work).
+/// `arbitrators` without `[arbitrator#N]` (each until a reload gives it work).
 fn idles(id: &str, conf: &config::NodeConfig) -> bool {
     match id {
         "metrics" => conf.metrics_addr.is_none(),
