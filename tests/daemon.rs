@@ -295,7 +295,18 @@ fn thread_stop_and_start(backend: &str) {
     assert_eq!(st["threads"]["listener"]["restarts"], 0);
     let out = n.try_nodemgr(&["daemon", "stop", "--thread-id", "nope"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown thread id"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'nope'") && err.contains("hb.tx"),
+        "{err}"
+    );
+    let r = n.raw(r#"{"action": "daemon_stop", "options": {"thread_id": "nope"}}"#);
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown thread id")),
+        "{r}"
+    );
 }
 
 fn listener_panic_is_restarted(backend: &str) {
@@ -456,6 +467,32 @@ fn get_eval_prints_the_value_in_force() {
     assert_eq!(
         get(&["metrics.addr", "--eval"]),
         (true, String::new(), String::new())
+    );
+    // --format json: one JSON document, a string or null, as every answer is.
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&get(&[args, &["--format", "json"][..]].concat()).1).unwrap()
+    };
+    assert_eq!(
+        json(&["node.takeover_delay", "--eval"]),
+        serde_json::json!({"data": "15s", "status": 0})
+    );
+    assert_eq!(
+        json(&["metrics.addr", "--eval"])["data"],
+        serde_json::Value::Null
+    );
+    let (ok, out, _) = nodemgr_at(
+        &root,
+        &["cluster", "keyring", "generate", "--format", "json"],
+    );
+    let secret: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        ok && secret["data"].as_str().is_some_and(|s| s.len() == 64),
+        "{out}"
+    );
+    let (ok, _, err) = nodemgr_at(&root, &["--node", "zz", "daemon", "status"]);
+    assert!(
+        !ok && err.contains("\"zz\" is not a member") && err.contains("cluster.nodes: n1"),
+        "{err}"
     );
     let (ok, _, err) = get(&["listener.join_rat", "--eval"]);
     assert!(
@@ -637,6 +674,7 @@ fn cli_errors_are_one_line_and_non_zero() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("not running"), "{err}");
+    assert!(err.contains("`nodemgr daemon start`"), "what to do: {err}");
     let _ = Path::new(&root);
 }
 
@@ -1554,6 +1592,10 @@ fn metrics_from_the_cli_and_over_http_move_with_the_traffic() {
         "{metrics_thread}"
     );
     assert!(
+        metrics_thread["last_error_ms"].as_u64() > Some(0),
+        "when it happened: {metrics_thread}"
+    );
+    assert!(
         n.log()
             .contains(&format!("cannot serve metrics on {taken_addr}"))
     );
@@ -1598,6 +1640,18 @@ fn metrics_from_the_cli_and_over_http_move_with_the_traffic() {
     );
     assert!(text.contains("# TYPE osvc_listener_received_total counter"));
     assert!(text.contains("# HELP osvc_listener_received_total "));
+    // The same families as one JSON document.
+    let json: serde_json::Value =
+        serde_json::from_str(&n.nodemgr(&["daemon", "metrics", "--format", "json"]))
+            .expect("one JSON document");
+    let family = &json["data"]["osvc_listener_invalid_total"];
+    assert_eq!(family["type"], "counter", "{json}");
+    assert!(
+        family["samples"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|s| s["labels"]["class"] == "decrypt" && s["value"] == 2)),
+        "{family}"
+    );
 
     // Moved to a free address by a reload: served there.
     let port = free_port(n.ip);
@@ -1614,6 +1668,8 @@ fn metrics_from_the_cli_and_over_http_move_with_the_traffic() {
             .ok()
             .map(drop)
     });
+    let metrics_thread = &n.status()["threads"]["metrics"];
+    assert_eq!(metrics_thread["state"], "running", "{metrics_thread}");
     let before = scrape(addr);
     let decrypt = |t: &str| metric(t, "osvc_listener_invalid_total", Some(("class", "decrypt")));
     assert_eq!(decrypt(&before), Some(2.0));
@@ -1642,6 +1698,36 @@ fn metrics_from_the_cli_and_over_http_move_with_the_traffic() {
     assert!(scrape(addr).contains("osvc_uptime_seconds"));
     drop(slow);
     drop(taken);
+    // The bind failure is history once the thread has served a while (the log keeps it).
+    wait_for("the old error dropped", Duration::from_secs(90), || {
+        n.status()["threads"]["metrics"]
+            .get("last_error")
+            .is_none()
+            .then_some(())
+    });
+}
+
+#[test]
+fn threads_with_nothing_to_do_show_idle() {
+    let n = Node::start(Opts::default());
+    let threads = &n.status()["threads"];
+    assert_eq!(threads["metrics"]["state"], "idle", "{threads}");
+    assert_eq!(threads["arbitrators"]["state"], "idle", "{threads}");
+    assert_eq!(threads["listener"]["state"], "running", "{threads}");
+    let table = n.nodemgr(&["daemon", "status"]);
+    assert!(table.contains("metrics idle"), "{table}");
+    // Given an address by a reload, it serves.
+    let addr = SocketAddr::new(n.ip, free_port(n.ip));
+    n.nodemgr(&[
+        "set",
+        "--param",
+        "metrics.addr",
+        "--value",
+        &addr.to_string(),
+    ]);
+    wait_for("metrics running", Duration::from_secs(10), || {
+        (n.status()["threads"]["metrics"]["state"] == "running").then_some(())
+    });
 }
 
 /// A node hearing thousands of members still heartbeats: the list of members it sees is left

@@ -267,6 +267,26 @@ fn bad_inputs_get_clear_errors() {
     }
     let out = n.try_svcmgr("nope", &["clear"]);
     assert!(!out.status.success());
+    // An action on a service that does not exist: said once, with the file it would be.
+    let out = n.try_svcmgr("nope", &["start"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("unknown service nope").count(), 1, "{err}");
+    assert!(err.contains("nope.conf"), "{err}");
+    // -s after the command, as after `svcmgr start --help` shows it.
+    let out = Command::new(SVCMGR)
+        .arg("--root")
+        .arg(&n.root)
+        .args(["print", "monitor", "-s", "ok", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 0, "{answer}");
     // `node` names the node's configuration: svcmgr neither shows nor deletes it.
     for args in [&["print", "config"][..], &["delete"]] {
         let out = n.try_svcmgr("node", args);
@@ -439,6 +459,11 @@ fn table_output_is_text_and_json_stays_json() {
     assert_eq!(json["status"], 0);
     assert_eq!(json["data"]["local_expect"], "started");
     assert!(json["data"]["global_expect_updated_ms"].as_u64() > Some(0));
+    // The instance status, computed by svcmgr itself, wrapped like the daemon's answers.
+    let json: Value =
+        serde_json::from_str(&n.svcmgr("tbl", &["status", "--format", "json"])).unwrap();
+    assert_eq!(json["status"], 0, "{json}");
+    assert_eq!(json["data"]["avail"], "up", "{json}");
 
     // The node's monitor, frozen and thawed.
     assert_eq!(

@@ -16,7 +16,14 @@ pub(super) fn target(paths: &Paths, node: Option<&str>) -> Result<Target> {
     let (_, conf) = config::load(&paths.node_conf())
         .context("--node needs this node's node.conf for the cluster secret")?;
     let addr = conf.peer_addr(node).ok_or_else(|| {
-        anyhow!("cannot resolve node {node:?} (set [node.{node}] addr in node.conf)")
+        if conf.cluster.nodes.iter().any(|n| n == node) {
+            anyhow!("cannot resolve node {node:?} (set [node.{node}] addr in node.conf)")
+        } else {
+            anyhow!(
+                "{node:?} is not a member of the cluster (cluster.nodes: {})",
+                conf.cluster.nodes.join(" ")
+            )
+        }
     })?;
     Ok(Target::Peer {
         addr,
@@ -86,6 +93,20 @@ pub(super) fn edit_file(path: &Path, apply: impl FnOnce(&str) -> Result<()>) -> 
     let _ = std::fs::remove_file(&copy);
     println!("{} updated", path.display());
     Ok(())
+}
+
+/// An error as the CLIs print it: one line, each cause once, and what to do when a file of
+/// the agent's was not ours to read or write.
+pub(super) fn report(bin: &str, e: &anyhow::Error) {
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    if denied {
+        eprintln!("{bin}: {e:#} (run as root, or as the user owning the agent's files)");
+    } else {
+        eprintln!("{bin}: {e:#}");
+    }
 }
 
 pub(super) fn stdout_is_terminal() -> bool {

@@ -31,14 +31,17 @@ pub(crate) enum KeyringCmd {
     /// Step 2: every member seals under the secret of fingerprint FP, its old primary
     /// becoming its alternate
     Use {
+        /// The new secret's fingerprint, as `list` shows it
         #[arg(long, value_name = "FP")]
         fingerprint: String,
     },
     /// Step 3: every member drops the secret of fingerprint FP. Refused while a member lags
     /// or still uses it as its primary, unless forced
     Remove {
+        /// The old secret's fingerprint, as `list` shows it
         #[arg(long, value_name = "FP")]
         fingerprint: String,
+        /// Remove it even where a member lags or still seals under it (that member is cut off)
         #[arg(long)]
         force: bool,
     },
@@ -170,7 +173,7 @@ pub(super) fn run(
 ) -> Result<ExitCode> {
     let request = match cmd {
         KeyringCmd::Generate => {
-            println!("{}", config::try_generate_secret()?);
+            super::output::say(format, &config::try_generate_secret()?);
             return Ok(ExitCode::SUCCESS);
         }
         KeyringCmd::Install { secret_file } => Request::KeyringInstall {

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use serde_json::{Map, Value};
 
 use super::nodemgr::Format;
-use super::output::json_line;
+use super::output::{json_line, say};
 use crate::config::keywords::{self, KEYWORDS};
 use crate::config::{self, ConfigError, IniDocument, Param};
 use crate::wire::Fingerprint;
@@ -70,12 +70,12 @@ fn read(path: &Path) -> Result<String> {
 
 /// `nodemgr get`: the value as written, or with `eval` the value in force. A secret is shown
 /// too: it is what was asked for, by its name (`print config` hides them).
-pub(super) fn get(path: &Path, param: &str, eval: bool) -> Result<ExitCode> {
+pub(super) fn get(path: &Path, param: &str, eval: bool, format: Format) -> Result<ExitCode> {
     let p = Param::parse(param)?;
     let (doc, _) = hinted(config::load(path))?;
     let written = doc.get(&p.section, &p.key);
     if let (Some(v), false) = (written, eval) {
-        println!("{v}");
+        say(format, v);
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(unknown) = keywords::check_known(&p.section, &p.key) {
@@ -83,9 +83,14 @@ pub(super) fn get(path: &Path, param: &str, eval: bool) -> Result<ExitCode> {
     }
     let effective = keywords::effective_value(&doc, &p.section, &p.key);
     if eval {
-        // No value (e.g. metrics.addr, not served): nothing printed.
-        if let Some(v) = effective {
-            println!("{v}");
+        // No value (e.g. metrics.addr, not served): nothing printed, null in JSON.
+        match (effective, format) {
+            (Some(v), _) => say(format, &v),
+            (None, Format::Json) => println!(
+                "{}",
+                json_line(&serde_json::json!({"data": null, "status": 0}))
+            ),
+            (None, Format::Table) => {}
         }
         return Ok(ExitCode::SUCCESS);
     }

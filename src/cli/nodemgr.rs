@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use super::nodeconf;
-use super::output::{json_line, status_table, value_table};
+use super::output::{json_line, say, status_table, value_table};
 use crate::client::{self, ClientError};
 use crate::config::{self, Paths};
 use crate::daemon::{self, RunOptions};
@@ -22,28 +22,37 @@ use crate::wire::{Request, Response};
     about = "Run and steer the cluster agent daemon of this node",
     long_about = "Run and steer the cluster agent daemon of this node.\n\n\
         Requests go to the local daemon over its unix socket (<var>/lsnr.sock), or with --node \
-        to a peer's listener over TCP, encrypted with the cluster secret of this node's node.conf."
+        to a peer's listener over TCP, encrypted with the cluster secret of this node's node.conf.",
+    after_help = "Examples:\n  \
+        nodemgr daemon run                  # foreground; writes a default node.conf first\n  \
+        nodemgr daemon status\n  \
+        nodemgr --node n2 daemon status     # a peer's\n  \
+        nodemgr set --param listener.port --value 1215\n  \
+        nodemgr print keywords"
 )]
 pub(crate) struct Cli {
     /// Agent root: etc is DIR/etc, var is DIR/var (default: /etc/opensvc and /var/lib/opensvc)
-    #[arg(long, global = true, env = "OSVC_ROOT", value_name = "DIR")]
+    #[arg(long, global = true, env = "OSVC_ROOT", value_name = "DIR", help_heading = GLOBAL)]
     pub root: Option<PathBuf>,
 
-    /// Send the request to this peer node instead of the local daemon
-    #[arg(long, global = true, value_name = "NAME")]
+    /// Send the request to this peer node (a member's name) instead of the local daemon
+    #[arg(long, global = true, value_name = "NAME", help_heading = GLOBAL)]
     pub node: Option<String>,
 
     /// Output format
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table, help_heading = GLOBAL)]
     pub format: Format,
 
     /// Seconds to wait for an answer
-    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS", help_heading = GLOBAL)]
     pub timeout: f64,
 
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The help heading of the options every command takes, after the command's own.
+pub(crate) const GLOBAL: &str = "Global options";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
@@ -53,22 +62,24 @@ pub(crate) enum Format {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
-    /// The daemon: run, start, stop, status, blacklist
+    /// The daemon: run, start, stop, shutdown, status, metrics, blacklist; join or leave a cluster
     #[command(subcommand)]
     Daemon(DaemonCmd),
     /// Set a node.conf keyword, e.g. `nodemgr set --param listener.port --value 1215`
     /// (creates the default node.conf first if there is none)
     Set {
         /// section.key (`nodemgr print keywords` lists them)
-        #[arg(long)]
+        #[arg(long, value_name = "SECTION.KEY")]
         param: String,
+        /// The value, checked against the keyword's type
         #[arg(long)]
         value: String,
     },
     /// Print a node.conf keyword's value as written, or with --eval the value in force
     Get {
-        /// section.key
-        #[arg(long)]
+        /// section.key (`nodemgr print keywords` lists them). Without --eval, exits 1 if it is
+        /// not set in node.conf
+        #[arg(long, value_name = "SECTION.KEY")]
         param: String,
         /// The value in force: as written, else its default
         #[arg(long)]
@@ -104,14 +115,14 @@ pub(crate) enum ClusterCmd {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum EditCmd {
-    /// node.conf
+    /// Edit node.conf with $EDITOR; the edit is refused on any problem `validate config` reports
     Config,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct ThreadArg {
-    /// One daemon thread (listener, dequeue) instead of the whole daemon
-    #[arg(long, value_name = "ID")]
+    /// One daemon thread instead of the whole daemon
+    #[arg(long, value_name = "ID", value_parser = clap::builder::PossibleValuesParser::new(daemon::supervisor::THREADS))]
     pub thread_id: Option<String>,
 }
 
@@ -129,7 +140,8 @@ pub(crate) enum DaemonCmd {
     Shutdown,
     /// The daemon's status: threads, counters, every member with its state, blacklist
     Status,
-    /// The daemon's metrics in the Prometheus text format (what `[metrics] addr` serves)
+    /// The daemon's metrics in the Prometheus text format, what `[metrics] addr` serves; with
+    /// --format json, each family as {"type", "help", "samples": [{"labels", "value"}]}
     Metrics,
     /// The listener's blacklist of nodenames
     #[command(subcommand)]
@@ -145,10 +157,10 @@ pub(crate) enum DaemonCmd {
         secret_file: Option<String>,
         /// The cluster's secret on the command line (visible to other users in the process
         /// list: prefer --secret-file)
-        #[arg(long, group = "the_secret")]
+        #[arg(long, group = "the_secret", value_name = "SECRET")]
         secret: Option<String>,
         /// The cluster's name (default: this node's cluster.name)
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         cluster: Option<String>,
     },
     /// Leave the cluster: every member removes this node from cluster.nodes
@@ -157,7 +169,7 @@ pub(crate) enum DaemonCmd {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum BlacklistCmd {
-    /// Consecutive invalid message counts (5 = banned)
+    /// Each node's count of consecutive invalid messages (5: banned for listener.blacklist_ttl)
     Status,
     /// Forget every count and ban
     Clear,
@@ -169,7 +181,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("nodemgr: {e:#}");
+            super::common::report("nodemgr", &e);
             ExitCode::FAILURE
         }
     }
@@ -202,7 +214,17 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let response = call(&cli, &paths, &Request::DaemonStatus)?;
             match (response.status, &response.data, &response.error) {
                 (0, Some(data), _) => {
-                    print!("{}", crate::state::metrics::prometheus_text(data));
+                    use crate::state::metrics::{prometheus_json, prometheus_text};
+                    match cli.format {
+                        Format::Table => print!("{}", prometheus_text(data)),
+                        Format::Json => println!(
+                            "{}",
+                            json_line(&serde_json::json!({
+                                "data": prometheus_json(data),
+                                "status": 0,
+                            }))
+                        ),
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 (_, _, error) => bail!(
@@ -275,7 +297,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Get { param, eval } => {
             refuse_remote(&cli, "get")?;
-            nodeconf::get(&paths.node_conf(), param, *eval)
+            nodeconf::get(&paths.node_conf(), param, *eval, cli.format)
         }
         Command::Print(nodeconf::PrintCmd::Config { eval, show_secrets }) => {
             refuse_remote(&cli, "print config")?;
@@ -427,7 +449,7 @@ fn daemon_start(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
     let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
     match client::call_local(&paths.lsnr_sock(), &Request::DaemonStatus, timeout) {
         Ok(_) => {
-            println!("daemon already running");
+            say(cli.format, "daemon already running");
             return Ok(ExitCode::SUCCESS);
         }
         Err(ClientError::NotRunning(_)) => {}
@@ -465,7 +487,10 @@ fn daemon_start(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
             log_path.display()
         )
     })?;
-    println!("daemon started (pid {pid}, log {})", log_path.display());
+    say(
+        cli.format,
+        &format!("daemon started (pid {pid}, log {})", log_path.display()),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -571,10 +596,13 @@ fn daemon_join(cli: &Cli, paths: &Paths, secret: &str, cluster: Option<&str>) ->
         }
         Ok(())
     })?;
-    println!(
-        "joined cluster {} through {peer}: nodes {}",
-        new.cluster.name,
-        new.cluster.nodes.join(" ")
+    say(
+        cli.format,
+        &format!(
+            "joined cluster {} through {peer}: nodes {}",
+            new.cluster.name,
+            new.cluster.nodes.join(" ")
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -602,7 +630,8 @@ fn daemon_leave(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
                     })
             });
         match told {
-            Ok(()) => println!("{member}: removed this node"),
+            Ok(()) if cli.format == Format::Table => println!("{member}: removed this node"),
+            Ok(()) => {}
             Err(e) => {
                 eprintln!("nodemgr: {member}: {e}");
                 failed.push(member.clone());
@@ -613,7 +642,7 @@ fn daemon_leave(cli: &Cli, paths: &Paths) -> Result<ExitCode> {
         doc.set("cluster", "nodes", &conf.nodename)
     })?;
     if failed.is_empty() {
-        println!("left the cluster");
+        say(cli.format, "left the cluster");
         Ok(ExitCode::SUCCESS)
     } else {
         bail!(

@@ -39,6 +39,20 @@ pub(super) fn json_line<T: Serialize>(value: &T) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A command's one-line answer: the line for a person, `{"data": "LINE", "status": 0}` for a
+/// script (as the daemon's answers are).
+pub(super) fn say(format: super::nodemgr::Format, line: &str) {
+    match format {
+        super::nodemgr::Format::Table => println!("{line}"),
+        super::nodemgr::Format::Json => {
+            println!(
+                "{}",
+                json_line(&serde_json::json!({"data": line, "status": 0}))
+            )
+        }
+    }
+}
+
 /// Rows of `name  value`, the values aligned in one column.
 pub(super) fn aligned<K: AsRef<str>, V: AsRef<str>>(rows: &[(K, V)]) -> String {
     let width = rows
@@ -131,6 +145,34 @@ fn header(label: &str, items: &[String], sep: &str) -> String {
     out + "\n"
 }
 
+/// A section of `daemon status`: its name, then a header and a row per item, each column as
+/// wide as its widest cell (the last one left ragged).
+fn table<const N: usize>(label: &str, head: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = head.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::from(" ");
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                l += &format!(" {cell}");
+            } else {
+                l += &format!(" {cell:<w$} ");
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = format!("{label}\n");
+    out += &line(head.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
 /// The metric table's headline counters, named as in the metrics without `osvc_` and
 /// `_total`.
 fn headline_counters(d: &Value) -> Vec<String> {
@@ -158,7 +200,9 @@ pub(super) fn status_table(d: &Value) -> String {
             str_of(&d["nodename"]),
             format!("cluster {}", str_of(&d["cluster"]["name"])),
             format!("pid {}", str_of(&d["pid"])),
-            format!("up {}s", str_of(&d["uptime_s"])),
+            d["uptime_s"]
+                .as_u64()
+                .map_or_else(|| "up -".into(), |s| format!("up {}", age(s * 1000))),
             format!(
                 "monitor {} ({})",
                 str_of(&d["monitor"]["local_expect"]),
@@ -214,7 +258,13 @@ pub(super) fn status_table(d: &Value) -> String {
             .iter()
             .map(|(name, v)| {
                 if let Some(e) = v["last_error"].as_str() {
-                    errors += &format!("  {name}: {e}\n");
+                    match v["last_error_ms"].as_u64() {
+                        Some(ms) => {
+                            errors +=
+                                &format!("  {name}: {e} (at {})\n", super::common::format_ms(ms))
+                        }
+                        None => errors += &format!("  {name}: {e}\n"),
+                    }
                 }
                 match v["restarts"].as_u64().unwrap_or(0) {
                     0 => format!("{name} {}", str_of(&v["state"])),
@@ -261,22 +311,35 @@ pub(super) fn status_table(d: &Value) -> String {
         }
     }
     if let Some(svcs) = d["services"].as_object().filter(|m| !m.is_empty()) {
-        s += "services\n";
-        for (name, v) in svcs {
-            let m = &v["monitor"];
-            let restarts: u64 = m["restarts"]
-                .as_object()
-                .map(|r| r.values().filter_map(Value::as_u64).sum())
-                .unwrap_or(0);
-            s += &format!(
-                "  {:<16} {:<6} monitor {:<14} expect {:<8} restarts {}\n",
-                name,
-                str_of(&v["avail"]),
-                str_of(&m["status"]),
-                str_of(&m["local_expect"]),
-                restarts,
-            );
-        }
+        let rows: Vec<[String; 6]> = svcs
+            .iter()
+            .map(|(name, v)| {
+                let m = &v["monitor"];
+                let restarts: u64 = m["restarts"]
+                    .as_object()
+                    .map(|r| r.values().filter_map(Value::as_u64).sum())
+                    .unwrap_or(0);
+                // An ha service: who runs it or should, and why this node does what it does.
+                let ha = match (&v["ha"]["leader"], v["ha"]["reason"].as_str()) {
+                    (Value::Null, None) => "-".to_string(),
+                    (leader, None) => format!("leader {}", str_of(leader)),
+                    (leader, Some(why)) => format!("leader {}: {why}", str_of(leader)),
+                };
+                [
+                    name.clone(),
+                    str_of(&v["avail"]),
+                    str_of(&m["status"]),
+                    str_of(&m["local_expect"]),
+                    restarts.to_string(),
+                    ha,
+                ]
+            })
+            .collect();
+        s += &table(
+            "services",
+            ["SERVICE", "AVAIL", "MONITOR", "EXPECT", "RESTARTS", "HA"],
+            &rows,
+        );
     }
     if let Some(a) = d["actions"].as_object().filter(|a| !a.is_empty()) {
         s += "actions running\n";
@@ -322,7 +385,10 @@ mod tests {
         let d = serde_json::json!({
             "nodename": "n1",
             "listener": {"counters": {"received": 7, "invalid_total": 1}},
-            "threads": {"hb.tx": {"state": "running", "restarts": 2, "last_error": "boom"}},
+            "threads": {
+                "hb.tx": {"state": "running", "restarts": 2, "last_error": "boom"},
+                "metrics": {"state": "idle", "restarts": 0, "last_error": "bind", "last_error_ms": 0},
+            },
             "member_states": {"up": 1, "never seen": 1},
             "members": {
                 "n2": {"state": "up", "addr": "127.0.0.2:1214", "age_ms": 400, "beats": 12},
@@ -339,6 +405,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  hb.tx: boom\n"), "{text}");
+        assert!(text.contains("metrics idle"), "{text}");
+        assert!(
+            text.contains("  metrics: bind (at 19"),
+            "when it happened: {text}"
+        );
         let rows: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.contains("MEMBER"))
@@ -361,6 +432,27 @@ mod tests {
         );
         assert_eq!(age(125_000), "2m05s");
         assert_eq!(age(7_500_000), "2h05m");
+    }
+
+    #[test]
+    fn services_in_aligned_columns_with_their_ha_leader() {
+        let d = serde_json::json!({"services": {
+            "a-long-name": {"avail": "up", "monitor": {"status": "idle", "local_expect": "started",
+                "restarts": {"app#1": 1, "app#2": 2}}},
+            "ha1": {"avail": "down", "ha": {"leader": "n2", "reason": "n2 runs it"},
+                "monitor": {"status": "idle", "local_expect": "unset"}},
+        }});
+        let text = status_table(&d);
+        let rows: Vec<&str> = text.lines().skip_while(|l| *l != "services").collect();
+        assert_eq!(
+            rows[1..],
+            [
+                "  SERVICE      AVAIL  MONITOR  EXPECT   RESTARTS  HA",
+                "  a-long-name  up     idle     started  3         -",
+                "  ha1          down   idle     unset    0         leader n2: n2 runs it",
+            ],
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 
 use super::common::{format_ms, stdout_is_terminal, target};
-use super::nodemgr::Format;
-use super::output::{aligned, json_line, value_table};
+use super::nodemgr::{Format, GLOBAL};
+use super::output::{aligned, json_line, say, value_table};
 use crate::client::{self, ClientError, Target};
 use crate::config::{self, Paths};
 use crate::service::config::config_path;
@@ -30,27 +30,33 @@ use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatu
         A service is <etc>/NAME.conf: [DEFAULT] nodes, orchestrate (no|ha), and [app#N] resources \
         with start, stop, check (shell command lines), restart (how many times the monitor may \
         restart it) and timeout. Actions and monitor requests go through the daemon; with --node, \
-        to a peer's daemon."
+        to a peer's daemon.",
+    after_help = "Examples:\n  \
+        svcmgr -s web create --config web.conf\n  \
+        svcmgr -s web start                 # through the daemon, which then keeps it up\n  \
+        svcmgr -s web print monitor\n  \
+        svcmgr -s web logs --follow\n  \
+        svcmgr -s web set monitor --global-expect stopped"
 )]
 pub(crate) struct Cli {
-    /// The service (needed by every command but generate)
-    #[arg(short = 's', long = "service", value_name = "NAME")]
+    /// The service (needed by every command but generate), before or after the command
+    #[arg(short = 's', long = "service", global = true, value_name = "NAME")]
     pub service: Option<String>,
 
-    /// Agent root: etc is DIR/etc, var is DIR/var
-    #[arg(long, global = true, env = "OSVC_ROOT", value_name = "DIR")]
+    /// Agent root: etc is DIR/etc, var is DIR/var (default: /etc/opensvc and /var/lib/opensvc)
+    #[arg(long, global = true, env = "OSVC_ROOT", value_name = "DIR", help_heading = GLOBAL)]
     pub root: Option<std::path::PathBuf>,
 
-    /// Send the request to this peer node instead of the local daemon
-    #[arg(long, global = true, value_name = "NAME")]
+    /// Send the request to this peer node (a member's name) instead of the local daemon
+    #[arg(long, global = true, value_name = "NAME", help_heading = GLOBAL)]
     pub node: Option<String>,
 
     /// Output format
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table, help_heading = GLOBAL)]
     pub format: Format,
 
     /// Seconds to wait for an answer (actions: for the action to end)
-    #[arg(long, global = true, default_value_t = 300.0, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = 300.0, value_name = "SECS", help_heading = GLOBAL)]
     pub timeout: f64,
 
     #[command(subcommand)]
@@ -61,10 +67,12 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Create the service: from --config FILE, or an empty configuration to edit
     Create {
+        /// The configuration to install as <etc>/NAME.conf (checked first)
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
     },
-    /// Delete the service's configuration and runtime files
+    /// Delete the service's configuration and runtime files (its instance is not stopped:
+    /// stop it first)
     Delete,
     /// Print the configuration or the monitor
     #[command(subcommand)]
@@ -82,16 +90,17 @@ pub(crate) enum Command {
     Status,
     /// Clear the start failed / stop failed state and the restart counts
     Clear,
-    /// The service's log records
+    /// The service's log records, of every node of the service (with --node: that node's
+    /// only), in local time. With --format json: one JSON object per record and per line
     Logs {
         /// Keep printing new records as they are written
         #[arg(long, short = 'f')]
         follow: bool,
         /// How many past records to show first
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_name = "N")]
         backlog: u64,
     },
-    /// Set monitor attributes
+    /// Set the service's monitor attributes
     #[command(subcommand)]
     Set(SetCmd),
     /// Man pages and shell completions
@@ -122,7 +131,8 @@ pub(crate) enum EditCmd {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum SetCmd {
-    /// e.g. `svcmgr -s web set monitor --local-expect started`
+    /// Set what the monitor does and keeps the service at, e.g. `svcmgr -s web set monitor
+    /// --global-expect stopped`
     Monitor {
         /// What the monitor is doing
         #[arg(long, value_parser = ServiceMonitorStatus::ALL.to_vec())]
@@ -145,7 +155,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("svcmgr: {e:#}");
+            super::common::report("svcmgr", &e);
             ExitCode::FAILURE
         }
     }
@@ -170,7 +180,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Create { config } => {
             local_only(&cli, "create")?;
-            create(&paths, name, config.as_deref())
+            create(&paths, name, config.as_deref(), cli.format)
         }
         Command::Delete => {
             local_only(&cli, "delete")?;
@@ -178,7 +188,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             std::fs::remove_file(&path)
                 .with_context(|| format!("cannot remove {}", path.display()))?;
             let _ = std::fs::remove_dir_all(paths.services().join(name));
-            println!("{name} deleted");
+            say(cli.format, &format!("{name} deleted"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Edit(EditCmd::Config) => {
@@ -240,7 +250,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                         if let Some(id) = d["id"].as_str() {
                             println!("{verb} queued as {id}");
                         }
-                    } else {
+                    } else if cli.format == Format::Json {
                         print(&cli, &r);
                     }
                     if r.status != 0 {
@@ -424,13 +434,17 @@ fn status_here(cli: &Cli, paths: &Paths, name: &str) -> Result<ExitCode> {
     let node = node_name(paths);
     let (_, status) = Instance::new(&cfg, &node, &paths.services()).refresh_status();
     match cli.format {
-        Format::Json => println!("{}", json_line(&status)),
+        // Wrapped as the daemon's answers are, though computed here.
+        Format::Json => println!(
+            "{}",
+            json_line(&serde_json::json!({"data": status, "status": 0}))
+        ),
         Format::Table => print!("{}", status_lines(name, &node, &status)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn create(paths: &Paths, name: &str, from: Option<&Path>) -> Result<ExitCode> {
+fn create(paths: &Paths, name: &str, from: Option<&Path>, format: Format) -> Result<ExitCode> {
     let path = config_path(&paths.etc, name);
     if path.exists() {
         bail!("service {name} already exists ({})", path.display());
@@ -444,7 +458,7 @@ fn create(paths: &Paths, name: &str, from: Option<&Path>) -> Result<ExitCode> {
     ServiceConfig::parse(name, &text, &path, &node_name(paths))?;
     std::fs::create_dir_all(&paths.etc)?;
     write_replacing(&path, &text)?;
-    println!("{name} created ({})", path.display());
+    say(format, &format!("{name} created ({})", path.display()));
     Ok(ExitCode::SUCCESS)
 }
 

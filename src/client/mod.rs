@@ -25,7 +25,7 @@ pub fn connect_from(local: IpAddr, to: &SocketAddr, timeout: Duration) -> io::Re
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("the daemon is not running (no socket at {0})")]
+    #[error("the daemon is not running (no socket at {0}): `nodemgr daemon start` starts it")]
     NotRunning(PathBuf),
     #[error("permission denied on {0} (run as root or as the daemon's user)")]
     PermissionDenied(PathBuf),

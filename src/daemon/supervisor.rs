@@ -32,7 +32,8 @@ const CONFIG_POLL: Duration = Duration::from_millis(500);
 const SWEEP: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A thread that ran this long since its last start gets its back-off reset.
+/// A thread that ran this long since its last start gets its back-off reset, and its last
+/// error dropped from the status (the log keeps it).
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 type ThreadHandle = JoinHandle<Result<(), ThreadError>>;
@@ -45,7 +46,8 @@ struct Managed {
     backoff: Duration,
     restart_at: Option<Instant>,
     started_at: Instant,
-    last_error: Option<String>,
+    /// Why it last failed, and when (ms since the epoch).
+    last_error: Option<(String, u64)>,
 }
 
 pub(crate) enum Exit {
@@ -157,9 +159,11 @@ impl Supervisor {
             started_at: Instant::now(),
             last_error: None,
         });
-        // A thread that cannot start (metrics on an address in use) shows why in the status.
-        let (handle, stop) = spawned.inspect_err(|e| m.last_error = Some(e.to_string()))?;
+        // Wanted even if it cannot start: a reload that fixes its configuration starts it.
         m.want_running = true;
+        // A thread that cannot start (metrics on an address in use) shows why in the status.
+        let (handle, stop) = spawned
+            .inspect_err(|e| m.last_error = Some((e.to_string(), crate::clock::now_ms())))?;
         m.handle = Some(handle);
         m.stop = Some(stop);
         m.restart_at = None;
@@ -184,8 +188,11 @@ impl Supervisor {
     fn publish(&self) {
         let mut t = self.state.threads.lock().unwrap_or_else(|p| p.into_inner());
         t.clear();
+        let conf = self.state.config();
         for (id, m) in &self.threads {
-            let state = if m.handle.is_some() {
+            let state = if m.handle.is_some() && idles(id, &conf) {
+                "idle"
+            } else if m.handle.is_some() {
                 "running"
             } else if m.restart_at.is_some() {
                 "restarting"
@@ -197,7 +204,8 @@ impl Supervisor {
                 ThreadStatus {
                     state,
                     restarts: m.restarts,
-                    last_error: m.last_error.clone(),
+                    last_error: m.last_error.as_ref().map(|(e, _)| e.clone()),
+                    last_error_ms: m.last_error.as_ref().map(|(_, ms)| *ms),
                 },
             );
         }
@@ -213,6 +221,7 @@ impl Supervisor {
                 },
                 restarts: 0,
                 last_error: control_error,
+                last_error_ms: None,
             },
         );
     }
@@ -372,10 +381,13 @@ impl Supervisor {
                         m.backoff = BACKOFF_MIN;
                     }
                     tracing::error!(thread = id, error = %err, backoff_ms = m.backoff.as_millis() as u64, "thread exited uncleanly; restarting");
-                    m.last_error = Some(err);
+                    m.last_error = Some((err, crate::clock::now_ms()));
                     m.restart_at = Some(Instant::now() + m.backoff);
                     m.backoff = (m.backoff * 2).min(BACKOFF_MAX);
                 }
+            }
+            if m.handle.is_some() && m.started_at.elapsed() >= HEALTHY_AFTER {
+                m.last_error = None;
             }
             if m.handle.is_none()
                 && m.want_running
@@ -488,6 +500,16 @@ impl Supervisor {
                 tracing::error!("listener restart failed: {e}");
             }
         }
+    }
+}
+
+/// A running thread with nothing to do under `conf`: `metrics` without `[metrics] addr`,
+/// `arbitrators` without `[arbitrator#N]` (each until a reload gives it work).
+fn idles(id: &str, conf: &config::NodeConfig) -> bool {
+    match id {
+        "metrics" => conf.metrics_addr.is_none(),
+        "arbitrators" => conf.arbitrators.is_empty(),
+        _ => false,
     }
 }
 

@@ -92,7 +92,10 @@ impl ServiceShard {
 pub(crate) fn load(state: &DaemonState, svcname: &str) -> Result<ServiceConfig, Response> {
     let path = config_path(&state.paths.etc, svcname);
     if !path.is_file() {
-        return Err(Response::error(format!("unknown service {svcname}")));
+        return Err(Response::error(format!(
+            "unknown service {svcname} (no {})",
+            path.display()
+        )));
     }
     ServiceConfig::load(&state.paths.etc, svcname, &state.config().nodename).map_err(|e| {
         Response::error(format!(

@@ -473,21 +473,29 @@ fn escape_label(v: &str) -> String {
         .replace('\n', r"\n")
 }
 
-/// The Prometheus text format (version 0.0.4) of a `daemon_status` answer's `data`.
-pub(crate) fn prometheus_text(status: &Value) -> String {
-    let mut out = String::new();
+/// One metric family with its series: `(label, value)` per series, values as the text format
+/// writes them.
+struct Family {
+    name: &'static str,
+    metric: Metric,
+    series: Vec<(Option<(&'static str, String)>, String)>,
+}
+
+/// The families of a `daemon_status` answer's `data` that have a series, in table order.
+fn families(status: &Value) -> Vec<Family> {
+    let mut out = Vec::new();
     for m in table() {
         let Some(name) = m.name else { continue };
         let Some(place) = value_in(status, &m) else {
             continue;
         };
-        let mut series: Vec<(Option<(&str, &str)>, String)> = Vec::new();
+        let mut series = Vec::new();
         match m.shape {
             Shape::Single => series.extend(number(place, 1.0).map(|v| (None, v))),
             Shape::ByKey(label) => {
                 for (k, v) in place.as_object().into_iter().flatten() {
                     if let Some(v) = number(v, 1.0) {
-                        series.push((Some((label, k)), v));
+                        series.push((Some((label, k.clone())), v));
                     }
                 }
             }
@@ -498,22 +506,35 @@ pub(crate) fn prometheus_text(status: &Value) -> String {
             } => {
                 for (k, v) in place.as_object().into_iter().flatten() {
                     if let Some(v) = v.get(field).and_then(|f| number(f, scale)) {
-                        series.push((Some((label, k)), v));
+                        series.push((Some((label, k.clone())), v));
                     }
                 }
             }
         }
         // A family without series is left out whole: some parsers refuse a bare TYPE line.
-        if series.is_empty() {
-            continue;
+        if !series.is_empty() {
+            out.push(Family {
+                name,
+                metric: m,
+                series,
+            });
         }
-        let help = m.help.replace('\\', r"\\").replace('\n', r"\n");
+    }
+    out
+}
+
+/// The Prometheus text format (version 0.0.4) of a `daemon_status` answer's `data`.
+pub(crate) fn prometheus_text(status: &Value) -> String {
+    let mut out = String::new();
+    for f in families(status) {
+        let name = f.name;
+        let help = f.metric.help.replace('\\', r"\\").replace('\n', r"\n");
         let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {}", m.kind.as_str());
-        for (label, value) in series {
+        let _ = writeln!(out, "# TYPE {name} {}", f.metric.kind.as_str());
+        for (label, value) in f.series {
             match label {
                 Some((l, v)) => {
-                    let _ = writeln!(out, "{name}{{{l}=\"{}\"}} {value}", escape_label(v));
+                    let _ = writeln!(out, "{name}{{{l}=\"{}\"}} {value}", escape_label(&v));
                 }
                 None => {
                     let _ = writeln!(out, "{name} {value}");
@@ -522,6 +543,36 @@ pub(crate) fn prometheus_text(status: &Value) -> String {
         }
     }
     out
+}
+
+/// The same families as JSON, for `nodemgr daemon metrics --format json`:
+/// `{"NAME": {"type": ..., "help": ..., "samples": [{"labels": {...}, "value": N}]}}`.
+pub(crate) fn prometheus_json(status: &Value) -> Value {
+    let mut out = Map::new();
+    for f in families(status) {
+        let samples: Vec<Value> = f
+            .series
+            .into_iter()
+            .map(|(label, value)| {
+                let labels: Map<String, Value> = label
+                    .map(|(l, v)| (l.to_string(), Value::String(v)))
+                    .into_iter()
+                    .collect();
+                // A value the text format writes but JSON cannot hold (NaN) is null.
+                let value = serde_json::from_str::<Value>(&value).unwrap_or(Value::Null);
+                serde_json::json!({"labels": labels, "value": value})
+            })
+            .collect();
+        out.insert(
+            f.name.to_string(),
+            serde_json::json!({
+                "type": f.metric.kind.as_str(),
+                "help": f.metric.help,
+                "samples": samples,
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]

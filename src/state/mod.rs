@@ -40,10 +40,15 @@ pub(crate) enum SupervisorCmd {
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub(crate) struct ThreadStatus {
+    /// `running`, `idle` (running with nothing configured to do), `restarting` or `stopped`.
     pub state: &'static str,
     pub restarts: u32,
+    /// Why the thread last failed, until it has run healthy again for a while.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When `last_error` happened (ms since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_ms: Option<u64>,
 }
 
 pub(crate) type PeerMap = std::collections::HashMap<String, PeerStatus, crate::wire::FastState>;
