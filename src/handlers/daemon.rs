@@ -14,7 +14,7 @@ use crate::wire::Response;
 pub(super) fn status(state: &DaemonState) -> Response {
     let config = state.config();
     let now = now_ms();
-    let data = status_document(state, now);
+    let (data, sample) = status_parts(state, now);
     let peers = {
         let peers = lock(&state.peers);
         let mut sorted: Vec<(&String, &PeerStatus)> = peers.iter().collect();
@@ -23,8 +23,16 @@ pub(super) fn status(state: &DaemonState) -> Response {
     };
     // Every peer's content is raw JSON already: it is written into the answer as it is, not
     // turned into documents and back (a large cluster's status is mostly this).
+    // The members (one entry per configured member) are written from their structs, not
+    // through a document: at hundreds of members they are most of the answer's cost.
     let mut text = Value::Object(data).to_string();
     text.pop();
+    text.push_str(",\"members\":");
+    if let Ok(members) = serde_json::to_string(&sample.members) {
+        text.push_str(&members);
+    } else {
+        text.push_str("{}");
+    }
     text.push_str(",\"peers\":");
     text.push_str(&peers);
     text.push('}');
@@ -34,6 +42,14 @@ pub(super) fn status(state: &DaemonState) -> Response {
 /// The status but the peers' content: what `/metrics` is written from too. Its counters come
 /// from the metric table (`state::metrics`).
 pub(crate) fn status_document(state: &DaemonState, now: u64) -> Map<String, Value> {
+    let (mut data, sample) = status_parts(state, now);
+    data.insert("members".into(), json!(sample.members));
+    data
+}
+
+/// The status but the peers' content and the members (the sample they are read from comes
+/// with it).
+fn status_parts(state: &DaemonState, now: u64) -> (Map<String, Value>, Sample<'_>) {
     let config = state.config();
     let sample = Sample::take(state, now);
     let mut listener = Map::new();
@@ -58,7 +74,6 @@ pub(crate) fn status_document(state: &DaemonState, now: u64) -> Map<String, Valu
         "listener": listener,
         "shards": state.shards.get(),
         "blacklist": sample.blacklist,
-        "members": sample.members,
         "monitor": *crate::state::lock(&state.node_monitor),
         "services": *crate::state::lock(&state.services),
         "actions": *crate::state::lock(&state.actions),
@@ -67,7 +82,7 @@ pub(crate) fn status_document(state: &DaemonState, now: u64) -> Map<String, Valu
         unreachable!("an object literal")
     };
     metrics::fill(&mut data, &sample);
-    data
+    (data, sample)
 }
 
 /// Whether quorum is on, this node's votes, and whether it holds quorum (and so may start ha

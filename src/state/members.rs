@@ -195,14 +195,6 @@ impl AddrBook {
             })
             .collect()
     }
-
-    /// Every member's resolution, by name.
-    pub(crate) fn all(&self) -> BTreeMap<String, Resolution> {
-        lock(&self.entries)
-            .iter()
-            .map(|(name, e)| (name.clone(), e.resolution.clone()))
-            .collect()
-    }
 }
 
 /// Resolves `host:port` (blocking: the resolver thread's business).
@@ -260,7 +252,7 @@ impl MemberState {
 pub(crate) struct Member {
     pub state: MemberState,
     /// Where its heartbeats go (None: not resolved).
-    pub addr: Option<String>,
+    pub addr: Option<std::net::SocketAddr>,
     /// Since its last heartbeat (None: never heard).
     pub age_ms: Option<u64>,
     /// Heartbeats taken from it since this daemon started.
@@ -278,18 +270,17 @@ pub(crate) fn members(
     book: &AddrBook,
     now_ms: u64,
 ) -> BTreeMap<String, Member> {
-    let mut book = book.all();
+    let book = lock(&book.entries);
     config
         .cluster
         .nodes
         .iter()
         .filter(|n| **n != config.nodename)
         .map(|name| {
-            let resolution = book.remove(name).unwrap_or(Resolution::Pending);
-            let (addr, resolve_error) = match resolution {
-                Resolution::Resolved(a) => (Some(a.to_string()), None),
-                Resolution::Unresolved(e) => (None, Some(e)),
-                Resolution::Pending => (None, None),
+            let (addr, resolve_error) = match book.get(name).map(|e| &e.resolution) {
+                Some(Resolution::Resolved(a)) => (Some(*a), None),
+                Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
+                Some(Resolution::Pending) | None => (None, None),
             };
             let member = match peers.get(name) {
                 Some(p) => Member {
@@ -430,7 +421,7 @@ mod tests {
             [("n2", "up"), ("n3", "never seen"), ("n4", "unresolved")]
         );
         assert_eq!((m["n2"].age_ms, m["n2"].beats), (Some(500), 7));
-        assert_eq!(m["n3"].addr.as_deref(), Some("127.0.0.3:1300"));
+        assert_eq!(m["n3"].addr, Some("127.0.0.3:1300".parse().unwrap()));
         assert_eq!(m["n4"].addr, None);
         let stale = members(&c, &peers, &book, 10_000 + c.hb.timeout_ms + 1);
         assert_eq!(stale["n2"].state, MemberState::Stale);
