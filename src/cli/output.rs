@@ -218,16 +218,12 @@ pub(super) fn status_table(d: &Value) -> String {
             format!("{} on {}", str_of(&l["backend"]), str_of(&l["addr"])),
             format!("{} workers", str_of(&l["threads"])),
             format!("{} shards", str_of(&d["shards"])),
-        ]
-        .into_iter()
-        .chain(
-            l["backend_reason"]
-                .as_str()
-                .map(|r| format!("backend: {r}")),
-        )
-        .collect::<Vec<_>>(),
+        ],
         ", ",
     );
+    if let Some(reason) = l["backend_reason"].as_str() {
+        s += &header("backend", &[reason.to_string()], "");
+    }
     let q = &d["quorum"];
     let quorum = if q["enabled"] == true {
         format!(

@@ -254,8 +254,7 @@ pub(crate) fn choose_backend(choice: BackendChoice) -> Result<BackendChosen, Lis
         BackendChoice::Auto => match io::uring_available() {
             Ok(()) => Ok(chosen(
                 io::Uring::NAME,
-                "auto: io_uring available (floods of dropped frames at about half the CPU of \
-                 epoll, heartbeats at about the same)",
+                "auto: io_uring available (dropped floods at about half epoll's CPU)",
                 None,
             )),
             Err(e) => Ok(BackendChosen {
