@@ -759,6 +759,10 @@ fn tcp_req(ctx: &Ctx<'_>, backend: &'static str) -> anyhow::Result<Run> {
         .collect();
     let mut spec = ctx.spec(backend, &[]);
     spec.members = names.clone();
+    // Every connection is opened before the first request: all of them are unauthenticated
+    // at once, from one address, beyond the listener's default allowance.
+    spec.extra
+        .push_str(&format!("max_unauth_per_addr = {}\n", o.connections.max(1)));
     let d = Daemon::start(&spec)?;
     let rss_start = d.rss();
     let mut run = Run::new("tcp-req", backend, 0);
