@@ -613,25 +613,23 @@ fn systemd_is_told_ready_watchdog_and_stopping() {
 
 /// Cuts `a` and `b` apart: each one's address for the other points where nothing listens.
 fn cut(a: &Node, b: &Node) {
-    for (from, to) in [(a, b), (b, a)] {
-        from.nodemgr(&[
-            "set",
-            "--param",
-            &format!("node.{}.addr", to.name),
-            "--value",
-            "127.0.0.254",
-        ]);
-    }
+    point_at(a, b, |_| "127.0.0.254".to_string());
 }
 
+/// Undoes `cut`: each one's address for the other is that node's own again.
 fn heal(a: &Node, b: &Node) {
+    point_at(a, b, |to| to.ip.to_string());
+}
+
+/// Sets, on each of `a` and `b`, the other's `[node.NAME] addr` to `addr_of(other)`.
+fn point_at(a: &Node, b: &Node, addr_of: impl Fn(&Node) -> String) {
     for (from, to) in [(a, b), (b, a)] {
         from.nodemgr(&[
             "set",
             "--param",
             &format!("node.{}.addr", to.name),
             "--value",
-            &to.ip.to_string(),
+            &addr_of(to),
         ]);
     }
 }

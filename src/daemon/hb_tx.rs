@@ -58,8 +58,10 @@ fn send_to_peers(
     sock: &UdpSocket,
     payload: &[u8],
 ) -> Result<(), usize> {
+    // One buffer for every peer's frame (each is sealed under its own nonce).
+    let mut frame = Vec::with_capacity(payload.len() + 128);
     for (peer, addr) in targets {
-        let mut frame = Vec::with_capacity(payload.len() + 128);
+        frame.clear();
         if sender
             .seal(Kind::Heartbeat, payload, now_ms(), &mut frame)
             .is_err()
