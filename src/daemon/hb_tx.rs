@@ -53,7 +53,7 @@ fn heartbeat_socket(c: &NodeConfig) -> Result<UdpSocket, ThreadError> {
 /// sealed frame does not fit one datagram.
 fn send_to_peers(
     state: &DaemonState,
-    targets: &[(String, SocketAddr)],
+    targets: &[(Arc<str>, SocketAddr)],
     sender: &mut Sealer,
     sock: &UdpSocket,
     payload: &[u8],

@@ -3,9 +3,9 @@
 //! thread), once per configuration and again only after a failure, so a slow or broken DNS
 //! never delays a beat.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -70,7 +70,7 @@ pub(crate) struct Lookup {
 /// `daemon status`.
 #[derive(Default)]
 pub(crate) struct AddrBook {
-    entries: Mutex<BTreeMap<String, Entry>>,
+    entries: Mutex<BTreeMap<Arc<str>, Entry>>,
     wake: Condvar,
 }
 
@@ -80,13 +80,14 @@ impl AddrBook {
     pub(crate) fn sync(&self, config: &NodeConfig) {
         let mut entries = lock(&self.entries);
         let port = config.listener.port;
-        let wanted: Vec<&String> = config
+        let wanted: BTreeSet<&str> = config
             .cluster
             .nodes
             .iter()
-            .filter(|n| **n != config.nodename)
+            .map(String::as_str)
+            .filter(|n| *n != config.nodename)
             .collect();
-        entries.retain(|name, _| wanted.contains(&name));
+        entries.retain(|name, _| wanted.contains(&**name));
         let mut due = false;
         for name in wanted {
             let host = config.peer_host(name);
@@ -104,7 +105,7 @@ impl AddrBook {
                 }
             };
             entries.insert(
-                name.clone(),
+                Arc::from(name),
                 Entry {
                     host,
                     port,
@@ -143,13 +144,13 @@ impl AddrBook {
 
     /// The lookups due now; waits up to `wait` for one to become due.
     pub(crate) fn due(&self, wait: Duration) -> Vec<Lookup> {
-        let collect = |entries: &BTreeMap<String, Entry>| -> Vec<Lookup> {
+        let collect = |entries: &BTreeMap<Arc<str>, Entry>| -> Vec<Lookup> {
             let now = Instant::now();
             entries
                 .iter()
                 .filter(|(_, e)| e.due(now))
                 .map(|(name, e)| Lookup {
-                    name: name.clone(),
+                    name: name.to_string(),
                     host: e.host.clone(),
                     port: e.port,
                 })
@@ -171,7 +172,7 @@ impl AddrBook {
     /// the resolution it replaced, when it changed, so the caller logs transitions only.
     pub(crate) fn record(&self, lookup: &Lookup, outcome: Resolution) -> Option<Resolution> {
         let mut entries = lock(&self.entries);
-        let e = entries.get_mut(&lookup.name)?;
+        let e = entries.get_mut(lookup.name.as_str())?;
         if e.host != lookup.host || e.port != lookup.port {
             return None;
         }
@@ -185,8 +186,9 @@ impl AddrBook {
         (before != e.resolution).then_some(before)
     }
 
-    /// The members heartbeats can be sent to now, with their addresses.
-    pub(crate) fn resolved(&self) -> Vec<(String, SocketAddr)> {
+    /// The members heartbeats can be sent to now, with their addresses (names shared, not
+    /// copied: `hb.tx` asks on every beat).
+    pub(crate) fn resolved(&self) -> Vec<(Arc<str>, SocketAddr)> {
         lock(&self.entries)
             .iter()
             .filter_map(|(name, e)| match e.resolution {
@@ -277,7 +279,7 @@ pub(crate) fn members(
         .iter()
         .filter(|n| **n != config.nodename)
         .map(|name| {
-            let (addr, resolve_error) = match book.get(name).map(|e| &e.resolution) {
+            let (addr, resolve_error) = match book.get(name.as_str()).map(|e| &e.resolution) {
                 Some(Resolution::Resolved(a)) => (Some(*a), None),
                 Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
                 Some(Resolution::Pending) | None => (None, None),
@@ -346,8 +348,8 @@ mod tests {
         assert_eq!(
             resolved,
             vec![
-                ("n2".to_string(), "127.0.0.2:1300".parse().unwrap()),
-                ("n3".to_string(), "127.0.0.3:1300".parse().unwrap()),
+                (Arc::from("n2"), "127.0.0.2:1300".parse().unwrap()),
+                (Arc::from("n3"), "127.0.0.3:1300".parse().unwrap()),
             ]
         );
         let due = book.due(Duration::ZERO);
