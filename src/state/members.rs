@@ -234,6 +234,25 @@ impl MemberState {
         MemberState::Unresolved,
     ];
 
+    /// The state of a member heard from.
+    pub(crate) fn of(presence: crate::service::orchestrate::Presence) -> MemberState {
+        match presence {
+            crate::service::orchestrate::Presence::Up => MemberState::Up,
+            crate::service::orchestrate::Presence::Maintenance => MemberState::Maintenance,
+            crate::service::orchestrate::Presence::Gone => MemberState::Stale,
+        }
+    }
+
+    /// The presence it was read from; None for a member never heard from.
+    pub(crate) fn presence(self) -> Option<crate::service::orchestrate::Presence> {
+        match self {
+            MemberState::Up => Some(crate::service::orchestrate::Presence::Up),
+            MemberState::Maintenance => Some(crate::service::orchestrate::Presence::Maintenance),
+            MemberState::Stale => Some(crate::service::orchestrate::Presence::Gone),
+            MemberState::NeverSeen | MemberState::Unresolved => None,
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             MemberState::Up => presence_label(crate::service::orchestrate::Presence::Up),
@@ -262,35 +281,52 @@ pub(crate) struct Member {
     pub resolve_error: Option<String>,
 }
 
-/// Every member but this node, by name: state from its heartbeats when it was heard, else
-/// from the address book.
-pub(crate) fn members(
-    config: &NodeConfig,
-    peers: &PeerMap,
-    book: &AddrBook,
-    now_ms: u64,
-) -> BTreeMap<String, Member> {
-    let book = lock(&book.entries);
-    config
+/// The other members of `cluster.nodes` (this node left out), sorted and without repeats:
+/// the order `daemon status` lists them in.
+pub(crate) fn other_members(config: &NodeConfig) -> Vec<String> {
+    let mut names: Vec<String> = config
         .cluster
         .nodes
         .iter()
         .filter(|n| **n != config.nodename)
+        .cloned()
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Each of `names` (as [`other_members`] lists them) with its state: from its heartbeats
+/// when it was heard, else from the address book.
+pub(crate) fn members(
+    config: &NodeConfig,
+    names: &[String],
+    peers: &PeerMap,
+    book: &AddrBook,
+    now_ms: u64,
+) -> Vec<Member> {
+    let book = lock(&book.entries);
+    // Both are sorted by name: one walk along the book, no lookup per member.
+    let mut entries = book.iter().peekable();
+    names
+        .iter()
         .map(|name| {
-            let (addr, resolve_error) = match book.get(name).map(|e| &e.resolution) {
+            while entries
+                .next_if(|(k, _)| k.as_str() < name.as_str())
+                .is_some()
+            {}
+            let resolution = entries
+                .peek()
+                .filter(|(k, _)| *k == name)
+                .map(|(_, e)| &e.resolution);
+            let (addr, resolve_error) = match resolution {
                 Some(Resolution::Resolved(a)) => (Some(*a), None),
                 Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
                 Some(Resolution::Pending) | None => (None, None),
             };
-            let member = match peers.get(name) {
+            match peers.get(name) {
                 Some(p) => Member {
-                    state: match p.presence(now_ms, config) {
-                        crate::service::orchestrate::Presence::Up => MemberState::Up,
-                        crate::service::orchestrate::Presence::Maintenance => {
-                            MemberState::Maintenance
-                        }
-                        crate::service::orchestrate::Presence::Gone => MemberState::Stale,
-                    },
+                    state: MemberState::of(p.presence(now_ms, config)),
                     addr,
                     age_ms: Some(now_ms.saturating_sub(p.last_seen_ms)),
                     beats: p.beats,
@@ -307,17 +343,16 @@ pub(crate) fn members(
                     beats: 0,
                     resolve_error,
                 },
-            };
-            (name.clone(), member)
+            }
         })
         .collect()
 }
 
 /// How many members are in each state, every state listed.
-pub(crate) fn count_by_state(members: &BTreeMap<String, Member>) -> BTreeMap<&'static str, u64> {
+pub(crate) fn count_by_state(members: &[Member]) -> BTreeMap<&'static str, u64> {
     let mut counts: BTreeMap<&'static str, u64> =
         MemberState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for m in members.values() {
+    for m in members {
         *counts.entry(m.state.as_str()).or_default() += 1;
     }
     counts
@@ -411,25 +446,38 @@ mod tests {
                 beats: 7,
             },
         );
-        let m = members(&c, &peers, &book, 10_500);
-        let states: Vec<(&str, &str)> = m
+        let names = other_members(&c);
+        let m = members(&c, &names, &peers, &book, 10_500);
+        let states: Vec<(&str, &str)> = names
             .iter()
+            .zip(&m)
             .map(|(n, m)| (n.as_str(), m.state.as_str()))
             .collect();
         assert_eq!(
             states,
             [("n2", "up"), ("n3", "never seen"), ("n4", "unresolved")]
         );
-        assert_eq!((m["n2"].age_ms, m["n2"].beats), (Some(500), 7));
-        assert_eq!(m["n3"].addr, Some("127.0.0.3:1300".parse().unwrap()));
-        assert_eq!(m["n4"].addr, None);
-        let stale = members(&c, &peers, &book, 10_000 + c.hb.timeout_ms + 1);
-        assert_eq!(stale["n2"].state, MemberState::Stale);
+        assert_eq!((m[0].age_ms, m[0].beats), (Some(500), 7));
+        assert_eq!(m[1].addr, Some("127.0.0.3:1300".parse().unwrap()));
+        assert_eq!(m[2].addr, None);
+        assert_eq!(m[2].resolve_error.as_deref(), Some("no"));
+        let stale = members(&c, &names, &peers, &book, 10_000 + c.hb.timeout_ms + 1);
+        assert_eq!(stale[0].state, MemberState::Stale);
+        // Names the address book does not hold (yet): neither resolved nor failed.
+        let names: Vec<String> = ["a0", "n2", "n25", "n4", "z9"].map(String::from).into();
+        let m = members(&c, &names, &peers, &book, 10_500);
+        let states: Vec<&str> = m.iter().map(|m| m.state.as_str()).collect();
+        assert_eq!(
+            states,
+            ["never seen", "up", "never seen", "unresolved", "never seen"]
+        );
+        assert_eq!(m[1].addr, Some("127.0.0.2:1300".parse().unwrap()));
+        assert_eq!((m[0].addr, m[2].addr, m[4].addr), (None, None, None));
         let counts = count_by_state(&m);
         assert_eq!(counts.len(), MemberState::ALL.len());
         assert_eq!(
             (counts["up"], counts["never seen"], counts["stale"]),
-            (1, 1, 0)
+            (1, 3, 0)
         );
     }
 }
