@@ -59,7 +59,7 @@ pub(crate) struct StatusWriter {
     state: Arc<DaemonState>,
     /// The parts of the configuration in force, written when it changes.
     parts: Mutex<Option<Arc<ConfigParts>>>,
-    /// What the last answer cost, ns (`u64::MAX` until the node shard wrote one).
+    /// The CPU the last answer cost, ns (`u64::MAX` until the node shard wrote one).
     last_cost_ns: AtomicU64,
 }
 
@@ -79,7 +79,7 @@ impl StatusWriter {
     }
 
     pub(crate) fn answer(&self) -> Response {
-        let started = std::time::Instant::now();
+        let (cpu_at_start, started) = (thread_cpu_ns(), std::time::Instant::now());
         let config = self.state.config();
         let parts = {
             let mut cached = lock(&self.parts);
@@ -89,10 +89,27 @@ impl StatusWriter {
             }
         };
         let text = status_text(&self.state, &parts, now_ms(), true);
-        let cost = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let cost = match (cpu_at_start, thread_cpu_ns()) {
+            (Some(start), Some(end)) => end.saturating_sub(start),
+            _ => u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        };
         self.last_cost_ns.store(cost, Ordering::Relaxed);
         Response::ok_encoded(text)
     }
+}
+
+/// CPU time of the calling thread, ns: what an answer costs whatever the scheduler did
+/// meanwhile (on a busy machine a wall clock counts the thread's preemptions too).
+fn thread_cpu_ns() -> Option<u64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which lives on this stack frame.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    let secs = u64::try_from(now.tv_sec).ok()?;
+    let nanos = u64::try_from(now.tv_nsec).ok()?;
+    (rc == 0).then(|| secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 impl QuickHandler for StatusWriter {
@@ -119,18 +136,18 @@ pub(crate) fn status_document(state: &DaemonState, now: u64) -> Map<String, Valu
 fn status_text(state: &DaemonState, parts: &ConfigParts, now: u64, with_peers: bool) -> String {
     let config = &*parts.config;
     let mut out;
-    let members: Vec<Member>;
+    let member_states;
     // The members, in `parts.names` order, that count in this node's partition.
     let mut in_partition: Vec<bool> = Vec::with_capacity(parts.names.len());
     {
         let peers = lock(&state.peers);
-        members = members::members(config, &parts.names, &peers, &state.addr_book, now);
+        let heard = members::members(config, &parts.names, &peers, &state.addr_book, now);
         // The peers to list, sorted by name, with their state. Peers are members (each
         // found by name in the sorted list) unless the configuration dropped one since.
         let mut listed: Vec<(&str, Option<&str>, &PeerStatus, MemberState)> =
             Vec::with_capacity(peers.len());
-        for (i, (name, member)) in parts.names.iter().zip(&members).enumerate() {
-            let heard = peers.get(name);
+        for (i, (name, (member, heard))) in parts.names.iter().zip(&heard).enumerate() {
+            let heard = *heard;
             in_partition.push(heard.is_some_and(|p| {
                 member
                     .state
@@ -171,7 +188,8 @@ fn status_text(state: &DaemonState, parts: &ConfigParts, now: u64, with_peers: b
             4096 + raw + parts.names.iter().map(|n| n.len() + 96).sum::<usize>(),
         );
         out.push_str("{\"members\":");
-        members_json(&mut out, parts, &members);
+        members_json(&mut out, parts, heard.iter().map(|(m, _)| m));
+        member_states = members::count_by_state(heard.iter().map(|(m, _)| m));
         if with_peers {
             out.push_str(",\"peers\":");
             peers_json(&mut out, &listed, now);
@@ -196,7 +214,7 @@ fn status_text(state: &DaemonState, parts: &ConfigParts, now: u64, with_peers: b
     out.push_str(",\"quorum\":");
     quorum_json(&mut out, state, parts, now, seen, partition);
     out.push_str(&parts.fixed);
-    let sample = Sample::take(state, now, &members);
+    let sample = Sample::take(state, now, member_states);
     let mut data = status_scalars(state, &sample);
     metrics::fill(&mut data, &sample);
     out.push_str(",\"services\":");
@@ -323,7 +341,11 @@ fn quorum_json<'p>(
 }
 
 /// The `members` object: every other member, in `parts.names` order.
-fn members_json(out: &mut String, parts: &ConfigParts, members: &[Member]) {
+fn members_json<'m>(
+    out: &mut String,
+    parts: &ConfigParts,
+    members: impl Iterator<Item = &'m Member>,
+) {
     out.push('{');
     for (i, (quoted, m)) in parts.quoted.iter().zip(members).enumerate() {
         if i > 0 {
@@ -411,8 +433,8 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for d in &digits[at..] {
-        out.push(char::from(*d));
+    if let Ok(text) = std::str::from_utf8(&digits[at..]) {
+        out.push_str(text);
     }
 }
 

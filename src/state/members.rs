@@ -297,14 +297,14 @@ pub(crate) fn other_members(config: &NodeConfig) -> Vec<String> {
 }
 
 /// Each of `names` (as [`other_members`] lists them) with its state: from its heartbeats
-/// when it was heard, else from the address book.
-pub(crate) fn members(
+/// when it was heard (the peer comes with it), else from the address book.
+pub(crate) fn members<'p>(
     config: &NodeConfig,
     names: &[String],
-    peers: &PeerMap,
+    peers: &'p PeerMap,
     book: &AddrBook,
     now_ms: u64,
-) -> Vec<Member> {
+) -> Vec<(Member, Option<&'p super::PeerStatus>)> {
     let book = lock(&book.entries);
     // Both are sorted by name: one walk along the book, no lookup per member.
     let mut entries = book.iter().peekable();
@@ -324,7 +324,8 @@ pub(crate) fn members(
                 Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
                 Some(Resolution::Pending) | None => (None, None),
             };
-            match peers.get(name) {
+            let heard = peers.get(name);
+            let member = match heard {
                 Some(p) => Member {
                     state: MemberState::of(p.presence(now_ms, config)),
                     addr,
@@ -343,13 +344,16 @@ pub(crate) fn members(
                     beats: 0,
                     resolve_error,
                 },
-            }
+            };
+            (member, heard)
         })
         .collect()
 }
 
 /// How many members are in each state, every state listed.
-pub(crate) fn count_by_state(members: &[Member]) -> BTreeMap<&'static str, u64> {
+pub(crate) fn count_by_state<'m>(
+    members: impl IntoIterator<Item = &'m Member>,
+) -> BTreeMap<&'static str, u64> {
     let mut counts: BTreeMap<&'static str, u64> =
         MemberState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for m in members {
@@ -447,7 +451,10 @@ mod tests {
             },
         );
         let names = other_members(&c);
-        let m = members(&c, &names, &peers, &book, 10_500);
+        let m: Vec<Member> = members(&c, &names, &peers, &book, 10_500)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
         let states: Vec<(&str, &str)> = names
             .iter()
             .zip(&m)
@@ -462,10 +469,14 @@ mod tests {
         assert_eq!(m[2].addr, None);
         assert_eq!(m[2].resolve_error.as_deref(), Some("no"));
         let stale = members(&c, &names, &peers, &book, 10_000 + c.hb.timeout_ms + 1);
-        assert_eq!(stale[0].state, MemberState::Stale);
+        assert_eq!(stale[0].0.state, MemberState::Stale);
+        assert_eq!(stale[0].1.map(|p| p.beats), Some(7));
         // Names the address book does not hold (yet): neither resolved nor failed.
         let names: Vec<String> = ["a0", "n2", "n25", "n4", "z9"].map(String::from).into();
-        let m = members(&c, &names, &peers, &book, 10_500);
+        let m: Vec<Member> = members(&c, &names, &peers, &book, 10_500)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
         let states: Vec<&str> = m.iter().map(|m| m.state.as_str()).collect();
         assert_eq!(
             states,

@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 
 use super::DaemonState;
-use super::members::{Member, count_by_state};
 use crate::guard::{GateStats, InvalidClass};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,13 +400,17 @@ pub(crate) struct Sample<'a> {
 }
 
 impl<'a> Sample<'a> {
-    /// `members`: every other member, as the same answer lists them.
-    pub(crate) fn take(state: &'a DaemonState, now_ms: u64, members: &[Member]) -> Sample<'a> {
+    /// `member_states`: `members::count_by_state` of the members the same answer lists.
+    pub(crate) fn take(
+        state: &'a DaemonState,
+        now_ms: u64,
+        member_states: BTreeMap<&'static str, u64>,
+    ) -> Sample<'a> {
         Sample {
             state,
             now_ms,
             gate: state.listener.get().map(|l| l.stats()),
-            member_states: count_by_state(members),
+            member_states,
             blacklist: state.guard.blacklist.status(now_ms),
         }
     }
