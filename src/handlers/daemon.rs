@@ -1,7 +1,7 @@
 //! `daemon_status`, `daemon_stop`, `daemon_start`, `daemon_shutdown`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ pub(crate) struct StatusWriter {
     parts: Mutex<Option<Arc<ConfigParts>>>,
     /// The CPU the last answer cost, ns (`u64::MAX` until the node shard wrote one).
     last_cost_ns: AtomicU64,
+    /// The last answer's length, what the next one is given room for.
+    last_len: AtomicUsize,
 }
 
 /// An answer that cost no more than this is written on the caller's thread: less than the
@@ -75,6 +77,7 @@ impl StatusWriter {
             state,
             parts: Mutex::new(None),
             last_cost_ns: AtomicU64::new(u64::MAX),
+            last_len: AtomicUsize::new(0),
         }
     }
 
@@ -88,7 +91,9 @@ impl StatusWriter {
                 _ => cached.insert(Arc::new(ConfigParts::new(config))).clone(),
             }
         };
-        let text = status_text(&self.state, &parts, now_ms(), true);
+        let capacity = self.last_len.load(Ordering::Relaxed) + 4096;
+        let text = status_text(&self.state, &parts, now_ms(), true, capacity);
+        self.last_len.store(text.len(), Ordering::Relaxed);
         let cost = match (cpu_at_start, thread_cpu_ns()) {
             (Some(start), Some(end)) => end.saturating_sub(start),
             _ => u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
@@ -124,7 +129,7 @@ impl QuickHandler for StatusWriter {
 /// (`state::metrics`).
 pub(crate) fn status_document(state: &DaemonState, now: u64) -> Map<String, Value> {
     let parts = ConfigParts::new(state.config());
-    match serde_json::from_str(&status_text(state, &parts, now, false)) {
+    match serde_json::from_str(&status_text(state, &parts, now, false, 0)) {
         Ok(Value::Object(data)) => data,
         _ => Map::new(),
     }
@@ -133,68 +138,81 @@ pub(crate) fn status_document(state: &DaemonState, now: u64) -> Map<String, Valu
 /// The `daemon_status` answer's `data`, written straight as text: at thousands of members a
 /// document tree of it would cost several times the writing. Key order is free in JSON: the
 /// parts that grow with the cluster come first, written in one pass over the members.
-fn status_text(state: &DaemonState, parts: &ConfigParts, now: u64, with_peers: bool) -> String {
+fn status_text(
+    state: &DaemonState,
+    parts: &ConfigParts,
+    now: u64,
+    with_peers: bool,
+    capacity: usize,
+) -> String {
     let config = &*parts.config;
-    let mut out;
-    let member_states;
+    // Sized from the last answer: measuring the peers' content first would be one more pass
+    // over memory, which a large cluster's answer mostly spends on cache misses.
+    let mut out = String::with_capacity(capacity);
+    let mut members_out = String::with_capacity(parts.names.len() * 96);
+    let mut states = Vec::with_capacity(parts.names.len());
     // The members, in `parts.names` order, that count in this node's partition.
     let mut in_partition: Vec<bool> = Vec::with_capacity(parts.names.len());
+    out.push('{');
     {
         let peers = lock(&state.peers);
-        let heard = members::members(config, &parts.names, &peers, &state.addr_book, now);
-        // The peers to list, sorted by name, with their state. Peers are members (each
-        // found by name in the sorted list) unless the configuration dropped one since.
-        let mut listed: Vec<(&str, Option<&str>, &PeerStatus, MemberState)> =
-            Vec::with_capacity(peers.len());
-        for (i, (name, (member, heard))) in parts.names.iter().zip(&heard).enumerate() {
-            let heard = *heard;
-            in_partition.push(heard.is_some_and(|p| {
-                member
-                    .state
-                    .presence()
-                    .is_some_and(|at| crate::state::in_partition(p, at, &config.nodename))
-            }));
-            if let Some(p) = heard {
-                listed.push((name, Some(&parts.quoted[i]), p, member.state));
-            }
-        }
-        if listed.len() != peers.len() {
-            listed = peers
-                .iter()
-                .map(|(name, p)| {
-                    let state = MemberState::of(p.presence(now, config));
-                    (name.as_str(), None, p, state)
-                })
-                .collect();
-            listed.sort_unstable_by_key(|(name, ..)| *name);
-        }
-        let raw: usize = if with_peers {
-            listed
-                .iter()
-                .map(|(name, _, p, _)| {
-                    160 + name.len()
-                        + p.view.monitor().as_str().len()
-                        + p.view
-                            .services()
-                            .iter()
-                            .map(|(n, v)| n.len() + v.as_str().len() + 4)
-                            .sum::<usize>()
-                })
-                .sum()
-        } else {
-            0
-        };
-        out = String::with_capacity(
-            4096 + raw + parts.names.iter().map(|n| n.len() + 96).sum::<usize>(),
-        );
-        out.push_str("{\"members\":");
-        members_json(&mut out, parts, heard.iter().map(|(m, _)| m));
-        member_states = members::count_by_state(heard.iter().map(|(m, _)| m));
+        // One pass: each member's peer is written while its data are in the cache. Peers
+        // are members (each found by name in the sorted list) unless the configuration
+        // dropped one since: then they are written again, sorted on their own.
         if with_peers {
-            out.push_str(",\"peers\":");
-            peers_json(&mut out, &listed, now);
+            out.push_str("\"peers\":{");
+        }
+        let peers_at = out.len();
+        let mut heard_count = 0;
+        members::for_each_member(
+            config,
+            &parts.names,
+            &peers,
+            &state.addr_book,
+            now,
+            |i, member, heard| {
+                if i > 0 {
+                    members_out.push(',');
+                }
+                member_json(&mut members_out, &parts.quoted[i], &member);
+                in_partition.push(heard.is_some_and(|p| {
+                    member
+                        .state
+                        .presence()
+                        .is_some_and(|at| crate::state::in_partition(p, at, &config.nodename))
+                }));
+                if let Some(p) = heard
+                    && with_peers
+                {
+                    if heard_count > 0 {
+                        out.push(',');
+                    }
+                    peer_json(&mut out, &parts.quoted[i], p, member.state, now);
+                }
+                heard_count += usize::from(heard.is_some());
+                states.push(member.state);
+            },
+        );
+        if with_peers {
+            if heard_count != peers.len() {
+                out.truncate(peers_at);
+                let mut sorted: Vec<(&String, &PeerStatus)> = peers.iter().collect();
+                sorted.sort_unstable_by_key(|(name, _)| *name);
+                for (i, (name, p)) in sorted.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let state = MemberState::of(p.presence(now, config));
+                    peer_json(&mut out, &quoted(name), p, state, now);
+                }
+            }
+            out.push_str("},");
         }
     }
+    out.push_str("\"members\":{");
+    out.push_str(&members_out);
+    out.push('}');
+    let member_states = members::count_by_state(states);
     let seen = in_partition.iter().filter(|c| **c).count() + 1;
     let partition = || {
         let mut names: Vec<&str> = Vec::with_capacity(seen);
@@ -340,84 +358,58 @@ fn quorum_json<'p>(
     out.push('}');
 }
 
-/// The `members` object: every other member, in `parts.names` order.
-fn members_json<'m>(
-    out: &mut String,
-    parts: &ConfigParts,
-    members: impl Iterator<Item = &'m Member>,
-) {
-    out.push('{');
-    for (i, (quoted, m)) in parts.quoted.iter().zip(members).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(quoted);
-        out.push_str(":{\"state\":\"");
-        out.push_str(m.state.as_str());
-        out.push_str("\",\"addr\":");
-        match &m.addr {
-            Some(a) => push_addr(out, a),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"age_ms\":");
-        match m.age_ms {
-            Some(age) => push_u64(out, age),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"beats\":");
-        push_u64(out, m.beats);
-        if let Some(e) = &m.resolve_error {
-            out.push_str(",\"resolve_error\":");
-            push_quoted(out, e);
-        }
-        out.push('}');
+/// One entry of the `members` object.
+fn member_json(out: &mut String, quoted_name: &str, m: &Member) {
+    out.push_str(quoted_name);
+    out.push_str(":{\"state\":\"");
+    out.push_str(m.state.as_str());
+    out.push_str("\",\"addr\":");
+    match &m.addr {
+        Some(a) => push_addr(out, a),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"age_ms\":");
+    match m.age_ms {
+        Some(age) => push_u64(out, age),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"beats\":");
+    push_u64(out, m.beats);
+    if let Some(e) = &m.resolve_error {
+        out.push_str(",\"resolve_error\":");
+        push_quoted(out, e);
     }
     out.push('}');
 }
 
-/// The `peers` object of the status, written from the peers' raw JSON: a copy of text,
+/// One entry of the `peers` object, written from the peer's raw JSON: a copy of text,
 /// nothing parsed (so it is done under the peers' lock, which the heartbeat shard waits for).
-/// Each peer comes with its name quoted when that was written already.
-fn peers_json(
-    out: &mut String,
-    peers: &[(&str, Option<&str>, &PeerStatus, MemberState)],
-    now: u64,
-) {
-    out.push('{');
-    for (i, (name, quoted, p, state)) in peers.iter().enumerate() {
-        if i > 0 {
+fn peer_json(out: &mut String, quoted_name: &str, p: &PeerStatus, state: MemberState, now: u64) {
+    out.push_str(quoted_name);
+    out.push_str(":{\"status\":\"");
+    out.push_str(state.as_str());
+    out.push_str("\",\"age_ms\":");
+    push_u64(out, now.saturating_sub(p.last_seen_ms));
+    out.push_str(",\"addr\":");
+    push_addr(out, &p.addr);
+    out.push_str(",\"gen\":");
+    push_u64(out, p.view.r#gen());
+    out.push_str(if p.view.is_synced() {
+        ",\"synced\":true,\"monitor\":"
+    } else {
+        ",\"synced\":false,\"monitor\":"
+    });
+    out.push_str(p.view.monitor().as_str());
+    out.push_str(",\"services\":{");
+    for (j, (svc, value)) in p.view.services().iter().enumerate() {
+        if j > 0 {
             out.push(',');
         }
-        match quoted {
-            Some(q) => out.push_str(q),
-            None => push_quoted(out, name),
-        }
-        out.push_str(":{\"status\":\"");
-        out.push_str(state.as_str());
-        out.push_str("\",\"age_ms\":");
-        push_u64(out, now.saturating_sub(p.last_seen_ms));
-        out.push_str(",\"addr\":");
-        push_addr(out, &p.addr);
-        out.push_str(",\"gen\":");
-        push_u64(out, p.view.r#gen());
-        out.push_str(if p.view.is_synced() {
-            ",\"synced\":true,\"monitor\":"
-        } else {
-            ",\"synced\":false,\"monitor\":"
-        });
-        out.push_str(p.view.monitor().as_str());
-        out.push_str(",\"services\":{");
-        for (j, (svc, value)) in p.view.services().iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            push_quoted(out, svc);
-            out.push(':');
-            out.push_str(value.as_str());
-        }
-        out.push_str("}}");
+        push_quoted(out, svc);
+        out.push(':');
+        out.push_str(value.as_str());
     }
-    out.push('}');
+    out.push_str("}}");
 }
 
 /// Appends `n` in decimal (`fmt` costs several times this, and a large status writes a few

@@ -296,68 +296,68 @@ pub(crate) fn other_members(config: &NodeConfig) -> Vec<String> {
     names
 }
 
-/// Each of `names` (as [`other_members`] lists them) with its state: from its heartbeats
-/// when it was heard (the peer comes with it), else from the address book.
-pub(crate) fn members<'p>(
+/// Visits each of `names` (as [`other_members`] lists them, with its index there) with its
+/// state: from its heartbeats when it was heard (the peer comes with it), else from the
+/// address book. A visitor rather than a list: the status writes each member's peer while
+/// its data are in the cache.
+pub(crate) fn for_each_member<'p>(
     config: &NodeConfig,
     names: &[String],
     peers: &'p PeerMap,
     book: &AddrBook,
     now_ms: u64,
-) -> Vec<(Member, Option<&'p super::PeerStatus>)> {
+    mut visit: impl FnMut(usize, Member, Option<&'p super::PeerStatus>),
+) {
     let book = lock(&book.entries);
     // Both are sorted by name: one walk along the book, no lookup per member.
     let mut entries = book.iter().peekable();
-    names
-        .iter()
-        .map(|name| {
-            while entries
-                .next_if(|(k, _)| k.as_str() < name.as_str())
-                .is_some()
-            {}
-            let resolution = entries
-                .peek()
-                .filter(|(k, _)| *k == name)
-                .map(|(_, e)| &e.resolution);
-            let (addr, resolve_error) = match resolution {
-                Some(Resolution::Resolved(a)) => (Some(*a), None),
-                Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
-                Some(Resolution::Pending) | None => (None, None),
-            };
-            let heard = peers.get(name);
-            let member = match heard {
-                Some(p) => Member {
-                    state: MemberState::of(p.presence(now_ms, config)),
-                    addr,
-                    age_ms: Some(now_ms.saturating_sub(p.last_seen_ms)),
-                    beats: p.beats,
-                    resolve_error,
+    for (i, name) in names.iter().enumerate() {
+        while entries
+            .next_if(|(k, _)| k.as_str() < name.as_str())
+            .is_some()
+        {}
+        let resolution = entries
+            .peek()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, e)| &e.resolution);
+        let (addr, resolve_error) = match resolution {
+            Some(Resolution::Resolved(a)) => (Some(*a), None),
+            Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
+            Some(Resolution::Pending) | None => (None, None),
+        };
+        let heard = peers.get(name);
+        let member = match heard {
+            Some(p) => Member {
+                state: MemberState::of(p.presence(now_ms, config)),
+                addr,
+                age_ms: Some(now_ms.saturating_sub(p.last_seen_ms)),
+                beats: p.beats,
+                resolve_error,
+            },
+            None => Member {
+                state: if resolve_error.is_some() {
+                    MemberState::Unresolved
+                } else {
+                    MemberState::NeverSeen
                 },
-                None => Member {
-                    state: if resolve_error.is_some() {
-                        MemberState::Unresolved
-                    } else {
-                        MemberState::NeverSeen
-                    },
-                    addr,
-                    age_ms: None,
-                    beats: 0,
-                    resolve_error,
-                },
-            };
-            (member, heard)
-        })
-        .collect()
+                addr,
+                age_ms: None,
+                beats: 0,
+                resolve_error,
+            },
+        };
+        visit(i, member, heard);
+    }
 }
 
 /// How many members are in each state, every state listed.
-pub(crate) fn count_by_state<'m>(
-    members: impl IntoIterator<Item = &'m Member>,
+pub(crate) fn count_by_state(
+    states: impl IntoIterator<Item = MemberState>,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts: BTreeMap<&'static str, u64> =
         MemberState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for m in members {
-        *counts.entry(m.state.as_str()).or_default() += 1;
+    for s in states {
+        *counts.entry(s.as_str()).or_default() += 1;
     }
     counts
 }
@@ -432,6 +432,21 @@ mod tests {
         assert_eq!(book.resolved().len(), 3, "still sent to meanwhile");
     }
 
+    fn members<'p>(
+        config: &NodeConfig,
+        names: &[String],
+        peers: &'p PeerMap,
+        book: &AddrBook,
+        now_ms: u64,
+    ) -> Vec<(Member, Option<&'p super::super::PeerStatus>)> {
+        let mut out = Vec::new();
+        for_each_member(config, names, peers, book, now_ms, |i, m, p| {
+            assert_eq!(i, out.len());
+            out.push((m, p));
+        });
+        out
+    }
+
     #[test]
     fn every_member_is_listed_with_a_state() {
         let c = config(CONF);
@@ -484,7 +499,7 @@ mod tests {
         );
         assert_eq!(m[1].addr, Some("127.0.0.2:1300".parse().unwrap()));
         assert_eq!((m[0].addr, m[2].addr, m[4].addr), (None, None, None));
-        let counts = count_by_state(&m);
+        let counts = count_by_state(m.iter().map(|m| m.state));
         assert_eq!(counts.len(), MemberState::ALL.len());
         assert_eq!(
             (counts["up"], counts["never seen"], counts["stale"]),
