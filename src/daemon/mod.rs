@@ -125,8 +125,11 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
         n => n,
     };
     let _ = state.shards.set(shards);
-    let (dispatcher, _shard_threads) = Dispatcher::start(shards, |_| Handlers::new(state.clone()))
-        .map_err(io_err("cannot start the shard threads"))?;
+    let status = Arc::new(crate::handlers::daemon::StatusWriter::new(state.clone()));
+    let (dispatcher, _shard_threads) =
+        Dispatcher::start(shards, |_| Handlers::new(state.clone(), status.clone()))
+            .map_err(io_err("cannot start the shard threads"))?;
+    let dispatcher = dispatcher.with_quick(status);
     let _ = state.dispatcher.set(dispatcher.clone());
     let shared = Arc::new(ListenerShared::new(
         ListenerSettings::from_node(&config),

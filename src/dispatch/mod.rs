@@ -1,7 +1,9 @@
 //! The sharded handler layer. Decoded requests go to one of N service shard threads, chosen
 //! by the hash of the request's service; node-level requests (status, blacklist, node
 //! monitor) go to a node shard of their own, so a long service action never delays them;
-//! heartbeats go to a heartbeat shard, so a flood of them never delays a request.
+//! heartbeats go to a heartbeat shard, so a flood of them never delays a request. A request
+//! whose answer costs less than the hop to a shard and back (`QuickHandler`: a small
+//! cluster's status) is answered on the caller's thread.
 //!
 //! Every queue is bounded and never blocks a listener worker: when one is full, a heartbeat
 //! is dropped (the next beat carries the same news) and a request is answered "busy". A peer
@@ -92,11 +94,19 @@ pub(crate) trait ShardHandler: Send + 'static {
     fn after_reply(&mut self) {}
 }
 
+/// Answers the requests that are cheaper to answer on the caller's thread than to hand to a
+/// shard: the hop costs two thread wakeups (the shard's, then the caller's for the reply).
+pub(crate) trait QuickHandler: Send + Sync + 'static {
+    /// The answer, or None to send the request to its shard.
+    fn try_handle(&self, origin: &Origin, request: &Request) -> Option<Response>;
+}
+
 /// Cloneable handle used by listener workers and the local socket to submit jobs.
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
     /// Node shard, service shards, heartbeat shard last.
     shards: Vec<mpsc::SyncSender<Job>>,
+    quick: Option<std::sync::Arc<dyn QuickHandler>>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Heartbeat payload bytes queued for the heartbeat shard.
     heartbeat_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -155,12 +165,19 @@ impl Dispatcher {
         Ok((
             Dispatcher {
                 shards,
+                quick: None,
                 dropped: Default::default(),
                 heartbeat_bytes,
                 hasher: Default::default(),
             },
             joins,
         ))
+    }
+
+    /// Lets `quick` answer the requests it takes on the caller's thread.
+    pub(crate) fn with_quick(mut self, quick: std::sync::Arc<dyn QuickHandler>) -> Self {
+        self.quick = Some(quick);
+        self
     }
 
     /// Service shards, the node and heartbeat shards not included.
@@ -229,6 +246,15 @@ impl Dispatcher {
 
     /// Submits a request and waits for its reply.
     pub(crate) async fn call(&self, origin: Origin, request: Request) -> Reply {
+        if let Some(quick) = &self.quick {
+            // A panic leaves the request to its shard, whose handler answers it.
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                quick.try_handle(&origin, &request)
+            }));
+            if let Ok(Some(response)) = answer {
+                return response.into();
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let job = Job::Request {
             origin,
@@ -339,6 +365,28 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    struct QuickStatus;
+    impl QuickHandler for QuickStatus {
+        fn try_handle(&self, _: &Origin, request: &Request) -> Option<Response> {
+            matches!(request, Request::DaemonStatus)
+                .then(|| Response::ok(serde_json::json!({"quick": true})))
+        }
+    }
+
+    #[test]
+    fn a_quick_handler_answers_what_it_takes_the_rest_goes_to_the_shards() {
+        let (d, _) = Dispatcher::start(2, Echo).unwrap();
+        let d = d.with_quick(std::sync::Arc::new(QuickStatus));
+        let resp = futures_lite_block_on(d.call_single(Origin::Local, Request::DaemonStatus));
+        assert_eq!(resp.data.unwrap()["quick"], true);
+        let clear = Request::Clear {
+            svcname: "svc1".into(),
+        };
+        let shard = d.shard_for(&clear);
+        let resp = futures_lite_block_on(d.call_single(Origin::Local, clear));
+        assert_eq!(resp.data.unwrap()["shard"], shard);
     }
 
     struct Slow;

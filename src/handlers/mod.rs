@@ -18,13 +18,16 @@ use crate::wire::Request;
 pub(crate) struct Handlers {
     pub state: Arc<DaemonState>,
     services: service::ServiceShard,
+    /// `daemon_status`, shared with the dispatcher's quick path.
+    status: Arc<daemon::StatusWriter>,
 }
 
 impl Handlers {
-    pub(crate) fn new(state: Arc<DaemonState>) -> Self {
+    pub(crate) fn new(state: Arc<DaemonState>, status: Arc<daemon::StatusWriter>) -> Self {
         Handlers {
             state,
             services: Default::default(),
+            status,
         }
     }
 }
@@ -35,7 +38,7 @@ impl ShardHandler for Handlers {
         let st = &self.state;
         let svc = &mut self.services;
         let response = match request {
-            Request::DaemonStatus => daemon::status(st),
+            Request::DaemonStatus => self.status.answer(),
             Request::DaemonStop { thread_id } => daemon::stop(st, thread_id),
             Request::DaemonStart { thread_id } => daemon::start(st, thread_id),
             Request::DaemonShutdown => daemon::shutdown(st),

@@ -41,6 +41,9 @@ pub(crate) trait Stream: 'static {
     fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
     /// Shuts both directions down (also completes any read still in flight).
     fn shutdown(&self);
+    /// Sends each write at once: an answer is one write, and Nagle's algorithm would hold
+    /// it until the peer's delayed ACK of the previous one (or its next request) arrives.
+    fn set_nodelay(&self) -> io::Result<()>;
     /// The socket, for the connection table to shut it down from another worker.
     fn fd(&self) -> RawFd;
 }
@@ -75,6 +78,9 @@ impl Datagram for tokio_uring::net::UdpSocket {
 impl Stream for tokio_uring::net::TcpStream {
     fn shutdown(&self) {
         let _ = tokio_uring::net::TcpStream::shutdown(self, std::net::Shutdown::Both);
+    }
+    fn set_nodelay(&self) -> io::Result<()> {
+        tokio_uring::net::TcpStream::set_nodelay(self, true)
     }
     fn fd(&self) -> RawFd {
         self.as_raw_fd()
@@ -202,6 +208,9 @@ impl Stream for tokio::net::TcpStream {
         use std::os::fd::AsRawFd;
         // SAFETY: shutdown(2) on a socket this value owns; no memory is involved.
         unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+    fn set_nodelay(&self) -> io::Result<()> {
+        tokio::net::TcpStream::set_nodelay(self, true)
     }
     fn fd(&self) -> RawFd {
         self.as_raw_fd()

@@ -320,6 +320,8 @@ async fn accept_loop<B: Backend>(w: Rc<Worker>, listener: B::Listener) -> io::Re
             continue;
         };
         w.slot.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+        // Without it, the connection still works, only slower.
+        let _ = conn.set_nodelay();
         let w = w.clone();
         w.connections.set(w.connections.get() + 1);
         let admitted = Admitted { registration, conn };

@@ -236,6 +236,25 @@ impl MemberState {
         MemberState::Unresolved,
     ];
 
+    /// The state of a member heard from.
+    pub(crate) fn of(presence: crate::service::orchestrate::Presence) -> MemberState {
+        match presence {
+            crate::service::orchestrate::Presence::Up => MemberState::Up,
+            crate::service::orchestrate::Presence::Maintenance => MemberState::Maintenance,
+            crate::service::orchestrate::Presence::Gone => MemberState::Stale,
+        }
+    }
+
+    /// The presence it was read from; None for a member never heard from.
+    pub(crate) fn presence(self) -> Option<crate::service::orchestrate::Presence> {
+        match self {
+            MemberState::Up => Some(crate::service::orchestrate::Presence::Up),
+            MemberState::Maintenance => Some(crate::service::orchestrate::Presence::Maintenance),
+            MemberState::Stale => Some(crate::service::orchestrate::Presence::Gone),
+            MemberState::NeverSeen | MemberState::Unresolved => None,
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             MemberState::Up => presence_label(crate::service::orchestrate::Presence::Up),
@@ -264,63 +283,83 @@ pub(crate) struct Member {
     pub resolve_error: Option<String>,
 }
 
-/// Every member but this node, by name: state from its heartbeats when it was heard, else
-/// from the address book.
-pub(crate) fn members(
-    config: &NodeConfig,
-    peers: &PeerMap,
-    book: &AddrBook,
-    now_ms: u64,
-) -> BTreeMap<String, Member> {
-    let book = lock(&book.entries);
-    config
+/// The other members of `cluster.nodes` (this node left out), sorted and without repeats:
+/// the order `daemon status` lists them in.
+pub(crate) fn other_members(config: &NodeConfig) -> Vec<String> {
+    let mut names: Vec<String> = config
         .cluster
         .nodes
         .iter()
         .filter(|n| **n != config.nodename)
-        .map(|name| {
-            let (addr, resolve_error) = match book.get(name.as_str()).map(|e| &e.resolution) {
-                Some(Resolution::Resolved(a)) => (Some(*a), None),
-                Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
-                Some(Resolution::Pending) | None => (None, None),
-            };
-            let member = match peers.get(name) {
-                Some(p) => Member {
-                    state: match p.presence(now_ms, config) {
-                        crate::service::orchestrate::Presence::Up => MemberState::Up,
-                        crate::service::orchestrate::Presence::Maintenance => {
-                            MemberState::Maintenance
-                        }
-                        crate::service::orchestrate::Presence::Gone => MemberState::Stale,
-                    },
-                    addr,
-                    age_ms: Some(now_ms.saturating_sub(p.last_seen_ms)),
-                    beats: p.beats,
-                    resolve_error,
+        .cloned()
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Visits each of `names` (as [`other_members`] lists them, with its index there) with its
+/// state: from its heartbeats when it was heard (the peer comes with it), else from the
+/// address book. A visitor rather than a list: the status writes each member's peer while
+/// its data are in the cache.
+pub(crate) fn for_each_member<'p>(
+    config: &NodeConfig,
+    names: &[String],
+    peers: &'p PeerMap,
+    book: &AddrBook,
+    now_ms: u64,
+    mut visit: impl FnMut(usize, Member, Option<&'p super::PeerStatus>),
+) {
+    let book = lock(&book.entries);
+    // Both are sorted by name: one walk along the book, no lookup per member.
+    let mut entries = book.iter().peekable();
+    for (i, name) in names.iter().enumerate() {
+        while entries
+            .next_if(|(k, _)| k.as_ref() < name.as_str())
+            .is_some()
+        {}
+        let resolution = entries
+            .peek()
+            .filter(|(k, _)| k.as_ref() == name.as_str())
+            .map(|(_, e)| &e.resolution);
+        let (addr, resolve_error) = match resolution {
+            Some(Resolution::Resolved(a)) => (Some(*a), None),
+            Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
+            Some(Resolution::Pending) | None => (None, None),
+        };
+        let heard = peers.get(name);
+        let member = match heard {
+            Some(p) => Member {
+                state: MemberState::of(p.presence(now_ms, config)),
+                addr,
+                age_ms: Some(now_ms.saturating_sub(p.last_seen_ms)),
+                beats: p.beats,
+                resolve_error,
+            },
+            None => Member {
+                state: if resolve_error.is_some() {
+                    MemberState::Unresolved
+                } else {
+                    MemberState::NeverSeen
                 },
-                None => Member {
-                    state: if resolve_error.is_some() {
-                        MemberState::Unresolved
-                    } else {
-                        MemberState::NeverSeen
-                    },
-                    addr,
-                    age_ms: None,
-                    beats: 0,
-                    resolve_error,
-                },
-            };
-            (name.clone(), member)
-        })
-        .collect()
+                addr,
+                age_ms: None,
+                beats: 0,
+                resolve_error,
+            },
+        };
+        visit(i, member, heard);
+    }
 }
 
 /// How many members are in each state, every state listed.
-pub(crate) fn count_by_state(members: &BTreeMap<String, Member>) -> BTreeMap<&'static str, u64> {
+pub(crate) fn count_by_state(
+    states: impl IntoIterator<Item = MemberState>,
+) -> BTreeMap<&'static str, u64> {
     let mut counts: BTreeMap<&'static str, u64> =
         MemberState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for m in members.values() {
-        *counts.entry(m.state.as_str()).or_default() += 1;
+    for s in states {
+        *counts.entry(s.as_str()).or_default() += 1;
     }
     counts
 }
@@ -395,6 +434,21 @@ mod tests {
         assert_eq!(book.resolved().len(), 3, "still sent to meanwhile");
     }
 
+    fn members<'p>(
+        config: &NodeConfig,
+        names: &[String],
+        peers: &'p PeerMap,
+        book: &AddrBook,
+        now_ms: u64,
+    ) -> Vec<(Member, Option<&'p super::super::PeerStatus>)> {
+        let mut out = Vec::new();
+        for_each_member(config, names, peers, book, now_ms, |i, m, p| {
+            assert_eq!(i, out.len());
+            out.push((m, p));
+        });
+        out
+    }
+
     #[test]
     fn every_member_is_listed_with_a_state() {
         let c = config(CONF);
@@ -413,25 +467,45 @@ mod tests {
                 beats: 7,
             },
         );
-        let m = members(&c, &peers, &book, 10_500);
-        let states: Vec<(&str, &str)> = m
+        let names = other_members(&c);
+        let m: Vec<Member> = members(&c, &names, &peers, &book, 10_500)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        let states: Vec<(&str, &str)> = names
             .iter()
+            .zip(&m)
             .map(|(n, m)| (n.as_str(), m.state.as_str()))
             .collect();
         assert_eq!(
             states,
             [("n2", "up"), ("n3", "never seen"), ("n4", "unresolved")]
         );
-        assert_eq!((m["n2"].age_ms, m["n2"].beats), (Some(500), 7));
-        assert_eq!(m["n3"].addr, Some("127.0.0.3:1300".parse().unwrap()));
-        assert_eq!(m["n4"].addr, None);
-        let stale = members(&c, &peers, &book, 10_000 + c.hb.timeout_ms + 1);
-        assert_eq!(stale["n2"].state, MemberState::Stale);
-        let counts = count_by_state(&m);
+        assert_eq!((m[0].age_ms, m[0].beats), (Some(500), 7));
+        assert_eq!(m[1].addr, Some("127.0.0.3:1300".parse().unwrap()));
+        assert_eq!(m[2].addr, None);
+        assert_eq!(m[2].resolve_error.as_deref(), Some("no"));
+        let stale = members(&c, &names, &peers, &book, 10_000 + c.hb.timeout_ms + 1);
+        assert_eq!(stale[0].0.state, MemberState::Stale);
+        assert_eq!(stale[0].1.map(|p| p.beats), Some(7));
+        // Names the address book does not hold (yet): neither resolved nor failed.
+        let names: Vec<String> = ["a0", "n2", "n25", "n4", "z9"].map(String::from).into();
+        let m: Vec<Member> = members(&c, &names, &peers, &book, 10_500)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        let states: Vec<&str> = m.iter().map(|m| m.state.as_str()).collect();
+        assert_eq!(
+            states,
+            ["never seen", "up", "never seen", "unresolved", "never seen"]
+        );
+        assert_eq!(m[1].addr, Some("127.0.0.2:1300".parse().unwrap()));
+        assert_eq!((m[0].addr, m[2].addr, m[4].addr), (None, None, None));
+        let counts = count_by_state(m.iter().map(|m| m.state));
         assert_eq!(counts.len(), MemberState::ALL.len());
         assert_eq!(
             (counts["up"], counts["never seen"], counts["stale"]),
-            (1, 1, 0)
+            (1, 3, 0)
         );
     }
 }

@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 
 use super::DaemonState;
-use super::members::{Member, count_by_state, members};
 use crate::guard::{GateStats, InvalidClass};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +296,7 @@ const ROWS: &[Metric] = &[
             "Other members of cluster.nodes, by state.",
             TOP,
             "member_states",
-            |s| json!(count_by_state(&s.members)),
+            |s| json!(s.member_states),
         )
     },
     elsewhere(
@@ -395,24 +394,23 @@ pub(crate) struct Sample<'a> {
     pub now_ms: u64,
     /// The listener's counters, summed over its workers (None before it is set up).
     pub gate: Option<GateStats>,
-    pub members: BTreeMap<String, Member>,
+    /// The other members by state, counted from the members the status lists.
+    pub member_states: BTreeMap<&'static str, u64>,
     pub blacklist: BTreeMap<String, u32>,
 }
 
 impl<'a> Sample<'a> {
-    pub(crate) fn take(state: &'a DaemonState, now_ms: u64) -> Sample<'a> {
-        let config = state.config();
-        let members = members(
-            &config,
-            &super::lock(&state.peers),
-            &state.addr_book,
-            now_ms,
-        );
+    /// `member_states`: `members::count_by_state` of the members the same answer lists.
+    pub(crate) fn take(
+        state: &'a DaemonState,
+        now_ms: u64,
+        member_states: BTreeMap<&'static str, u64>,
+    ) -> Sample<'a> {
         Sample {
             state,
             now_ms,
             gate: state.listener.get().map(|l| l.stats()),
-            members,
+            member_states,
             blacklist: state.guard.blacklist.status(now_ms),
         }
     }

@@ -232,16 +232,21 @@ pub(crate) fn partition(config: &NodeConfig, peers: &PeerMap, now_ms: u64) -> BT
         .filter(|n| **n != config.nodename)
     {
         let Some(p) = peers.get(name) else { continue };
-        let counts = match p.presence(now_ms, config) {
-            Presence::Up => p.sees(&config.nodename) != Some(false),
-            Presence::Maintenance => true,
-            Presence::Gone => false,
-        };
-        if counts {
+        if in_partition(p, p.presence(now_ms, config), &config.nodename) {
             seen.insert(name.clone());
         }
     }
     seen
+}
+
+/// Whether a member heard from, at `presence`, is in this node's partition: up and not saying
+/// it cannot see this node, or in maintenance.
+pub(crate) fn in_partition(peer: &PeerStatus, presence: Presence, nodename: &str) -> bool {
+    match presence {
+        Presence::Up => peer.sees(nodename) != Some(false),
+        Presence::Maintenance => true,
+        Presence::Gone => false,
+    }
 }
 
 /// Whether a grant counts now: unexpired, and every member of the partition it was granted
@@ -258,19 +263,28 @@ pub(crate) fn votes(
     now_ms: u64,
 ) -> Votes {
     let seen = partition(config, peers, now_ms);
+    votes_of(config, seen.len(), grants, |g| {
+        grant_counts(g, &seen, now_ms)
+    })
+}
+
+/// The votes of a partition of `seen` members, `counts` telling whether an arbitrator's
+/// grant counts for it.
+pub(crate) fn votes_of(
+    config: &NodeConfig,
+    seen: usize,
+    grants: &ArbitratorGrants,
+    counts: impl Fn(&ArbitratorGrant) -> bool,
+) -> Votes {
     let arbitrator_votes = config
         .arbitrators
         .keys()
-        .filter(|name| {
-            grants
-                .get(*name)
-                .is_some_and(|g| grant_counts(g, &seen, now_ms))
-        })
+        .filter(|name| grants.get(*name).is_some_and(&counts))
         .count();
     let members = config.cluster.nodes.len().max(1);
     let arbitrators = config.arbitrators.len();
     Votes {
-        votes: seen.len() + arbitrator_votes,
+        votes: seen + arbitrator_votes,
         total: members + arbitrators,
         members,
         arbitrators,

@@ -1029,8 +1029,13 @@ impl Response {
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
+        let data_len = self.encoded_data.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(64 + data_len);
         // Serializing plain data into a Vec cannot fail.
-        let mut out = serde_json::to_vec(self).unwrap_or_else(|_| br#"{"status":1}"#.to_vec());
+        if serde_json::to_writer(&mut out, self).is_err() {
+            out.clear();
+            out.extend_from_slice(br#"{"status":1}"#);
+        }
         if let Some(data) = &self.encoded_data {
             // `{"status":0...}` ends with its `}`: the data goes just before it.
             out.pop();

@@ -25,6 +25,10 @@ pub struct ClusterHb {
     pub status_max_ms: f64,
     /// The daemon's CPU over the run, in % of one core.
     pub daemon_cpu_pct: f64,
+    /// The node shard's CPU per status answer (it builds them), ms.
+    pub status_shard_ms: f64,
+    /// Other tenants' CPU over the window, s (machine busy time, less the daemon's and ours).
+    pub foreign_cpu_s: f64,
     /// The daemon's VmRSS at the end and its peak (VmHWM), MiB.
     pub rss_end_mib: f64,
     pub rss_peak_mib: f64,
@@ -54,6 +58,11 @@ pub fn run(
     let payload = heartbeat_payload(frame_size, names[0].len());
     let before = daemon.counters()?;
     let (cpu0, t0) = (crate::sys::process_cpu_s(daemon.pid), Instant::now());
+    let threads0 = crate::sys::thread_cpu(daemon.pid);
+    let (machine0, bench0) = (
+        crate::sys::machine_busy_s(),
+        crate::sys::process_cpu_s(std::process::id()),
+    );
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     let stop_at = Instant::now() + Duration::from_secs(secs);
     // The sender paces itself on its own thread; this one asks for the status.
@@ -91,8 +100,16 @@ pub fn run(
     let sent = sender
         .join()
         .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?;
-    let cpu_pct = (crate::sys::process_cpu_s(daemon.pid) - cpu0) * 100.0
-        / t0.elapsed().as_secs_f64().max(1e-3);
+    let daemon_cpu_s = crate::sys::process_cpu_s(daemon.pid) - cpu0;
+    let cpu_pct = daemon_cpu_s * 100.0 / t0.elapsed().as_secs_f64().max(1e-3);
+    let threads = crate::sys::cpu_delta(&threads0, &crate::sys::thread_cpu(daemon.pid));
+    let foreign_cpu_s = (crate::sys::machine_busy_s()
+        - machine0
+        - daemon_cpu_s
+        - (crate::sys::process_cpu_s(std::process::id()) - bench0))
+        .max(0.0);
+    let status_shard_ms =
+        threads.get("shard.0").copied().unwrap_or(0.0) * 1000.0 / (latencies.len().max(1) as f64);
     let after = daemon.counters()?;
     let rss = daemon.rss();
     let status = daemon.status()?;
@@ -114,6 +131,8 @@ pub fn run(
         status_p99_ms: pct(0.99),
         status_max_ms: latencies.last().copied().unwrap_or(0.0),
         daemon_cpu_pct: cpu_pct,
+        status_shard_ms,
+        foreign_cpu_s,
         rss_end_mib: rss.rss_kib as f64 / 1024.0,
         rss_peak_mib: rss.hwm_kib as f64 / 1024.0,
     })

@@ -271,12 +271,12 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> 
         }
     }
     println!(
-        "backend    nodes  sent/s  delivered/s  peers  status calls  p50 ms  p99 ms  max ms  cpu %  rss end/peak MiB"
+        "backend    nodes  sent/s  delivered/s  peers  status calls  p50 ms  p99 ms  max ms  cpu %  rss end/peak MiB  shard ms/status  others' cpu s"
     );
     let mut missed = Vec::new();
     for (b, r) in &rows {
         println!(
-            "{b:<10} {:>5} {:>7.0} {:>12.0} {:>6} {:>13} {:>7.2} {:>7.2} {:>7.2} {:>6.1}  {:.1}/{:.1}",
+            "{b:<10} {:>5} {:>7.0} {:>12.0} {:>6} {:>13} {:>7.2} {:>7.2} {:>7.2} {:>6.1}  {:>16} {:>16.2} {:>14.1}",
             r.nodes,
             r.sent as f64 / r.secs,
             r.delivered as f64 / r.secs,
@@ -286,8 +286,9 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> 
             r.status_p99_ms,
             r.status_max_ms,
             r.daemon_cpu_pct,
-            r.rss_end_mib,
-            r.rss_peak_mib,
+            format!("{:.1}/{:.1}", r.rss_end_mib, r.rss_peak_mib),
+            r.status_shard_ms,
+            r.foreign_cpu_s,
         );
         let figures = [r.daemon_cpu_pct, r.rss_peak_mib, r.status_p99_ms];
         for ((what, limit), v) in CLUSTER_GOALS.iter().zip(figures) {
@@ -309,7 +310,8 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> 
                     "status_calls": r.status_calls, "status_p50_ms": r.status_p50_ms,
                     "status_p99_ms": r.status_p99_ms, "status_max_ms": r.status_max_ms,
                     "daemon_cpu_pct": r.daemon_cpu_pct, "rss_end_mib": r.rss_end_mib,
-                    "rss_peak_mib": r.rss_peak_mib,
+                    "rss_peak_mib": r.rss_peak_mib, "status_shard_ms": r.status_shard_ms,
+                    "foreign_cpu_s": r.foreign_cpu_s,
                 })
             })
             .collect();
