@@ -414,20 +414,8 @@ fn peer_json(out: &mut String, quoted_name: &str, p: &PeerStatus, state: MemberS
 
 /// Appends `n` in decimal (`fmt` costs several times this, and a large status writes a few
 /// numbers per member).
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if let Ok(text) = std::str::from_utf8(&digits[at..]) {
-        out.push_str(text);
-    }
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Appends `addr` as a JSON string, as serde writes a socket address.
