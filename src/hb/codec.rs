@@ -278,8 +278,13 @@ impl Heartbeat {
     }
 
     fn name<'a>(&'a self, name: &'a Name) -> &'a str {
-        // Spans are cut at the quotes of a string the scanner accepted: UTF-8 boundaries.
-        std::str::from_utf8(name.bytes(self.text.as_bytes())).unwrap_or_default()
+        match name {
+            // Spans are cut at the quotes of a string the scanner accepted, in a text that
+            // is UTF-8: `get` checks the two boundaries, not the bytes again (the heartbeat
+            // shard reads every name of every heartbeat).
+            Name::Span(s, e) => self.text.get(*s as usize..*e as usize).unwrap_or_default(),
+            Name::Owned(n) => n,
+        }
     }
 
     fn raw(&self, (start, end): (u32, u32)) -> RawJson {
