@@ -424,6 +424,38 @@ impl Heartbeat {
     }
 }
 
+/// Which services list a view installed last: a heartbeat carrying the same list (shared
+/// with the heartbeat before it when its services' text did not move, `parse_after`) names
+/// the same services in the same order, which is then known without comparing them.
+#[derive(Clone, Default)]
+pub(super) struct ServiceList(Option<Arc<[Entry]>>);
+
+impl ServiceList {
+    pub(super) fn of(hb: &Heartbeat) -> Self {
+        ServiceList(Some(hb.services.clone()))
+    }
+
+    /// True if `hb` carries this very list.
+    pub(super) fn is_of(&self, hb: &Heartbeat) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(l, &hb.services))
+    }
+}
+
+/// A cache of the view, not part of its content: any two are equal.
+impl PartialEq for ServiceList {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ServiceList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceList")
+    }
+}
+
 impl PartialEq for Heartbeat {
     /// Same fields, same monitor text, same services in the same order.
     fn eq(&self, other: &Self) -> bool {
