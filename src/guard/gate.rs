@@ -340,8 +340,11 @@ impl Gate {
     /// Runs one received frame through PROTOCOL.md's validation order. The buffer is
     /// decrypted in place, then its payload parsed.
     pub fn admit<'b>(&mut self, buf: &'b mut [u8], now_ms: u64) -> Outcome<'b> {
-        let opened = self.open(buf, now_ms);
-        self.read_payload(opened)
+        // A dropped frame (a banned name's flood) returns without entering step 7's frame.
+        match self.open(buf, now_ms) {
+            Opened::Drop(reason) => Outcome::Drop(reason),
+            opened => self.read_payload(opened),
+        }
     }
 
     /// `admit` for a TCP frame whose header passed `check_header`: the join rate token that
@@ -353,6 +356,7 @@ impl Gate {
 
     /// Step 7: the payload of a frame that authenticated. Whatever it says, its sender held
     /// the secret: its consecutive invalid count goes back to 0.
+    #[inline(never)]
     fn read_payload<'b>(&mut self, opened: Opened<'b>) -> Outcome<'b> {
         let (nodename, kind, member, payload) = match opened {
             Opened::Dequeue => return Outcome::Dequeue,
