@@ -427,6 +427,31 @@ fn hb_parse_only(bencher: Bencher, size: usize) {
     assert_eq!(failures, 0);
 }
 
+/// `Heartbeat::parse_after` of a heartbeat payload knowing the sender's previous one, whose
+/// services and monitor it repeats (the fixture's heartbeats differ in their generation): a
+/// news heartbeat of a node whose content changed little, as the gate reads it.
+#[divan::bench(args = HB_SIZES)]
+fn hb_parse_after_last(bencher: Bencher, size: usize) {
+    let fx = HbFixture::new(size);
+    let parsed: Vec<Heartbeat> = fx
+        .payloads
+        .iter()
+        .map(|p| Heartbeat::parse(p).unwrap())
+        .collect();
+    let mut i = 0;
+    let mut failures = 0usize;
+    bencher
+        .counter(BytesCount::new(fx.payloads[0].len()))
+        .bench_local(|| {
+            let c = next(&mut i);
+            let last = &parsed[c.checked_sub(1).unwrap_or(parsed.len() - 1)];
+            let r = Heartbeat::parse_after(&fx.payloads[c], Some(last));
+            failures += usize::from(r.is_err());
+            divan::black_box_drop(r);
+        });
+    assert_eq!(failures, 0);
+}
+
 /// `Gate::admit` of heartbeat frames: what a listener worker does with each one before it
 /// hands it to the heartbeat shard.
 #[divan::bench(args = HB_SIZES)]

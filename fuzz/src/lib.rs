@@ -370,6 +370,17 @@ pub fn json_scanner(data: &[u8]) {
             n
         };
         assert_eq!(names(&reread), names(&hb));
+        // Any payload reads the same knowing this heartbeat as its sender's last as alone.
+        let mut next = data.to_vec();
+        if let Some(&first) = data.first() {
+            next.rotate_left(usize::from(first) % data.len());
+        }
+        for next in [&next[..], &data[data.len() / 2..], data] {
+            assert_eq!(
+                Heartbeat::parse_after(next, Some(&hb)),
+                Heartbeat::parse(next)
+            );
+        }
     }
 }
 

@@ -78,7 +78,8 @@ impl Job {
 /// A heartbeat as the listener received it.
 #[derive(Debug)]
 pub(crate) struct ReceivedHeartbeat {
-    pub nodename: String,
+    /// Shared with the receiving worker's gate.
+    pub nodename: std::sync::Arc<str>,
     pub heartbeat: Heartbeat,
     pub addr: SocketAddr,
     pub at_ms: u64,

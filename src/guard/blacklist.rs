@@ -412,7 +412,7 @@ impl BanCache {
 
     /// `Blacklist::check`, answered from the copy; an expired ban goes to the shared table,
     /// which reports the expiry once among the workers.
-    #[inline]
+    #[inline(always)]
     pub fn check(&mut self, blacklist: &Blacklist, name: &str, now_ms: u64) -> Verdict {
         if blacklist.bans_generation() != self.generation {
             self.refresh(blacklist);

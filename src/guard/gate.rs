@@ -217,6 +217,12 @@ fn member_set(config: &GateConfig) -> HashSet<Box<str>, FastState> {
     set
 }
 
+/// A member heard from, as a worker's gate knows it.
+struct Sender {
+    name: Arc<str>,
+    last: Option<Heartbeat>,
+}
+
 /// A heartbeat larger than this is not kept to recognise its repeats: the memory kept is at
 /// most this much per member and worker, and a node whose content needs split snapshots
 /// rarely repeats a datagram.
@@ -264,8 +270,10 @@ pub struct Gate {
     /// buffer unspecified, so the next secret is tried on this copy's bytes.
     retry: Vec<u8>,
     parser: RequestParser,
-    /// Each member's last heartbeat read by this worker, to recognise a repeat.
-    last_heartbeat: HashMap<Box<str>, Heartbeat, FastState>,
+    /// Each member heard from by this worker: its name to hand out, its last heartbeat.
+    senders: HashMap<Box<str>, Sender, FastState>,
+    /// The name of the member whose heartbeat `admit` delivered last.
+    heartbeat_sender: Option<Arc<str>>,
     stats: GateStats,
     notices: Vec<Notice>,
 }
@@ -281,7 +289,8 @@ impl Gate {
             config,
             shared,
             parser: RequestParser::new(),
-            last_heartbeat: HashMap::with_hasher(FastState::default()),
+            senders: HashMap::with_hasher(FastState::default()),
+            heartbeat_sender: None,
             stats: GateStats::default(),
             notices: Vec::new(),
         }
@@ -307,7 +316,7 @@ impl Gate {
         }
         if config.members != self.config.members {
             self.members = member_set(&config);
-            self.last_heartbeat.clear();
+            self.senders.clear();
             // A cached key stands for membership (see `open`).
             self.keys.clear();
             self.keys.set_capacity(key_cache_capacity(&config));
@@ -331,8 +340,11 @@ impl Gate {
     /// Runs one received frame through PROTOCOL.md's validation order. The buffer is
     /// decrypted in place, then its payload parsed.
     pub fn admit<'b>(&mut self, buf: &'b mut [u8], now_ms: u64) -> Outcome<'b> {
-        let opened = self.open(buf, now_ms);
-        self.read_payload(opened)
+        // A dropped frame (a banned name's flood) returns without entering step 7's frame.
+        match self.open(buf, now_ms) {
+            Opened::Drop(reason) => Outcome::Drop(reason),
+            opened => self.read_payload(opened),
+        }
     }
 
     /// `admit` for a TCP frame whose header passed `check_header`: the join rate token that
@@ -344,6 +356,7 @@ impl Gate {
 
     /// Step 7: the payload of a frame that authenticated. Whatever it says, its sender held
     /// the secret: its consecutive invalid count goes back to 0.
+    #[inline(never)]
     fn read_payload<'b>(&mut self, opened: Opened<'b>) -> Outcome<'b> {
         let (nodename, kind, member, payload) = match opened {
             Opened::Dequeue => return Outcome::Dequeue,
@@ -578,27 +591,37 @@ impl Gate {
         }
     }
 
+    /// The shared name of the member whose heartbeat the last `admit` delivered (the
+    /// heartbeat shard keys its peers by it: no copy of the name per heartbeat); a new one
+    /// if that was not `nodename`'s.
+    pub fn heartbeat_sender(&mut self, nodename: &str) -> Arc<str> {
+        match self.heartbeat_sender.take() {
+            Some(name) if *name == *nodename => name,
+            _ => Arc::from(nodename),
+        }
+    }
+
     /// A member's heartbeat. Between changes a node sends the same content beat after beat:
     /// a payload equal, byte for byte, to the last one read from that member is that
     /// heartbeat again (read and checked already), handed out as a clone (no allocation).
+    /// Other payloads are read knowing the last one (`Heartbeat::parse_after`).
     fn heartbeat(&mut self, nodename: &str, payload: &[u8]) -> Result<Heartbeat, HbError> {
-        if let Some(last) = self.last_heartbeat.get(nodename)
+        let sender = match self.senders.get_mut(nodename) {
+            Some(s) => s,
+            None => self.senders.entry(nodename.into()).or_insert(Sender {
+                name: Arc::from(nodename),
+                last: None,
+            }),
+        };
+        self.heartbeat_sender = Some(sender.name.clone());
+        if let Some(last) = &sender.last
             && last.text().as_bytes() == payload
         {
             self.stats.heartbeat_repeats += 1;
             return Ok(last.clone());
         }
-        let hb = Heartbeat::parse(payload)?;
-        if payload.len() <= MAX_REMEMBERED_HEARTBEAT {
-            match self.last_heartbeat.get_mut(nodename) {
-                Some(slot) => *slot = hb.clone(),
-                None => {
-                    self.last_heartbeat.insert(nodename.into(), hb.clone());
-                }
-            }
-        } else {
-            self.last_heartbeat.remove(nodename);
-        }
+        let hb = Heartbeat::parse_after(payload, sender.last.as_ref())?;
+        sender.last = (payload.len() <= MAX_REMEMBERED_HEARTBEAT).then(|| hb.clone());
         Ok(hb)
     }
 

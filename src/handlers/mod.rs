@@ -112,7 +112,7 @@ impl ShardHandler for Handlers {
                 match crate::state::apply_heartbeat(
                     &mut peers,
                     &mut seen_via,
-                    nodename,
+                    &nodename,
                     heartbeat,
                     addr,
                     at_ms,

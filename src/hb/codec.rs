@@ -7,6 +7,7 @@
 //! The fields are described in `crate::hb`. PROTOCOL.md's example heartbeat has no `since`:
 //! an absent `since` is 0, a full snapshot.
 
+use std::cell::Cell;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
@@ -184,6 +185,29 @@ impl Name {
     }
 }
 
+/// A service: its name and its value's span of the payload.
+type Entry = (Name, (u32, u32));
+
+/// The same bytes found at another offset: an offset of the text at `from`, moved to `to`.
+/// Both are offsets of one payload (less than 4 GiB): no overflow.
+fn moved(at: u32, from: u32, to: u32) -> u32 {
+    at.wrapping_sub(from).wrapping_add(to)
+}
+
+fn moved_entry((name, (start, end)): &Entry, from: u32, to: u32) -> Entry {
+    let name = match name {
+        Name::Span(s, e) => Name::Span(moved(*s, from, to), moved(*e, from, to)),
+        Name::Owned(n) => Name::Owned(n.clone()),
+    };
+    (name, (moved(*start, from, to), moved(*end, from, to)))
+}
+
+thread_local! {
+    /// The services list being read, kept between heartbeats: the list a heartbeat keeps is
+    /// then its one allocation, made at the right size.
+    static ENTRIES: Cell<Vec<Entry>> = const { Cell::new(Vec::new()) };
+}
+
 /// A heartbeat payload, parsed and checked on its own (what the receiving view holds is
 /// checked by `HbView::apply`).
 #[derive(Clone)]
@@ -200,8 +224,11 @@ pub struct Heartbeat {
     text: Arc<str>,
     monitor: (u32, u32),
     /// Shared, so that a heartbeat is cloned without allocating (the gate hands out a
-    /// repeat of a payload it already read as a clone of it).
-    services: Arc<[(Name, (u32, u32))]>,
+    /// repeat of a payload it already read as a clone of it), and with the next heartbeat
+    /// when its services are the same text at the same offset.
+    services: Arc<[Entry]>,
+    /// The span of the whole `services` object.
+    services_block: (u32, u32),
     has_removed: bool,
 }
 
@@ -217,6 +244,7 @@ impl Default for Heartbeat {
             text: NULL.clone(),
             monitor: (0, 4),
             services: Arc::new([]),
+            services_block: (0, 0),
             has_removed: false,
         }
     }
@@ -250,8 +278,13 @@ impl Heartbeat {
     }
 
     fn name<'a>(&'a self, name: &'a Name) -> &'a str {
-        // Spans are cut at the quotes of a string the scanner accepted: UTF-8 boundaries.
-        std::str::from_utf8(name.bytes(self.text.as_bytes())).unwrap_or_default()
+        match name {
+            // Spans are cut at the quotes of a string the scanner accepted, in a text that
+            // is UTF-8: `get` checks the two boundaries, not the bytes again (the heartbeat
+            // shard reads every name of every heartbeat).
+            Name::Span(s, e) => self.text.get(*s as usize..*e as usize).unwrap_or_default(),
+            Name::Owned(n) => n,
+        }
     }
 
     fn raw(&self, (start, end): (u32, u32)) -> RawJson {
@@ -287,8 +320,16 @@ impl Heartbeat {
 
     /// Reads and checks one payload.
     pub fn parse(payload: &[u8]) -> Result<Heartbeat, HbError> {
+        Self::parse_after(payload, None)
+    }
+
+    /// `parse`, knowing the sender's last heartbeat: the monitor and the services, whole
+    /// or each, whose text is the same as in `last` are not validated again (the same
+    /// outcome, whatever the payload: see `Scanner::skip_span_known`). A node's content
+    /// changes a service or two at a time, and its generation at each change.
+    pub fn parse_after(payload: &[u8], last: Option<&Heartbeat>) -> Result<Heartbeat, HbError> {
         let mut s = Scanner::new(payload);
-        let fields = scan(&mut s).map_err(|Fail| HbError::Json(s.error()))?;
+        let fields = scan(&mut s, last).map_err(|Fail| HbError::Json(s.error()))?;
         let Fields {
             r#gen,
             since,
@@ -376,9 +417,42 @@ impl Heartbeat {
             removed,
             text,
             monitor,
-            services: services.entries.into(),
+            services: services.entries,
+            services_block: services.block,
             has_removed,
         })
+    }
+}
+
+/// Which services list a view installed last: a heartbeat carrying the same list (shared
+/// with the heartbeat before it when its services' text did not move, `parse_after`) names
+/// the same services in the same order, which is then known without comparing them.
+#[derive(Clone, Default)]
+pub(super) struct ServiceList(Option<Arc<[Entry]>>);
+
+impl ServiceList {
+    pub(super) fn of(hb: &Heartbeat) -> Self {
+        ServiceList(Some(hb.services.clone()))
+    }
+
+    /// True if `hb` carries this very list.
+    pub(super) fn is_of(&self, hb: &Heartbeat) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(l, &hb.services))
+    }
+}
+
+/// A cache of the view, not part of its content: any two are equal.
+impl PartialEq for ServiceList {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ServiceList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceList")
     }
 }
 
@@ -417,8 +491,9 @@ enum Got<T> {
 }
 
 struct Services {
-    entries: Vec<(Name, (u32, u32))>,
+    entries: Arc<[Entry]>,
     duplicate: Option<String>,
+    block: (u32, u32),
 }
 
 /// The top-level fields as read; checked in `Heartbeat::parse`, in a fixed order, once the
@@ -445,9 +520,17 @@ fn str_span(buf: &[u8], s: &Str<'_>) -> Option<(u32, u32)> {
     Some(span(start..start + raw.len()))
 }
 
-/// One pass over the payload: the whole document is validated; `None` if it is not an
-/// object.
-fn scan<'b>(s: &mut Scanner<'b>) -> Result<Option<Fields<'b>>, Fail> {
+/// The text of `span` in `hb`'s payload (empty if it is not one: never taken as known).
+fn text_of(hb: &Heartbeat, (start, end): (u32, u32)) -> &[u8] {
+    hb.text
+        .as_bytes()
+        .get(start as usize..end as usize)
+        .unwrap_or_default()
+}
+
+/// One pass over the payload: the whole document is validated (but for values known from
+/// `last`, see `Heartbeat::parse_after`); `None` if it is not an object.
+fn scan<'b>(s: &mut Scanner<'b>, last: Option<&Heartbeat>) -> Result<Option<Fields<'b>>, Fail> {
     if s.peek()? != Peek::Object {
         s.skip()?;
         s.end()?;
@@ -484,9 +567,17 @@ fn scan<'b>(s: &mut Scanner<'b>) -> Result<Option<Fields<'b>>, Fail> {
             "gen" => f.r#gen.replace(s.scalar()?).is_some(),
             "since" => f.since.replace(s.scalar()?).is_some(),
             "boot" => f.boot.replace(s.scalar()?).is_some(),
-            "monitor" => f.monitor.replace(span(s.skip_span()?)).is_some(),
+            "monitor" => {
+                // The monitor is a value of the top-level object in both payloads: the
+                // same depth.
+                let v = match last {
+                    Some(l) => s.skip_span_known(text_of(l, l.monitor))?,
+                    None => s.skip_span()?,
+                };
+                f.monitor.replace(span(v)).is_some()
+            }
             "services" => {
-                let v = read_services(s)?;
+                let v = read_services(s, last)?;
                 f.services.replace(v).is_some()
             }
             "part" => {
@@ -506,30 +597,66 @@ fn scan<'b>(s: &mut Scanner<'b>) -> Result<Option<Fields<'b>>, Fail> {
     Ok(Some(f))
 }
 
-fn read_services(s: &mut Scanner<'_>) -> Result<Got<Services>, Fail> {
+/// The `services` object. Known from `last` (whose services were a valid object of the
+/// same depth, without a repeated name): taken whole when its text is the same, its list
+/// shared when at the same offset too; else each value the same as `last`'s at the same
+/// index is taken without validating it again.
+fn read_services(s: &mut Scanner<'_>, last: Option<&Heartbeat>) -> Result<Got<Services>, Fail> {
     if s.peek()? != Peek::Object {
         s.skip()?;
         return Ok(Got::Wrong);
     }
+    if let Some(l) = last
+        && let Some(block) = s.take_known(text_of(l, l.services_block))
+    {
+        let (from, to) = (l.services_block.0, span(block.clone()).0);
+        let entries = if from == to {
+            l.services.clone()
+        } else {
+            l.services
+                .iter()
+                .map(|e| moved_entry(e, from, to))
+                .collect()
+        };
+        return Ok(Got::Right(Services {
+            entries,
+            duplicate: None,
+            block: span(block),
+        }));
+    }
     let buf = s.buffer();
-    let mut out = Services {
-        // One allocation for a node's usual count (growing from empty took three at 11
-        // services); the list then goes into the heartbeat's shared slice.
-        entries: Vec::with_capacity(16),
-        duplicate: None,
-    };
+    let start = s.position();
+    let mut entries = ENTRIES.take();
+    entries.clear();
+    let known: &[Entry] = last.map_or(&[], |l| &l.services);
     let mut seq = s.begin_object()?;
     while let Some(key) = s.next_key(&mut seq)? {
-        let value = span(s.skip_span()?);
+        let value = match (last, known.get(entries.len())) {
+            (Some(l), Some((_, value))) => s.skip_span_known(text_of(l, *value))?,
+            _ => s.skip_span()?,
+        };
         let name = match str_span(buf, &key) {
             Some(sp) => Name::Span(sp.0, sp.1),
             None => Name::Owned(key.value().into()),
         };
-        out.entries.push((name, value));
+        entries.push((name, span(value)));
     }
+    let block = span(start..s.position());
+    let duplicate = repeated_name(&entries, buf);
+    let shared = entries.drain(..).collect();
+    ENTRIES.set(entries);
+    Ok(Got::Right(Services {
+        entries: shared,
+        duplicate,
+        block,
+    }))
+}
+
+/// A service name that appears twice, if any.
+fn repeated_name(entries: &[Entry], buf: &[u8]) -> Option<String> {
     // Services are few per node: pairs compared in place, a sort only when there are many.
-    let name = |i: usize| out.entries[i].0.bytes(buf);
-    let n = out.entries.len();
+    let name = |i: usize| entries[i].0.bytes(buf);
+    let n = entries.len();
     let repeated = if n <= 16 {
         // Lengths and last bytes first: names that differ mostly differ there.
         let same = |a: &[u8], b: &[u8]| a.len() == b.len() && a.last() == b.last() && a == b;
@@ -542,8 +669,7 @@ fn read_services(s: &mut Scanner<'_>) -> Result<Got<Services>, Fail> {
             .find(|w| name(w[0]) == name(w[1]))
             .map(|w| w[0])
     };
-    out.duplicate = repeated.map(|i| String::from_utf8_lossy(name(i)).into_owned());
-    Ok(Got::Right(out))
+    repeated.map(|i| String::from_utf8_lossy(name(i)).into_owned())
 }
 
 fn read_part(s: &mut Scanner<'_>) -> Result<Got<(u64, u64)>, Fail> {
@@ -589,6 +715,7 @@ fn read_strings(s: &mut Scanner<'_>) -> Result<Got<Vec<String>>, Fail> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::any;
     use serde_json::json;
 
     fn parse(v: &serde_json::Value) -> Result<Heartbeat, HbError> {
@@ -696,6 +823,127 @@ mod tests {
             Err(HbError::Json(_))
         ));
         assert_eq!(Heartbeat::parse(b"[1]").unwrap_err(), HbError::NotAnObject);
+    }
+
+    /// What the last heartbeat's values spare is only their validation: the next payload
+    /// reads as it would alone, whether its values are the same, moved, or changed.
+    #[test]
+    fn values_known_from_the_last_heartbeat_read_the_same() {
+        let last = br#"{"gen":9,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"}]},"b\u0062":"up","c":3}}"#;
+        let last = Heartbeat::parse(last).unwrap();
+        let same = |p: &[u8]| {
+            let alone = Heartbeat::parse(p);
+            assert_eq!(
+                Heartbeat::parse_after(p, Some(&last)),
+                alone,
+                "{}",
+                String::from_utf8_lossy(p)
+            );
+            alone
+        };
+        // Only the generation changed, its length the same: the services list is shared.
+        let next = same(br#"{"gen":8,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"}]},"b\u0062":"up","c":3}}"#).unwrap();
+        let after = Heartbeat::parse_after(next.text().as_bytes(), Some(&last)).unwrap();
+        assert!(Arc::ptr_eq(&after.services, &last.services));
+        // Moved by a longer generation and whitespace.
+        same(br#"{"gen":10, "monitor": {"status":"idle"} , "services":  {"a":{"x":[1,{"y":"z"}]},"b\u0062":"up","c":3}}"#).unwrap();
+        // One service changed, one the same at the same index, one the same elsewhere.
+        let moved = same(br#"{"gen":11,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"zz"}]},"c":{"x":[1,{"y":"z"}]},"b":"up"}}"#).unwrap();
+        assert_eq!(
+            moved.services().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["a", "c", "b"]
+        );
+        // A known value's text followed by more of a number or a bad byte; a known value cut.
+        for bad in [
+            &br#"{"gen":12,"monitor":{"status":"idle"}1,"services":{"a":{"x":[1,{"y":"z"}]}}}"#[..],
+            br#"{"gen":12,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"}]}x,"c":3}}"#,
+            br#"{"gen":12,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"}]},"b\u0062":"up","c":3}"#,
+            br#"{"gen":12,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"}]},"b\u0062":"up","c":3}} x"#,
+            br#"{"gen":12,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"}]},"a":"up"}}"#,
+            br#"{"gen":12,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"}]},"b\u0062":"up","c":3},"services":{}}"#,
+            br#"{"gen":12,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"#,
+        ] {
+            assert!(same(bad).is_err());
+        }
+        // The number after a known string is read whole (not a known value: numbers are
+        // never taken by their text).
+        same(br#"{"gen":13,"monitor":{"status":"idle"},"services":{"a":{"x":[1,{"y":"z"}]},"b":"up","c":34}}"#).unwrap();
+    }
+
+    proptest::proptest! {
+        /// Any payload reads the same knowing a heartbeat close to it (bytes of it changed,
+        /// inserted or removed) as alone: accepted or refused, for the same reason.
+        #[test]
+        fn known_values_change_no_outcome(
+            services in proptest::collection::vec(("[a-c]{1,2}", any_value()), 0..6),
+            monitor in any_value(),
+            edits in proptest::collection::vec((any::<proptest::sample::Index>(), 0u8..3, any::<u8>()), 0..4),
+        ) {
+            let services: serde_json::Map<String, serde_json::Value> = services.into_iter().collect();
+            let v = json!({"gen": 5, "monitor": monitor, "services": services});
+            let base = serde_json::to_vec(&v).unwrap();
+            let last = Heartbeat::parse(&base).unwrap();
+            let mut next = base.clone();
+            for (at, op, byte) in edits {
+                let alphabet = b"{}[]\\\",: 0a1\t";
+                let byte = alphabet[byte as usize % alphabet.len()];
+                match op {
+                    0 if !next.is_empty() => { let i = at.index(next.len()); next[i] = byte; }
+                    1 => { let i = at.index(next.len() + 1); next.insert(i, byte); }
+                    _ if !next.is_empty() => { let i = at.index(next.len()); next.remove(i); }
+                    _ => {}
+                }
+            }
+            proptest::prop_assert_eq!(Heartbeat::parse_after(&next, Some(&last)), Heartbeat::parse(&next));
+        }
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            (0u64..1000).prop_map(serde_json::Value::from),
+            "[a-z\"\\\\é]{0,4}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-c]", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Depth counts for a known value as for any: the same text one level deeper in a
+    /// payload is validated (a known value is only ever taken at the depth it was read at).
+    #[test]
+    fn known_values_keep_the_depth_limit() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let max = crate::wire::json::MAX_DEPTH;
+        let last = format!(
+            r#"{{"gen":1,"monitor":{},"services":{{"a":{}}}}}"#,
+            deep(max - 1),
+            deep(max - 2)
+        );
+        let last = Heartbeat::parse(last.as_bytes()).unwrap();
+        for next in [
+            format!(
+                r#"{{"gen":2,"monitor":{},"services":{{"a":{}}}}}"#,
+                deep(max - 1),
+                deep(max - 2)
+            ),
+            format!(
+                r#"{{"gen":2,"monitor":[{}],"services":{{"a":[{}]}}}}"#,
+                deep(max - 1),
+                deep(max - 2)
+            ),
+        ] {
+            assert_eq!(
+                Heartbeat::parse_after(next.as_bytes(), Some(&last)),
+                Heartbeat::parse(next.as_bytes())
+            );
+        }
     }
 
     #[test]

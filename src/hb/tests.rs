@@ -814,3 +814,34 @@ fn any_payload() -> impl Strategy<Value = Value> {
         });
     prop_oneof![1 => any_json(), 3 => near]
 }
+
+/// A snapshot whose services list is shared with the one the view installed (`parse_after`)
+/// swaps values in place; once a delta changed the names, the same list is compared again.
+#[test]
+fn view_with_shared_service_lists_follows_deltas() {
+    let first = Heartbeat::parse(br#"{"gen":2,"monitor":{},"services":{"a":1,"b":2}}"#).unwrap();
+    let second = Heartbeat::parse_after(
+        br#"{"gen":3,"monitor":{},"services":{"a":1,"b":2}}"#,
+        Some(&first),
+    )
+    .unwrap();
+    let third = Heartbeat::parse_after(
+        br#"{"gen":5,"monitor":{},"services":{"a":1,"b":2}}"#,
+        Some(&second),
+    )
+    .unwrap();
+    let names = |v: &HbView| v.services().keys().cloned().collect::<Vec<_>>();
+    let mut view = HbView::new();
+    assert_eq!(view.apply(first).unwrap(), Applied::Full);
+    assert_eq!(view.apply(second).unwrap(), Applied::Full);
+    assert_eq!(names(&view), ["a", "b"]);
+    let delta =
+        Heartbeat::parse(br#"{"gen":4,"since":3,"monitor":{},"services":{"c":3},"removed":["b"]}"#)
+            .unwrap();
+    assert_eq!(view.apply(delta).unwrap(), Applied::Delta);
+    assert_eq!(names(&view), ["a", "c"]);
+    assert_eq!(view.apply(third).unwrap(), Applied::Full);
+    assert_eq!(names(&view), ["a", "b"]);
+    assert_eq!(view.services()["b"].as_str(), "2");
+    view.check_invariants().unwrap();
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::codec::{HbError, Heartbeat, RawJson};
+use super::codec::{HbError, Heartbeat, RawJson, ServiceList};
 
 /// What [`HbView::apply`] did with a well-formed payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub struct HbView {
     /// The newest delta that came before its snapshot did, applied if that snapshot
     /// completes (a part late behind the next beat's delta).
     pending: Option<Delta>,
+    /// The list of the single snapshot `services` was installed from, while they are
+    /// still exactly its names (cleared by any other change of the names).
+    installed_list: ServiceList,
 }
 
 impl HbView {
@@ -205,6 +208,7 @@ impl HbView {
             }
         }
         self.services = all;
+        self.installed_list = ServiceList::default();
         self.installed(r#gen);
         Applied::Full
     }
@@ -214,12 +218,13 @@ impl HbView {
     /// values are swapped in place, with no lookup and no allocation; otherwise the map is
     /// rebuilt.
     fn install_single(&mut self, hb: &Heartbeat) {
-        let same_names = hb.service_count() == self.services.len()
-            && self
-                .services
-                .keys()
-                .map(String::as_str)
-                .eq(hb.service_names());
+        let same_names = self.installed_list.is_of(hb)
+            || (hb.service_count() == self.services.len()
+                && self
+                    .services
+                    .keys()
+                    .map(String::as_str)
+                    .eq(hb.service_names()));
         if same_names {
             for (slot, (_, value)) in self.services.values_mut().zip(hb.services()) {
                 *slot = value;
@@ -227,6 +232,8 @@ impl HbView {
         } else {
             self.services = hb.services().map(|(n, v)| (n.to_owned(), v)).collect();
         }
+        // Before `installed`, which may merge a pending delta (and clear it again).
+        self.installed_list = ServiceList::of(hb);
         self.installed(hb.r#gen);
     }
 
@@ -264,6 +271,7 @@ impl HbView {
     }
 
     fn merge(&mut self, d: Delta) {
+        self.installed_list = ServiceList::default();
         self.services.extend(d.services);
         for name in &d.removed {
             self.services.remove(name);

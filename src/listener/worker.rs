@@ -191,8 +191,9 @@ fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
             nodename,
             message: Message::Heartbeat(heartbeat),
         } => {
+            let nodename = w.gate.borrow_mut().heartbeat_sender(nodename);
             w.heartbeats.borrow_mut().push(ReceivedHeartbeat {
-                nodename: nodename.to_owned(),
+                nodename,
                 heartbeat,
                 addr: from,
                 at_ms: now,

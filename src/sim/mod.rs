@@ -441,7 +441,7 @@ impl Sim {
                         let _ = crate::state::apply_heartbeat(
                             &mut node.peers,
                             &mut node.seen_via,
-                            from_name,
+                            &from_name,
                             hb,
                             SIM_ADDR,
                             now,

@@ -113,18 +113,24 @@ impl PeerStatus {
 pub(crate) fn apply_heartbeat(
     peers: &mut PeerMap,
     seen_via: &mut SeenVia,
-    nodename: String,
+    nodename: &str,
     heartbeat: crate::hb::Heartbeat,
     addr: SocketAddr,
     at_ms: u64,
 ) -> Result<crate::hb::Applied, crate::hb::HbError> {
-    let peer = peers.entry(nodename).or_insert_with(|| PeerStatus {
-        addr,
-        last_seen_ms: at_ms,
-        view: Default::default(),
-        sees: None,
-        beats: 0,
-    });
+    // A known peer, the steady state, is found by the borrowed name: its key is not copied.
+    let peer = match peers.get_mut(nodename) {
+        Some(p) => p,
+        None => peers
+            .entry(nodename.to_owned())
+            .or_insert_with(|| PeerStatus {
+                addr,
+                last_seen_ms: at_ms,
+                view: Default::default(),
+                sees: None,
+                beats: 0,
+            }),
+    };
     let monitor_before = peer.view.monitor().clone();
     let applied = peer.view.apply(heartbeat)?;
     // Read only when it changed: a repeated monitor lists the same names.

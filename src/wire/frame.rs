@@ -179,6 +179,7 @@ impl<'a> FrameView<'a> {
 
     /// `parse`, the frame split after its header: the header's fields, and the ciphertext
     /// with its tag, mutable, to be decrypted in place while the fields are in use.
+    #[inline]
     pub fn split_mut(buf: &'a mut [u8]) -> Result<SplitFrame<'a>, HeaderFailure<'a>> {
         let total = buf.len();
         let at = head_len(buf, total);
@@ -195,6 +196,7 @@ impl<'a> FrameView<'a> {
     /// The header checks of `parse` on the first bytes of a frame of `total` bytes, before
     /// the rest has arrived: `head` holds at least `head_len(head, total)` bytes (a stream
     /// reads the first 3, then up to the whole header, and decides before the body).
+    #[inline]
     pub fn header(head: &'a [u8], total: usize) -> Result<Header<'a>, HeaderFailure<'a>> {
         let (kind, nodename, salt) = check(head, total)?;
         let ts_at = FIXED_PREFIX + nodename.len() + SALT_LEN;

@@ -645,6 +645,33 @@ impl<'b> Scanner<'b> {
         Ok(start..self.pos)
     }
 
+    /// `skip_span` of a value that may be `known`: the text of an object, array or string
+    /// this scanner's caller accepted before, at the same depth. The same bytes here are the
+    /// same value, valid as it was (those three end where their text ends, so nothing after
+    /// them changes what they are): they are compared, not scanned again. A node's new
+    /// heartbeat repeats most of its last one's values.
+    #[inline]
+    pub fn skip_span_known(&mut self, known: &[u8]) -> Result<Range<usize>, Fail> {
+        if let Some(span) = self.take_known(known) {
+            return Ok(span);
+        }
+        self.skip_span()
+    }
+
+    /// The value at the cursor when its bytes are `known` (see `skip_span_known`): consumed,
+    /// its span returned. Otherwise nothing is consumed but whitespace.
+    #[inline]
+    pub fn take_known(&mut self, known: &[u8]) -> Option<Range<usize>> {
+        self.next_byte();
+        let start = self.pos;
+        let delimited = matches!(known.first(), Some(b'{' | b'[' | b'"'));
+        if delimited && self.buf.get(start..start + known.len()) == Some(known) {
+            self.pos = start + known.len();
+            return Some(start..self.pos);
+        }
+        None
+    }
+
     /// The object or array at `self.pos`, validated and skipped: one loop over the bytes with
     /// the position in a register and the open containers as a bit stack, rather than a call
     /// per token (a heartbeat's services are mostly values skipped this way).
