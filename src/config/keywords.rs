@@ -453,6 +453,13 @@ pub const KEYWORDS: &[Keyword] = &[
         "How long a frame may take to arrive once it started.",
     ),
     kw(
+        "listener",
+        "udp_gather",
+        duration(false),
+        Value("2ms"),
+        "How long UDP datagrams gather after a receive that found fewer than a batch: one wakeup for several heartbeats, at most this much later (0: a wakeup per datagram; at most 10ms).",
+    ),
+    kw(
         "hb",
         "interval",
         duration(true),

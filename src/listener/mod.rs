@@ -40,6 +40,8 @@ pub(crate) struct ListenerSettings {
     pub max_unauth_per_addr: u32,
     pub idle_timeout: Duration,
     pub read_timeout: Duration,
+    /// How long UDP datagrams gather after a short receive batch (`listener.udp_gather`).
+    pub udp_gather: Duration,
 }
 
 impl ListenerSettings {
@@ -65,9 +67,14 @@ impl ListenerSettings {
             max_unauth_per_addr: c.listener.max_unauth_per_addr,
             idle_timeout: Duration::from_millis(c.listener.idle_timeout_ms),
             read_timeout: Duration::from_millis(c.listener.read_timeout_ms),
+            udp_gather: Duration::from_millis(c.listener.udp_gather_ms.min(MAX_UDP_GATHER_MS)),
         }
     }
 }
+
+/// Longest `listener.udp_gather` used: the delay a heartbeat may take must stay far below
+/// the heartbeat timeouts.
+const MAX_UDP_GATHER_MS: u64 = 10;
 
 /// The current config and a generation number workers compare against on each wakeup.
 pub(crate) struct ConfigCell {

@@ -280,19 +280,15 @@ pub(super) fn run_worker<B: Backend>(
 /// handed to their shard, and the receive buffers a batch holds.
 const UDP_BATCH: usize = 64;
 
-/// How long datagrams gather after a batch that did not fill: the latency a trickle of
-/// heartbeats pays so that one wakeup of the receive thread (and of the heartbeat shard)
-/// takes several. A full batch is followed at once by the next, so bursts do not wait.
-const UDP_GATHER: Duration = Duration::from_millis(1);
-
 /// Longest wait of an idle receive thread: how soon it sees a stop.
 const UDP_IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// The UDP receive thread of a worker: waits in the kernel, takes the datagrams in batches
 /// through the gate, hands heartbeats to their shard once per batch and requests to the
 /// worker's runtime. Idle, it wakes on the first datagram; after a short batch it lets the
-/// next ones gather for `UDP_GATHER` (user-space interrupt moderation: a trickle costs one
-/// wakeup per window, not one per datagram).
+/// next ones gather for `listener.udp_gather` (user-space interrupt moderation: a trickle
+/// costs one wakeup per window, not one per datagram, and the latency it adds is bounded
+/// by the window). A full batch is followed at once by the next: bursts do not wait.
 pub(super) fn udp_receiver<B: Backend>(
     w: Worker,
     sock: std::net::UdpSocket,
@@ -336,8 +332,9 @@ pub(super) fn udp_receiver<B: Backend>(
             w.publish();
         }
         idle = n == 0;
-        if n > 0 && n < UDP_BATCH {
-            rx.gather(UDP_GATHER, UDP_BATCH)?;
+        let window = w.config.borrow().udp_gather;
+        if n > 0 && n < UDP_BATCH && !window.is_zero() {
+            rx.gather(window, UDP_BATCH)?;
         }
     }
 }

@@ -4,7 +4,6 @@
 //! percentiles and how many heartbeats were delivered. Bounded by `secs`.
 
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::daemon::{Daemon, DaemonSpec};
@@ -28,24 +27,26 @@ pub struct ClusterHb {
     /// The daemon's VmRSS at the end and its peak (VmHWM), MiB.
     pub rss_end_mib: f64,
     pub rss_peak_mib: f64,
+    /// Per thread name: % of one core and context switches per second over the run.
+    pub threads: std::collections::BTreeMap<String, (f64, f64)>,
 }
 
 pub fn run(
-    nodemgr: &Path,
+    opts: &crate::options::Options,
     backend: &'static str,
-    nodes: usize,
     secs: u64,
     frame_size: usize,
 ) -> anyhow::Result<ClusterHb> {
+    let nodes = opts.nodes;
     let names = node_names(nodes);
     let spec = DaemonSpec {
-        nodemgr: nodemgr.to_path_buf(),
+        nodemgr: opts.nodemgr.clone(),
         backend,
         ip: "127.0.0.1".parse()?,
         threads: 0,
         members: names.clone(),
         secret: "cluster-hb-secret".into(),
-        extra: String::new(),
+        extra: opts.listener_conf.clone(),
         pin: true,
     };
     let daemon = Daemon::start(&spec)?;
@@ -54,6 +55,10 @@ pub fn run(
     let payload = heartbeat_payload(frame_size, names[0].len());
     let before = daemon.counters()?;
     let (cpu0, t0) = (crate::sys::process_cpu_s(daemon.pid), Instant::now());
+    let threads0 = (
+        crate::sys::thread_cpu(daemon.pid),
+        crate::sys::thread_switches(daemon.pid),
+    );
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     let stop_at = Instant::now() + Duration::from_secs(secs);
     // The sender paces itself on its own thread; this one asks for the status.
@@ -91,8 +96,17 @@ pub fn run(
     let sent = sender
         .join()
         .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?;
-    let cpu_pct = (crate::sys::process_cpu_s(daemon.pid) - cpu0) * 100.0
-        / t0.elapsed().as_secs_f64().max(1e-3);
+    let elapsed = t0.elapsed().as_secs_f64().max(1e-3);
+    let cpu_pct = (crate::sys::process_cpu_s(daemon.pid) - cpu0) * 100.0 / elapsed;
+    let thread_cpu = crate::sys::cpu_delta(&threads0.0, &crate::sys::thread_cpu(daemon.pid));
+    let switches = crate::sys::cpu_delta(&threads0.1, &crate::sys::thread_switches(daemon.pid));
+    let threads = thread_cpu
+        .iter()
+        .map(|(name, cpu)| {
+            let cs = switches.get(name).copied().unwrap_or(0.0);
+            (name.clone(), (cpu * 100.0 / elapsed, cs / elapsed))
+        })
+        .collect();
     let after = daemon.counters()?;
     let rss = daemon.rss();
     let status = daemon.status()?;
@@ -116,5 +130,6 @@ pub fn run(
         daemon_cpu_pct: cpu_pct,
         rss_end_mib: rss.rss_kib as f64 / 1024.0,
         rss_peak_mib: rss.hwm_kib as f64 / 1024.0,
+        threads,
     })
 }
