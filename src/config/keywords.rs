@@ -415,7 +415,7 @@ pub const KEYWORDS: &[Keyword] = &[
         "backend",
         Type::Choice(BACKEND_CHOICES),
         Value("auto"),
-        "The listener's I/O backend (auto: io_uring where the kernel allows it).",
+        "The listener's I/O backend (auto: epoll, measured the cheaper for UDP).",
     ),
     kw(
         "listener",
