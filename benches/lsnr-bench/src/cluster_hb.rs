@@ -27,6 +27,9 @@ pub struct ClusterHb {
     /// The daemon's VmRSS at the end and its peak (VmHWM), MiB.
     pub rss_end_mib: f64,
     pub rss_peak_mib: f64,
+    /// CPU seconds other processes used during the run (the machine's busy time minus the
+    /// daemon's and this process's).
+    pub foreign_cpu_s: f64,
     /// Per thread name: % of one core and context switches per second over the run.
     pub threads: std::collections::BTreeMap<String, (f64, f64)>,
 }
@@ -55,6 +58,10 @@ pub fn run(
     let payload = heartbeat_payload(frame_size, names[0].len());
     let before = daemon.counters()?;
     let (cpu0, t0) = (crate::sys::process_cpu_s(daemon.pid), Instant::now());
+    let (busy0, own0) = (
+        crate::sys::machine_busy_s(),
+        crate::sys::process_cpu_s(std::process::id()),
+    );
     let threads0 = (
         crate::sys::thread_cpu(daemon.pid),
         crate::sys::thread_switches(daemon.pid),
@@ -97,7 +104,13 @@ pub fn run(
         .join()
         .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?;
     let elapsed = t0.elapsed().as_secs_f64().max(1e-3);
-    let cpu_pct = (crate::sys::process_cpu_s(daemon.pid) - cpu0) * 100.0 / elapsed;
+    let daemon_cpu_s = crate::sys::process_cpu_s(daemon.pid) - cpu0;
+    let cpu_pct = daemon_cpu_s * 100.0 / elapsed;
+    let foreign_cpu_s = (crate::sys::machine_busy_s()
+        - busy0
+        - daemon_cpu_s
+        - (crate::sys::process_cpu_s(std::process::id()) - own0))
+        .max(0.0);
     let thread_cpu = crate::sys::cpu_delta(&threads0.0, &crate::sys::thread_cpu(daemon.pid));
     let switches = crate::sys::cpu_delta(&threads0.1, &crate::sys::thread_switches(daemon.pid));
     let threads = thread_cpu
@@ -130,6 +143,7 @@ pub fn run(
         daemon_cpu_pct: cpu_pct,
         rss_end_mib: rss.rss_kib as f64 / 1024.0,
         rss_peak_mib: rss.hwm_kib as f64 / 1024.0,
+        foreign_cpu_s,
         threads,
     })
 }

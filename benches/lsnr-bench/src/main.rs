@@ -324,7 +324,7 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> 
                     "status_calls": r.status_calls, "status_p50_ms": r.status_p50_ms,
                     "status_p99_ms": r.status_p99_ms, "status_max_ms": r.status_max_ms,
                     "daemon_cpu_pct": r.daemon_cpu_pct, "rss_end_mib": r.rss_end_mib,
-                    "rss_peak_mib": r.rss_peak_mib,
+                    "rss_peak_mib": r.rss_peak_mib, "foreign_cpu_s": r.foreign_cpu_s,
                     "threads": r.threads.iter().map(|(name, (cpu, cs))| {
                         (name.clone(), serde_json::json!({"cpu_pct": cpu, "switches_per_s": cs}))
                     }).collect::<serde_json::Map<_, _>>(),
