@@ -437,3 +437,59 @@ impl Backend for Epoll {
         Ok(local.block_on(&rt, f))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::MAX_UDP_FRAME;
+
+    /// Sends datagrams of every length from 0 to 299 (and the largest) and takes them back
+    /// through `R`, in batches, checking each one's bytes and source.
+    fn receives_in_batches<R: UdpRx>() {
+        let sock = super::super::sockets::udp_reuseport(&"127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let mut rx = R::open(sock).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut lens: Vec<usize> = (0..300).collect();
+        lens.push(MAX_UDP_FRAME);
+        for (k, len) in lens.iter().enumerate() {
+            tx.send_to(&vec![(k % 251) as u8; *len], addr).unwrap();
+        }
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got.len() < lens.len() && std::time::Instant::now() < deadline {
+            rx.wait_any(Duration::from_millis(100)).unwrap();
+            let n = rx
+                .take(64, |p, from| {
+                    assert_eq!(from, tx.local_addr().unwrap());
+                    got.push(p.to_vec());
+                })
+                .unwrap();
+            assert!(n <= 64);
+            if n > 0 && n < 64 {
+                rx.gather(Duration::from_millis(1), 64).unwrap();
+            }
+        }
+        assert_eq!(got.len(), lens.len());
+        for (k, p) in got.iter().enumerate() {
+            assert_eq!(p.len(), lens[k]);
+            assert!(p.iter().all(|b| *b == (k % 251) as u8));
+        }
+        // Nothing left: a take does not wait.
+        assert_eq!(rx.take(64, |_, _| panic!("nothing was sent")).unwrap(), 0);
+    }
+
+    #[test]
+    fn recvmmsg_receiver_takes_datagrams_in_place_with_their_source() {
+        receives_in_batches::<EpollUdpRx>();
+    }
+
+    #[test]
+    fn ring_receiver_takes_datagrams_in_place_with_their_source() {
+        if uring_available().is_err() {
+            eprintln!("io_uring unavailable: skipped");
+            return;
+        }
+        receives_in_batches::<UringUdpRx>();
+    }
+}
