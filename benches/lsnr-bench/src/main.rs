@@ -301,7 +301,8 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> 
             .map(|(name, (cpu, cs))| format!("{name} {cpu:.1} % {cs:.0} cs/s"))
             .collect();
         println!(
-            "  threads (% of a core, context switches/s): {}",
+            "  others' cpu s {:.2}; threads (% of a core, context switches/s): {}",
+            r.foreign_cpu_s,
             busy.join(", ")
         );
         let figures = [r.daemon_cpu_pct, r.rss_peak_mib, r.status_p99_ms];
