@@ -9,12 +9,14 @@
 //!
 //! The ring belongs to the one thread that made it (SINGLE_ISSUER | DEFER_TASKRUN): a
 //! datagram's receive work is queued for that thread and runs only when it waits in the ring,
-//! and the kernel wakes it only once `min_complete` completions' work is queued or the wait's
-//! timeout passes (`wait_for`). That wait is what lets the listener's receive thread take
-//! a trickle of heartbeats in batches, one wakeup for several.
+//! and the kernel wakes it only once `min_complete` items of work are queued or the wait's
+//! timeout passes (`wait_for`). An armed multishot receive queues one item however many
+//! datagrams wait, so a wait for several ends at its timeout: what lets the listener's
+//! receive thread take a trickle of heartbeats in batches, one wakeup for several.
+
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
@@ -159,11 +161,6 @@ impl RecvRing {
         r.publish_tail();
         r.arm()?;
         Ok(r)
-    }
-
-    /// The ring's fd: readable when completions are waiting.
-    pub fn ring_fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
     }
 
     /// Whether the kernel has receive work queued for this thread (DEFER_TASKRUN keeps it
