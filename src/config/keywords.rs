@@ -415,7 +415,7 @@ pub const KEYWORDS: &[Keyword] = &[
         "backend",
         Type::Choice(BACKEND_CHOICES),
         Value("auto"),
-        "The listener's I/O backend (auto: io_uring where the kernel allows it).",
+        "The listener's I/O backend (auto: epoll, measured the cheaper for UDP).",
     ),
     kw(
         "listener",
@@ -451,6 +451,13 @@ pub const KEYWORDS: &[Keyword] = &[
         duration(true),
         Value("10s"),
         "How long a frame may take to arrive once it started.",
+    ),
+    kw(
+        "listener",
+        "udp_gather",
+        duration(false),
+        Value("2ms"),
+        "How long UDP datagrams gather after a receive that found fewer than a batch: one wakeup for several heartbeats, at most this much later (0: a wakeup per datagram; at most 10ms).",
     ),
     kw(
         "hb",

@@ -100,6 +100,8 @@ pub struct ListenerConfig {
     pub max_unauth_per_addr: u32,
     pub idle_timeout_ms: u64,
     pub read_timeout_ms: u64,
+    /// How long UDP datagrams gather after a short receive batch.
+    pub udp_gather_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +415,7 @@ impl NodeConfig {
             max_unauth_per_addr: r.int(kw!("listener", "max_unauth_per_addr"))?,
             idle_timeout_ms: r.ms(kw!("listener", "idle_timeout"))?,
             read_timeout_ms: r.ms(kw!("listener", "read_timeout"))?,
+            udp_gather_ms: r.ms(kw!("listener", "udp_gather"))?,
         };
 
         let hb = HbConfig {
@@ -550,6 +553,7 @@ mod tests {
         assert_eq!(cfg.listener.max_connections, 4096);
         assert_eq!(cfg.listener.idle_timeout_ms, 60_000);
         assert_eq!(cfg.listener.read_timeout_ms, 10_000);
+        assert_eq!(cfg.listener.udp_gather_ms, 2);
         assert_eq!(cfg.listener.max_unauth_frame, 65_536);
         assert_eq!(cfg.listener.max_unauth_per_addr, 32);
         assert_eq!(cfg.dequeue_timeout_ms, 60_000);

@@ -1,18 +1,20 @@
 //! The only part the two backends do not share: how a worker's sockets are driven.
 //! Both present the owned-buffer style of tokio-uring (the buffer goes in, comes back with
 //! the result), so the pipeline in `worker` is written once. UDP receives are the exception:
-//! they come in batches, handed over in place (`UdpRx`), so the io_uring backend can take
-//! them from a multishot receive over provided buffers (`uring_udp`).
+//! they run on a thread of their own that blocks in the kernel (`UdpRx`), take datagrams in
+//! batches and hand them over in place: a multishot receive over provided buffers
+//! (`uring_udp`) for io_uring, `recvmmsg` for epoll.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::uring_udp::RecvRing;
+use super::uring_udp::{Mapping, PAYLOAD_MAX, RecvRing};
 
 /// The sending side of a worker's UDP socket (replies to requests that came over UDP).
 pub(crate) trait Datagram: 'static {
@@ -23,15 +25,19 @@ pub(crate) trait Datagram: 'static {
     ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
 }
 
-/// The receiving side of a worker's UDP socket.
-pub(crate) trait UdpRx: 'static {
-    /// Waits for datagrams, then hands at most `max` of them to `f`, in place, in arrival
-    /// order, without waiting again. Returns how many (0 only after socket errors).
-    fn recv_batch<F: FnMut(&mut [u8], SocketAddr)>(
-        &mut self,
-        max: usize,
-        f: F,
-    ) -> impl Future<Output = io::Result<usize>>;
+/// The receiving side of a worker's UDP socket, used by the one thread that opened it: it
+/// blocks in the kernel rather than in a runtime, so that the kernel, not each datagram's
+/// readiness, decides when the thread wakes.
+pub(crate) trait UdpRx: Sized + 'static {
+    fn open(sock: std::net::UdpSocket) -> io::Result<Self>;
+    /// Hands at most `max` datagrams already received to `f`, in place, in arrival order,
+    /// without waiting. Returns how many.
+    fn take<F: FnMut(&mut [u8], SocketAddr)>(&mut self, max: usize, f: F) -> io::Result<usize>;
+    /// Blocks until a datagram is there or `timeout` passes.
+    fn wait_any(&mut self, timeout: Duration) -> io::Result<()>;
+    /// Blocks for `window` while datagrams gather, without a wakeup for each; returns
+    /// earlier once `batch` of them are there where the backend can tell.
+    fn gather(&mut self, window: Duration, batch: usize) -> io::Result<()>;
 }
 
 pub(crate) trait Stream: 'static {
@@ -59,8 +65,9 @@ pub(crate) trait Backend: 'static {
     type Udp: Datagram;
     type UdpRx: UdpRx;
     type Listener: Acceptor;
-    /// The receiving side of the worker's UDP socket and a handle on it for sending.
-    fn udp(sock: std::net::UdpSocket) -> io::Result<(Self::UdpRx, Self::Udp)>;
+    /// The worker's UDP socket for sending (replies), on the worker's runtime; the receive
+    /// thread opens its `UdpRx` on a clone of the same socket.
+    fn udp_send(sock: std::net::UdpSocket) -> io::Result<Self::Udp>;
     fn tcp(sock: std::net::TcpListener) -> io::Result<Self::Listener>;
     fn spawn_local<F: Future<Output = ()> + 'static>(f: F);
     /// Runs `f` to completion on a fresh single-threaded runtime of this backend.
@@ -105,52 +112,50 @@ impl Acceptor for tokio_uring::net::TcpListener {
     }
 }
 
-/// The ring's fd, registered with the runtime's reactor: readable when completions wait.
-struct RingFd(RawFd);
-
-impl AsRawFd for RingFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
-/// io_uring receive side: one multishot recvmsg over provided buffers (`uring_udp`), its
-/// ring waited on through the reactor of the worker's runtime (tokio-uring runs on tokio's,
-/// so this works beside tokio-uring's own ring).
+/// io_uring receive side: one multishot recvmsg over provided buffers (`uring_udp`), waited
+/// on in the ring itself.
 pub(crate) struct UringUdpRx {
-    // Dropped before the ring: deregisters the fd while it is still open.
-    ready: AsyncFd<RingFd>,
     ring: RecvRing,
 }
 
 impl UdpRx for UringUdpRx {
-    async fn recv_batch<F: FnMut(&mut [u8], SocketAddr)>(
-        &mut self,
-        max: usize,
-        mut f: F,
-    ) -> io::Result<usize> {
-        loop {
+    fn open(sock: std::net::UdpSocket) -> io::Result<Self> {
+        Ok(UringUdpRx {
+            ring: RecvRing::new(sock)?,
+        })
+    }
+
+    fn take<F: FnMut(&mut [u8], SocketAddr)>(&mut self, max: usize, mut f: F) -> io::Result<usize> {
+        let mut n = 0;
+        // Whether the last thing done was running the queued work: the kernel may still
+        // flag work queued after a run that posted nothing, so once is enough.
+        let mut ran_work = false;
+        while n < max {
             // Re-arms the receive if it ended (all buffers were in use, or an error).
             self.ring.arm()?;
-            let d = self.ring.drain(max, &mut f);
-            if d.datagrams > 0 {
-                return Ok(d.datagrams);
-            }
+            let d = self.ring.drain(max - n, &mut f);
+            n += d.datagrams;
             if d.completions > 0 {
+                ran_work = false;
                 continue;
             }
-            if self.ring.work_pending() {
-                // Datagrams are there but their receive work waits for us: run it (one
-                // syscall for the whole burst) and drain again.
-                self.ring.run_work()?;
-                continue;
+            if ran_work || !self.ring.work_pending() {
+                break;
             }
-            let mut guard = self.ready.readable().await?;
-            // Edge-triggered: clear only once nothing is left, or a wakeup could be lost.
-            if !self.ring.has_completions() && !self.ring.work_pending() {
-                guard.clear_ready();
-            }
+            // Datagrams are there but their receive work waits for us: run it (one
+            // syscall for the whole burst) and drain again.
+            self.ring.run_work()?;
+            ran_work = true;
         }
+        Ok(n)
+    }
+
+    fn wait_any(&mut self, timeout: Duration) -> io::Result<()> {
+        self.ring.wait(timeout)
+    }
+
+    fn gather(&mut self, window: Duration, batch: usize) -> io::Result<()> {
+        self.ring.wait_for(batch, window)
     }
 }
 
@@ -159,17 +164,11 @@ impl Backend for Uring {
     type Udp = tokio_uring::net::UdpSocket;
     type UdpRx = UringUdpRx;
     type Listener = tokio_uring::net::TcpListener;
-    // io_uring waits on blocking fds itself; with O_NONBLOCK it may hand EAGAIN back instead.
-    fn udp(sock: std::net::UdpSocket) -> io::Result<(Self::UdpRx, Self::Udp)> {
+    // io_uring waits on blocking fds itself; with O_NONBLOCK it may hand EAGAIN back instead
+    // (the receive side, a clone of the same open socket, wants the same).
+    fn udp_send(sock: std::net::UdpSocket) -> io::Result<Self::Udp> {
         sock.set_nonblocking(false)?;
-        let send = tokio_uring::net::UdpSocket::from_std(sock.try_clone()?);
-        let ring = RecvRing::new(sock)?;
-        // SAFETY: the ring's fd stays open and the same as long as `ready` lives: the ring is
-        // dropped after it (field order of `UringUdpRx`).
-        let ready =
-            unsafe { AsyncFd::register_with_interest(RingFd(ring.ring_fd()), Interest::READABLE) }
-                .map_err(io::Error::from)?;
-        Ok((UringUdpRx { ready, ring }, send))
+        Ok(tokio_uring::net::UdpSocket::from_std(sock))
     }
     fn tcp(sock: std::net::TcpListener) -> io::Result<Self::Listener> {
         sock.set_nonblocking(false)?;
@@ -196,10 +195,36 @@ pub(crate) struct Epoll;
 /// Most bytes one epoll-backend read takes.
 const READ_CHUNK: usize = 64 * 1024;
 
-impl Datagram for tokio::net::UdpSocket {
+/// The epoll backend's sending side: the worker's UDP socket registered with the runtime for
+/// writability only. Its clone receives on the receive thread; registered for reading too,
+/// every datagram would also wake the runtime.
+pub(crate) struct EpollUdpSend {
+    // Dropped before the socket: deregisters the fd while it is still open.
+    ready: AsyncFd<SockFd>,
+    sock: std::net::UdpSocket,
+}
+
+/// The socket's fd as the reactor registers it.
+struct SockFd(RawFd);
+
+impl AsRawFd for SockFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl Datagram for EpollUdpSend {
     async fn send_to(&self, buf: Vec<u8>, to: SocketAddr) -> (io::Result<usize>, Vec<u8>) {
-        let r = tokio::net::UdpSocket::send_to(self, &buf, to).await;
-        (r, buf)
+        loop {
+            let mut guard = match self.ready.writable().await {
+                Ok(g) => g,
+                Err(e) => return (Err(e), buf),
+            };
+            match guard.try_io(|_| self.sock.send_to(&buf, to)) {
+                Ok(r) => return (r, buf),
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 
@@ -256,56 +281,155 @@ impl Acceptor for tokio::net::TcpListener {
     }
 }
 
-/// epoll receive side: readiness, then one `recvfrom` per datagram until the socket is
-/// empty or the batch full, into one reused buffer.
+/// Datagrams one `recvmmsg` takes at most.
+const MMSG_BATCH: usize = 64;
+/// Room per datagram: a whole number of pages, so a small datagram makes one page resident.
+const MMSG_STRIDE: usize = PAYLOAD_MAX.next_multiple_of(4096);
+/// Consecutive failed receives (ICMP errors and the like aside) after which `take` gives up
+/// with the kernel's error rather than spin.
+const MAX_RECV_FAILURES: u32 = 64;
+
+/// epoll receive side: `recvmmsg` of up to 64 datagrams a call on the non-blocking socket
+/// (its clone on the worker's runtime sends with tokio, which wants it non-blocking), `poll`
+/// to wait.
 pub(crate) struct EpollUdpRx {
-    sock: tokio::net::UdpSocket,
-    buf: Vec<u8>,
+    sock: std::net::UdpSocket,
+    bufs: Mapping,
+    iov: Box<[libc::iovec; MMSG_BATCH]>,
+    names: Box<[libc::sockaddr_storage; MMSG_BATCH]>,
+    hdrs: Box<[libc::mmsghdr; MMSG_BATCH]>,
+    failures: u32,
 }
 
 impl UdpRx for EpollUdpRx {
-    async fn recv_batch<F: FnMut(&mut [u8], SocketAddr)>(
-        &mut self,
-        max: usize,
-        mut f: F,
-    ) -> io::Result<usize> {
-        let mut n = 0;
-        let mut errors = 0;
-        while n < max && errors < max {
-            self.buf.clear();
-            match self.sock.try_recv_buf_from(&mut self.buf) {
-                Ok((len, from)) => {
-                    n += 1;
-                    f(&mut self.buf[..len], from);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if n > 0 {
-                        break;
-                    }
-                    self.sock.readable().await?;
-                }
+    fn open(sock: std::net::UdpSocket) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        let bufs = Mapping::new(MMSG_BATCH * MMSG_STRIDE)?;
+        // SAFETY: iovec, sockaddr_storage and mmsghdr are plain data; zeroed is valid.
+        let (iov, names, hdrs) = unsafe {
+            (
+                Box::new(std::mem::zeroed::<[libc::iovec; MMSG_BATCH]>()),
+                Box::new(std::mem::zeroed::<[libc::sockaddr_storage; MMSG_BATCH]>()),
+                Box::new(std::mem::zeroed::<[libc::mmsghdr; MMSG_BATCH]>()),
+            )
+        };
+        let mut rx = EpollUdpRx {
+            sock,
+            bufs,
+            iov,
+            names,
+            hdrs,
+            failures: 0,
+        };
+        for j in 0..MMSG_BATCH {
+            rx.iov[j] = libc::iovec {
+                // SAFETY: within the mapping of MMSG_BATCH strides.
+                iov_base: unsafe { rx.bufs.ptr.add(j * MMSG_STRIDE) }.cast(),
+                iov_len: PAYLOAD_MAX,
+            };
+            let h = &mut rx.hdrs[j].msg_hdr;
+            h.msg_iov = &mut rx.iov[j];
+            h.msg_iovlen = 1;
+            h.msg_name = (&mut rx.names[j] as *mut libc::sockaddr_storage).cast();
+        }
+        Ok(rx)
+    }
+
+    fn take<F: FnMut(&mut [u8], SocketAddr)>(&mut self, max: usize, mut f: F) -> io::Result<usize> {
+        let max = max.min(MMSG_BATCH);
+        for h in self.hdrs[..max].iter_mut() {
+            // The kernel writes back how long each name was.
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        }
+        // SAFETY: `max` headers, each pointing at its own name and iovec, the iovec at its
+        // own PAYLOAD_MAX bytes of the mapping; all owned by `self` and not moved meanwhile.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.sock.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                max as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(0),
                 // ICMP errors and the like surface here; they say nothing about the next
                 // datagram.
-                Err(_) => errors += 1,
-            }
+                _ if self.failures < MAX_RECV_FAILURES => {
+                    self.failures += 1;
+                    Ok(0)
+                }
+                _ => Err(e),
+            };
+        }
+        self.failures = 0;
+        let n = r as usize;
+        for j in 0..n {
+            let h = &self.hdrs[j];
+            let len = (h.msg_len as usize).min(PAYLOAD_MAX);
+            let namelen =
+                (h.msg_hdr.msg_namelen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+            // SAFETY: the kernel wrote `namelen` bytes of the name; plain bytes are read.
+            let name = unsafe {
+                std::slice::from_raw_parts(
+                    (&self.names[j] as *const libc::sockaddr_storage).cast::<u8>(),
+                    namelen,
+                )
+            };
+            let Some(from) = super::uring_udp::sockaddr(name) else {
+                continue;
+            };
+            // SAFETY: the kernel wrote `len` bytes (at most PAYLOAD_MAX) at the start of
+            // this datagram's stride; nothing else refers to it until the next `take`.
+            let payload =
+                unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr.add(j * MMSG_STRIDE), len) };
+            f(payload, from);
         }
         Ok(n)
+    }
+
+    fn wait_any(&mut self, timeout: Duration) -> io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one pollfd that lives across the call.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn gather(&mut self, window: Duration, _batch: usize) -> io::Result<()> {
+        // Nothing in the socket API wakes for "n datagrams": sleep the window through; the
+        // socket's 4 MiB buffer holds what a burst brings meanwhile.
+        std::thread::sleep(window);
+        Ok(())
     }
 }
 
 impl Backend for Epoll {
     const NAME: &'static str = "epoll";
-    type Udp = tokio::net::UdpSocket;
+    type Udp = EpollUdpSend;
     type UdpRx = EpollUdpRx;
     type Listener = tokio::net::TcpListener;
-    fn udp(sock: std::net::UdpSocket) -> io::Result<(Self::UdpRx, Self::Udp)> {
+    fn udp_send(sock: std::net::UdpSocket) -> io::Result<Self::Udp> {
         sock.set_nonblocking(true)?;
-        let send = tokio::net::UdpSocket::from_std(sock.try_clone()?)?;
-        let rx = EpollUdpRx {
-            sock: tokio::net::UdpSocket::from_std(sock)?,
-            buf: Vec::with_capacity(super::uring_udp::PAYLOAD_MAX),
-        };
-        Ok((rx, send))
+        // SAFETY: the fd stays open and the same as long as `ready` lives: the socket is
+        // dropped after it (field order of `EpollUdpSend`).
+        let ready = unsafe {
+            AsyncFd::register_with_interest(SockFd(sock.as_raw_fd()), Interest::WRITABLE)
+        }
+        .map_err(io::Error::from)?;
+        Ok(EpollUdpSend { ready, sock })
     }
     fn tcp(sock: std::net::TcpListener) -> io::Result<Self::Listener> {
         sock.set_nonblocking(true)?;
@@ -320,5 +444,61 @@ impl Backend for Epoll {
             .build()?;
         let local = tokio::task::LocalSet::new();
         Ok(local.block_on(&rt, f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::MAX_UDP_FRAME;
+
+    /// Sends datagrams of every length from 0 to 299 (and the largest) and takes them back
+    /// through `R`, in batches, checking each one's bytes and source.
+    fn receives_in_batches<R: UdpRx>() {
+        let sock = super::super::sockets::udp_reuseport(&"127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let mut rx = R::open(sock).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut lens: Vec<usize> = (0..300).collect();
+        lens.push(MAX_UDP_FRAME);
+        for (k, len) in lens.iter().enumerate() {
+            tx.send_to(&vec![(k % 251) as u8; *len], addr).unwrap();
+        }
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got.len() < lens.len() && std::time::Instant::now() < deadline {
+            rx.wait_any(Duration::from_millis(100)).unwrap();
+            let n = rx
+                .take(64, |p, from| {
+                    assert_eq!(from, tx.local_addr().unwrap());
+                    got.push(p.to_vec());
+                })
+                .unwrap();
+            assert!(n <= 64);
+            if n > 0 && n < 64 {
+                rx.gather(Duration::from_millis(1), 64).unwrap();
+            }
+        }
+        assert_eq!(got.len(), lens.len());
+        for (k, p) in got.iter().enumerate() {
+            assert_eq!(p.len(), lens[k]);
+            assert!(p.iter().all(|b| *b == (k % 251) as u8));
+        }
+        // Nothing left: a take does not wait.
+        assert_eq!(rx.take(64, |_, _| panic!("nothing was sent")).unwrap(), 0);
+    }
+
+    #[test]
+    fn recvmmsg_receiver_takes_datagrams_in_place_with_their_source() {
+        receives_in_batches::<EpollUdpRx>();
+    }
+
+    #[test]
+    fn ring_receiver_takes_datagrams_in_place_with_their_source() {
+        if uring_available().is_err() {
+            eprintln!("io_uring unavailable: skipped");
+            return;
+        }
+        receives_in_batches::<UringUdpRx>();
     }
 }

@@ -1,6 +1,8 @@
 //! The listener: one worker per core, each with its own UDP socket and TCP listener on
 //! `listener.addr:listener.port` (SO_REUSEPORT) and its own single-threaded runtime —
-//! io_uring (tokio-uring) where the kernel allows it, tokio's epoll otherwise. Workers run
+//! io_uring (tokio-uring) or tokio's epoll (`listener.backend`) — for TCP, and
+//! a thread of its own that receives its UDP datagrams (`lsnr.N.udp`), blocking in the
+//! kernel so that a trickle of heartbeats does not wake it once per datagram. Workers run
 //! every frame through `guard::Gate` and act on its `Outcome`.
 
 // Private to the crate; what the load generator and the benches borrow from them is
@@ -38,6 +40,8 @@ pub(crate) struct ListenerSettings {
     pub max_unauth_per_addr: u32,
     pub idle_timeout: Duration,
     pub read_timeout: Duration,
+    /// How long UDP datagrams gather after a short receive batch (`listener.udp_gather`).
+    pub udp_gather: Duration,
 }
 
 impl ListenerSettings {
@@ -63,9 +67,14 @@ impl ListenerSettings {
             max_unauth_per_addr: c.listener.max_unauth_per_addr,
             idle_timeout: Duration::from_millis(c.listener.idle_timeout_ms),
             read_timeout: Duration::from_millis(c.listener.read_timeout_ms),
+            udp_gather: Duration::from_millis(c.listener.udp_gather_ms.min(MAX_UDP_GATHER_MS)),
         }
     }
 }
+
+/// Longest `listener.udp_gather` used: the delay a heartbeat may take must stay far below
+/// the heartbeat timeouts.
+const MAX_UDP_GATHER_MS: u64 = 10;
 
 /// The current config and a generation number workers compare against on each wakeup.
 pub(crate) struct ConfigCell {
@@ -98,7 +107,10 @@ impl ConfigCell {
 /// Counters one worker publishes; only that worker writes them (no contention).
 #[derive(Default)]
 pub(crate) struct WorkerSlot {
+    /// The gate's counters of the worker's runtime (TCP).
     pub gate: AtomicGateStats,
+    /// The gate's counters of the worker's UDP receive thread.
+    pub udp_gate: AtomicGateStats,
     pub tcp_accepted: AtomicU64,
     pub tcp_refused: AtomicU64,
     /// Connections closed for a frame length out of bounds (0, above `max_frame`, or above
@@ -108,13 +120,18 @@ pub(crate) struct WorkerSlot {
 
 impl WorkerSlot {
     fn snapshot(&self) -> GateStats {
-        self.gate.load()
+        let mut s = self.gate.load();
+        s.add(&self.udp_gate.load());
+        s
     }
 
-    /// Publishes `base + stats` (base: what this slot held when the worker started, so
-    /// totals survive listener restarts).
-    fn publish(&self, base: &GateStats, stats: &GateStats) {
-        self.gate.store(base, stats);
+    /// Where one of the worker's threads publishes `base + stats` (base: what that half held
+    /// when the thread started, so totals survive listener restarts).
+    fn gate_stats(&self, part: worker::Part) -> &AtomicGateStats {
+        match part {
+            worker::Part::Runtime => &self.gate,
+            worker::Part::UdpReceiver => &self.udp_gate,
+        }
     }
 }
 
@@ -227,44 +244,32 @@ pub(crate) enum ListenerError {
     Spawn(std::io::Error),
 }
 
-/// The backend to run, why (for `daemon status`), and the warning to log when `auto` falls
-/// back.
+/// The backend to run and why (for `daemon status`).
 pub(crate) struct BackendChosen {
     pub name: &'static str,
     pub reason: String,
-    pub warning: Option<String>,
 }
 
-/// Which backend to run. `auto` takes io_uring wherever the kernel has what it needs: it is
-/// never the costlier of the two by much (CPU per heartbeat 0.7-1.2x epoll's, within the
-/// noise of this machine) and much cheaper on floods of dropped frames (about half epoll's
-/// CPU per datagram), the case the listener must survive (benches/LOADGEN.md).
+/// Which backend to run. `auto` takes epoll: with each worker's UDP received on a thread of
+/// its own, `recvmmsg` of up to 64 datagrams costs no more CPU per heartbeat than io_uring's
+/// multishot receive (the kernel's copy, socket lock and skb free are the same; io_uring adds
+/// a completion and a provided buffer per datagram), and less per empty or dropped datagram
+/// (benches/LOADGEN.md).
 pub(crate) fn choose_backend(choice: BackendChoice) -> Result<BackendChosen, ListenerError> {
-    let chosen = |name, reason: &str, warning| BackendChosen {
+    let chosen = |name, reason: &str| BackendChosen {
         name,
         reason: reason.to_string(),
-        warning,
     };
     match choice {
-        BackendChoice::Epoll => Ok(chosen(io::Epoll::NAME, "listener.backend = epoll", None)),
+        BackendChoice::Epoll => Ok(chosen(io::Epoll::NAME, "listener.backend = epoll")),
         BackendChoice::IoUring => match io::uring_available() {
-            Ok(()) => Ok(chosen(io::Uring::NAME, "listener.backend = io_uring", None)),
+            Ok(()) => Ok(chosen(io::Uring::NAME, "listener.backend = io_uring")),
             Err(e) => Err(ListenerError::UringUnavailable(e)),
         },
-        BackendChoice::Auto => match io::uring_available() {
-            Ok(()) => Ok(chosen(
-                io::Uring::NAME,
-                "auto: io_uring available (dropped floods at about half epoll's CPU)",
-                None,
-            )),
-            Err(e) => Ok(BackendChosen {
-                name: io::Epoll::NAME,
-                reason: format!("auto: io_uring unavailable ({e})"),
-                warning: Some(format!(
-                    "io_uring unavailable ({e}); using the epoll backend"
-                )),
-            }),
-        },
+        BackendChoice::Auto => Ok(chosen(
+            io::Epoll::NAME,
+            "auto: epoll (recvmmsg measured as cheap per heartbeat as io_uring, cheaper per dropped datagram)",
+        )),
     }
 }
 
@@ -278,11 +283,7 @@ pub(crate) fn run(
     let BackendChosen {
         name: backend,
         reason,
-        warning,
     } = choose_backend(config.backend)?;
-    if let Some(w) = warning {
-        tracing::warn!("{w}");
-    }
     *shared
         .backend_reason
         .write()
@@ -305,28 +306,18 @@ pub(crate) fn run(
 
     // Workers tell each other to stop when one fails.
     let (fail_tx, fail_rx) = watch::channel(false);
-    let mut joins = Vec::with_capacity(threads);
+    let mut joins = Vec::with_capacity(2 * threads);
     for (i, (udp, tcp)) in socks.into_iter().enumerate() {
-        let shared = shared.clone();
-        let slot = shared.slot(i);
-        let stop = stop.clone();
-        let failed = fail_rx.clone();
-        let spawn = std::thread::Builder::new()
-            .name(format!("lsnr.{i}"))
-            .spawn(move || {
-                pin::pin_worker(i, threads);
-                let ctx = worker::Worker::new(i, shared, slot);
-                if backend == io::Uring::NAME {
-                    worker::run_worker::<io::Uring>(ctx, udp, tcp, stop, failed)
-                } else {
-                    worker::run_worker::<io::Epoll>(ctx, udp, tcp, stop, failed)
-                }
-            });
-        match spawn {
-            Ok(j) => joins.push(j),
+        let spawned = if backend == io::Uring::NAME {
+            spawn_worker::<io::Uring>(i, threads, &shared, udp, tcp, &stop, &fail_rx)
+        } else {
+            spawn_worker::<io::Epoll>(i, threads, &shared, udp, tcp, &stop, &fail_rx)
+        };
+        match spawned {
+            Ok(js) => joins.extend(js.into_iter().map(|j| (i, j))),
             Err(e) => {
                 let _ = fail_tx.send(true);
-                for j in joins {
+                for (_, j) in joins {
                     let _ = j.join();
                 }
                 return Err(ListenerError::Spawn(e));
@@ -334,8 +325,8 @@ pub(crate) fn run(
         }
     }
     let mut first_error = None;
-    // Join in order; a failing worker flags the others so no join waits forever.
-    let mut pending: Vec<_> = joins.into_iter().enumerate().collect();
+    // Join in order; a failing thread flags the others so no join waits forever.
+    let mut pending = joins;
     while !pending.is_empty() {
         let mut still = Vec::new();
         for (i, j) in pending {
@@ -362,6 +353,47 @@ pub(crate) fn run(
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+type WorkerThread = std::thread::JoinHandle<std::io::Result<()>>;
+
+/// Starts worker `i`'s two threads, its runtime (`lsnr.i`) and its UDP receive thread
+/// (`lsnr.i.udp`), pinned alike.
+fn spawn_worker<B: io::Backend>(
+    i: usize,
+    threads: usize,
+    shared: &Arc<ListenerShared>,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    stop: &watch::Receiver<bool>,
+    failed: &watch::Receiver<bool>,
+) -> std::io::Result<Vec<WorkerThread>> {
+    let slot = shared.slot(i);
+    let udp_rx = udp.try_clone()?;
+    let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(worker::UDP_REQUESTS_QUEUED);
+    let runtime = {
+        let (shared, slot, stop, failed) =
+            (shared.clone(), slot.clone(), stop.clone(), failed.clone());
+        std::thread::Builder::new()
+            .name(format!("lsnr.{i}"))
+            .spawn(move || {
+                pin::pin_worker(i, threads);
+                let ctx = worker::Worker::new(i, shared, slot, worker::Part::Runtime);
+                worker::run_worker::<B>(ctx, udp, requests_rx, tcp, stop, failed)
+            })?
+    };
+    let (shared, stop, failed) = (shared.clone(), stop.clone(), failed.clone());
+    let receiver = std::thread::Builder::new()
+        .name(format!("lsnr.{i}.udp"))
+        .spawn(move || {
+            pin::pin_worker(i, threads);
+            let ctx = worker::Worker::new(i, shared, slot, worker::Part::UdpReceiver);
+            worker::udp_receiver::<B>(ctx, udp_rx, requests_tx, stop, failed)
+        });
+    match receiver {
+        Ok(r) => Ok(vec![runtime, r]),
+        Err(e) => Err(e),
     }
 }
 

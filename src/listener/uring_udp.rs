@@ -7,15 +7,16 @@
 //! each buffer back (a store into shared memory) once the frame has been through the gate.
 //! Frames are processed in place in those buffers: no copy, no allocation per frame.
 //!
-//! The ring is waited on two ways: from a tokio runtime (the listener, through `AsyncFd` on
-//! the ring's fd, which is readable when completions are posted), or blocking (`wait`, for
-//! the load generator's null sink). It is set up with COOP_TASKRUN: the kernel queues each
-//! burst's receive work for this thread without interrupting it, and the work runs at the
-//! thread's next syscall (`run_work` when `work_pending`).
+//! The ring belongs to the one thread that made it (SINGLE_ISSUER | DEFER_TASKRUN): a
+//! datagram's receive work is queued for that thread and runs only when it waits in the ring,
+//! and the kernel wakes it only once `min_complete` items of work are queued or the wait's
+//! timeout passes (`wait_for`). An armed multishot receive queues one item however many
+//! datagrams wait, so a wait for several ends at its timeout: what lets the listener's
+//! receive thread take a trickle of heartbeats in batches, one wakeup for several.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
@@ -42,13 +43,13 @@ const ENTER_GETEVENTS: u32 = 1;
 
 /// Anonymous private mapping: page-aligned, zero-filled, pages resident only once touched
 /// (a heartbeat touches the first page of its buffer only).
-struct Mapping {
-    ptr: *mut u8,
+pub(crate) struct Mapping {
+    pub(crate) ptr: *mut u8,
     len: usize,
 }
 
 impl Mapping {
-    fn new(len: usize) -> io::Result<Self> {
+    pub(crate) fn new(len: usize) -> io::Result<Self> {
         // SAFETY: anonymous private mapping, no fd; checked for MAP_FAILED.
         let ptr = unsafe {
             libc::mmap(
@@ -116,16 +117,17 @@ unsafe impl Send for RecvRing {}
 
 impl RecvRing {
     /// Takes over `sock` (switched to blocking: io_uring then waits for data itself instead
-    /// of handing EAGAIN back).
+    /// of handing EAGAIN back). Only the calling thread may use the ring afterwards.
     pub fn new(sock: UdpSocket) -> io::Result<Self> {
         sock.set_nonblocking(false)?;
-        // COOP_TASKRUN: the kernel does not interrupt this thread (an IPI, a VM exit here)
-        // each time a datagram's receive work is queued while it runs; the work runs at its
-        // next syscall, or when `work_pending` says so and `run_work` asks. Measured against
-        // the default and DEFER_TASKRUN in benches/LOADGEN.md.
+        // DEFER_TASKRUN: the kernel neither interrupts this thread (an IPI, a VM exit here)
+        // nor wakes it for each datagram's receive work; the work waits for this thread's
+        // next wait in the ring, which wakes only for `min_complete` of them (`wait_for`).
+        // TASKRUN_FLAG says when work is queued (`work_pending`).
         let ring = IoUring::builder()
             .setup_cqsize(4 * BUFFERS as u32)
-            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
             .setup_taskrun_flag()
             .build(8)?;
         let bufs = Mapping::new(BUFFERS as usize * BUFFER_LEN)?;
@@ -161,13 +163,8 @@ impl RecvRing {
         Ok(r)
     }
 
-    /// The ring's fd: readable when completions are waiting.
-    pub fn ring_fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
-    }
-
-    /// Whether the kernel has receive work queued for this thread (COOP_TASKRUN defers it
-    /// to our next syscall; TASKRUN_FLAG tells us).
+    /// Whether the kernel has receive work queued for this thread (DEFER_TASKRUN keeps it
+    /// for our next wait; TASKRUN_FLAG tells us).
     pub fn work_pending(&mut self) -> bool {
         self.ring.submission().taskrun()
     }
@@ -295,15 +292,22 @@ impl RecvRing {
 
     /// Blocks until at least one completion is waiting or `timeout` passes (re-arming first).
     pub fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        self.wait_for(1, timeout)
+    }
+
+    /// Blocks until `min_complete` completions are waiting or `timeout` passes (re-arming
+    /// first); the receive work queued meanwhile runs before it returns, so what arrived
+    /// can be drained.
+    pub fn wait_for(&mut self, min_complete: usize, timeout: Duration) -> io::Result<()> {
         self.arm()?;
-        if self.has_completions() {
+        if self.has_completions() && min_complete <= 1 {
             return Ok(());
         }
         let ts = Timespec::new()
             .sec(timeout.as_secs())
             .nsec(timeout.subsec_nanos());
         let args = SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(1, &args) {
+        match self.ring.submitter().submit_with_args(min_complete, &args) {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => Ok(()),
             Err(e) => Err(e),
@@ -398,7 +402,7 @@ fn parse_out(buf: &mut [u8]) -> Option<(&mut [u8], SocketAddr)> {
     Some((&mut buf[start..end], from))
 }
 
-fn sockaddr(b: &[u8]) -> Option<SocketAddr> {
+pub(crate) fn sockaddr(b: &[u8]) -> Option<SocketAddr> {
     let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]) as libc::c_int;
     match family {
         libc::AF_INET if b.len() >= 8 => {

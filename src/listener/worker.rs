@@ -1,5 +1,7 @@
-//! One listener worker: its UDP loop, its TCP accept loop and connections, on one runtime.
-//! The pipeline is `Gate::admit` → `Outcome`; this file only moves bytes and acts on it.
+//! One listener worker: its TCP accept loop and connections and the answers to requests that
+//! came over UDP, on one runtime; and its UDP receive loop, on a thread of its own that
+//! blocks in the kernel (`udp_receiver`). The pipeline is `Gate::admit` → `Outcome`; this
+//! file only moves bytes and acts on it.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -25,11 +27,23 @@ use crate::guard::{
 };
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Response, Sealer};
+use tokio::sync::mpsc;
+
+/// Which of a worker's two threads a `Worker` runs on: each has its own gate and publishes
+/// its counters in its own half of the worker's slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Part {
+    /// The runtime: TCP, and the answers to requests received over UDP.
+    Runtime,
+    /// The UDP receive thread.
+    UdpReceiver,
+}
 
 pub(super) struct Worker {
     id: usize,
     shared: Arc<ListenerShared>,
     slot: Arc<WorkerSlot>,
+    part: Part,
     base: GateStats,
     config: RefCell<Arc<ListenerSettings>>,
     generation: Cell<u64>,
@@ -46,16 +60,22 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub(super) fn new(id: usize, shared: Arc<ListenerShared>, slot: Arc<WorkerSlot>) -> Self {
+    pub(super) fn new(
+        id: usize,
+        shared: Arc<ListenerShared>,
+        slot: Arc<WorkerSlot>,
+        part: Part,
+    ) -> Self {
         let generation = shared.config.generation();
         let config = shared.config.get();
         let gate = Gate::new(config.gate.clone(), shared.guard.clone());
         let sender = new_sender(&config);
-        let base = slot.snapshot();
+        let base = slot.gate_stats(part).load();
         Worker {
             id,
             shared,
             slot,
+            part,
             base,
             config: RefCell::new(config),
             generation: Cell::new(generation),
@@ -87,7 +107,9 @@ impl Worker {
     }
 
     fn publish(&self) {
-        self.slot.publish(&self.base, self.gate.borrow().stats());
+        self.slot
+            .gate_stats(self.part)
+            .store(&self.base, self.gate.borrow().stats());
     }
 
     /// Seals a response under this worker's session, length-prefixed for TCP when asked.
@@ -203,17 +225,28 @@ fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
     }
 }
 
+/// A request received over UDP, handed by the receive thread to the worker's runtime, which
+/// answers it over UDP.
+pub(super) struct UdpRequest {
+    nodename: String,
+    request: crate::wire::Request,
+    from: SocketAddr,
+}
+
+/// Requests over UDP waiting for the runtime; more are dropped (the peer asks again).
+pub(super) const UDP_REQUESTS_QUEUED: usize = 256;
+
 pub(super) fn run_worker<B: Backend>(
     worker: Worker,
     udp: std::net::UdpSocket,
+    udp_requests: mpsc::Receiver<UdpRequest>,
     tcp: std::net::TcpListener,
     mut stop: watch::Receiver<bool>,
     mut failed: watch::Receiver<bool>,
 ) -> io::Result<()> {
     B::run(async move {
         let w = Rc::new(worker);
-        let (udp_rx, udp) = B::udp(udp)?;
-        let udp = Rc::new(udp);
+        let udp = Rc::new(B::udp_send(udp)?);
         let tcp = B::tcp(tcp)?;
         let stopped = async {
             loop {
@@ -227,7 +260,7 @@ pub(super) fn run_worker<B: Backend>(
             }
         };
         let r = tokio::select! {
-            r = udp_loop::<B>(w.clone(), udp_rx, udp) => r,
+            r = answer_udp_requests::<B>(w.clone(), udp_requests, udp) => r,
             r = accept_loop::<B>(w.clone(), tcp) => r,
             _ = stopped => Ok(()),
         };
@@ -244,56 +277,105 @@ pub(super) fn run_worker<B: Backend>(
     })?
 }
 
-/// Datagrams taken per batch: bounds how long this worker's TCP connections wait behind a
-/// flood (the loop yields after each batch).
+/// Datagrams taken per batch: bounds how long the heartbeats of a flood wait before they are
+/// handed to their shard, and the receive buffers a batch holds.
 const UDP_BATCH: usize = 64;
 
-async fn udp_loop<B: Backend>(w: Rc<Worker>, mut rx: B::UdpRx, sock: Rc<B::Udp>) -> io::Result<()> {
+/// Longest wait of an idle receive thread: how soon it sees a stop.
+const UDP_IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// The UDP receive thread of a worker: waits in the kernel, takes the datagrams in batches
+/// through the gate, hands heartbeats to their shard once per batch and requests to the
+/// worker's runtime. Idle, it wakes on the first datagram; after a short batch it lets the
+/// next ones gather for `listener.udp_gather` (user-space interrupt moderation: a trickle
+/// costs one wakeup per window, not one per datagram, and the latency it adds is bounded
+/// by the window). A full batch is followed at once by the next: bursts do not wait.
+pub(super) fn udp_receiver<B: Backend>(
+    w: Worker,
+    sock: std::net::UdpSocket,
+    requests: mpsc::Sender<UdpRequest>,
+    stop: watch::Receiver<bool>,
+    failed: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let mut rx = B::UdpRx::open(sock)?;
+    let mut idle = true;
     loop {
+        if *stop.borrow() || *failed.borrow() {
+            return Ok(());
+        }
+        if idle {
+            rx.wait_any(UDP_IDLE_WAIT)?;
+        }
         // The clock and the configuration are read once per batch, when its first frame is
-        // there (not before the wait).
+        // there.
         let mut now = None;
-        let n = rx
-            .recv_batch(UDP_BATCH, |frame, from| {
-                let now = *now.get_or_insert_with(|| {
-                    w.refresh();
-                    now_ms()
+        let n = rx.take(UDP_BATCH, |frame, from| {
+            let now = *now.get_or_insert_with(|| {
+                w.refresh();
+                now_ms()
+            });
+            let outcome = w.gate.borrow_mut().admit(frame, now);
+            let action = act(&w, outcome, from, now);
+            w.log_notices(from);
+            w.maybe_panic();
+            if let Action::Request(nodename, request) = action {
+                // Answered by the runtime, over UDP; a full queue drops it like a lost
+                // datagram.
+                let _ = requests.try_send(UdpRequest {
+                    nodename,
+                    request,
+                    from,
                 });
-                let outcome = w.gate.borrow_mut().admit(frame, now);
-                let action = act(&w, outcome, from, now);
-                w.log_notices(from);
-                w.maybe_panic();
-                if let Action::Request(nodename, request) = action {
-                    // Requests over UDP are answered over UDP; a slow handler must not stall the loop.
-                    let w = w.clone();
-                    let sock = sock.clone();
-                    B::spawn_local(async move {
-                        let response = w
-                            .shared
-                            .dispatcher
-                            .call_single(
-                                Origin::Peer {
-                                    nodename,
-                                    addr: from,
-                                },
-                                request,
-                            )
-                            .await;
-                        let out = w.seal_response(&response, Kind::Response, false);
-                        if !out.is_empty() && out.len() <= MAX_UDP_FRAME {
-                            let _ = sock.send_to(out, from).await;
-                        }
-                    });
-                }
-            })
-            .await?;
+            }
+        })?;
         w.flush_heartbeats();
         if n > 0 {
             w.publish();
         }
-        // Let this worker's TCP connections and UDP replies run between batches.
-        tokio::task::yield_now().await;
+        idle = n == 0;
+        let window = w.config.borrow().udp_gather;
+        if n > 0 && n < UDP_BATCH && !window.is_zero() {
+            rx.gather(window, UDP_BATCH)?;
+        }
     }
+}
+
+/// Answers the requests the receive thread took over UDP, each on a task of its own (a slow
+/// handler must not hold the others).
+async fn answer_udp_requests<B: Backend>(
+    w: Rc<Worker>,
+    mut requests: mpsc::Receiver<UdpRequest>,
+    sock: Rc<B::Udp>,
+) -> io::Result<()> {
+    while let Some(UdpRequest {
+        nodename,
+        request,
+        from,
+    }) = requests.recv().await
+    {
+        let w = w.clone();
+        let sock = sock.clone();
+        B::spawn_local(async move {
+            let response = w
+                .shared
+                .dispatcher
+                .call_single(
+                    Origin::Peer {
+                        nodename,
+                        addr: from,
+                    },
+                    request,
+                )
+                .await;
+            let out = w.seal_response(&response, Kind::Response, false);
+            if !out.is_empty() && out.len() <= MAX_UDP_FRAME {
+                let _ = sock.send_to(out, from).await;
+            }
+        });
+    }
+    // The receive thread is gone: it ends only when the worker stops or fails, which the
+    // worker sees on its own.
+    std::future::pending().await
 }
 
 async fn accept_loop<B: Backend>(w: Rc<Worker>, listener: B::Listener) -> io::Result<()> {

@@ -4,7 +4,6 @@
 //! percentiles and how many heartbeats were delivered. Bounded by `secs`.
 
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::daemon::{Daemon, DaemonSpec};
@@ -27,29 +26,32 @@ pub struct ClusterHb {
     pub daemon_cpu_pct: f64,
     /// The node shard's CPU per status answer (it builds them), ms.
     pub status_shard_ms: f64,
-    /// Other tenants' CPU over the window, s (machine busy time, less the daemon's and ours).
-    pub foreign_cpu_s: f64,
     /// The daemon's VmRSS at the end and its peak (VmHWM), MiB.
     pub rss_end_mib: f64,
     pub rss_peak_mib: f64,
+    /// CPU seconds other processes used during the run (the machine's busy time minus the
+    /// daemon's and this process's).
+    pub foreign_cpu_s: f64,
+    /// Per thread name: % of one core and context switches per second over the run.
+    pub threads: std::collections::BTreeMap<String, (f64, f64)>,
 }
 
 pub fn run(
-    nodemgr: &Path,
+    opts: &crate::options::Options,
     backend: &'static str,
-    nodes: usize,
     secs: u64,
     frame_size: usize,
 ) -> anyhow::Result<ClusterHb> {
+    let nodes = opts.nodes;
     let names = node_names(nodes);
     let spec = DaemonSpec {
-        nodemgr: nodemgr.to_path_buf(),
+        nodemgr: opts.nodemgr.clone(),
         backend,
         ip: "127.0.0.1".parse()?,
         threads: 0,
         members: names.clone(),
         secret: "cluster-hb-secret".into(),
-        extra: String::new(),
+        extra: opts.listener_conf.clone(),
         pin: true,
     };
     let daemon = Daemon::start(&spec)?;
@@ -58,10 +60,13 @@ pub fn run(
     let payload = heartbeat_payload(frame_size, names[0].len());
     let before = daemon.counters()?;
     let (cpu0, t0) = (crate::sys::process_cpu_s(daemon.pid), Instant::now());
-    let threads0 = crate::sys::thread_cpu(daemon.pid);
-    let (machine0, bench0) = (
+    let (busy0, own0) = (
         crate::sys::machine_busy_s(),
         crate::sys::process_cpu_s(std::process::id()),
+    );
+    let threads0 = (
+        crate::sys::thread_cpu(daemon.pid),
+        crate::sys::thread_switches(daemon.pid),
     );
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     let stop_at = Instant::now() + Duration::from_secs(secs);
@@ -100,16 +105,25 @@ pub fn run(
     let sent = sender
         .join()
         .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?;
+    let elapsed = t0.elapsed().as_secs_f64().max(1e-3);
     let daemon_cpu_s = crate::sys::process_cpu_s(daemon.pid) - cpu0;
-    let cpu_pct = daemon_cpu_s * 100.0 / t0.elapsed().as_secs_f64().max(1e-3);
-    let threads = crate::sys::cpu_delta(&threads0, &crate::sys::thread_cpu(daemon.pid));
+    let cpu_pct = daemon_cpu_s * 100.0 / elapsed;
     let foreign_cpu_s = (crate::sys::machine_busy_s()
-        - machine0
+        - busy0
         - daemon_cpu_s
-        - (crate::sys::process_cpu_s(std::process::id()) - bench0))
+        - (crate::sys::process_cpu_s(std::process::id()) - own0))
         .max(0.0);
-    let status_shard_ms =
-        threads.get("shard.0").copied().unwrap_or(0.0) * 1000.0 / (latencies.len().max(1) as f64);
+    let thread_cpu = crate::sys::cpu_delta(&threads0.0, &crate::sys::thread_cpu(daemon.pid));
+    let switches = crate::sys::cpu_delta(&threads0.1, &crate::sys::thread_switches(daemon.pid));
+    let threads = thread_cpu
+        .iter()
+        .map(|(name, cpu)| {
+            let cs = switches.get(name).copied().unwrap_or(0.0);
+            (name.clone(), (cpu * 100.0 / elapsed, cs / elapsed))
+        })
+        .collect();
+    let status_shard_ms = thread_cpu.get("shard.0").copied().unwrap_or(0.0) * 1000.0
+        / (latencies.len().max(1) as f64);
     let after = daemon.counters()?;
     let rss = daemon.rss();
     let status = daemon.status()?;
@@ -132,8 +146,9 @@ pub fn run(
         status_max_ms: latencies.last().copied().unwrap_or(0.0),
         daemon_cpu_pct: cpu_pct,
         status_shard_ms,
-        foreign_cpu_s,
         rss_end_mib: rss.rss_kib as f64 / 1024.0,
         rss_peak_mib: rss.hwm_kib as f64 / 1024.0,
+        foreign_cpu_s,
+        threads,
     })
 }

@@ -147,6 +147,10 @@ struct Cli {
     /// The nodemgr binary (default: next to this one)
     #[arg(long)]
     nodemgr: Option<PathBuf>,
+    /// A `[listener]` line for every daemon's node.conf, e.g. `udp_gather = 2ms` (repeat for
+    /// more)
+    #[arg(long)]
+    listener_conf: Vec<String>,
     /// Write the summary, every figure, as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
@@ -195,6 +199,7 @@ fn options(cli: Cli) -> Result<(Options, Option<PathBuf>), String> {
         o.scenarios.sort();
         o.scenarios.dedup();
     }
+    o.listener_conf = cli.listener_conf.join("\n");
     if let Some(b) = cli.backend {
         o.backends = BACKENDS.into_iter().filter(|x| *x == b).collect();
     }
@@ -257,12 +262,12 @@ const CLUSTER_GOALS: [(&str, f64); 3] = [
 /// `--cluster-hb`: a table and (with --json) the figures.
 fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> ExitCode {
     let mut rows = Vec::new();
-    for backend in ["io_uring", "epoll"] {
+    for backend in opts.backends.iter().copied() {
         eprintln!(
             "cluster-hb: {backend}, {} nodes at 1 Hz for {secs} s",
             opts.nodes
         );
-        match cluster_hb::run(&opts.nodemgr, backend, opts.nodes, secs, 512) {
+        match cluster_hb::run(opts, backend, secs, 512) {
             Ok(r) => rows.push((backend, r)),
             Err(e) => {
                 eprintln!("lsnr-bench: cluster-hb on {backend}: {e:#}");
@@ -290,6 +295,16 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> 
             r.status_shard_ms,
             r.foreign_cpu_s,
         );
+        let busy: Vec<String> = r
+            .threads
+            .iter()
+            .filter(|(_, (cpu, _))| *cpu >= 0.5)
+            .map(|(name, (cpu, cs))| format!("{name} {cpu:.1} % {cs:.0} cs/s"))
+            .collect();
+        println!(
+            "  threads (% of a core, context switches/s): {}",
+            busy.join(", ")
+        );
         let figures = [r.daemon_cpu_pct, r.rss_peak_mib, r.status_p99_ms];
         for ((what, limit), v) in CLUSTER_GOALS.iter().zip(figures) {
             if v >= *limit {
@@ -312,6 +327,9 @@ fn cluster_hb(opts: &Options, secs: u64, json: Option<PathBuf>, check: bool) -> 
                     "daemon_cpu_pct": r.daemon_cpu_pct, "rss_end_mib": r.rss_end_mib,
                     "rss_peak_mib": r.rss_peak_mib, "status_shard_ms": r.status_shard_ms,
                     "foreign_cpu_s": r.foreign_cpu_s,
+                    "threads": r.threads.iter().map(|(name, (cpu, cs))| {
+                        (name.clone(), serde_json::json!({"cpu_pct": cpu, "switches_per_s": cs}))
+                    }).collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();

@@ -93,6 +93,8 @@ pub struct Options {
     /// Pin the listener's workers and the null sink's threads one per CPU (the listener's
     /// default); false runs the daemons with `OSVC_LISTENER_PIN=0` and the sink unpinned.
     pub pin: bool,
+    /// `[listener]` lines added to every daemon's node.conf (`--listener-conf`).
+    pub listener_conf: String,
 }
 
 impl Options {
@@ -116,6 +118,7 @@ impl Options {
             max_pool_mib: 2048,
             unpinned_sink: true,
             pin: true,
+            listener_conf: String::new(),
         }
     }
 

@@ -45,7 +45,7 @@ impl Ctx<'_> {
             threads: self.opts.threads,
             members,
             secret: secret(),
-            extra: String::new(),
+            extra: self.opts.listener_conf.clone(),
             pin: self.opts.pin,
         }
     }

@@ -69,6 +69,36 @@ pub fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     out
 }
 
+/// Context switches so far (voluntary and not) of each thread of `pid`, summed by thread
+/// name like `thread_cpu`: each one a wakeup or a preemption.
+pub fn thread_switches(pid: u32) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let mut name = None;
+        let mut switches = 0.0;
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("Name:") {
+                name = Some(v.trim().to_string());
+            } else if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += v.trim().parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        if let Some(name) = name {
+            *out.entry(name).or_insert(0.0) += switches;
+        }
+    }
+    out
+}
+
 /// Difference of two `thread_cpu` samples (threads that appeared count from zero).
 pub fn cpu_delta(
     before: &BTreeMap<String, f64>,
