@@ -409,6 +409,14 @@ impl HbFixture {
             .collect();
         HbFixture { payloads, frames }
     }
+
+    /// The payloads parsed (outside the timed loops).
+    fn parsed(&self) -> Vec<Heartbeat> {
+        self.payloads
+            .iter()
+            .map(|p| Heartbeat::parse(p).unwrap())
+            .collect()
+    }
 }
 
 /// `Heartbeat::parse`: the scanner's pass and the copy of the payload the heartbeat keeps.
@@ -433,11 +441,7 @@ fn hb_parse_only(bencher: Bencher, size: usize) {
 #[divan::bench(args = HB_SIZES)]
 fn hb_parse_after_last(bencher: Bencher, size: usize) {
     let fx = HbFixture::new(size);
-    let parsed: Vec<Heartbeat> = fx
-        .payloads
-        .iter()
-        .map(|p| Heartbeat::parse(p).unwrap())
-        .collect();
+    let parsed = fx.parsed();
     let mut i = 0;
     let mut failures = 0usize;
     bencher
@@ -489,11 +493,7 @@ fn hb_whole_path(bencher: Bencher, size: usize) {
 #[divan::bench(args = HB_SIZES)]
 fn hb_apply(bencher: Bencher, size: usize) {
     let fx = HbFixture::new(size);
-    let parsed: Vec<Heartbeat> = fx
-        .payloads
-        .iter()
-        .map(|p| Heartbeat::parse(p).unwrap())
-        .collect();
+    let parsed = fx.parsed();
     let mut view = HbView::new();
     let mut i = 0;
     bencher
