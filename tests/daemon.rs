@@ -431,6 +431,17 @@ fn set_refuses_unknown_keywords_and_bad_values_leaving_the_file_untouched() {
     let (ok, _, err) = nodemgr_at(&root, &["set", "--param", "hb.interval", "--value", "soon"]);
     assert!(!ok);
     assert!(err.contains("hb.interval: invalid value \"soon\""), "{err}");
+    let (ok, _, err) = nodemgr_at(
+        &root,
+        &["set", "--param", "listener.udp_gather", "--value", "50ms"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "listener.udp_gather: invalid value \"50ms\": expected a duration from 0 to 10ms"
+        ),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), SMALL_CONF);
     assert!(!root.join("etc/node.conf.bak").exists(), "nothing written");
     let (ok, _, err) = nodemgr_at(

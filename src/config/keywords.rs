@@ -23,6 +23,10 @@ pub enum Type {
     Duration {
         positive: bool,
     },
+    /// A duration from 0 to `max_ms`.
+    ShortDuration {
+        max_ms: u64,
+    },
     Bool,
     /// One of these words, case-insensitive.
     Choice(&'static [&'static str]),
@@ -55,6 +59,10 @@ pub enum ValueError {
         "expected a positive duration: an integer number of seconds, or an integer with a ms, s, m or h suffix"
     )]
     PositiveDuration,
+    #[error(
+        "expected a duration from 0 to {max_ms}ms: an integer number of milliseconds with a ms suffix, or 0"
+    )]
+    ShortDuration { max_ms: u64 },
     #[error("expected a boolean: true, false, yes, no, on, off, 1 or 0")]
     Bool,
     #[error("expected one of {}", .0.join(", "))]
@@ -112,6 +120,9 @@ impl Type {
             Type::Duration { positive } => {
                 parse_duration_ms(value).is_some_and(|ms| ms > 0 || !positive)
             }
+            Type::ShortDuration { max_ms } => {
+                parse_duration_ms(value).is_some_and(|ms| ms <= max_ms)
+            }
             Type::Bool => parse_bool(value).is_some(),
             Type::Choice(choices) => choices.iter().any(|c| c.eq_ignore_ascii_case(value)),
             Type::Ip => value.parse::<IpAddr>().is_ok(),
@@ -137,6 +148,7 @@ impl Type {
             Type::Int { min, max } => ValueError::Int { min, max },
             Type::Duration { positive: false } => ValueError::Duration,
             Type::Duration { positive: true } => ValueError::PositiveDuration,
+            Type::ShortDuration { max_ms } => ValueError::ShortDuration { max_ms },
             Type::Bool => ValueError::Bool,
             Type::Choice(choices) => ValueError::Choice(choices),
             Type::Ip => ValueError::Ip,
@@ -157,6 +169,7 @@ impl Type {
             Type::Int { min, max } => format!("integer {min} to {max}"),
             Type::Duration { positive: false } => "duration".into(),
             Type::Duration { positive: true } => "duration > 0".into(),
+            Type::ShortDuration { max_ms } => format!("duration 0 to {max_ms}ms"),
             Type::Bool => "bool".into(),
             Type::Choice(choices) => choices.join(" | "),
             Type::Ip => "ip".into(),
@@ -265,6 +278,10 @@ const fn int(min: u64, max: u64) -> Type {
 
 const U32: u64 = u32::MAX as u64;
 const USIZE: u64 = usize::MAX as u64;
+
+/// The longest `listener.udp_gather`: the delay it adds to a heartbeat must stay far below
+/// the heartbeat timeouts.
+pub const MAX_UDP_GATHER_MS: u64 = 10;
 
 /// The smallest `max_frame` / `max_unauth_frame`: a frame header and a little more.
 pub const MIN_MAX_FRAME: u64 = 64;
@@ -455,9 +472,11 @@ pub const KEYWORDS: &[Keyword] = &[
     kw(
         "listener",
         "udp_gather",
-        duration(false),
+        Type::ShortDuration {
+            max_ms: MAX_UDP_GATHER_MS,
+        },
         Value("2ms"),
-        "How long UDP datagrams gather after a receive that found fewer than a batch: one wakeup for several heartbeats, at most this much later (0: a wakeup per datagram; at most 10ms).",
+        "How long UDP datagrams gather after a receive that found fewer than a batch: one wakeup for several heartbeats, at most this much later (0: a wakeup per datagram). Bounded so that a heartbeat's delay stays far below the heartbeat timeouts.",
     ),
     kw(
         "hb",

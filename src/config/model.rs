@@ -695,6 +695,12 @@ mod tests {
             ),
             ("hb", "interval", "0s", "expected a positive duration"),
             (
+                "listener",
+                "udp_gather",
+                "50ms",
+                "expected a duration from 0 to 10ms",
+            ),
+            (
                 "hb",
                 "timeout",
                 "99999999999999999999",
@@ -849,6 +855,7 @@ mod tests {
         match ty {
             Type::Int { min, max } => vec![min.to_string(), max.to_string(), (min + 1).to_string()],
             Type::Duration { .. } => v(&["1s", "7s", "100s"]),
+            Type::ShortDuration { max_ms } => vec!["0".into(), format!("{max_ms}ms"), "1ms".into()],
             Type::Bool => v(&["true", "false"]),
             Type::Choice(c) => v(c),
             Type::Ip => v(&["127.0.0.9", "::1"]),

@@ -67,14 +67,10 @@ impl ListenerSettings {
             max_unauth_per_addr: c.listener.max_unauth_per_addr,
             idle_timeout: Duration::from_millis(c.listener.idle_timeout_ms),
             read_timeout: Duration::from_millis(c.listener.read_timeout_ms),
-            udp_gather: Duration::from_millis(c.listener.udp_gather_ms.min(MAX_UDP_GATHER_MS)),
+            udp_gather: Duration::from_millis(c.listener.udp_gather_ms),
         }
     }
 }
-
-/// Longest `listener.udp_gather` used: the delay a heartbeat may take must stay far below
-/// the heartbeat timeouts.
-const MAX_UDP_GATHER_MS: u64 = 10;
 
 /// The current config and a generation number workers compare against on each wakeup.
 pub(crate) struct ConfigCell {
