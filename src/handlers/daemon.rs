@@ -418,25 +418,10 @@ fn push_u64(out: &mut String, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
 }
 
-/// Appends `addr` as a JSON string, as serde writes a socket address.
+/// Appends `addr` as a JSON string, as serde writes a socket address (its `Display`, which
+/// never needs an escape).
 fn push_addr(out: &mut String, addr: &std::net::SocketAddr) {
-    out.push('"');
-    match addr {
-        std::net::SocketAddr::V4(a) => {
-            for (i, octet) in a.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_u64(out, u64::from(octet));
-            }
-            out.push(':');
-            push_u64(out, u64::from(a.port()));
-        }
-        std::net::SocketAddr::V6(a) => {
-            let _ = write!(out, "{a}");
-        }
-    }
-    out.push('"');
+    let _ = write!(out, "\"{addr}\"");
 }
 
 /// `s` as a JSON string.
