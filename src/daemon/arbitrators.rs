@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
-use crate::state::{ArbitratorGrant, DaemonState, lock};
+use crate::state::{ArbitratorGrant, DaemonState, lock, shared};
 use crate::wire::Request;
 
 /// The renewal period before an arbitrator has said how long its lease lasts.
@@ -88,7 +88,7 @@ fn round(state: &DaemonState, period_ms: u64, hold_ms: Option<u64>) -> u64 {
     let mut next = period_ms;
     let timeout = Duration::from_millis(period_ms.clamp(MIN_PERIOD_MS, 2_000));
     for (name, addr_text) in &c.arbitrators {
-        let partition = crate::state::partition(&c, &lock(&state.peers), now_ms());
+        let partition = crate::state::partition(&c, &shared(&state.peers), now_ms());
         // The grant is dated from before the request: it ends here no later than there.
         let asked_at = now_ms();
         let addr = addr_text

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
 use crate::hb::MAINTENANCE_COPIES_MS;
-use crate::state::{DaemonState, ThreadError, lock};
+use crate::state::{DaemonState, ThreadError, lock, shared};
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Sealer};
 
@@ -91,7 +91,7 @@ fn monitor_summary(state: &DaemonState) -> Value {
     let c = state.config();
     let now = now_ms();
     let mut sees: Vec<&str> = Vec::new();
-    let peers = lock(&state.peers);
+    let peers = shared(&state.peers);
     for (name, p) in peers.iter() {
         if p.presence(now, &c) != crate::service::orchestrate::Presence::Gone {
             sees.push(name);

@@ -96,7 +96,7 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
         threads: Mutex::new(Default::default()),
         control_error: Mutex::new(None),
         commands: Mutex::new(cmd_tx),
-        peers: Mutex::new(Default::default()),
+        peers: RwLock::new(Default::default()),
         seen_via: Mutex::new(Default::default()),
         quorum_since: Mutex::new(None),
         arbitrator_grants: Mutex::default(),

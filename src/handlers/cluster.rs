@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::client::{self, Identity};
 use crate::config;
 use crate::dispatch::Origin;
-use crate::state::{DaemonState, lock};
+use crate::state::{DaemonState, exclusive, shared};
 use crate::wire::{Request, Response};
 
 const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,7 +49,7 @@ pub(super) fn apply_now(state: &DaemonState, new: config::NodeConfig) {
 
 fn peers_map(state: &DaemonState, joiner: &str, joiner_addr: &str) -> Map<String, Value> {
     let c = state.config();
-    let seen = lock(&state.peers);
+    let seen = shared(&state.peers);
     let mut out = Map::new();
     for n in &c.cluster.nodes {
         let addr = if *n == c.nodename {
@@ -174,7 +174,7 @@ pub(super) fn leave(state: &DaemonState, origin: &Origin) -> Response {
     match r {
         Ok(new) => {
             apply_now(state, new);
-            lock(&state.peers).remove(nodename);
+            exclusive(&state.peers).remove(nodename);
             tracing::info!(node = %nodename, "left the cluster");
             Response::ok(json!(format!("{nodename} removed from cluster.nodes")))
         }

@@ -13,7 +13,7 @@ use crate::config::NodeConfig;
 use crate::dispatch::{Origin, QuickHandler};
 use crate::state::members::{self, Member, MemberState};
 use crate::state::metrics::{self, Sample};
-use crate::state::{DaemonState, PeerStatus, SupervisorCmd, ThreadReply, lock};
+use crate::state::{DaemonState, PeerStatus, SupervisorCmd, ThreadReply, lock, shared};
 use crate::wire::{Request, Response};
 
 /// What the status says that changes only with the configuration, written once per
@@ -155,7 +155,7 @@ fn status_text(
     let mut in_partition: Vec<bool> = Vec::with_capacity(parts.names.len());
     out.push('{');
     {
-        let peers = lock(&state.peers);
+        let peers = shared(&state.peers);
         // One pass: each member's peer is written while its data are in the cache. Peers
         // are members (each found by name in the sorted list) unless the configuration
         // dropped one since: then they are written again, sorted on their own.

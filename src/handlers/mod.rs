@@ -12,7 +12,7 @@ pub(crate) mod service;
 use std::sync::Arc;
 
 use crate::dispatch::{Origin, ReceivedHeartbeat, Reply, ShardHandler};
-use crate::state::{DaemonState, lock};
+use crate::state::{DaemonState, exclusive, lock};
 use crate::wire::Request;
 
 pub(crate) struct Handlers {
@@ -100,7 +100,7 @@ impl ShardHandler for Handlers {
         let (mut applied, mut news, mut refused) = (0, 0, 0);
         {
             // One lock for the batch: `daemon status` waits for one batch at most.
-            let mut peers = lock(&self.state.peers);
+            let mut peers = exclusive(&self.state.peers);
             let mut seen_via = lock(&self.state.seen_via);
             for ReceivedHeartbeat {
                 nodename,

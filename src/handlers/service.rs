@@ -823,7 +823,7 @@ fn ha_verb(
     let mut confirmed = true;
     let ready_since = shard.monitor(state, &cfg.name).ready_since_ms;
     {
-        let peers = lock(&state.peers);
+        let peers = crate::state::shared(&state.peers);
         let seen_via = lock(&state.seen_via);
         let gone_for = |name: &str| crate::state::gone_for_ms(name, &peers, &seen_via, &c, now);
         ready = orchestration_ready(state, &c, &peers, now);

@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{PeerMap, lock, presence_label};
+use super::{PeerMap, exclusive, lock, presence_label, shared};
 use crate::config::NodeConfig;
 
 /// How long a name waits before it is looked up again: one that did not resolve, or whose
@@ -70,15 +70,18 @@ pub(crate) struct Lookup {
 /// `daemon status`.
 #[derive(Default)]
 pub(crate) struct AddrBook {
-    entries: Mutex<BTreeMap<Arc<str>, Entry>>,
-    wake: Condvar,
+    /// Read-locked by readers: status answers on different listener workers read it at once.
+    entries: RwLock<BTreeMap<Arc<str>, Entry>>,
+    /// Rung when a lookup may have become due: its count of rings, and the resolver waiting.
+    doorbell: Mutex<u64>,
+    rung: Condvar,
 }
 
 impl AddrBook {
     /// Follows the configuration: an entry per other member; one whose host or port changed
     /// is looked up again. An address given as an IP needs no lookup and is taken at once.
     pub(crate) fn sync(&self, config: &NodeConfig) {
-        let mut entries = lock(&self.entries);
+        let mut entries = exclusive(&self.entries);
         let port = config.listener.port;
         let wanted: BTreeSet<&str> = config
             .cluster
@@ -116,30 +119,41 @@ impl AddrBook {
                 },
             );
         }
+        drop(entries);
         if due {
-            self.wake.notify_all();
+            self.ring();
         }
+    }
+
+    /// Wakes the resolver: a lookup may be due.
+    fn ring(&self) {
+        *lock(&self.doorbell) += 1;
+        self.rung.notify_all();
     }
 
     /// Sending to `name` failed: its address is looked up again.
     pub(crate) fn send_failed(&self, name: &str) {
-        if let Some(e) = lock(&self.entries).get_mut(name)
-            && !e.stale
-        {
-            e.stale = true;
-            self.wake.notify_all();
+        let marked = match exclusive(&self.entries).get_mut(name) {
+            Some(e) if !e.stale => {
+                e.stale = true;
+                true
+            }
+            _ => false,
+        };
+        if marked {
+            self.ring();
         }
     }
 
     /// Looks every name up again soon (SIGHUP), sending to the addresses known meanwhile.
     pub(crate) fn refresh(&self) {
-        for e in lock(&self.entries).values_mut() {
+        for e in exclusive(&self.entries).values_mut() {
             if e.host.parse::<IpAddr>().is_err() {
                 e.stale = true;
                 e.last_try = None;
             }
         }
-        self.wake.notify_all();
+        self.ring();
     }
 
     /// The lookups due now; waits up to `wait` for one to become due.
@@ -156,22 +170,24 @@ impl AddrBook {
                 })
                 .collect()
         };
-        let entries = lock(&self.entries);
-        let found = collect(&entries);
+        // The count is read before the entries: a ring after it is not missed.
+        let rings = *lock(&self.doorbell);
+        let found = collect(&shared(&self.entries));
         if !found.is_empty() {
             return found;
         }
-        let (entries, _) = self
-            .wake
-            .wait_timeout(entries, wait)
+        let doorbell = lock(&self.doorbell);
+        let _ = self
+            .rung
+            .wait_timeout_while(doorbell, wait, |now| *now == rings)
             .unwrap_or_else(|p| p.into_inner());
-        collect(&entries)
+        collect(&shared(&self.entries))
     }
 
     /// Records the outcome of `lookup`, unless the configuration moved on meanwhile. Returns
     /// the resolution it replaced, when it changed, so the caller logs transitions only.
     pub(crate) fn record(&self, lookup: &Lookup, outcome: Resolution) -> Option<Resolution> {
-        let mut entries = lock(&self.entries);
+        let mut entries = exclusive(&self.entries);
         let e = entries.get_mut(lookup.name.as_str())?;
         if e.host != lookup.host || e.port != lookup.port {
             return None;
@@ -189,7 +205,7 @@ impl AddrBook {
     /// The members heartbeats can be sent to now, with their addresses (names shared, not
     /// copied: `hb.tx` asks on every beat).
     pub(crate) fn resolved(&self) -> Vec<(Arc<str>, SocketAddr)> {
-        lock(&self.entries)
+        shared(&self.entries)
             .iter()
             .filter_map(|(name, e)| match e.resolution {
                 Resolution::Resolved(a) => Some((name.clone(), a)),
@@ -310,7 +326,7 @@ pub(crate) fn for_each_member<'p>(
     now_ms: u64,
     mut visit: impl FnMut(usize, Member, Option<&'p super::PeerStatus>),
 ) {
-    let book = lock(&book.entries);
+    let book = shared(&book.entries);
     // Both are sorted by name: one walk along the book, no lookup per member.
     let mut entries = book.iter().peekable();
     for (i, name) in names.iter().enumerate() {

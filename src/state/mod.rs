@@ -321,7 +321,8 @@ pub(crate) struct DaemonState {
     /// Written by the heartbeat shard (and by join/leave); read by status and orchestration.
     /// Hashed, not sorted: the heartbeat shard looks a peer up per heartbeat (readers that
     /// list peers sort them). Its keys are members' names, from authenticated heartbeats.
-    pub peers: Mutex<PeerMap>,
+    /// Read-locked by readers: status answers on different listener workers read it at once.
+    pub peers: RwLock<PeerMap>,
     /// Written with `peers`, by the heartbeat shard: see [`last_seen_by_anyone`].
     pub seen_via: Mutex<SeenVia>,
     /// The arbitrators' votes this node holds, renewed by the `arbitrators` thread.
@@ -393,6 +394,16 @@ impl Default for NodeMonitor {
 /// `lock()` that carries on past a poisoned mutex: the data are plain values.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `read()` that carries on past a poisoned lock, as [`lock`].
+pub(crate) fn shared<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `write()` that carries on past a poisoned lock, as [`lock`].
+pub(crate) fn exclusive<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DaemonState {
