@@ -15,7 +15,7 @@ use osvc_agent::internals::guard::{
     SharedGuard, Step,
 };
 use osvc_agent::internals::hb::Heartbeat;
-use osvc_agent::internals::wire::frame::{EncodeError, TAG_LEN, header_len};
+use osvc_agent::internals::wire::frame::{EncodeError, HEADER_WITHOUT_NAME, TAG_LEN, header_len};
 use osvc_agent::internals::wire::json;
 use osvc_agent::internals::wire::local::{self, LocalStep};
 use osvc_agent::internals::wire::payload::{ACTIONS, parse_request, valid_svcname};
@@ -450,7 +450,8 @@ pub fn tcp_conn_stats(data: &[u8]) -> osvc_agent::internals::guard::GateStats {
                 } else {
                     TCP_LIMITS.max_unauth_frame
                 };
-                assert!(want <= LEN_PREFIX + bound as usize);
+                // A frame within its bound, and the next one's first header bytes at most.
+                assert!(want <= LEN_PREFIX + bound as usize + LEN_PREFIX + HEADER_WITHOUT_NAME);
                 let take = (want - buf.len()).min(chunk).min(stream.len() - at);
                 if take == 0 {
                     break;
@@ -468,15 +469,20 @@ pub fn tcp_conn_stats(data: &[u8]) -> osvc_agent::internals::guard::GateStats {
                 break;
             }
             Step::Frame { len } => {
-                assert_eq!(buf.len(), LEN_PREFIX + len, "read past the frame");
-                let frame = buf[LEN_PREFIX..].to_vec();
-                let outcome = gate.admit_after_header(&mut buf[LEN_PREFIX..], NOW_MS);
+                // Past the frame: at most the next one's length and first header bytes.
+                let end = LEN_PREFIX + len;
+                assert!(
+                    buf.len() <= end + LEN_PREFIX + HEADER_WITHOUT_NAME,
+                    "read past the frame"
+                );
+                let frame = buf[LEN_PREFIX..end].to_vec();
+                let outcome = gate.admit_after_header(&mut buf[LEN_PREFIX..end], NOW_MS);
                 if let Outcome::Deliver { .. } | Outcome::Refuse { .. } = outcome {
                     check_outcome(&frame, &outcome);
                 }
                 let go_on = framer.done(&outcome);
                 drop(outcome);
-                buf.clear();
+                buf.drain(..end);
                 if !go_on {
                     break;
                 }

@@ -6,9 +6,13 @@
 //! is read and checked (steps 2 to 5, `Gate::check_header`) before the body: the body of a
 //! frame from a banned, unknown or stale sender is never read. Until one frame of the
 //! connection has authenticated, a frame longer than `max_unauth_frame` closes it.
+//!
+//! Reads are as few as that allows: the length prefix comes with the header's first
+//! `HEADER_WITHOUT_NAME` bytes (no frame's body starts before them), and a body with the
+//! next frame's prefix and first header bytes. A request then takes three reads, not five.
 
 use super::gate::{DropReason, Gate, HeaderCheck, Outcome};
-use crate::wire::frame::head_len;
+use crate::wire::frame::{HEADER_WITHOUT_NAME, head_len, header_len};
 
 /// Length of the prefix that carries a frame's length.
 pub const LEN_PREFIX: usize = 4;
@@ -40,8 +44,8 @@ pub enum CloseReason {
 /// What the driver does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Read until the buffer holds this many bytes in all, and no more: past them may be a
-    /// body that must not be read yet.
+    /// Read, into a buffer of at most this many bytes in all (past them may be a body that
+    /// must not be read yet), then ask again.
     Need(usize),
     /// Close the connection, without a response.
     Close(CloseReason),
@@ -73,7 +77,7 @@ impl Framer {
     /// prefix on). Checks the header once, when it is whole.
     pub fn next(&mut self, buf: &[u8], limits: FrameLimits, gate: &mut Gate, now_ms: u64) -> Step {
         let Some(prefix) = buf.first_chunk::<LEN_PREFIX>() else {
-            return Step::Need(LEN_PREFIX);
+            return Step::Need(LEN_PREFIX + HEADER_WITHOUT_NAME);
         };
         let len = u32::from_be_bytes(*prefix);
         if len == 0 {
@@ -94,10 +98,14 @@ impl Framer {
         let total = len as usize;
         let frame = &buf[LEN_PREFIX..];
         if !self.header_passed {
-            // The 3-byte prefix of the header first, then the whole header.
+            // The header up to its name's length, then the whole header.
             let head = head_len(frame, total);
             if frame.len() < head {
-                return Step::Need(LEN_PREFIX + head);
+                let header_so_far = match frame.get(2) {
+                    Some(&name_len) => header_len(name_len.into()),
+                    None => HEADER_WITHOUT_NAME,
+                };
+                return Step::Need(LEN_PREFIX + header_so_far.min(total));
             }
             match gate.check_header(&frame[..head], total, now_ms) {
                 HeaderCheck::Pass => self.header_passed = true,
@@ -105,7 +113,8 @@ impl Framer {
             }
         }
         if frame.len() < total {
-            return Step::Need(LEN_PREFIX + total);
+            // With the next frame's length and the start of its header.
+            return Step::Need(LEN_PREFIX + total + LEN_PREFIX + HEADER_WITHOUT_NAME);
         }
         Step::Frame { len: total }
     }
@@ -166,17 +175,29 @@ mod tests {
         f
     }
 
-    /// Drives a framer over `stream` the way a listener does, reading exactly what it asks
-    /// for; returns the outcomes in order and the reason it closed, if it did.
+    /// Drives a framer over `stream` the way a listener does, each read taking all it is
+    /// allowed to; returns the outcomes in order, the reason it closed, if it did, and how
+    /// many bytes of the stream it read.
     fn drive(stream: &[u8]) -> (Vec<String>, Option<CloseReason>, usize) {
+        drive_in_chunks(stream, &[])
+    }
+
+    /// As `drive`, with the stream arriving in chunks of these sizes (cycled): a read takes
+    /// at most what has arrived of the current chunk.
+    fn drive_in_chunks(
+        stream: &[u8],
+        chunks: &[usize],
+    ) -> (Vec<String>, Option<CloseReason>, usize) {
         let mut g = gate();
         let mut f = Framer::new();
         let (mut buf, mut at, mut seen) = (Vec::new(), 0, Vec::new());
+        let mut chunk = chunks.iter().cycle();
         loop {
             match f.next(&buf, LIMITS, &mut g, NOW) {
                 Step::Need(n) => {
                     assert!(n > buf.len());
-                    let take = (n - buf.len()).min(stream.len() - at);
+                    let arrived = chunk.next().copied().unwrap_or(usize::MAX);
+                    let take = (n - buf.len()).min(stream.len() - at).min(arrived);
                     if take == 0 {
                         return (seen, None, at);
                     }
@@ -222,7 +243,8 @@ mod tests {
             close,
             Some(CloseReason::TooLongUnauthenticated { .. })
         ));
-        assert_eq!(read, 4);
+        // Its length, and header bytes only.
+        assert_eq!(read, 4 + HEADER_WITHOUT_NAME);
         // After a small frame authenticated, the large one is read.
         let mut s = Sealer::with_salt(b"s", "c", "node1", [9; 16], NOW);
         let mut stream = Vec::new();
@@ -270,5 +292,54 @@ mod tests {
         assert_eq!(close, None);
         assert!(seen[0].starts_with("Refuse"), "{seen:?}");
         assert!(seen[1].starts_with("Deliver"), "{seen:?}");
+    }
+
+    fn member_frames(count: usize) -> Vec<u8> {
+        let mut s = Sealer::with_salt(b"s", "c", "node1", [9; 16], NOW);
+        let mut stream = Vec::new();
+        for _ in 0..count {
+            let mut f = Vec::new();
+            s.seal(Kind::Request, &Request::DaemonStatus.to_vec(), NOW, &mut f)
+                .unwrap();
+            stream.extend(prefixed(&f));
+        }
+        stream
+    }
+
+    proptest::proptest! {
+        /// However the bytes arrive, frames before a stranger's are delivered, and not one
+        /// byte of the stranger's body is read.
+        #[test]
+        fn no_byte_of_a_stranger_s_body_is_read_however_the_stream_arrives(
+            before in 0usize..4,
+            name_len in 1usize..48,
+            body in 1usize..300,
+            chunks in proptest::collection::vec(1usize..80, 0..64),
+        ) {
+            let mut stream = member_frames(before);
+            let stranger_at = stream.len();
+            let name = "x".repeat(name_len);
+            stream.extend(prefixed(&request(&name, &vec![b'y'; body])));
+            stream.extend(member_frames(1));
+            let (seen, close, read) = drive_in_chunks(&stream, &chunks);
+            proptest::prop_assert_eq!(seen.len(), before);
+            proptest::prop_assert!(seen.iter().all(|o| o.starts_with("Deliver")), "{:?}", seen);
+            proptest::prop_assert!(matches!(close, Some(CloseReason::Header(_))), "{:?}", close);
+            proptest::prop_assert!(read <= stranger_at + 4 + header_len(name_len));
+        }
+
+        /// However the bytes arrive, every frame of a member is delivered, and the stream
+        /// read to its end.
+        #[test]
+        fn every_frame_is_delivered_however_the_stream_arrives(
+            count in 1usize..6,
+            chunks in proptest::collection::vec(1usize..80, 0..64),
+        ) {
+            let stream = member_frames(count);
+            let (seen, close, read) = drive_in_chunks(&stream, &chunks);
+            proptest::prop_assert_eq!(seen.len(), count);
+            proptest::prop_assert!(seen.iter().all(|o| o.starts_with("Deliver")), "{:?}", seen);
+            proptest::prop_assert_eq!((close, read), (None, stream.len()));
+        }
     }
 }

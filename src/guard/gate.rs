@@ -399,8 +399,8 @@ impl Gate {
     }
 
     /// Steps 2 to 5 on the first bytes of a TCP frame of `total` bytes, before its body is
-    /// read: `head` holds `frame::head_len(head, total)` bytes (the caller reads the 3-byte
-    /// prefix first, then up to the whole header). A frame dropped here is counted as
+    /// read: `head` holds `frame::head_len(head, total)` bytes (the whole header, or as much
+    /// of it as the frame has). A frame dropped here is counted as
     /// received, with its fate; one that passes is counted by `admit_after_header`.
     pub fn check_header(&mut self, head: &[u8], total: usize, now_ms: u64) -> HeaderCheck {
         let fields = match FrameView::header(head, total) {

@@ -241,15 +241,30 @@ impl Stream for tokio::net::TcpStream {
         self.as_raw_fd()
     }
     async fn read(&self, mut buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
+        use std::io::Read as _;
         let len = buf.len();
+        // Into at most `max` bytes past len, so that no more is taken from the socket, and a
+        // bounded chunk at a time (the room is zeroed first).
+        let room = max.min(READ_CHUNK);
         loop {
             if let Err(e) = self.readable().await {
                 return (Err(e), buf);
             }
-            // Into at most `max` bytes past len, so that no more is taken from the socket,
-            // and a bounded chunk at a time (the room is zeroed first).
-            buf.resize(len + max.min(READ_CHUNK), 0);
-            let r = self.try_read(&mut buf[len..]);
+            buf.resize(len + room, 0);
+            // A read that fills less than its room emptied the socket: its readiness is
+            // cleared with it (as tokio's `poll_read` does, by answering `try_io`
+            // WouldBlock), so the next read waits for data rather than first making a
+            // `recv` that can only say EAGAIN. Data arriving meanwhile raises a new event.
+            let mut short = None;
+            let r = self.try_io(tokio::io::Interest::READABLE, || {
+                let n = (&*socket2::SockRef::from(self)).read(&mut buf[len..])?;
+                if n > 0 && n < room {
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            let r = short.map_or(r, Ok);
             buf.truncate(len + *r.as_ref().unwrap_or(&0));
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

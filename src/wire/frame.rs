@@ -19,6 +19,10 @@ pub const fn header_len(name_len: usize) -> usize {
     FIXED_PREFIX + name_len + FIXED_SUFFIX
 }
 
+/// A frame's first bytes that are header whatever its nodename's length: no frame's
+/// ciphertext starts before them, so a reader may take them before it knows that length.
+pub const HEADER_WITHOUT_NAME: usize = header_len(0);
+
 /// Smallest frame that can carry a one-byte payload.
 pub const fn min_frame_len(name_len: usize) -> usize {
     header_len(name_len) + 1 + TAG_LEN
