@@ -428,6 +428,49 @@ impl DaemonState {
             .is_ok()
     }
 
+    /// A state that no daemon runs, with no threads behind it: what the benches and the
+    /// handlers' tests write a status from.
+    pub(crate) fn unattached(config: NodeConfig, started_ms: u64) -> DaemonState {
+        let guard = Arc::new(SharedGuard::new(
+            config.listener.blacklist_ttl_ms,
+            config.listener.join_rate,
+        ));
+        let state = DaemonState {
+            paths: Paths::new(None),
+            root: None,
+            config: RwLock::new(Arc::new(config)),
+            guard,
+            dequeue: Arc::default(),
+            listener: OnceLock::new(),
+            threads: Mutex::default(),
+            control_error: Mutex::new(None),
+            commands: Mutex::new(mpsc::channel().0),
+            peers: Mutex::default(),
+            seen_via: Mutex::default(),
+            arbitrator_grants: Mutex::default(),
+            arbitrator_status: Mutex::default(),
+            arbitrator_lease: Mutex::default(),
+            quorum_since: Mutex::new(None),
+            started_ms,
+            shards: OnceLock::new(),
+            dispatcher: OnceLock::new(),
+            bin_dir: PathBuf::new(),
+            node_monitor: Mutex::default(),
+            node_frozen: AtomicBool::new(false),
+            services: Mutex::default(),
+            actions: Mutex::default(),
+            ticks_in_flight: Mutex::default(),
+            heartbeats: HeartbeatCounters::default(),
+            stopping: AtomicBool::new(false),
+            maintenance: AtomicBool::new(false),
+            orchestration_ready: AtomicBool::new(false),
+            hb_out: Mutex::new(HbOut::new(started_ms)),
+            addr_book: members::AddrBook::default(),
+        };
+        state.addr_book.sync(&state.config());
+        state
+    }
+
     pub(crate) fn threads(&self) -> BTreeMap<&'static str, ThreadStatus> {
         self.threads
             .lock()
