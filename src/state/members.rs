@@ -352,14 +352,16 @@ pub(crate) fn for_each_member<'p>(
     }
 }
 
+/// Each state's name with its count of members, in [`MemberState::ALL`] order.
+pub(crate) type StateCounts = [(&'static str, u64); MemberState::ALL.len()];
+
 /// How many members are in each state, every state listed.
-pub(crate) fn count_by_state(
-    states: impl IntoIterator<Item = MemberState>,
-) -> BTreeMap<&'static str, u64> {
-    let mut counts: BTreeMap<&'static str, u64> =
-        MemberState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+pub(crate) fn count_by_state(states: impl IntoIterator<Item = MemberState>) -> StateCounts {
+    let mut counts = MemberState::ALL.map(|s| (s.as_str(), 0));
     for s in states {
-        *counts.entry(s.as_str()).or_default() += 1;
+        if let Some(i) = MemberState::ALL.iter().position(|a| *a == s) {
+            counts[i].1 += 1;
+        }
     }
     counts
 }
@@ -501,7 +503,9 @@ mod tests {
         );
         assert_eq!(m[1].addr, Some("127.0.0.2:1300".parse().unwrap()));
         assert_eq!((m[0].addr, m[2].addr, m[4].addr), (None, None, None));
-        let counts = count_by_state(m.iter().map(|m| m.state));
+        let counts: BTreeMap<&str, u64> = count_by_state(m.iter().map(|m| m.state))
+            .into_iter()
+            .collect();
         assert_eq!(counts.len(), MemberState::ALL.len());
         assert_eq!(
             (counts["up"], counts["never seen"], counts["stale"]),

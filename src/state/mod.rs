@@ -470,13 +470,6 @@ impl DaemonState {
         state.addr_book.sync(&state.config());
         state
     }
-
-    pub(crate) fn threads(&self) -> BTreeMap<&'static str, ThreadStatus> {
-        self.threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
 }
 
 /// This node's heartbeat content and the session sealing it.
