@@ -63,7 +63,7 @@ pub fn heartbeat_payload_at(frame_size: usize, name_len: usize, generation: u64)
 
 /// A `daemon_status` writer over a made-up cluster of `members` other members (each with an
 /// IPv4 address, none heard), set up as a daemon runs it: a listener with two workers, the
-/// supervisor's threads, a name in the blacklist.
+/// supervisor's threads, an empty blacklist.
 pub struct StatusFixture {
     writer: crate::handlers::daemon::StatusWriter,
 }
@@ -154,10 +154,6 @@ pub(crate) fn status_fixture_state(members: usize) -> std::sync::Arc<crate::stat
             );
         }
     }
-    state
-        .guard
-        .blacklist
-        .record_invalid("intruder", crate::clock::now_ms());
     state
 }
 

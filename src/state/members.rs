@@ -314,14 +314,20 @@ pub(crate) fn for_each_member<'p>(
     // Both are sorted by name: one walk along the book, no lookup per member.
     let mut entries = book.iter().peekable();
     for (i, name) in names.iter().enumerate() {
-        while entries
-            .next_if(|(k, _)| k.as_ref() < name.as_str())
-            .is_some()
-        {}
-        let resolution = entries
-            .peek()
-            .filter(|(k, _)| k.as_ref() == name.as_str())
-            .map(|(_, e)| &e.resolution);
+        // One comparison of names per step: the status walks this for every member.
+        let mut resolution = None;
+        while let Some(&(k, e)) = entries.peek() {
+            match k.as_ref().cmp(name.as_str()) {
+                std::cmp::Ordering::Less => {
+                    entries.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    resolution = Some(&e.resolution);
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
         let (addr, resolve_error) = match resolution {
             Some(Resolution::Resolved(a)) => (Some(*a), None),
             Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
