@@ -61,6 +61,102 @@ pub fn heartbeat_payload_at(frame_size: usize, name_len: usize, generation: u64)
     p
 }
 
+/// A `daemon_status` writer over a made-up cluster of `members` other members (each with an
+/// IPv4 address, none heard), set up as a daemon runs it: a listener with two workers, the
+/// supervisor's threads, an empty blacklist.
+pub struct StatusFixture {
+    writer: crate::handlers::daemon::StatusWriter,
+}
+
+impl StatusFixture {
+    pub fn new(members: usize) -> StatusFixture {
+        StatusFixture {
+            writer: crate::handlers::daemon::StatusWriter::new(status_fixture_state(members)),
+        }
+    }
+
+    /// Writes one answer, as the quick path does; returns its length.
+    pub fn answer_len(&self) -> usize {
+        self.writer.answer().encoded_data.map_or(0, |d| d.len())
+    }
+}
+
+struct Unserved;
+
+impl crate::dispatch::ShardHandler for Unserved {
+    fn handle(
+        &mut self,
+        _: &crate::dispatch::Origin,
+        _: crate::wire::Request,
+    ) -> crate::dispatch::Reply {
+        crate::wire::Response::error("not served").into()
+    }
+    fn heartbeats(&mut self, _: Vec<crate::dispatch::ReceivedHeartbeat>) {}
+}
+
+/// The state behind [`StatusFixture`].
+pub(crate) fn status_fixture_state(members: usize) -> std::sync::Arc<crate::state::DaemonState> {
+    use std::sync::Arc;
+    let mut nodes = String::from("n00000");
+    let mut sections = String::new();
+    for i in 1..=members {
+        nodes.push_str(&format!(" n{i:05}"));
+        sections.push_str(&format!(
+            "[node.n{i:05}]\naddr = 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 0xff,
+            i & 0xff
+        ));
+    }
+    let text = format!(
+        "[node]\nnodename = n00000\n[cluster]\nname = bench\nsecret = x\nnodes = {nodes}\n\
+         [listener]\naddr = 127.0.0.1\nport = 1215\n{sections}"
+    );
+    let path = std::path::Path::new("node.conf");
+    let config = crate::config::IniDocument::parse(&text, path)
+        .and_then(|doc| crate::config::NodeConfig::from_document(&doc, path))
+        .unwrap_or_else(|e| panic!("the fixture's configuration: {e}"));
+    let started_ms = crate::clock::now_ms().saturating_sub(3_600_000);
+    let state = Arc::new(crate::state::DaemonState::unattached(config, started_ms));
+    let (dispatcher, _) = crate::dispatch::Dispatcher::start(1, |_| Unserved)
+        .unwrap_or_else(|e| panic!("the fixture's shards: {e}"));
+    let _ = state.dispatcher.set(dispatcher.clone());
+    let _ = state.shards.set(1);
+    let listener = Arc::new(crate::listener::ListenerShared::new(
+        crate::listener::ListenerSettings::from_node(&state.config()),
+        state.guard.clone(),
+        dispatcher,
+        state.dequeue.clone(),
+    ));
+    listener
+        .slots
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend([Arc::default(), Arc::default()]);
+    *listener.running.write().unwrap_or_else(|p| p.into_inner()) =
+        Some(("epoll", std::net::SocketAddr::from(([127, 0, 0, 1], 1215))));
+    *listener
+        .backend_reason
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = Some("io_uring unavailable".into());
+    let _ = state.listener.set(listener);
+    {
+        let mut threads = crate::state::lock(&state.threads);
+        for (i, name) in crate::daemon::supervisor::THREADS.into_iter().enumerate() {
+            threads.insert(
+                name,
+                crate::state::ThreadStatus {
+                    state: "running",
+                    restarts: u32::try_from(i % 2).unwrap_or(0),
+                    last_error: (i == 3).then(|| "exited: \"boom\"".into()),
+                    last_error_ms: (i == 3).then_some(started_ms + 5),
+                },
+            );
+        }
+    }
+    state
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,18 +12,14 @@ pub(crate) mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock, RwLock, mpsc};
+use std::sync::{Arc, mpsc};
 
 use crate::config::{self, ConfigError, Paths};
 use crate::dispatch::Dispatcher;
-use crate::guard::SharedGuard;
 use crate::handlers::{self, Handlers};
 use crate::listener::{ListenerSettings, ListenerShared};
 use crate::state::DaemonState;
-use crate::state::Dequeue;
-use crate::wire::payload::NodeLocalExpect;
 use dequeue::Runner;
-use std::sync::atomic::AtomicBool;
 use supervisor::{Exit, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,48 +74,20 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
         return Err(DaemonError::AlreadyRunning(sock));
     }
 
-    let guard = Arc::new(SharedGuard::new(
-        config.listener.blacklist_ttl_ms,
-        config.listener.join_rate,
-    ));
-    let dequeue = Arc::new(Dequeue::default());
-    dequeue.set_timeout_ms(config.dequeue_timeout_ms);
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let node_monitor = handlers::node::load_node_monitor(&paths);
-    let state = Arc::new(DaemonState {
+    let place = crate::state::Place {
         paths: paths.clone(),
         root: opts.root.clone(),
-        config: RwLock::new(Arc::new(config.clone())),
-        guard: guard.clone(),
-        dequeue: dequeue.clone(),
-        listener: OnceLock::new(),
-        threads: Mutex::new(Default::default()),
-        control_error: Mutex::new(None),
-        commands: Mutex::new(cmd_tx),
-        peers: RwLock::new(Default::default()),
-        seen_via: Mutex::new(Default::default()),
-        quorum_since: Mutex::new(None),
-        arbitrator_grants: Mutex::default(),
-        arbitrator_status: Mutex::default(),
-        arbitrator_lease: Mutex::default(),
-        started_ms,
-        shards: OnceLock::new(),
-        dispatcher: OnceLock::new(),
         bin_dir: opts.bin_dir.clone(),
-        node_monitor: Mutex::new(node_monitor.clone()),
-        node_frozen: AtomicBool::new(node_monitor.local_expect == NodeLocalExpect::Frozen),
-        services: Mutex::new(Default::default()),
-        actions: Mutex::new(Default::default()),
-        ticks_in_flight: Mutex::new(Default::default()),
-        heartbeats: Default::default(),
-        stopping: AtomicBool::new(false),
-        maintenance: AtomicBool::new(false),
-        orchestration_ready: AtomicBool::new(false),
-        hb_out: Mutex::new(crate::state::HbOut::new(started_ms)),
-        addr_book: Default::default(),
-    });
-    // Addresses given as IPs are known before the first beat; names wait for the resolver.
-    state.addr_book.sync(&config);
+    };
+    let state = Arc::new(DaemonState::new(
+        config.clone(),
+        started_ms,
+        place,
+        cmd_tx,
+        node_monitor,
+    ));
     let shards = match config.listener.shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -133,9 +101,9 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let _ = state.dispatcher.set(dispatcher.clone());
     let shared = Arc::new(ListenerShared::new(
         ListenerSettings::from_node(&config),
-        guard,
+        state.guard.clone(),
         dispatcher.clone(),
-        dequeue,
+        state.dequeue.clone(),
     ));
     if let Some(n) = std::env::var("OSVC_TEST_LISTENER_PANIC_AFTER")
         .ok()

@@ -1,8 +1,8 @@
 //! `daemon_status`, `daemon_stop`, `daemon_start`, `daemon_shutdown`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, mpsc};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,7 +13,9 @@ use crate::config::NodeConfig;
 use crate::dispatch::{Origin, QuickHandler};
 use crate::state::members::{self, Member, MemberState};
 use crate::state::metrics::{self, Sample};
-use crate::state::{DaemonState, PeerStatus, SupervisorCmd, ThreadReply, lock, shared};
+use crate::state::{
+    DaemonState, PeerStatus, SupervisorCmd, ThreadReply, ThreadStatus, exclusive, lock, shared,
+};
 use crate::wire::{Request, Response};
 
 /// What the status says that changes only with the configuration, written once per
@@ -57,10 +59,14 @@ impl ConfigParts {
 /// caller's thread (`dispatch::QuickHandler`).
 pub(crate) struct StatusWriter {
     state: Arc<DaemonState>,
-    /// The parts of the configuration in force, written when it changes.
-    parts: Mutex<Option<Arc<ConfigParts>>>,
-    /// The CPU the last answer cost, ns (`u64::MAX` until the node shard wrote one).
+    /// The parts of the configuration in force, written when it changes (read-locked:
+    /// listener workers answer at once).
+    parts: RwLock<Option<Arc<ConfigParts>>>,
+    /// The CPU the last measured answer cost, ns, or a bound of it (`u64::MAX` until the
+    /// node shard wrote one).
     last_cost_ns: AtomicU64,
+    /// Whether the next answer is measured in the thread's CPU time (see [`judge`]).
+    measure_cpu: AtomicBool,
     /// The last answer's length, what the next one is given room for.
     last_len: AtomicUsize,
 }
@@ -75,31 +81,86 @@ impl StatusWriter {
     pub(crate) fn new(state: Arc<DaemonState>) -> Self {
         StatusWriter {
             state,
-            parts: Mutex::new(None),
+            parts: RwLock::new(None),
             last_cost_ns: AtomicU64::new(u64::MAX),
+            measure_cpu: AtomicBool::new(false),
             last_len: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn answer(&self) -> Response {
-        let (cpu_at_start, started) = (thread_cpu_ns(), std::time::Instant::now());
+        let measure_cpu = self.measure_cpu.load(Ordering::Relaxed);
+        let cpu_at_start = if measure_cpu { thread_cpu_ns() } else { None };
+        let started = std::time::Instant::now();
         let config = self.state.config();
-        let parts = {
-            let mut cached = lock(&self.parts);
-            match &*cached {
-                Some(p) if Arc::ptr_eq(&p.config, &config) => p.clone(),
-                _ => cached.insert(Arc::new(ConfigParts::new(config))).clone(),
-            }
-        };
+        let cached = shared(&self.parts)
+            .as_ref()
+            .filter(|p| Arc::ptr_eq(&p.config, &config))
+            .cloned();
+        let parts = cached.unwrap_or_else(|| {
+            let parts = Arc::new(ConfigParts::new(config));
+            *exclusive(&self.parts) = Some(parts.clone());
+            parts
+        });
         let capacity = self.last_len.load(Ordering::Relaxed) + 4096;
         let text = status_text(&self.state, &parts, now_ms(), true, capacity);
         self.last_len.store(text.len(), Ordering::Relaxed);
-        let cost = match (cpu_at_start, thread_cpu_ns()) {
-            (Some(start), Some(end)) => end.saturating_sub(start),
-            _ => u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        let wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let measured = match cpu_at_start {
+            Some(start) => match thread_cpu_ns() {
+                Some(end) => Measure::Cpu(end.saturating_sub(start)),
+                None => Measure::Cpu(wall_ns),
+            },
+            // Asked for but unavailable: the wall clock, as a CPU time, is all there is.
+            None if measure_cpu => Measure::Cpu(wall_ns),
+            None => Measure::Wall(wall_ns),
         };
-        self.last_cost_ns.store(cost, Ordering::Relaxed);
+        let verdict = judge(measured);
+        if let Some(cost) = verdict.cost_ns {
+            self.last_cost_ns.store(cost, Ordering::Relaxed);
+        }
+        self.measure_cpu
+            .store(verdict.measure_cpu_next, Ordering::Relaxed);
         Response::ok_encoded(text)
+    }
+}
+
+/// How an answer's cost was measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// Wall time, ns: a cheap clock (vDSO), and a bound of the CPU time (it also counts the
+    /// thread's preemptions).
+    Wall(u64),
+    /// The thread's CPU time, ns: a system call at each end.
+    Cpu(u64),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Verdict {
+    /// The cost the next answer is judged by (None: keep the last one).
+    cost_ns: Option<u64>,
+    measure_cpu_next: bool,
+}
+
+/// What an answer's measure says. Under [`QUICK_STATUS_NS`] by the wall clock, it is under
+/// in CPU too; over it, the thread may only have been preempted, so the verdict stands and
+/// the next answer is measured in CPU time, which tells the two apart. An answer that costs
+/// more CPU is measured in CPU while it does (it runs on the node shard: milliseconds, so
+/// the two system calls do not count).
+fn judge(measured: Measure) -> Verdict {
+    match measured {
+        Measure::Wall(ns) if ns <= QUICK_STATUS_NS => Verdict {
+            cost_ns: Some(ns),
+            measure_cpu_next: false,
+        },
+        Measure::Wall(_) => Verdict {
+            cost_ns: None,
+            measure_cpu_next: true,
+        },
+        Measure::Cpu(ns) => Verdict {
+            cost_ns: Some(ns),
+            measure_cpu_next: ns > QUICK_STATUS_NS,
+        },
     }
 }
 
@@ -233,53 +294,294 @@ fn status_text(
     quorum_json(&mut out, state, parts, now, seen, partition);
     out.push_str(&parts.fixed);
     let sample = Sample::take(state, now, member_states);
-    let mut data = status_scalars(state, &sample);
-    metrics::fill(&mut data, &sample);
     out.push_str(",\"services\":");
     push_json(&mut out, &*lock(&state.services));
     out.push_str(",\"actions\":");
     push_json(&mut out, &*lock(&state.actions));
-    let rest = Value::Object(data).to_string();
-    if rest.len() > 2 {
-        out.push(',');
-        out.push_str(&rest[1..]);
-    } else {
-        out.push('}');
-    }
+    small_parts_json(&mut out, state, &sample);
+    out.push('}');
     out
 }
 
-/// The status's small parts, and the metric table's values (`metrics::fill`) are written
-/// into the same document.
-fn status_scalars(state: &DaemonState, sample: &Sample<'_>) -> Map<String, Value> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut data = Map::new();
-    if let Some(l) = state.listener.get() {
-        let running = l.running();
-        let mut listener = Map::new();
-        listener.insert("backend".into(), json!(running.map(|r| r.0)));
-        listener.insert("backend_reason".into(), json!(l.backend_reason()));
-        listener.insert("addr".into(), json!(running.map(|r| r.1.to_string())));
-        listener.insert("threads".into(), json!(l.slots_len()));
-        data.insert("listener".into(), Value::Object(listener));
-    } else {
-        data.insert("listener".into(), Value::Object(Map::new()));
-    }
-    data.insert("started_ms".into(), json!(state.started_ms));
-    data.insert("stopping".into(), json!(state.stopping.load(Relaxed)));
-    data.insert(
-        "orchestration_ready".into(),
-        json!(state.orchestration_ready.load(Relaxed)),
-    );
-    data.insert("pid".into(), json!(std::process::id()));
-    data.insert("threads".into(), json!(state.threads()));
-    data.insert("shards".into(), json!(state.shards.get()));
-    data.insert("blacklist".into(), json!(sample.blacklist));
-    data.insert("monitor".into(), json!(*lock(&state.node_monitor)));
-    data
+/// A value of the status's small parts that the daemon writes itself (the others are the
+/// metric table's rows).
+#[derive(Clone, Copy, Debug)]
+enum Own {
+    Backend,
+    BackendReason,
+    ListenerAddr,
+    ListenerThreads,
+    StartedMs,
+    Stopping,
+    OrchestrationReady,
+    Pid,
+    Threads,
+    Shards,
+    Blacklist,
+    Monitor,
 }
 
-/// Keys of the status written outside [`status_scalars`]: no metric may land on them.
+const LISTENER: &[&str] = &["listener"];
+const TOP: &[&str] = &[];
+
+impl Own {
+    const ALL: [Own; 12] = [
+        Own::Backend,
+        Own::BackendReason,
+        Own::ListenerAddr,
+        Own::ListenerThreads,
+        Own::StartedMs,
+        Own::Stopping,
+        Own::OrchestrationReady,
+        Own::Pid,
+        Own::Threads,
+        Own::Shards,
+        Own::Blacklist,
+        Own::Monitor,
+    ];
+
+    /// The objects it is in, and its key.
+    fn place(self) -> (&'static [&'static str], &'static str) {
+        match self {
+            Own::Backend => (LISTENER, "backend"),
+            Own::BackendReason => (LISTENER, "backend_reason"),
+            Own::ListenerAddr => (LISTENER, "addr"),
+            Own::ListenerThreads => (LISTENER, "threads"),
+            Own::StartedMs => (TOP, "started_ms"),
+            Own::Stopping => (TOP, "stopping"),
+            Own::OrchestrationReady => (TOP, "orchestration_ready"),
+            Own::Pid => (TOP, "pid"),
+            Own::Threads => (TOP, "threads"),
+            Own::Shards => (TOP, "shards"),
+            Own::Blacklist => (TOP, "blacklist"),
+            Own::Monitor => (TOP, "monitor"),
+        }
+    }
+}
+
+/// One key of the status's small parts.
+#[derive(Clone, Copy)]
+enum SmallPart {
+    Own(Own),
+    Row(metrics::Metric),
+}
+
+impl SmallPart {
+    fn place(&self) -> (&'static [&'static str], &'static str) {
+        match self {
+            SmallPart::Own(o) => o.place(),
+            SmallPart::Row(m) => (m.group, m.key),
+        }
+    }
+}
+
+/// The small parts (the daemon's own values, then the metric table's rows) in the order
+/// they are written: sorted by the objects they are in (stable), so that each object is
+/// written in one piece and each nested object within its parent.
+fn small_parts() -> &'static [SmallPart] {
+    static LAYOUT: std::sync::OnceLock<Vec<SmallPart>> = std::sync::OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let mut parts: Vec<SmallPart> = Own::ALL.into_iter().map(SmallPart::Own).collect();
+        parts.extend(
+            metrics::table()
+                .filter(|m| !matches!(m.read, metrics::Read::Elsewhere))
+                .map(SmallPart::Row),
+        );
+        parts.sort_by_key(|p| p.place().0);
+        parts
+    })
+}
+
+/// The process id, read once: `std::process::id()` is a system call.
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// Writes the status's small parts into the object `out` is in (after its other keys):
+/// straight as text, each value by its type, the metric table's rows at their places.
+fn small_parts_json(out: &mut String, state: &DaemonState, sample: &Sample<'_>) {
+    let listener = state.listener.get().map(|l| &**l);
+    let mut w = NestedWriter::new(out);
+    for part in small_parts() {
+        let (group, key) = part.place();
+        match *part {
+            // Before the listener is set up its object is there, empty.
+            SmallPart::Own(_) if group == LISTENER && listener.is_none() => w.enter(group),
+            SmallPart::Own(own) => own_json(w.key(group, key), own, state, sample, listener),
+            SmallPart::Row(m) => match m.read {
+                metrics::Read::Gate(read) => {
+                    if let Some(g) = &sample.gate {
+                        push_u64(w.key(group, key), read(g));
+                    }
+                }
+                metrics::Read::Number(read) => {
+                    if let Some(n) = read(sample) {
+                        push_u64(w.key(group, key), n);
+                    }
+                }
+                metrics::Read::Counts(read) => {
+                    if let Some(counts) = read(sample) {
+                        let out = w.key(group, key);
+                        out.push('{');
+                        for (i, (k, n)) in counts.pairs().iter().enumerate() {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            push_quoted(out, k);
+                            out.push(':');
+                            push_u64(out, *n);
+                        }
+                        out.push('}');
+                    }
+                }
+                metrics::Read::Elsewhere => {}
+            },
+        }
+    }
+    w.finish();
+}
+
+/// One of the daemon's own values.
+fn own_json(
+    out: &mut String,
+    own: Own,
+    state: &DaemonState,
+    sample: &Sample<'_>,
+    listener: Option<&crate::listener::ListenerShared>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let running = || listener.and_then(|l| l.running());
+    match own {
+        Own::Backend => match running() {
+            Some((backend, _)) => push_quoted(out, backend),
+            None => out.push_str("null"),
+        },
+        Own::BackendReason => match listener.and_then(|l| l.backend_reason()) {
+            Some(reason) => push_quoted(out, &reason),
+            None => out.push_str("null"),
+        },
+        Own::ListenerAddr => match running() {
+            Some((_, addr)) => push_addr(out, &addr),
+            None => out.push_str("null"),
+        },
+        Own::ListenerThreads => match listener {
+            Some(l) => push_u64(out, l.slots_len() as u64),
+            None => out.push_str("null"),
+        },
+        Own::StartedMs => push_u64(out, state.started_ms),
+        Own::Stopping => push_bool(out, state.stopping.load(Relaxed)),
+        Own::OrchestrationReady => push_bool(out, state.orchestration_ready.load(Relaxed)),
+        Own::Pid => push_u64(out, u64::from(pid())),
+        Own::Threads => threads_json(out, &lock(&state.threads)),
+        Own::Shards => match state.shards.get() {
+            Some(n) => push_u64(out, *n as u64),
+            None => out.push_str("null"),
+        },
+        Own::Blacklist => {
+            out.push('{');
+            for (i, (name, count)) in sample.blacklist.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_quoted(out, name);
+                out.push(':');
+                push_u64(out, u64::from(*count));
+            }
+            out.push('}');
+        }
+        Own::Monitor => push_json(out, &*lock(&state.node_monitor)),
+    }
+}
+
+/// The supervisor's threads, as serde writes [`ThreadStatus`] (its optional fields left
+/// out when empty).
+fn threads_json(out: &mut String, threads: &std::collections::BTreeMap<&str, ThreadStatus>) {
+    out.push('{');
+    for (i, (name, t)) in threads.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_quoted(out, name);
+        out.push_str(":{\"state\":");
+        push_quoted(out, t.state);
+        out.push_str(",\"restarts\":");
+        push_u64(out, u64::from(t.restarts));
+        if let Some(e) = &t.last_error {
+            out.push_str(",\"last_error\":");
+            push_quoted(out, e);
+        }
+        if let Some(ms) = t.last_error_ms {
+            out.push_str(",\"last_error_ms\":");
+            push_u64(out, ms);
+        }
+        out.push('}');
+    }
+    out.push('}');
+}
+
+/// Writes keys into nested objects, inside an object that already has keys: each object
+/// is opened at its first key and closed when a key outside it comes, so the keys must come
+/// grouped by their objects (as [`small_parts`] lists them), and an object with no key is
+/// not written (unless [`NestedWriter::enter`]ed).
+struct NestedWriter<'o> {
+    out: &'o mut String,
+    /// The objects open, outermost first.
+    open: &'static [&'static str],
+    /// Whether the innermost open object has a key already.
+    has_keys: bool,
+}
+
+impl<'o> NestedWriter<'o> {
+    fn new(out: &'o mut String) -> Self {
+        NestedWriter {
+            out,
+            open: &[],
+            has_keys: true,
+        }
+    }
+
+    /// Closes the objects not in `group` and opens those of `group` not open.
+    fn enter(&mut self, group: &'static [&'static str]) {
+        let common = self
+            .open
+            .iter()
+            .zip(group)
+            .take_while(|(a, b)| a == b)
+            .count();
+        for _ in common..self.open.len() {
+            self.out.push('}');
+            self.has_keys = true;
+        }
+        for g in &group[common..] {
+            if self.has_keys {
+                self.out.push(',');
+            }
+            push_quoted(self.out, g);
+            self.out.push_str(":{");
+            self.has_keys = false;
+        }
+        self.open = group;
+    }
+
+    /// Writes `key` in `group`: where its value goes next.
+    fn key(&mut self, group: &'static [&'static str], key: &str) -> &mut String {
+        self.enter(group);
+        if self.has_keys {
+            self.out.push(',');
+        }
+        push_quoted(self.out, key);
+        self.out.push(':');
+        self.has_keys = true;
+        self.out
+    }
+
+    fn finish(mut self) {
+        self.enter(&[]);
+    }
+}
+
+/// Keys of the status written outside [`small_parts_json`]: no metric may land on them.
 #[cfg(test)]
 const WRITTEN_AS_TEXT: &[&str] = &[
     "members", "peers", "quorum", "cluster", "keyring", "nodename", "services", "actions",
@@ -418,10 +720,45 @@ fn push_u64(out: &mut String, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
 }
 
+fn push_bool(out: &mut String, b: bool) {
+    out.push_str(if b { "true" } else { "false" });
+}
+
 /// Appends `addr` as a JSON string, as serde writes a socket address (its `Display`, which
-/// never needs an escape).
+/// never needs an escape). An IPv4 address is written by hand: `Display` goes through the
+/// formatting machinery (padding support per part), which cost most of each member's entry
+/// in a 64-member status (measured by `cargo bench --bench status`); IPv6 is rare and keeps
+/// `Display`.
 fn push_addr(out: &mut String, addr: &std::net::SocketAddr) {
-    let _ = write!(out, "\"{addr}\"");
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            // `"255.255.255.255:65535"`.
+            let mut text = [0u8; 23];
+            let mut len = 0;
+            let mut put = |bytes: &[u8]| {
+                text[len..len + bytes.len()].copy_from_slice(bytes);
+                len += bytes.len();
+            };
+            let mut digits = itoa::Buffer::new();
+            put(b"\"");
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    put(b".");
+                }
+                put(digits.format(octet).as_bytes());
+            }
+            put(b":");
+            put(digits.format(a.port()).as_bytes());
+            put(b"\"");
+            match std::str::from_utf8(&text[..len]) {
+                Ok(t) => out.push_str(t),
+                Err(_) => out.push_str("null"),
+            }
+        }
+        std::net::SocketAddr::V6(_) => {
+            let _ = write!(out, "\"{addr}\"");
+        }
+    }
 }
 
 /// `s` as a JSON string.
@@ -501,16 +838,234 @@ pub(super) fn shutdown(state: &DaemonState) -> Response {
 mod tests {
     use super::*;
 
-    /// The metric table writes into the document of the small parts: a row placed in a part
-    /// written as text would give the answer a key twice.
+    /// The small parts as a document tree, as serde writes them: what the text must read
+    /// back as.
+    fn tree_of_small_parts(state: &DaemonState, sample: &Sample<'_>) -> Map<String, Value> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut data = Map::new();
+        if let Some(l) = state.listener.get() {
+            let running = l.running();
+            let mut listener = Map::new();
+            listener.insert("backend".into(), json!(running.map(|r| r.0)));
+            listener.insert("backend_reason".into(), json!(l.backend_reason()));
+            listener.insert("addr".into(), json!(running.map(|r| r.1.to_string())));
+            listener.insert("threads".into(), json!(l.slots_len()));
+            data.insert("listener".into(), Value::Object(listener));
+        } else {
+            data.insert("listener".into(), Value::Object(Map::new()));
+        }
+        data.insert("started_ms".into(), json!(state.started_ms));
+        data.insert("stopping".into(), json!(state.stopping.load(Relaxed)));
+        data.insert(
+            "orchestration_ready".into(),
+            json!(state.orchestration_ready.load(Relaxed)),
+        );
+        data.insert("pid".into(), json!(std::process::id()));
+        data.insert("threads".into(), json!(*lock(&state.threads)));
+        data.insert("shards".into(), json!(state.shards.get()));
+        data.insert("blacklist".into(), json!(sample.blacklist));
+        data.insert("monitor".into(), json!(*lock(&state.node_monitor)));
+        'metrics: for m in metrics::table() {
+            let value = match m.read {
+                metrics::Read::Gate(read) => sample.gate.as_ref().map(|g| json!(read(g))),
+                metrics::Read::Number(read) => read(sample).map(|n| json!(n)),
+                metrics::Read::Counts(read) => read(sample).map(|c| {
+                    let pairs = c.pairs().iter().map(|(k, n)| (k.to_string(), json!(n)));
+                    Value::Object(pairs.collect())
+                }),
+                metrics::Read::Elsewhere => None,
+            };
+            let Some(value) = value else { continue };
+            let mut place = &mut data;
+            for g in m.group {
+                let entry = place
+                    .entry(g.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                let Some(inner) = entry.as_object_mut() else {
+                    continue 'metrics;
+                };
+                place = inner;
+            }
+            place.insert(m.key.to_string(), value);
+        }
+        data
+    }
+
+    /// The small parts written as text, read back.
+    fn text_of_small_parts(state: &DaemonState, sample: &Sample<'_>) -> Map<String, Value> {
+        let mut out = String::from("{\"other\":0");
+        small_parts_json(&mut out, state, sample);
+        out.push('}');
+        let mut data: Map<String, Value> =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        data.remove("other");
+        data
+    }
+
+    fn sample_of(state: &DaemonState) -> Sample<'_> {
+        let now = crate::clock::now_ms();
+        let states = [
+            MemberState::Up,
+            MemberState::NeverSeen,
+            MemberState::NeverSeen,
+        ];
+        Sample::take(state, now, members::count_by_state(states))
+    }
+
+    #[test]
+    fn the_small_parts_read_back_as_their_document_tree() {
+        let state = crate::internals::bench_support::status_fixture_state(3);
+        for _ in 0..crate::guard::BAN_THRESHOLD {
+            state
+                .guard
+                .blacklist
+                .record_invalid("bann\"ed", crate::clock::now_ms());
+        }
+        state.heartbeats.applied.store(7, Ordering::Relaxed);
+        state.orchestration_ready.store(true, Ordering::Relaxed);
+        let sample = sample_of(&state);
+        let text = text_of_small_parts(&state, &sample);
+        assert_eq!(text, tree_of_small_parts(&state, &sample));
+        assert_eq!(text["blacklist"]["bann\"ed"], crate::guard::BAN_THRESHOLD);
+        assert_eq!(text["threads"]["monitor"]["last_error"], "exited: \"boom\"");
+        assert_eq!(text["member_states"]["never seen"], 2);
+        assert_eq!(text["listener"]["addr"], "127.0.0.1:1215");
+        // Every row the table reads is found at its place.
+        let text = Value::Object(text);
+        for m in metrics::table() {
+            if !matches!(m.read, metrics::Read::Elsewhere) {
+                assert!(metrics::value_in(&text, &m).is_some(), "{:?}", m.key);
+            }
+        }
+        // Before the listener, the shards and the dispatcher are set up.
+        let config = state.config();
+        let bare = DaemonState::unattached((*config).clone(), state.started_ms);
+        let sample = sample_of(&bare);
+        let text = text_of_small_parts(&bare, &sample);
+        assert_eq!(text, tree_of_small_parts(&bare, &sample));
+        assert_eq!(text["listener"], json!({}));
+        assert_eq!(text["shards"], Value::Null);
+    }
+
+    /// Each key of the small parts has one place, and no object is where a value is.
+    #[test]
+    fn the_small_parts_have_a_place_each() {
+        let places: Vec<_> = small_parts().iter().map(|p| p.place()).collect();
+        for (i, (group, key)) in places.iter().enumerate() {
+            for (other_group, other_key) in &places[i + 1..] {
+                assert!((group, key) != (other_group, other_key), "{group:?} {key}");
+                let mut path = group.to_vec();
+                path.push(key);
+                assert!(!other_group.starts_with(&path), "{path:?} is a value");
+                let mut other_path = other_group.to_vec();
+                other_path.push(other_key);
+                assert!(!group.starts_with(&other_path), "{other_path:?} is a value");
+            }
+        }
+    }
+
+    #[test]
+    fn nested_objects_open_at_their_first_key_and_close_after_their_last() {
+        let mut out = String::from("{\"a\":1");
+        let mut w = NestedWriter::new(&mut out);
+        w.key(&[], "b").push('2');
+        w.enter(&["empty"]);
+        w.key(&["l"], "c").push('3');
+        w.key(&["l", "m"], "d").push('4');
+        w.key(&["l", "m"], "e").push('5');
+        w.key(&["n", "o"], "f").push('6');
+        w.finish();
+        out.push('}');
+        assert_eq!(
+            out,
+            r#"{"a":1,"b":2,"empty":{},"l":{"c":3,"m":{"d":4,"e":5}},"n":{"o":{"f":6}}}"#
+        );
+    }
+
+    #[test]
+    fn the_wall_clock_decides_under_the_bound_the_thread_cpu_over_it() {
+        let under = QUICK_STATUS_NS;
+        let over = QUICK_STATUS_NS + 1;
+        // Under by the wall clock: under in CPU, no system call next time.
+        assert_eq!(
+            judge(Measure::Wall(under)),
+            Verdict {
+                cost_ns: Some(under),
+                measure_cpu_next: false
+            }
+        );
+        // Over by the wall clock: preempted or costly, the next answer's CPU tells.
+        assert_eq!(
+            judge(Measure::Wall(over)),
+            Verdict {
+                cost_ns: None,
+                measure_cpu_next: true
+            }
+        );
+        assert_eq!(
+            judge(Measure::Cpu(under)),
+            Verdict {
+                cost_ns: Some(under),
+                measure_cpu_next: false
+            }
+        );
+        assert_eq!(
+            judge(Measure::Cpu(over)),
+            Verdict {
+                cost_ns: Some(over),
+                measure_cpu_next: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_answer_goes_quick_once_measured_cheap_and_the_pid_is_this_process() {
+        let writer = StatusWriter::new(crate::internals::bench_support::status_fixture_state(3));
+        let origin = Origin::Local;
+        assert!(writer.try_handle(&origin, &Request::DaemonStatus).is_none());
+        let answer = writer.answer();
+        let text = answer.encoded_data.unwrap_or_default();
+        let data: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(data["pid"], std::process::id());
+        // Cheap on any machine: 3 members.
+        let answered = (0..10).any(|_| {
+            let _ = writer.answer();
+            writer.try_handle(&origin, &Request::DaemonStatus).is_some()
+        });
+        assert!(answered);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn addresses_are_written_as_display_writes_them(
+            v4 in proptest::prelude::any::<std::net::SocketAddrV4>(),
+            v6 in proptest::prelude::any::<std::net::SocketAddrV6>(),
+        ) {
+            for addr in [std::net::SocketAddr::V4(v4), std::net::SocketAddr::V6(v6)] {
+                let mut out = String::new();
+                push_addr(&mut out, &addr);
+                proptest::prop_assert_eq!(out, format!("\"{addr}\""));
+            }
+        }
+    }
+
+    /// The metric table's rows are written with the small parts: a row (or one of the
+    /// daemon's own small values) placed in a part written on its own would give the answer
+    /// a key twice.
     #[test]
     fn no_metric_is_written_into_a_part_written_as_text() {
-        for m in metrics::table() {
-            if matches!(m.read, metrics::Read::Elsewhere) {
-                continue;
-            }
+        let rows: Vec<_> = metrics::table()
+            .filter(|m| !matches!(m.read, metrics::Read::Elsewhere))
+            .collect();
+        assert!(!rows.is_empty());
+        for m in rows {
             let top = m.group.first().copied().unwrap_or(m.key);
             assert!(!WRITTEN_AS_TEXT.contains(&top), "{:?} {}", m.group, m.key);
+        }
+        for part in small_parts() {
+            let (group, key) = part.place();
+            let top = group.first().copied().unwrap_or(key);
+            assert!(!WRITTEN_AS_TEXT.contains(&top), "{group:?} {key}");
         }
     }
 

@@ -330,14 +330,20 @@ pub(crate) fn for_each_member<'p>(
     // Both are sorted by name: one walk along the book, no lookup per member.
     let mut entries = book.iter().peekable();
     for (i, name) in names.iter().enumerate() {
-        while entries
-            .next_if(|(k, _)| k.as_ref() < name.as_str())
-            .is_some()
-        {}
-        let resolution = entries
-            .peek()
-            .filter(|(k, _)| k.as_ref() == name.as_str())
-            .map(|(_, e)| &e.resolution);
+        // One comparison of names per step: the status walks this for every member.
+        let mut resolution = None;
+        while let Some(&(k, e)) = entries.peek() {
+            match k.as_ref().cmp(name.as_str()) {
+                std::cmp::Ordering::Less => {
+                    entries.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    resolution = Some(&e.resolution);
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
         let (addr, resolve_error) = match resolution {
             Some(Resolution::Resolved(a)) => (Some(*a), None),
             Some(Resolution::Unresolved(e)) => (None, Some(e.clone())),
@@ -368,14 +374,16 @@ pub(crate) fn for_each_member<'p>(
     }
 }
 
+/// Each state's name with its count of members, in [`MemberState::ALL`] order.
+pub(crate) type StateCounts = [(&'static str, u64); MemberState::ALL.len()];
+
 /// How many members are in each state, every state listed.
-pub(crate) fn count_by_state(
-    states: impl IntoIterator<Item = MemberState>,
-) -> BTreeMap<&'static str, u64> {
-    let mut counts: BTreeMap<&'static str, u64> =
-        MemberState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+pub(crate) fn count_by_state(states: impl IntoIterator<Item = MemberState>) -> StateCounts {
+    let mut counts = MemberState::ALL.map(|s| (s.as_str(), 0));
     for s in states {
-        *counts.entry(s.as_str()).or_default() += 1;
+        if let Some(i) = MemberState::ALL.iter().position(|a| *a == s) {
+            counts[i].1 += 1;
+        }
     }
     counts
 }
@@ -517,7 +525,9 @@ mod tests {
         );
         assert_eq!(m[1].addr, Some("127.0.0.2:1300".parse().unwrap()));
         assert_eq!((m[0].addr, m[2].addr, m[4].addr), (None, None, None));
-        let counts = count_by_state(m.iter().map(|m| m.state));
+        let counts: BTreeMap<&str, u64> = count_by_state(m.iter().map(|m| m.state))
+            .into_iter()
+            .collect();
         assert_eq!(counts.len(), MemberState::ALL.len());
         assert_eq!(
             (counts["up"], counts["never seen"], counts["stale"]),

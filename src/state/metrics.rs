@@ -1,6 +1,7 @@
 //! The daemon's metrics, listed once: each row says where the value sits in the
 //! `daemon_status` answer, how it is read from the daemon, its Prometheus name, type and help.
-//! The status JSON's counters are written from this table ([`fill`]), the Prometheus text is
+//! The status JSON's counters are written from this table (by `handlers::daemon`, each row's
+//! value by its type, [`Read`]), the Prometheus text is
 //! read back from a status answer by it ([`prometheus_text`], used by `nodemgr daemon
 //! metrics` and by the daemon's `/metrics`), and the people's view takes its headline
 //! counters from it: a metric added here shows everywhere.
@@ -8,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::DaemonState;
 use crate::guard::{GateStats, InvalidClass};
@@ -49,8 +50,11 @@ pub(crate) enum Shape {
 pub(crate) enum Read {
     /// One of the listener's gate counters.
     Gate(fn(&GateStats) -> u64),
-    /// Read from the daemon's state.
-    Status(fn(&Sample<'_>) -> Value),
+    /// A number read from the daemon's state (None: the status has no such key yet, e.g.
+    /// before the listener is set up).
+    Number(fn(&Sample<'_>) -> Option<u64>),
+    /// An object of numbers read from the daemon's state (None: no such key).
+    Counts(fn(&Sample<'_>) -> Option<Counts>),
     /// Written by another part of the status (members, threads, quorum): the table names it
     /// for the metrics only.
     Elsewhere,
@@ -75,12 +79,48 @@ pub(crate) struct Metric {
 const LISTENER: &[&str] = &["listener", "counters"];
 const TOP: &[&str] = &[];
 
+/// The keys and numbers of an object of numbers, as many as a metric has labels (the
+/// status writes them with no allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pairs: [(&'static str, u64); Counts::MAX],
+    len: usize,
+}
+
+impl Counts {
+    /// The most keys an object of numbers has: the invalid messages' classes.
+    const MAX: usize = InvalidClass::ALL.len();
+
+    pub(crate) fn new() -> Counts {
+        Counts {
+            pairs: [("", 0); Counts::MAX],
+            len: 0,
+        }
+    }
+
+    /// Adds `key` (past [`Counts::MAX`] keys: left out, which the check below rules out for
+    /// the table's rows).
+    pub(crate) fn push(&mut self, key: &'static str, n: u64) {
+        if let Some(slot) = self.pairs.get_mut(self.len) {
+            *slot = (key, n);
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn pairs(&self) -> &[(&'static str, u64)] {
+        &self.pairs[..self.len]
+    }
+}
+
+// Every object of numbers the table has fits.
+const _: () = assert!(super::members::MemberState::ALL.len() <= Counts::MAX);
+
 const fn counter(
     name: &'static str,
     help: &'static str,
     group: &'static [&'static str],
     key: &'static str,
-    read: fn(&Sample<'_>) -> Value,
+    read: fn(&Sample<'_>) -> Option<u64>,
 ) -> Metric {
     Metric {
         name: Some(name),
@@ -89,8 +129,16 @@ const fn counter(
         group,
         key,
         shape: Shape::Single,
-        read: Read::Status(read),
+        read: Read::Number(read),
         headline: false,
+    }
+}
+
+const fn counts(m: Metric, label: &'static str, read: fn(&Sample<'_>) -> Option<Counts>) -> Metric {
+    Metric {
+        shape: Shape::ByKey(label),
+        read: Read::Counts(read),
+        ..m
     }
 }
 
@@ -99,7 +147,7 @@ const fn gauge(
     help: &'static str,
     group: &'static [&'static str],
     key: &'static str,
-    read: fn(&Sample<'_>) -> Value,
+    read: fn(&Sample<'_>) -> Option<u64>,
 ) -> Metric {
     Metric {
         kind: Kind::Gauge,
@@ -122,39 +170,46 @@ const fn elsewhere(m: Metric, shape: Shape) -> Metric {
     }
 }
 
-fn none(_: &Sample<'_>) -> Value {
-    Value::Null
+fn none(_: &Sample<'_>) -> Option<u64> {
+    None
 }
 
-fn listener_value(s: &Sample<'_>, f: fn(&crate::listener::ListenerShared) -> u64) -> Value {
-    s.state.listener.get().map_or(Value::Null, |l| json!(f(l)))
+fn listener_value(s: &Sample<'_>, f: fn(&crate::listener::ListenerShared) -> u64) -> Option<u64> {
+    s.state.listener.get().map(|l| f(l))
 }
 
-fn invalid_by_class(s: &Sample<'_>) -> Value {
-    let Some(g) = &s.gate else {
-        return Value::Null;
-    };
-    let by_class: Map<String, Value> = InvalidClass::ALL
-        .iter()
-        .map(|c| (c.as_str().to_string(), json!(g.invalid[*c as usize])))
-        .collect();
-    Value::Object(by_class)
+fn invalid_by_class(s: &Sample<'_>) -> Option<Counts> {
+    let g = s.gate.as_ref()?;
+    let mut by_class = Counts::new();
+    for c in InvalidClass::ALL {
+        by_class.push(c.as_str(), g.invalid[c as usize]);
+    }
+    Some(by_class)
+}
+
+fn member_states(s: &Sample<'_>) -> Option<Counts> {
+    let mut by_state = Counts::new();
+    for (state, n) in s.member_states {
+        by_state.push(state, n);
+    }
+    Some(by_state)
 }
 
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Every row but the gate's own counters (which [`table`] puts first).
 const ROWS: &[Metric] = &[
-    Metric {
-        shape: Shape::ByKey("class"),
-        ..counter(
+    counts(
+        counter(
             "osvc_listener_invalid_total",
             "Invalid messages (PROTOCOL.md validation steps 2 to 6), by class.",
             LISTENER,
             "invalid",
-            invalid_by_class,
-        )
-    },
+            none,
+        ),
+        "class",
+        invalid_by_class,
+    ),
     Metric {
         name: None,
         ..headline(counter(
@@ -162,11 +217,7 @@ const ROWS: &[Metric] = &[
             "Invalid messages, every class.",
             LISTENER,
             "invalid_total",
-            |s| {
-                s.gate
-                    .as_ref()
-                    .map_or(Value::Null, |g| json!(g.invalid_total()))
-            },
+            |s| s.gate.as_ref().map(|g| g.invalid_total()),
         ))
     },
     counter(
@@ -209,21 +260,21 @@ const ROWS: &[Metric] = &[
         "Heartbeats dropped and requests refused busy because a handler queue was full.",
         TOP,
         "dispatch_dropped",
-        |s| json!(s.state.dispatcher.get().map(|d| d.dropped())),
+        |s| s.state.dispatcher.get().map(|d| d.dropped()),
     )),
     headline(counter(
         "osvc_heartbeats_applied_total",
         "Heartbeats taken into a peer's view.",
         &["heartbeats"],
         "applied",
-        |s| json!(s.state.heartbeats.applied.load(Relaxed)),
+        |s| Some(s.state.heartbeats.applied.load(Relaxed)),
     )),
     counter(
         "osvc_heartbeats_news_total",
         "Applied heartbeats that changed the peer's view.",
         &["heartbeats"],
         "news",
-        |s| json!(s.state.heartbeats.news.load(Relaxed)),
+        |s| Some(s.state.heartbeats.news.load(Relaxed)),
     ),
     counter(
         "osvc_heartbeats_refused_total",
@@ -231,9 +282,9 @@ const ROWS: &[Metric] = &[
         &["heartbeats"],
         "refused",
         |s| {
-            json!(
+            Some(
                 s.state.heartbeats.refused.load(Relaxed)
-                    + s.gate.as_ref().map_or(0, |g| g.heartbeats_refused)
+                    + s.gate.as_ref().map_or(0, |g| g.heartbeats_refused),
             )
         },
     ),
@@ -242,42 +293,42 @@ const ROWS: &[Metric] = &[
         "Empty packets that asked for a dequeue.",
         &["dequeue"],
         "triggers",
-        |s| json!(s.state.dequeue.triggers.load(Relaxed)),
+        |s| Some(s.state.dequeue.triggers.load(Relaxed)),
     ),
     counter(
         "osvc_dequeue_runs_total",
         "Dequeue runs (triggers are coalesced).",
         &["dequeue"],
         "runs",
-        |s| json!(s.state.dequeue.runs.load(Relaxed)),
+        |s| Some(s.state.dequeue.runs.load(Relaxed)),
     ),
     counter(
         "osvc_dequeue_actions_run_total",
         "Queued actions run.",
         &["dequeue"],
         "actions_run",
-        |s| json!(s.state.dequeue.actions_run.load(Relaxed)),
+        |s| Some(s.state.dequeue.actions_run.load(Relaxed)),
     ),
     counter(
         "osvc_dequeue_actions_failed_total",
         "Queued actions that failed.",
         &["dequeue"],
         "actions_failed",
-        |s| json!(s.state.dequeue.actions_failed.load(Relaxed)),
+        |s| Some(s.state.dequeue.actions_failed.load(Relaxed)),
     ),
     counter(
         "osvc_dequeue_actions_timed_out_total",
         "Queued actions killed at dequeue.timeout.",
         &["dequeue"],
         "actions_timed_out",
-        |s| json!(s.state.dequeue.actions_timed_out.load(Relaxed)),
+        |s| Some(s.state.dequeue.actions_timed_out.load(Relaxed)),
     ),
     gauge(
         "osvc_blacklist_entries",
         "Members with a count of consecutive invalid messages or a ban.",
         &["blacklist_summary"],
         "entries",
-        |s| json!(s.blacklist.len()),
+        |s| Some(s.blacklist.len() as u64),
     ),
     headline(gauge(
         "osvc_blacklist_banned",
@@ -286,19 +337,20 @@ const ROWS: &[Metric] = &[
         "banned",
         |s| {
             let threshold = crate::guard::BAN_THRESHOLD;
-            json!(s.blacklist.values().filter(|n| **n >= threshold).count())
+            Some(s.blacklist.values().filter(|n| **n >= threshold).count() as u64)
         },
     )),
-    Metric {
-        shape: Shape::ByKey("state"),
-        ..gauge(
+    counts(
+        gauge(
             "osvc_members",
             "Other members of cluster.nodes, by state.",
             TOP,
             "member_states",
-            |s| json!(s.member_states),
-        )
-    },
+            none,
+        ),
+        "state",
+        member_states,
+    ),
     elsewhere(
         gauge(
             "osvc_peer_heartbeat_age_seconds",
@@ -366,7 +418,7 @@ const ROWS: &[Metric] = &[
         "Seconds since the daemon started.",
         TOP,
         "uptime_s",
-        |s| json!(s.now_ms.saturating_sub(s.state.started_ms) / 1000),
+        |s| Some(s.now_ms.saturating_sub(s.state.started_ms) / 1000),
     ),
 ];
 
@@ -395,7 +447,7 @@ pub(crate) struct Sample<'a> {
     /// The listener's counters, summed over its workers (None before it is set up).
     pub gate: Option<GateStats>,
     /// The other members by state, counted from the members the status lists.
-    pub member_states: BTreeMap<&'static str, u64>,
+    pub member_states: super::members::StateCounts,
     pub blacklist: BTreeMap<String, u32>,
 }
 
@@ -404,7 +456,7 @@ impl<'a> Sample<'a> {
     pub(crate) fn take(
         state: &'a DaemonState,
         now_ms: u64,
-        member_states: BTreeMap<&'static str, u64>,
+        member_states: super::members::StateCounts,
     ) -> Sample<'a> {
         Sample {
             state,
@@ -413,36 +465,6 @@ impl<'a> Sample<'a> {
             member_states,
             blacklist: state.guard.blacklist.status(now_ms),
         }
-    }
-}
-
-/// Writes every metric the table reads into `status`, at its place.
-pub(crate) fn fill(status: &mut Map<String, Value>, sample: &Sample<'_>) {
-    fill_with(status, |m| match m.read {
-        Read::Gate(read) => sample.gate.as_ref().map(|g| json!(read(g))),
-        Read::Status(read) => Some(read(sample)),
-        Read::Elsewhere => None,
-    })
-}
-
-/// Writes each metric's value (None or null: none) into `status`, at its place.
-fn fill_with(status: &mut Map<String, Value>, mut value_of: impl FnMut(&Metric) -> Option<Value>) {
-    'metrics: for m in table() {
-        let Some(value) = value_of(&m).filter(|v| !v.is_null()) else {
-            continue;
-        };
-        let mut place = &mut *status;
-        for g in m.group {
-            let entry = place
-                .entry(g.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            // A group is an object: a table row never lands inside a value of another kind.
-            let Some(inner) = entry.as_object_mut() else {
-                continue 'metrics;
-            };
-            place = inner;
-        }
-        place.insert(m.key.to_string(), value);
     }
 }
 
@@ -576,6 +598,7 @@ pub(crate) fn prometheus_json(status: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn names_are_unique_and_follow_the_conventions() {
@@ -680,29 +703,5 @@ mod tests {
         assert_eq!(ages.samples.len(), 1);
         assert!(!text.contains("osvc_dequeue_runs_total"));
         assert!(text.contains(r#"{class="say \"hi\"\\"} 1"#), "{text}");
-    }
-
-    #[test]
-    fn fill_writes_each_row_at_its_place() {
-        let gate = GateStats {
-            received: 5,
-            ..Default::default()
-        };
-        // The rows that need no daemon: the gate's.
-        let gate_rows = |m: &Metric| match m.read {
-            Read::Gate(read) => Some(json!(read(&gate))),
-            _ => None,
-        };
-        let mut status = Map::new();
-        fill_with(&mut status, gate_rows);
-        let status = Value::Object(status);
-        assert_eq!(status["listener"]["counters"]["received"], 5);
-        let received = table().next().unwrap();
-        assert_eq!(value_in(&status, &received), Some(&json!(5)));
-        // A place taken by a value of another kind is left as it is.
-        let mut status = Map::new();
-        status.insert("listener".into(), json!("not an object"));
-        fill_with(&mut status, gate_rows);
-        assert_eq!(Value::Object(status), json!({"listener": "not an object"}));
     }
 }

@@ -439,12 +439,82 @@ impl DaemonState {
             .is_ok()
     }
 
-    pub(crate) fn threads(&self) -> BTreeMap<&'static str, ThreadStatus> {
-        self.threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// A daemon's state, its threads not started yet: `commands` reach its supervisor. The
+    /// members given as IPs have their addresses at once; names wait for the resolver.
+    pub(crate) fn new(
+        config: NodeConfig,
+        started_ms: u64,
+        place: Place,
+        commands: mpsc::Sender<SupervisorCmd>,
+        node_monitor: NodeMonitor,
+    ) -> DaemonState {
+        let guard = Arc::new(SharedGuard::new(
+            config.listener.blacklist_ttl_ms,
+            config.listener.join_rate,
+        ));
+        let dequeue = Dequeue::default();
+        dequeue.set_timeout_ms(config.dequeue_timeout_ms);
+        let state = DaemonState {
+            paths: place.paths,
+            root: place.root,
+            config: RwLock::new(Arc::new(config)),
+            guard,
+            dequeue: Arc::new(dequeue),
+            listener: OnceLock::new(),
+            threads: Mutex::default(),
+            control_error: Mutex::new(None),
+            commands: Mutex::new(commands),
+            peers: RwLock::default(),
+            seen_via: Mutex::default(),
+            arbitrator_grants: Mutex::default(),
+            arbitrator_status: Mutex::default(),
+            arbitrator_lease: Mutex::default(),
+            quorum_since: Mutex::new(None),
+            started_ms,
+            shards: OnceLock::new(),
+            dispatcher: OnceLock::new(),
+            bin_dir: place.bin_dir,
+            node_frozen: AtomicBool::new(
+                node_monitor.local_expect == crate::wire::payload::NodeLocalExpect::Frozen,
+            ),
+            node_monitor: Mutex::new(node_monitor),
+            services: Mutex::default(),
+            actions: Mutex::default(),
+            ticks_in_flight: Mutex::default(),
+            heartbeats: HeartbeatCounters::default(),
+            stopping: AtomicBool::new(false),
+            maintenance: AtomicBool::new(false),
+            orchestration_ready: AtomicBool::new(false),
+            hb_out: Mutex::new(HbOut::new(started_ms)),
+            addr_book: members::AddrBook::default(),
+        };
+        state.addr_book.sync(&state.config());
+        state
     }
+
+    /// A state that no daemon runs, with no threads behind it: what the benches and the
+    /// handlers' tests write a status from.
+    pub(crate) fn unattached(config: NodeConfig, started_ms: u64) -> DaemonState {
+        let place = Place {
+            paths: Paths::new(None),
+            root: None,
+            bin_dir: PathBuf::new(),
+        };
+        DaemonState::new(
+            config,
+            started_ms,
+            place,
+            mpsc::channel().0,
+            NodeMonitor::default(),
+        )
+    }
+}
+
+/// Where a daemon runs: its files, the root it was given, and where its programs are.
+pub(crate) struct Place {
+    pub paths: Paths,
+    pub root: Option<PathBuf>,
+    pub bin_dir: PathBuf,
 }
 
 /// This node's heartbeat content and the session sealing it.
