@@ -1,4 +1,4 @@
-//! Worker pinning: one listener worker per CPU the process may use.
+//! Pinning of the listener's UDP receive threads: one per CPU the process may use.
 
 /// The CPUs this thread may run on (its affinity mask), in order.
 fn allowed_cpus() -> Vec<usize> {
@@ -16,8 +16,8 @@ fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
-/// Pins the calling thread, worker `index` of `workers`, to one CPU of those it may use:
-/// one worker per core keeps each socket's datagrams, its ring and its caches on one core.
+/// Pins the calling thread, UDP receive thread `index` of `workers`, to one CPU of those it
+/// may use: one per core keeps each socket's datagrams, its ring and its caches on one core.
 /// With more workers than CPUs nothing is pinned (the scheduler spreads them better), nor
 /// with `OSVC_LISTENER_PIN=0` in the environment (a host where other busy processes share
 /// these CPUs). Returns the CPU, if pinned.
