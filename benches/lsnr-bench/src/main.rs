@@ -130,6 +130,11 @@ struct Cli {
     /// tcp-req: connections
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// tcp-req: write each measured request's timeline to this file, one line each: µs from
+    /// the window's start to when it was due, then written, then answered, and its
+    /// connection (with both backends, the backend's name is added before the extension)
+    #[arg(long, value_name = "FILE")]
+    tcp_trace: Option<PathBuf>,
     /// Address of the daemon and the senders (127.0.0.0/8 only)
     #[arg(long, default_value = "127.0.0.1")]
     ip: IpAddr,
@@ -236,6 +241,7 @@ fn options(cli: Cli) -> Result<(Options, Option<PathBuf>), String> {
     }
     o.tcp_rate = cli.tcp_rate;
     o.connections = cli.connections.clamp(1, 4096);
+    o.tcp_trace = cli.tcp_trace;
     let loopback = match cli.ip {
         IpAddr::V4(a) => a.is_loopback(),
         IpAddr::V6(_) => false,

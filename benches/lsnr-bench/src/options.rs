@@ -84,6 +84,8 @@ pub struct Options {
     pub legit_rate: u64,
     pub tcp_rate: f64,
     pub connections: usize,
+    /// `tcp-req`: where to write each measured request's timeline (`--tcp-trace`).
+    pub tcp_trace: Option<PathBuf>,
     pub nodemgr: PathBuf,
     pub ip: IpAddr,
     /// Upper bound of the memory held by pre-sealed frames, MiB.
@@ -113,6 +115,7 @@ impl Options {
             legit_rate: 20_000,
             tcp_rate: 10_000.0,
             connections: 64,
+            tcp_trace: None,
             nodemgr,
             ip: IpAddr::from([127, 0, 0, 1]),
             max_pool_mib: 2048,

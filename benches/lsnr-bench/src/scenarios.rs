@@ -777,7 +777,11 @@ fn tcp_req(ctx: &Ctx<'_>, backend: &'static str) -> anyhow::Result<Run> {
         o.tcp_rate,
         o.warmup,
         o.duration,
+        o.tcp_trace.is_some(),
     )?;
+    if let Some(path) = &o.tcp_trace {
+        write_tcp_trace(path, backend, o.backends.len() > 1, &out.trace)?;
+    }
     let c1 = d.counters()?;
     let w = Window {
         c0,
@@ -806,16 +810,52 @@ fn tcp_req(ctx: &Ctx<'_>, backend: &'static str) -> anyhow::Result<Run> {
         run.set(k, out.percentile(p));
     }
     run.set("mean_us", out.mean());
+    run.set(
+        "send_lag_p99_us",
+        crate::tcp::percentile_of(&out.send_lags_us, 99.0),
+    );
     run.columns = vec![
         ("req/s", "achieved_rate"),
         ("p50 µs", "p50_us"),
         ("p99 µs", "p99_us"),
         ("p999 µs", "p999_us"),
         ("max µs", "max_us"),
+        ("send lag p99 µs", "send_lag_p99_us"),
         ("lost", "lost"),
         ("bad", "bad_responses"),
     ];
     Ok(run)
+}
+
+/// Writes `tcp-req`'s per-request timeline to `path` (with the backend's name before the
+/// extension when several backends run): a header line, then one request per line.
+fn write_tcp_trace(
+    path: &std::path::Path,
+    backend: &str,
+    per_backend: bool,
+    rows: &[crate::tcp::TraceRow],
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let path = if per_backend {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let name = match path.extension() {
+            Some(ext) => format!("{stem}.{backend}.{}", ext.to_string_lossy()),
+            None => format!("{stem}.{backend}"),
+        };
+        path.with_file_name(name)
+    } else {
+        path.to_path_buf()
+    };
+    let mut text = String::from("# due_us written_us answered_us connection\n");
+    for r in rows {
+        let _ = writeln!(
+            text,
+            "{:.1} {:.1} {:.1} {}",
+            r.due_us, r.written_us, r.answered_us, r.connection
+        );
+    }
+    use anyhow::Context as _;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A long flood (banned name, random names, empty datagrams, legitimate nodes) with the

@@ -32,15 +32,34 @@ pub struct TcpOutcome {
     pub response_bytes: usize,
     /// Latencies of the measured window, in microseconds, sorted.
     pub latencies_us: Vec<f64>,
+    /// How late the load generator itself wrote each measured request, µs, sorted: the
+    /// part of a latency spent before the daemon could see the request.
+    pub send_lags_us: Vec<f64>,
+    /// Each measured request's timeline when asked for: µs from the window's start to its
+    /// due time, its write, its answer, and its connection.
+    pub trace: Vec<TraceRow>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TraceRow {
+    pub due_us: f64,
+    pub written_us: f64,
+    pub answered_us: f64,
+    pub connection: usize,
+}
+
+/// The `p`th percentile of sorted `values` (0 when empty).
+pub fn percentile_of(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[i.clamp(1, values.len()) - 1]
 }
 
 impl TcpOutcome {
     pub fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((p / 100.0) * self.latencies_us.len() as f64).ceil() as usize;
-        self.latencies_us[i.clamp(1, self.latencies_us.len()) - 1]
+        percentile_of(&self.latencies_us, p)
     }
 
     pub fn mean(&self) -> f64 {
@@ -51,10 +70,17 @@ impl TcpOutcome {
     }
 }
 
+struct Pending {
+    due: Instant,
+    /// When the writer got to it.
+    written: Instant,
+    measured: bool,
+}
+
 struct Conn {
     stream: TcpStream,
-    /// Due time of each request written and not answered yet; whether it is measured.
-    due: Mutex<VecDeque<(Instant, bool)>>,
+    /// Each request written and not answered yet, in order.
+    due: Mutex<VecDeque<Pending>>,
     dead: AtomicBool,
 }
 
@@ -89,7 +115,9 @@ fn write_all_nb(c: &Conn, mut buf: &[u8], deadline: Instant) -> bool {
 }
 
 /// Runs the scenario against `addr`: `connections` connections, each under its own session
-/// of one of `names`, `rate` requests per second for `warmup + duration`.
+/// of one of `names`, `rate` requests per second for `warmup + duration`; with `trace`, keeps
+/// each measured request's timeline.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     addr: SocketAddr,
     identity: &Identity,
@@ -98,6 +126,7 @@ pub fn run(
     rate: f64,
     warmup: Duration,
     duration: Duration,
+    trace: bool,
 ) -> anyhow::Result<TcpOutcome> {
     anyhow::ensure!(rate > 0.0 && connections > 0 && !names.is_empty());
     let total = (rate * (warmup + duration).as_secs_f64()).ceil() as usize;
@@ -142,7 +171,13 @@ pub fn run(
         std::thread::Builder::new()
             .name("tcp-reader".into())
             .spawn(move || {
-                read_loop(&conns, &identity, &writer_done, measure_from, hard_deadline)
+                read_loop(
+                    &conns,
+                    &identity,
+                    &writer_done,
+                    (measure_from, hard_deadline),
+                    trace,
+                )
             })?
     };
 
@@ -168,7 +203,11 @@ pub fn run(
         c.due
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back((due, measured));
+            .push_back(Pending {
+                due,
+                written: Instant::now(),
+                measured,
+            });
         if !write_all_nb(c, &frames[i][next[i]], hard_deadline) {
             c.dead.store(true, Ordering::Relaxed);
         }
@@ -201,9 +240,10 @@ fn read_loop(
     conns: &[Arc<Conn>],
     identity: &Identity,
     writer_done: &AtomicBool,
-    measure_from: Instant,
-    hard_deadline: Instant,
+    (measure_from, hard_deadline): (Instant, Instant),
+    trace: bool,
 ) -> anyhow::Result<TcpOutcome> {
+    let since_start = |t: Instant| t.saturating_duration_since(measure_from).as_secs_f64() * 1e6;
     let mut out = TcpOutcome::default();
     // SAFETY: plain syscalls on fds we own for the duration of this function.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -269,12 +309,22 @@ fn read_loop(
                     break;
                 }
                 let frame = &mut buf[off + 4..off + 4 + len];
-                let due = c.due.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                if let Some((due, measured)) = due {
-                    out.answered += u64::from(measured);
-                    if measured && due >= measure_from {
+                let pending = c.due.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                if let Some(p) = pending {
+                    out.answered += u64::from(p.measured);
+                    if p.measured && p.due >= measure_from {
                         out.latencies_us
-                            .push(now.saturating_duration_since(due).as_secs_f64() * 1e6);
+                            .push(now.saturating_duration_since(p.due).as_secs_f64() * 1e6);
+                        out.send_lags_us
+                            .push(p.written.saturating_duration_since(p.due).as_secs_f64() * 1e6);
+                        if trace {
+                            out.trace.push(TraceRow {
+                                due_us: since_start(p.due),
+                                written_us: since_start(p.written),
+                                answered_us: since_start(now),
+                                connection: i,
+                            });
+                        }
                     }
                 }
                 if !checked[i] {
@@ -299,10 +349,11 @@ fn read_loop(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .filter(|(_, m)| *m)
+                .filter(|p| p.measured)
                 .count() as u64
         })
         .sum();
     out.latencies_us.sort_by(f64::total_cmp);
+    out.send_lags_us.sort_by(f64::total_cmp);
     Ok(out)
 }
