@@ -34,6 +34,7 @@ both_backends!(
     typos_are_answered_and_never_ban_a_member,
     idle_connection_flood_does_not_lock_members_out,
     unauthenticated_frames_are_not_buffered,
+    requests_in_pieces_and_pipelined_are_all_answered,
 );
 
 fn status_over_tcp_with_the_real_client(backend: &str) {
@@ -925,6 +926,69 @@ fn generate_completions_and_man_pages() {
     assert!(page.contains(".TH nodemgr-daemon-run 1"), "{page}");
     assert!(dir.join("man1/svcmgr-print-monitor.1").is_file());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The listener reads a frame in parts (its length and header, then its body, then the next
+/// one's start): a request that arrives in pieces is answered, and so is each of a stream of
+/// requests written back to back, whose answers outgrow the socket buffers while the client
+/// is not reading yet.
+fn requests_in_pieces_and_pipelined_are_all_answered(backend: &str) {
+    use std::io::{Read, Write};
+    let n = Node::start(Opts {
+        backend,
+        ..Default::default()
+    });
+    let mut p1 = peer("peer1");
+    let read_answer = |c: &mut TcpStream| -> Vec<u8> {
+        let mut len = [0u8; 4];
+        c.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        c.read_exact(&mut body).unwrap();
+        body
+    };
+    let mut c = TcpStream::connect(n.addr()).unwrap();
+    c.set_nodelay(true).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+    let mut stream = (f.len() as u32).to_be_bytes().to_vec();
+    stream.extend_from_slice(&f);
+    // Cut inside the length, inside the fixed header, inside the name, inside the body.
+    for piece in [
+        &stream[..2],
+        &stream[2..20],
+        &stream[20..45],
+        &stream[45..60],
+        &stream[60..],
+    ] {
+        c.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert_eq!(open_as("peer1", read_answer(&mut c)).status, 0);
+
+    let count = 3000;
+    let mut requests = Vec::new();
+    for _ in 0..count {
+        let f = frame(&mut p1, Kind::Request, &Request::DaemonStatus.to_vec());
+        requests.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        requests.extend_from_slice(&f);
+    }
+    let mut writer = c.try_clone().unwrap();
+    let sending = std::thread::spawn(move || writer.write_all(&requests));
+    // Not reading for a while: the answers fill both sockets' buffers.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answered = 0;
+    let mut bytes = 0;
+    for _ in 0..count {
+        let answer = read_answer(&mut c);
+        bytes += answer.len();
+        answered += usize::from(open_as("peer1", answer).status == 0);
+    }
+    sending.join().unwrap().unwrap();
+    assert_eq!(answered, count);
+    assert!(
+        bytes > 4 << 20,
+        "answers of {bytes} bytes in all outgrow the buffers"
+    );
 }
 
 fn tcp_limits_slowloris_max_connections_and_max_frame(backend: &str) {
