@@ -65,6 +65,9 @@ Scenarios:
   tcp-req             --connections TCP connections sending encrypted, length-prefixed
                       daemon_status requests at --tcp-rate requests/s in total, open loop:
                       latency from each request's due time to its response (p50, p99, p999).
+                      Also how late the load generator itself wrote them (send lag p99) and
+                      the p99 from each write to its response: on a machine the load
+                      generator shares, its own lateness is part of the latency.
 
   empty-packets       A flood of empty datagrams: listener triggers (dequeues/s) against the
                       dequeue runs they coalesce into.

@@ -814,6 +814,10 @@ fn tcp_req(ctx: &Ctx<'_>, backend: &'static str) -> anyhow::Result<Run> {
         "send_lag_p99_us",
         crate::tcp::percentile_of(&out.send_lags_us, 99.0),
     );
+    run.set(
+        "p99_from_write_us",
+        crate::tcp::percentile_of(&out.from_write_us, 99.0),
+    );
     run.columns = vec![
         ("req/s", "achieved_rate"),
         ("p50 µs", "p50_us"),
@@ -821,6 +825,7 @@ fn tcp_req(ctx: &Ctx<'_>, backend: &'static str) -> anyhow::Result<Run> {
         ("p999 µs", "p999_us"),
         ("max µs", "max_us"),
         ("send lag p99 µs", "send_lag_p99_us"),
+        ("p99 from write µs", "p99_from_write_us"),
         ("lost", "lost"),
         ("bad", "bad_responses"),
     ];

@@ -35,6 +35,9 @@ pub struct TcpOutcome {
     /// How late the load generator itself wrote each measured request, µs, sorted: the
     /// part of a latency spent before the daemon could see the request.
     pub send_lags_us: Vec<f64>,
+    /// Each measured request's time from its write to its answer, µs, sorted: the latency
+    /// but for the load generator's lateness in writing it.
+    pub from_write_us: Vec<f64>,
     /// Each measured request's timeline when asked for: µs from the window's start to its
     /// due time, its write, its answer, and its connection.
     pub trace: Vec<TraceRow>,
@@ -317,6 +320,8 @@ fn read_loop(
                             .push(now.saturating_duration_since(p.due).as_secs_f64() * 1e6);
                         out.send_lags_us
                             .push(p.written.saturating_duration_since(p.due).as_secs_f64() * 1e6);
+                        out.from_write_us
+                            .push(now.saturating_duration_since(p.written).as_secs_f64() * 1e6);
                         if trace {
                             out.trace.push(TraceRow {
                                 due_us: since_start(p.due),
@@ -355,5 +360,6 @@ fn read_loop(
         .sum();
     out.latencies_us.sort_by(f64::total_cmp);
     out.send_lags_us.sort_by(f64::total_cmp);
+    out.from_write_us.sort_by(f64::total_cmp);
     Ok(out)
 }
