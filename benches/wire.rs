@@ -479,7 +479,7 @@ fn hb_whole_path(bencher: Bencher, size: usize) {
             undelivered += usize::from(!matches!(
                 out,
                 Outcome::Deliver {
-                    message: Message::Heartbeat(_),
+                    message: Message::Heartbeat { .. },
                     ..
                 }
             ));
@@ -742,9 +742,9 @@ fn paired_heartbeats_1k() {
                 }
                 match gate.admit(&mut buf, T0) {
                     Outcome::Deliver {
-                        message: Message::Heartbeat(hb),
+                        message: Message::Heartbeat { heartbeat, .. },
                         ..
-                    } => failures += usize::from(views[which - 1].apply(hb).is_err()),
+                    } => failures += usize::from(views[which - 1].apply(heartbeat).is_err()),
                     _ => failures += 1,
                 }
             }

@@ -537,6 +537,13 @@ fn heartbeat_gen1() -> Heartbeat {
     Heartbeat::parse(br#"{"gen":1,"since":0,"monitor":{},"services":{}}"#).unwrap()
 }
 
+fn heartbeat_from(sender: &str, heartbeat: Heartbeat) -> Message {
+    Message::Heartbeat {
+        sender: sender.into(),
+        heartbeat,
+    }
+}
+
 #[test]
 fn heartbeat_delivered_then_replay_refused() {
     let mut r = rig(&["node1", "node2"]);
@@ -548,7 +555,7 @@ fn heartbeat_delivered_then_replay_refused() {
     assert_eq!(f[1], 3);
     assert_eq!(
         r.admit(f.clone()),
-        delivered("node2", Message::Heartbeat(heartbeat_gen1()))
+        delivered("node2", heartbeat_from("node2", heartbeat_gen1()))
     );
     assert_eq!(r.admit(f), invalid(Invalid::Stale(Stale::Replayed)));
     assert_eq!(r.status(), counts(&[("node2", 1)]));
@@ -564,7 +571,7 @@ fn second_frame_of_a_session_uses_the_cached_key() {
     for i in 0..3 {
         assert_eq!(
             r.admit(seal(&mut s, Kind::Heartbeat, hb)),
-            delivered("node1", Message::Heartbeat(heartbeat_gen1())),
+            delivered("node1", heartbeat_from("node1", heartbeat_gen1())),
             "frame {i}"
         );
     }

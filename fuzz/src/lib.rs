@@ -215,7 +215,10 @@ fn check_outcome(data: &[u8], outcome: &Outcome<'_>) {
                     .map(Message::Request)
                     .map_err(|e| e.to_string()),
                 Kind::Heartbeat => Heartbeat::parse(payload)
-                    .map(Message::Heartbeat)
+                    .map(|heartbeat| Message::Heartbeat {
+                        sender: (*nodename).into(),
+                        heartbeat,
+                    })
                     .map_err(|e| e.to_string()),
                 other => panic!("delivered a frame of kind {other:?}"),
             };
@@ -277,7 +280,10 @@ pub fn receive_sealed(data: &[u8]) {
                 .map(Message::Request)
                 .map_err(|e| e.to_string()),
             _ => Heartbeat::parse(&copy)
-                .map(Message::Heartbeat)
+                .map(|heartbeat| Message::Heartbeat {
+                    sender: nodename.into(),
+                    heartbeat,
+                })
                 .map_err(|e| e.to_string()),
         };
         let member = MEMBERS.contains(&nodename);

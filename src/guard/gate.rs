@@ -158,7 +158,12 @@ impl Invalid {
 #[derive(Debug, PartialEq)]
 pub enum Message {
     Request(Request),
-    Heartbeat(Heartbeat),
+    /// A member's heartbeat, with the member's name as the gate keeps it: shared, so that
+    /// the heartbeat shard keys its peers by it with no copy per heartbeat.
+    Heartbeat {
+        sender: Arc<str>,
+        heartbeat: Heartbeat,
+    },
 }
 
 /// What the listener does with a received frame.
@@ -272,8 +277,6 @@ pub struct Gate {
     parser: RequestParser,
     /// Each member heard from by this worker: its name to hand out, its last heartbeat.
     senders: HashMap<Box<str>, Sender, FastState>,
-    /// The name of the member whose heartbeat `admit` delivered last.
-    heartbeat_sender: Option<Arc<str>>,
     stats: GateStats,
     notices: Vec<Notice>,
 }
@@ -290,7 +293,6 @@ impl Gate {
             shared,
             parser: RequestParser::new(),
             senders: HashMap::with_hasher(FastState::default()),
-            heartbeat_sender: None,
             stats: GateStats::default(),
             notices: Vec::new(),
         }
@@ -376,7 +378,7 @@ impl Gate {
                 Err(e) => return self.refuse(nodename, e.to_string()),
             },
             _ => match self.heartbeat(nodename, payload) {
-                Ok(hb) => Message::Heartbeat(hb),
+                Ok((sender, heartbeat)) => Message::Heartbeat { sender, heartbeat },
                 Err(_) => {
                     self.stats.heartbeats_refused += 1;
                     return Outcome::Drop(DropReason::HeartbeatRefused);
@@ -591,21 +593,16 @@ impl Gate {
         }
     }
 
-    /// The shared name of the member whose heartbeat the last `admit` delivered (the
-    /// heartbeat shard keys its peers by it: no copy of the name per heartbeat); a new one
-    /// if that was not `nodename`'s.
-    pub fn heartbeat_sender(&mut self, nodename: &str) -> Arc<str> {
-        match self.heartbeat_sender.take() {
-            Some(name) if *name == *nodename => name,
-            _ => Arc::from(nodename),
-        }
-    }
-
     /// A member's heartbeat. Between changes a node sends the same content beat after beat:
     /// a payload equal, byte for byte, to the last one read from that member is that
     /// heartbeat again (read and checked already), handed out as a clone (no allocation).
-    /// Other payloads are read knowing the last one (`Heartbeat::parse_after`).
-    fn heartbeat(&mut self, nodename: &str, payload: &[u8]) -> Result<Heartbeat, HbError> {
+    /// Other payloads are read knowing the last one (`Heartbeat::parse_after`). With the
+    /// member's shared name.
+    fn heartbeat(
+        &mut self,
+        nodename: &str,
+        payload: &[u8],
+    ) -> Result<(Arc<str>, Heartbeat), HbError> {
         let sender = match self.senders.get_mut(nodename) {
             Some(s) => s,
             None => self.senders.entry(nodename.into()).or_insert(Sender {
@@ -613,16 +610,15 @@ impl Gate {
                 last: None,
             }),
         };
-        self.heartbeat_sender = Some(sender.name.clone());
         if let Some(last) = &sender.last
             && last.text().as_bytes() == payload
         {
             self.stats.heartbeat_repeats += 1;
-            return Ok(last.clone());
+            return Ok((sender.name.clone(), last.clone()));
         }
         let hb = Heartbeat::parse_after(payload, sender.last.as_ref())?;
         sender.last = (payload.len() <= MAX_REMEMBERED_HEARTBEAT).then(|| hb.clone());
-        Ok(hb)
+        Ok((sender.name.clone(), hb))
     }
 
     /// Counts an invalid message, and charges it to `nodename` only if that is a member's
@@ -715,7 +711,10 @@ mod tests {
         let bad = br#"{"gen":0,"monitor":{},"services":{}}"#;
         let expect = |p: &[u8]| Outcome::Deliver {
             nodename: "node1",
-            message: Message::Heartbeat(Heartbeat::parse(p).unwrap()),
+            message: Message::Heartbeat {
+                sender: Arc::from("node1"),
+                heartbeat: Heartbeat::parse(p).unwrap(),
+            },
         };
         assert_eq!(gate.admit(&mut heartbeat_frame(&mut s, a), NOW), expect(a));
         assert_eq!(gate.stats().heartbeat_repeats, 0);

@@ -210,12 +210,11 @@ fn act(w: &Worker, outcome: Outcome<'_>, from: SocketAddr, now: u64) -> Action {
             message: Message::Request(request),
         } => Action::Request(nodename.to_owned(), request),
         Outcome::Deliver {
-            nodename,
-            message: Message::Heartbeat(heartbeat),
+            message: Message::Heartbeat { sender, heartbeat },
+            ..
         } => {
-            let nodename = w.gate.borrow_mut().heartbeat_sender(nodename);
             w.heartbeats.borrow_mut().push(ReceivedHeartbeat {
-                nodename,
+                nodename: sender,
                 heartbeat,
                 addr: from,
                 at_ms: now,
