@@ -986,36 +986,20 @@ mod tests {
     fn the_wall_clock_decides_under_the_bound_the_thread_cpu_over_it() {
         let under = QUICK_STATUS_NS;
         let over = QUICK_STATUS_NS + 1;
-        // Under by the wall clock: under in CPU, no system call next time.
-        assert_eq!(
-            judge(Measure::Wall(under)),
-            Verdict {
-                cost_ns: Some(under),
-                measure_cpu_next: false
-            }
-        );
-        // Over by the wall clock: preempted or costly, the next answer's CPU tells.
-        assert_eq!(
-            judge(Measure::Wall(over)),
-            Verdict {
-                cost_ns: None,
-                measure_cpu_next: true
-            }
-        );
-        assert_eq!(
-            judge(Measure::Cpu(under)),
-            Verdict {
-                cost_ns: Some(under),
-                measure_cpu_next: false
-            }
-        );
-        assert_eq!(
-            judge(Measure::Cpu(over)),
-            Verdict {
-                cost_ns: Some(over),
-                measure_cpu_next: true
-            }
-        );
+        for (measured, cost_ns, measure_cpu_next) in [
+            // Under by the wall clock: under in CPU, no system call next time.
+            (Measure::Wall(under), Some(under), false),
+            // Over by the wall clock: preempted or costly, the next answer's CPU tells.
+            (Measure::Wall(over), None, true),
+            (Measure::Cpu(under), Some(under), false),
+            (Measure::Cpu(over), Some(over), true),
+        ] {
+            let verdict = Verdict {
+                cost_ns,
+                measure_cpu_next,
+            };
+            assert_eq!(judge(measured), verdict, "{measured:?}");
+        }
     }
 
     #[test]
