@@ -162,6 +162,8 @@ mod uring_inline {
         let mut sent = 0;
         while sent < buf.len() {
             match sock.send_with_flags(&buf[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                // Nothing taken: the ring's send will wait, or say why.
+                Ok(0) => break,
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
