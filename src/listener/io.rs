@@ -268,28 +268,17 @@ const READ_CHUNK: usize = 64 * 1024;
 /// writability only. Its clone receives on the receive thread; registered for reading too,
 /// every datagram would also wake the runtime.
 pub(crate) struct EpollUdpSend {
-    // Dropped before the socket: deregisters the fd while it is still open.
-    ready: AsyncFd<SockFd>,
-    sock: std::net::UdpSocket,
-}
-
-/// The socket's fd as the reactor registers it.
-struct SockFd(RawFd);
-
-impl AsRawFd for SockFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
+    sock: AsyncFd<std::net::UdpSocket>,
 }
 
 impl Datagram for EpollUdpSend {
     async fn send_to(&self, buf: Vec<u8>, to: SocketAddr) -> (io::Result<usize>, Vec<u8>) {
         loop {
-            let mut guard = match self.ready.writable().await {
+            let mut guard = match self.sock.writable().await {
                 Ok(g) => g,
                 Err(e) => return (Err(e), buf),
             };
-            match guard.try_io(|_| self.sock.send_to(&buf, to)) {
+            match guard.try_io(|sock| sock.get_ref().send_to(&buf, to)) {
                 Ok(r) => return (r, buf),
                 Err(_would_block) => continue,
             }
@@ -507,13 +496,11 @@ impl Backend for Epoll {
     type Listener = tokio::net::TcpListener;
     fn udp_send(sock: std::net::UdpSocket) -> io::Result<Self::Udp> {
         sock.set_nonblocking(true)?;
-        // SAFETY: the fd stays open and the same as long as `ready` lives: the socket is
-        // dropped after it (field order of `EpollUdpSend`).
-        let ready = unsafe {
-            AsyncFd::register_with_interest(SockFd(sock.as_raw_fd()), Interest::WRITABLE)
-        }
-        .map_err(io::Error::from)?;
-        Ok(EpollUdpSend { ready, sock })
+        // SAFETY: the `UdpSocket` owns its fd: open, and the same, for as long as the
+        // `AsyncFd` holds it.
+        let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::WRITABLE) }
+            .map_err(io::Error::from)?;
+        Ok(EpollUdpSend { sock })
     }
     fn tcp(sock: std::net::TcpListener) -> io::Result<Self::Listener> {
         sock.set_nonblocking(true)?;
