@@ -128,20 +128,13 @@ pub(crate) fn status_fixture_state(members: usize) -> std::sync::Arc<crate::stat
         dispatcher,
         state.dequeue.clone(),
     ));
-    listener
-        .slots
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend([Arc::default(), Arc::default()]);
-    *listener.running.write().unwrap_or_else(|p| p.into_inner()) =
+    crate::locks::exclusive(&listener.slots).extend([Arc::default(), Arc::default()]);
+    *crate::locks::exclusive(&listener.running) =
         Some(("epoll", std::net::SocketAddr::from(([127, 0, 0, 1], 1215))));
-    *listener
-        .backend_reason
-        .write()
-        .unwrap_or_else(|p| p.into_inner()) = Some("io_uring unavailable".into());
+    *crate::locks::exclusive(&listener.backend_reason) = Some("io_uring unavailable".into());
     let _ = state.listener.set(listener);
     {
-        let mut threads = crate::state::lock(&state.threads);
+        let mut threads = crate::locks::lock(&state.threads);
         for (i, name) in crate::daemon::supervisor::THREADS.into_iter().enumerate() {
             threads.insert(
                 name,

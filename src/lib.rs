@@ -13,6 +13,7 @@ mod daemon;
 mod dispatch;
 mod handlers;
 mod listener;
+mod locks;
 mod service;
 mod state;
 

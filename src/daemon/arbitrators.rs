@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
-use crate::state::{ArbitratorGrant, DaemonState, lock, shared};
+use crate::locks::{lock, shared};
+use crate::state::{ArbitratorGrant, DaemonState};
 use crate::wire::Request;
 
 /// The renewal period before an arbitrator has said how long its lease lasts.

@@ -35,7 +35,7 @@ pub(crate) struct Runner {
 
 /// The `dequeue` thread's body, until `stop` turns true.
 pub(crate) fn run(dq: &Dequeue, runner: &Runner, stop: &watch::Receiver<bool>) {
-    *dq.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
+    *crate::locks::lock(&dq.thread) = Some(std::thread::current());
     while !*stop.borrow() {
         if dq.pending.load(Ordering::Acquire) {
             std::thread::sleep(SETTLE);
@@ -51,7 +51,7 @@ pub(crate) fn run(dq: &Dequeue, runner: &Runner, stop: &watch::Receiver<bool>) {
             std::thread::park_timeout(Duration::from_millis(200));
         }
     }
-    *dq.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *crate::locks::lock(&dq.thread) = None;
 }
 
 /// What one run of the queue did.

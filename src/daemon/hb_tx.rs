@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
 use crate::hb::MAINTENANCE_COPIES_MS;
-use crate::state::{DaemonState, ThreadError, lock, shared};
+use crate::locks::{lock, shared};
+use crate::state::{DaemonState, ThreadError};
 use crate::wire::frame::MAX_UDP_FRAME;
 use crate::wire::{Kind, Sealer};
 

@@ -121,7 +121,7 @@ pub(crate) fn run(opts: RunOptions) -> Result<(), DaemonError> {
         .spawn(move || {
             if let Err(e) = control::serve(control, dispatcher) {
                 tracing::error!("control socket failed: {e}");
-                *crate::state::lock(&control_state.control_error) = Some(e.to_string());
+                *crate::locks::lock(&control_state.control_error) = Some(e.to_string());
             }
         })
         .map_err(io_err("cannot start the control thread"))?;

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::dispatch::{Job, SubmitError};
+use crate::locks::lock;
 use crate::service::list_services;
-use crate::state::{DaemonState, ThreadError, lock};
+use crate::state::{DaemonState, ThreadError};
 
 pub(crate) fn run(state: Arc<DaemonState>, stop: watch::Receiver<bool>) -> Result<(), ThreadError> {
     let dispatcher = state

@@ -15,7 +15,8 @@ use super::dequeue::Runner;
 use super::hb_tx::advertise_maintenance;
 use crate::config;
 use crate::listener;
-use crate::state::{DaemonState, SupervisorCmd, ThreadCmdError, ThreadError, ThreadStatus, lock};
+use crate::locks::lock;
+use crate::state::{DaemonState, SupervisorCmd, ThreadCmdError, ThreadError, ThreadStatus};
 
 pub(crate) const THREADS: [&str; 7] = [
     "listener",
@@ -186,7 +187,7 @@ impl Supervisor {
     }
 
     fn publish(&self) {
-        let mut t = self.state.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = crate::locks::lock(&self.state.threads);
         t.clear();
         let conf = self.state.config();
         for (id, m) in &self.threads {
@@ -456,7 +457,7 @@ impl Supervisor {
         let Some(shared) = self.state.listener.get().cloned() else {
             return;
         };
-        *self.state.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
+        *crate::locks::exclusive(&self.state.config) = Arc::new(new.clone());
         // Members' addresses given as IPs apply at once; names go to the resolver.
         self.state.addr_book.sync(&new);
         if old.metrics_addr != new.metrics_addr

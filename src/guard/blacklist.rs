@@ -16,6 +16,7 @@ use std::hash::BuildHasher;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::locks::{exclusive, shared};
 use crate::wire::FastState;
 
 pub const BAN_THRESHOLD: u32 = 5;
@@ -126,7 +127,7 @@ impl Blacklist {
         if !self.may_contain(h) {
             return Verdict::Allowed;
         }
-        let shard = read(self.shard(h));
+        let shard = shared(self.shard(h));
         let Some(e) = shard.get(name) else {
             return Verdict::Allowed;
         };
@@ -154,12 +155,12 @@ impl Blacklist {
     pub fn record_invalid(&self, name: &str, now_ms: u64) -> Strike {
         let h = self.hash(name);
         {
-            let shard = read(self.shard(h));
+            let shard = shared(self.shard(h));
             if let Some(e) = shard.get(name) {
                 return self.strike(e, now_ms);
             }
         }
-        let mut shard = write(self.shard(h));
+        let mut shard = exclusive(self.shard(h));
         if !shard.contains_key(name) {
             if self.entries.load(Ordering::Acquire) >= self.max_entries {
                 return Strike::Untracked;
@@ -219,7 +220,7 @@ impl Blacklist {
         if !self.may_contain(h) {
             return;
         }
-        let shard = read(self.shard(h));
+        let shard = shared(self.shard(h));
         if let Some(e) = shard.get(name)
             && e.banned_until.load(Ordering::Acquire) == NOT_BANNED
             && e.count.load(Ordering::Relaxed) != 0
@@ -236,7 +237,7 @@ impl Blacklist {
             return out;
         }
         for s in self.shards.iter() {
-            for (name, e) in read(s).iter() {
+            for (name, e) in shared(s).iter() {
                 let until = e.banned_until.load(Ordering::Acquire);
                 let banned = until != NOT_BANNED && now_ms < until;
                 let ttl = self.ttl_ms.load(Ordering::Relaxed);
@@ -259,7 +260,7 @@ impl Blacklist {
 
     pub fn is_banned(&self, name: &str, now_ms: u64) -> bool {
         let h = self.hash(name);
-        let shard = read(self.shard(h));
+        let shard = shared(self.shard(h));
         shard.get(name).is_some_and(|e| {
             let until = e.banned_until.load(Ordering::Acquire);
             until != NOT_BANNED && now_ms < until
@@ -269,7 +270,7 @@ impl Blacklist {
     /// Empties the blacklist.
     pub fn clear(&self) {
         for s in self.shards.iter() {
-            write(s).clear();
+            exclusive(s).clear();
         }
         self.entries.store(0, Ordering::Release);
         for w in self.filter.iter() {
@@ -291,7 +292,7 @@ impl Blacklist {
     fn banned(&self) -> Vec<(Box<str>, u64)> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
-            for (name, e) in read(s).iter() {
+            for (name, e) in shared(s).iter() {
                 let until = e.banned_until.load(Ordering::Acquire);
                 if until != NOT_BANNED {
                     out.push((name.clone(), until));
@@ -309,7 +310,7 @@ impl Blacklist {
         let ttl = self.ttl_ms.load(Ordering::Relaxed);
         let mut remaining = 0;
         for s in self.shards.iter() {
-            let mut g = write(s);
+            let mut g = exclusive(s);
             g.retain(|_, e| {
                 e.banned_until.load(Ordering::Acquire) != NOT_BANNED
                     || (e.count.load(Ordering::Acquire) > 0
@@ -435,13 +436,6 @@ impl BanCache {
 /// A count whose last strike is a TTL old is forgotten (ttl 0: kept, like bans).
 fn count_expired(ttl_ms: u64, last_strike_ms: u64, now_ms: u64) -> bool {
     ttl_ms != 0 && now_ms.saturating_sub(last_strike_ms) >= ttl_ms
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use crate::dispatch::Origin;
-use crate::state::{DaemonState, lock};
+use crate::locks::lock;
+use crate::state::DaemonState;
 use crate::wire::Response;
 
 pub(super) fn vote(

@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 use crate::client::{self, Identity};
 use crate::config;
 use crate::dispatch::Origin;
-use crate::state::{DaemonState, exclusive, shared};
+use crate::locks::{exclusive, shared};
+use crate::state::DaemonState;
 use crate::wire::{Request, Response};
 
 const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,7 +45,7 @@ pub(super) fn apply_now(state: &DaemonState, new: config::NodeConfig) {
             .set(crate::listener::ListenerSettings::from_node(&new));
     }
     state.addr_book.sync(&new);
-    *state.config.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
+    *crate::locks::exclusive(&state.config) = std::sync::Arc::new(new);
 }
 
 fn peers_map(state: &DaemonState, joiner: &str, joiner_addr: &str) -> Map<String, Value> {

@@ -11,11 +11,10 @@ use serde_json::{Map, Value, json};
 use crate::clock::now_ms;
 use crate::config::NodeConfig;
 use crate::dispatch::{Origin, QuickHandler};
+use crate::locks::{exclusive, lock, shared};
 use crate::state::members::{self, Member, MemberState};
 use crate::state::metrics::{self, Sample};
-use crate::state::{
-    DaemonState, PeerStatus, SupervisorCmd, ThreadReply, ThreadStatus, exclusive, lock, shared,
-};
+use crate::state::{DaemonState, PeerStatus, SupervisorCmd, ThreadReply, ThreadStatus};
 use crate::wire::{Request, Response};
 
 /// What the status says that changes only with the configuration, written once per

@@ -12,7 +12,8 @@ pub(crate) mod service;
 use std::sync::Arc;
 
 use crate::dispatch::{Origin, ReceivedHeartbeat, Reply, ShardHandler};
-use crate::state::{DaemonState, exclusive, lock};
+use crate::locks::{exclusive, lock};
+use crate::state::DaemonState;
 use crate::wire::Request;
 
 pub(crate) struct Handlers {

@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use crate::config::Paths;
+use crate::locks::lock;
 use crate::service::instance::write_json_atomic;
-use crate::state::{DaemonState, NodeMonitor, lock};
+use crate::state::{DaemonState, NodeMonitor};
 use crate::wire::Response;
 use crate::wire::payload::{NodeLocalExpect, NodeMonitorStatus};
 

@@ -9,13 +9,14 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::dispatch::{Origin, Reply, StreamReply};
+use crate::locks::lock;
 use crate::service::config::{Orchestrate, config_path};
 use crate::service::exec::{Outcome, run_program};
 use crate::service::instance::{ResourceAction, write_json_atomic};
 use crate::service::log::{self as svclog, Follower};
 use crate::service::orchestrate::{Decision, NodeView, Presence};
 use crate::service::{Instance, Plan, ServiceConfig, ServiceMonitor, list_services};
-use crate::state::{DaemonState, lock};
+use crate::state::DaemonState;
 use crate::wire::Response;
 use crate::wire::payload::{GlobalExpect, ServiceLocalExpect, ServiceMonitorStatus};
 
@@ -823,7 +824,7 @@ fn ha_verb(
     let mut confirmed = true;
     let ready_since = shard.monitor(state, &cfg.name).ready_since_ms;
     {
-        let peers = crate::state::shared(&state.peers);
+        let peers = crate::locks::shared(&state.peers);
         let seen_via = lock(&state.seen_via);
         let gone_for = |name: &str| crate::state::gone_for_ms(name, &peers, &seen_via, &c, now);
         ready = orchestration_ready(state, &c, &peers, now);

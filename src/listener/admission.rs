@@ -88,7 +88,7 @@ pub(crate) struct AdmissionLimits {
 
 impl ConnTable {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.inner)
     }
 
     pub(crate) fn open(&self) -> usize {

@@ -86,13 +86,10 @@ impl ConfigCell {
         }
     }
     pub(crate) fn get(&self) -> Arc<ListenerSettings> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::locks::shared(&self.current).clone()
     }
     pub(crate) fn set(&self, c: ListenerSettings) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
+        *crate::locks::exclusive(&self.current) = Arc::new(c);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
     pub(crate) fn generation(&self) -> u64 {
@@ -175,14 +172,14 @@ impl ListenerShared {
     /// Sum of every worker's counters.
     pub(crate) fn stats(&self) -> GateStats {
         let mut total = GateStats::default();
-        for s in self.slots.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        for s in crate::locks::shared(&self.slots).iter() {
             total.add(&s.snapshot());
         }
         total
     }
 
     pub(crate) fn tcp_counts(&self) -> (u64, u64) {
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let slots = crate::locks::shared(&self.slots);
         slots.iter().fold((0, 0), |(a, r), s| {
             (
                 a + s.tcp_accepted.load(Ordering::Relaxed),
@@ -192,7 +189,7 @@ impl ListenerShared {
     }
 
     pub(crate) fn tcp_closed_length(&self) -> u64 {
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let slots = crate::locks::shared(&self.slots);
         slots
             .iter()
             .map(|s| s.tcp_closed_length.load(Ordering::Relaxed))
@@ -200,22 +197,19 @@ impl ListenerShared {
     }
 
     pub(crate) fn slots_len(&self) -> usize {
-        self.slots.read().unwrap_or_else(|p| p.into_inner()).len()
+        crate::locks::shared(&self.slots).len()
     }
 
     pub(crate) fn running(&self) -> Option<(&'static str, SocketAddr)> {
-        *self.running.read().unwrap_or_else(|p| p.into_inner())
+        *crate::locks::shared(&self.running)
     }
 
     pub(crate) fn backend_reason(&self) -> Option<String> {
-        self.backend_reason
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::locks::shared(&self.backend_reason).clone()
     }
 
     fn slot(&self, i: usize) -> Arc<WorkerSlot> {
-        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        let mut slots = crate::locks::exclusive(&self.slots);
         while slots.len() <= i {
             slots.push(Arc::new(WorkerSlot::default()));
         }
@@ -280,10 +274,7 @@ pub(crate) fn run(
         name: backend,
         reason,
     } = choose_backend(config.backend)?;
-    *shared
-        .backend_reason
-        .write()
-        .unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    *crate::locks::exclusive(&shared.backend_reason) = Some(reason);
     let threads = if config.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -297,7 +288,7 @@ pub(crate) fn run(
         .first()
         .and_then(|(_, t)| t.local_addr().ok())
         .unwrap_or(config.addr);
-    *shared.running.write().unwrap_or_else(|p| p.into_inner()) = Some((backend, bound));
+    *crate::locks::exclusive(&shared.running) = Some((backend, bound));
     tracing::info!(%bound, backend, threads, "listener running");
 
     // Workers tell each other to stop when one fails.
@@ -345,7 +336,7 @@ pub(crate) fn run(
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    *shared.running.write().unwrap_or_else(|p| p.into_inner()) = None;
+    *crate::locks::exclusive(&shared.running) = None;
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),

@@ -38,11 +38,7 @@ impl DequeueTrigger for Dequeue {
     fn trigger(&self) {
         self.triggers.fetch_add(1, Ordering::Relaxed);
         if !self.pending.swap(true, Ordering::AcqRel)
-            && let Some(t) = self
-                .thread
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
+            && let Some(t) = crate::locks::lock(&self.thread).as_ref()
         {
             t.unpark();
         }

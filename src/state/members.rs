@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{PeerMap, exclusive, lock, presence_label, shared};
+use super::{PeerMap, presence_label};
 use crate::config::NodeConfig;
+use crate::locks::{exclusive, lock, shared};
 
 /// How long a name waits before it is looked up again: one that did not resolve, or whose
 /// address a send failed to. Doubled after each failed lookup in a row, up to `RETRY_MAX`: a

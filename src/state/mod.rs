@@ -22,6 +22,7 @@ use crate::config::{NodeConfig, Paths};
 use crate::guard::SharedGuard;
 use crate::hb::HbSender;
 use crate::listener::ListenerShared;
+use crate::locks::lock;
 use crate::service::orchestrate::Presence;
 use crate::wire::Sealer;
 
@@ -391,21 +392,6 @@ impl Default for NodeMonitor {
     }
 }
 
-/// `lock()` that carries on past a poisoned mutex: the data are plain values.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `read()` that carries on past a poisoned lock, as [`lock`].
-pub(crate) fn shared<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `write()` that carries on past a poisoned lock, as [`lock`].
-pub(crate) fn exclusive<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
-}
-
 impl DaemonState {
     /// Records whether this node has quorum now; returns how long it has held it without a
     /// break (0 without it).
@@ -425,18 +411,11 @@ impl DaemonState {
     }
 
     pub(crate) fn config(&self) -> Arc<NodeConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::locks::shared(&self.config).clone()
     }
 
     pub(crate) fn send(&self, cmd: SupervisorCmd) -> bool {
-        self.commands
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(cmd)
-            .is_ok()
+        crate::locks::lock(&self.commands).send(cmd).is_ok()
     }
 
     /// A daemon's state, its threads not started yet: `commands` reach its supervisor. The

@@ -223,7 +223,7 @@ impl ReplayTable {
     pub fn expire(&self, now_ms: u64, max_skew_ms: u64) -> usize {
         let mut removed = 0;
         for s in self.shards.iter() {
-            let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = crate::locks::lock(s);
             removed += Self::expire_shard(&mut g, now_ms, max_skew_ms);
         }
         removed
@@ -240,10 +240,7 @@ impl ReplayTable {
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len)
-            .sum()
+        self.shards.iter().map(|s| crate::locks::lock(s).len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -253,7 +250,7 @@ impl ReplayTable {
     /// Forgets everything (the secret changed: old sessions cannot authenticate any more).
     pub fn clear(&self) {
         for s in self.shards.iter() {
-            let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = crate::locks::lock(s);
             g.sessions.clear();
             g.len = 0;
         }
